@@ -1,0 +1,336 @@
+"""Data sets as in-memory tensors: names, split strings, loading, normalisation, batches.
+
+Data sets: ``mnist``, ``cifar10`` (torchvision's download into the data root) and
+``imagefolder:PATH`` (one sub-folder per class). Splits: ``train``, ``test`` (``all`` for an image
+folder), optionally sliced: ``test[:8000]``, ``test[8000:]``, ``train[:10%]``.
+The data root is ``--data-dir``, else ``$NETVIZ_DATA``, else ``~/.cache/netviz/data``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from netviz.errors import NetvizError
+
+if TYPE_CHECKING:
+    import torch
+
+    from netviz.registry import ModelSpec
+
+DATASETS = ("mnist", "cifar10", "imagefolder:PATH")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+_SPLIT_RE = re.compile(r"^(\w+)(?:\[\s*(-?\d+%?)?\s*:\s*(-?\d+%?)?\s*\])?$")
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+@dataclass
+class TensorData:
+    """A labelled image set held in memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    name: str  # e.g. "mnist:test[8000:]"
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> Path:
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get("NETVIZ_DATA"):
+        return Path(os.environ["NETVIZ_DATA"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "netviz" / "data"
+
+
+def default_splits(dataset: str) -> tuple[str, str]:
+    """(train split, eval split) used when none is given."""
+    if dataset.startswith("imagefolder:"):
+        return "all[:80%]", "all[80%:]"
+    return "train", "test"
+
+
+def parse_split(split: str) -> tuple[str, str | None, str | None]:
+    """``'test[:8000]'`` -> ``('test', None, '8000')``; raises a clear error when malformed."""
+    m = _SPLIT_RE.match(split.strip())
+    if not m:
+        raise NetvizError(
+            f"malformed split '{split}': use a split name with an optional slice, "
+            "e.g. train, test[:8000], test[8000:] or train[:10%]"
+        )
+    return m.group(1), m.group(2), m.group(3)
+
+
+def _bound(text: str | None, n: int) -> int | None:
+    if text is None:
+        return None
+    if text.endswith("%"):
+        return round(int(text[:-1]) * n / 100)
+    return int(text)
+
+
+def slice_indices(split: str, n: int) -> range:
+    _, start, stop = parse_split(split)
+    return range(n)[slice(_bound(start, n), _bound(stop, n))]
+
+
+def _check_dataset(dataset: str) -> str:
+    if dataset in ("mnist", "cifar10"):
+        return dataset
+    if dataset.startswith("imagefolder:") and len(dataset) > len("imagefolder:"):
+        return "imagefolder"
+    raise NetvizError(f"unknown dataset '{dataset}': use one of {', '.join(DATASETS)}")
+
+
+def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = None,
+               download: bool = True) -> TensorData:
+    """Load one (sliced) split into memory. Only the files of that split need to be present."""
+    import torch
+
+    kind = _check_dataset(dataset)
+    base, _, _ = parse_split(split)
+    root = data_root(data_dir)
+    if kind == "mnist":
+        images, labels, classes = _load_mnist(root, base, download)
+    elif kind == "cifar10":
+        images, labels, classes = _load_cifar10(root, base, download)
+    else:
+        images, labels, classes = _load_imagefolder(Path(dataset.split(":", 1)[1]), base)
+    idx = slice_indices(split, len(labels))
+    if len(idx) == 0:
+        raise NetvizError(f"split '{split}' of {dataset} is empty (it has {len(labels)} images)")
+    sel = torch.arange(idx.start, idx.stop, idx.step)
+    return TensorData(images[sel].contiguous(), labels[sel].contiguous(), classes, f"{dataset}:{split}")
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    """Read an MNIST idx file (optionally gzipped) into a uint8 tensor."""
+    import numpy as np
+    import torch
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise NetvizError(f"cannot read {path}: {exc}; delete it and download it again") from exc
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise NetvizError(f"{path} is not an MNIST idx file of unsigned bytes")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise NetvizError(f"{path} is truncated: expected {int(np.prod(dims))} values, found {body.size}")
+    return torch.from_numpy(body.reshape(dims).copy())
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _load_mnist(root: Path, base: str, download: bool):
+    if base not in _MNIST_FILES:
+        raise NetvizError(f"mnist has splits 'train' and 'test', not '{base}'")
+    raw = root / "MNIST" / "raw"
+    stems = _MNIST_FILES[base]
+    paths = [_find(raw, s) for s in stems]
+    if None in paths and download:
+        _download_mnist(raw, stems)
+        paths = [_find(raw, s) for s in stems]
+    if None in paths:
+        raise NetvizError(
+            f"MNIST {base} split not found: put {' and '.join(s + '.gz' for s in stems)} into "
+            f"{raw} (or set --data-dir / NETVIZ_DATA to a folder holding MNIST/raw/)"
+        )
+    images = _read_idx(paths[0]).unsqueeze(1)
+    labels = _read_idx(paths[1]).long()
+    if images.shape[0] != labels.shape[0]:
+        raise NetvizError(f"MNIST {base}: {images.shape[0]} images but {labels.shape[0]} labels in {raw}")
+    return images, labels, tuple(str(i) for i in range(10))
+
+
+def _download_mnist(raw: Path, stems: tuple[str, ...]) -> None:
+    """Try torchvision's mirrors; stay silent on failure (the caller reports what is missing)."""
+    try:
+        from torchvision.datasets import MNIST
+        from torchvision.datasets.utils import download_url
+
+        md5 = dict(MNIST.resources)
+        raw.mkdir(parents=True, exist_ok=True)
+        for stem in stems:
+            for mirror in MNIST.mirrors:
+                try:
+                    download_url(f"{mirror}{stem}.gz", str(raw), md5=md5.get(f"{stem}.gz"))
+                    break
+                except Exception:
+                    continue
+    except Exception:
+        return
+
+
+def _load_cifar10(root: Path, base: str, download: bool):
+    import torch
+
+    if base not in ("train", "test"):
+        raise NetvizError(f"cifar10 has splits 'train' and 'test', not '{base}'")
+    try:
+        from torchvision.datasets import CIFAR10
+
+        ds = CIFAR10(str(root), train=base == "train", download=download)
+    except Exception as exc:
+        raise NetvizError(
+            f"CIFAR-10 {base} split not found and could not be downloaded ({type(exc).__name__}): "
+            f"put the extracted cifar-10-batches-py/ folder into {root} (or set --data-dir / NETVIZ_DATA)"
+        ) from exc
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return images, torch.tensor(ds.targets, dtype=torch.long), tuple(ds.classes)
+
+
+def _load_imagefolder(folder: Path, base: str):
+    """All images of ``folder/<class>/``, interleaved class by class so any slice mixes classes."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    if base not in ("all", "train", "test"):
+        raise NetvizError(f"an image folder has one split, 'all', not '{base}'")
+    if not folder.is_dir():
+        raise NetvizError(f"image folder {folder} does not exist")
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    per_class = [
+        sorted((p for p in (folder / c).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+               key=lambda p: (len(p.stem), p.stem))
+        for c in classes
+    ]
+    if not classes or not any(per_class):
+        raise NetvizError(f"{folder} holds no images in class sub-folders (expected {folder}/<class>/*.png)")
+    order = []
+    for i in range(max(len(files) for files in per_class)):
+        order.extend((files[i], k) for k, files in enumerate(per_class) if i < len(files))
+    arrays, size = [], None
+    for path, _ in order:
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                size = size or im.size
+                if im.size != size:
+                    im = im.resize(size, Image.BILINEAR)
+                arrays.append(np.asarray(im))
+        except OSError as exc:
+            raise NetvizError(f"cannot read image {path}: {exc}") from exc
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor([k for _, k in order], dtype=torch.long)
+    return images, labels, tuple(classes)
+
+
+def conform(images: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor, str | None]:
+    """Convert uint8 images (N, C, H, W) to the model's channels and size; say what changed."""
+    import torch
+    from torch.nn import functional as F
+
+    c, h, w = spec.input_shape
+    notes = []
+    if images.shape[1] != c:
+        if c == 1:
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).byte()
+        else:
+            images = images[:, :1].expand(-1, c, -1, -1).contiguous()
+        notes.append(f"converted to {c} channel(s)")
+    if tuple(images.shape[2:]) != (h, w):
+        notes.append(f"resized from {images.shape[3]}x{images.shape[2]} to {w}x{h}")
+        images = F.interpolate(images.float(), size=(h, w), mode="bilinear", antialias=True,
+                               align_corners=False).round().clamp(0, 255).byte()
+    return images, ("; ".join(notes) or None)
+
+
+def load_image(path: str | os.PathLike, spec: ModelSpec) -> tuple[torch.Tensor, str | None]:
+    """One image file as a uint8 (1, C, H, W) tensor fitted to the model, plus a note if changed."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise NetvizError(f"image file {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if spec.input_shape[0] == 1 and im.mode in ("L", "1", "P", "LA", "I") else "RGB")
+            array = np.asarray(im)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise NetvizError(f"{path} is not an image PIL can read (PNG, JPEG, ...)") from exc
+    tensor = torch.from_numpy(array.copy())
+    tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
+    return conform(tensor.unsqueeze(0), spec)
+
+
+def normalise(images: torch.Tensor, spec: ModelSpec, device: torch.device | None = None) -> torch.Tensor:
+    """uint8 images (or floats in [0, 1]) -> float32 in the model's normalised input space."""
+    import torch
+
+    x = images.to(device) if device is not None else images
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    mean = torch.tensor(spec.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def denormalise(x: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """Normalised inputs -> pixels in [0, 1] (clamped)."""
+    import torch
+
+    mean = torch.tensor(spec.mean, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, -1, 1, 1)
+    return (x * std + mean).clamp(0, 1)
+
+
+def pixel_bounds(spec: ModelSpec, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised images of pixel 0 and pixel 1, per channel, shaped (1, C, 1, 1)."""
+    import torch
+
+    mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
+    return (0 - mean) / std, (1 - mean) / std
+
+
+def batches(n: int, batch_size: int, shuffle: bool = False,
+            generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+    """Index tensors that cut ``range(n)`` into batches (shuffled with ``generator`` if asked)."""
+    import torch
+
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, batched on the tensor's device."""
+    import torch
+    from torch.nn import functional as F
+
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None]).view(n, 1, h, 1)
+    cols = torch.arange(w, device=x.device)[None].expand(n, w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    cols = (dx[:, None] + cols).view(n, 1, 1, w)
+    c = x.shape[1]
+    out = padded.gather(2, rows.expand(n, c, h, w + 2 * pad))
+    return out.gather(3, cols.expand(n, c, h, w))

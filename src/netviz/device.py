@@ -1,0 +1,82 @@
+"""The device manager: the only place that chooses devices, mixed precision and seeds."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from netviz.errors import NetvizError
+
+if TYPE_CHECKING:
+    import torch
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def resolve_device(spec: str | None = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are checked."""
+    import torch
+
+    spec = (spec or "auto").strip().lower()
+    if not _DEVICE_RE.match(spec):
+        raise NetvizError(f"unknown device '{spec}': use auto, cpu, cuda, cuda:N or mps")
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise NetvizError(f"device '{spec}' asked for, but CUDA is not available here: use --device cpu")
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise NetvizError(
+                f"device '{spec}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    if spec == "mps" and not torch.backends.mps.is_available():
+        raise NetvizError("device 'mps' asked for, but MPS is not available here: use --device cpu")
+    return torch.device(spec)
+
+
+def seed_everything(seed: int | None) -> None:
+    """Seed Python and torch (CPU and CUDA) so a command repeats exactly on the CPU."""
+    if seed is None:
+        return
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # numpy is a dependency, but seeding must never be the thing that fails
+        pass
+
+
+def use_amp(device: torch.device, enabled: bool = True) -> bool:
+    """Mixed precision (bf16 autocast) is used on CUDA only, unless switched off."""
+    return enabled and device.type == "cuda"
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """bf16 autocast on CUDA when enabled; a no-op elsewhere."""
+    import torch
+
+    if use_amp(device, enabled):
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def memory_format(device: torch.device, enabled: bool = True) -> torch.memory_format:
+    """channels_last on CUDA (faster convolutions with tensor cores), contiguous elsewhere."""
+    import torch
+
+    return torch.channels_last if use_amp(device, enabled) else torch.contiguous_format

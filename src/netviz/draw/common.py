@@ -1,0 +1,76 @@
+"""Shared drawing helpers: a headless matplotlib, atomic PNG/GIF writing, image tiles."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from netviz.runs import atomic_write
+
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write ``fig`` as PNG atomically, then close it."""
+    plt = pyplot()
+    try:
+        return atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, format="png", bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] (H, W) or (H, W, C) -> uint8."""
+    import numpy as np
+
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def minmax(a: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1]; a constant array becomes all zeros instead of dividing by zero."""
+    import numpy as np
+
+    a = np.asarray(a, dtype=np.float64)
+    lo, hi = np.nanmin(a), np.nanmax(a)
+    return np.zeros_like(a) if not np.isfinite(hi - lo) or hi == lo else (a - lo) / (hi - lo)
+
+
+def upscale(image: np.ndarray, min_size: int = 256) -> np.ndarray:
+    """Nearest-neighbour upscaling by an integer factor so the image is at least ``min_size``."""
+    import numpy as np
+
+    factor = max(1, -(-min_size // max(image.shape[0], image.shape[1])))
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
+    """An image array (uint8, or floats in [0, 1]; (H, W) grey or (H, W, 3) RGB) as PNG."""
+    import numpy as np
+    from PIL import Image
+
+    arr = image if image.dtype == np.uint8 else to_uint8(image)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    return atomic_write(path, lambda p: Image.fromarray(arr).save(p, format="PNG"))
+
+
+def save_gif(frames: list[np.ndarray], path: str | os.PathLike, duration_ms: int = 600) -> Path:
+    """Equal-sized uint8 frames (H, W) or (H, W, 3) as a looping GIF."""
+    from PIL import Image
+
+    images = [Image.fromarray(f).convert("RGB") for f in frames]
+    return atomic_write(path, lambda p: images[0].save(
+        p, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0))

@@ -1,0 +1,23 @@
+"""The one user-facing error type.
+
+Library code raises :class:`NetvizError` for anything the user can fix (bad option, missing
+file, unknown layer). The CLI prints its message as one line on stderr and exits with code 2;
+notebook users get an ordinary exception with the same message.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class NetvizError(Exception):
+    """A problem with the user's input: the message says what was wrong and what to do."""
+
+    exit_code = 2
+
+
+def close_matches(word: str, choices: Iterable[str], n: int = 5) -> str:
+    """A short ", did you mean: a, b?" suffix, or "" when nothing is close."""
+    matches = difflib.get_close_matches(str(word), [str(c) for c in choices], n=n, cutoff=0.5)
+    return f"; did you mean: {', '.join(matches)}?" if matches else ""

@@ -1,0 +1,174 @@
+"""Layer addressing and activation capture: the one way every command names a layer.
+
+A layer is addressed by its dotted module name (``conv3``, ``features.3``, ``layer2.0.conv1``) or
+by its index in :func:`list_layers` (what ``netviz layers`` prints; negative indices count from the
+end). Hooks only ever live inside the context managers here, and are removed on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from netviz.errors import NetvizError, close_matches
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    index: int
+    name: str
+    type: str
+    output_shape: tuple[int, ...] | None  # without the batch dimension; None if never called
+    params: int  # parameters of the module and its children
+
+
+def _named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in model.named_modules() if name]
+
+
+def _first_tensor(output: object) -> torch.Tensor | None:
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor):
+                return item
+    # torchvision's GoogLeNetOutputs / InceptionOutputs are namedtuples, handled above
+    return None
+
+
+def list_layers(model: nn.Module, input_shape: Sequence[int] | None = None) -> list[LayerInfo]:
+    """Every addressable module in order, with its output shape from one dummy forward pass."""
+    import torch
+
+    named = _named_layers(model)
+    shapes: dict[str, tuple[int, ...]] = {}
+    if input_shape is not None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        x = torch.zeros(1, *input_shape, device=device)
+        with capture_activations(model, [n for n, _ in named]) as acts, torch.no_grad():
+            model(x)
+        shapes = {n: tuple(t.shape[1:]) for n, t in acts.items()}
+    return [
+        LayerInfo(i, name, type(m).__name__, shapes.get(name), sum(p.numel() for p in m.parameters()))
+        for i, (name, m) in enumerate(named)
+    ]
+
+
+def resolve_layer(model: nn.Module, ref: str | int) -> str:
+    """The dotted name of the layer ``ref`` (a name, or an index as printed by ``netviz layers``)."""
+    named = _named_layers(model)
+    names = [n for n, _ in named]
+    if not names:
+        raise NetvizError("the model has no layers to address")
+    text = str(ref).strip()
+    try:
+        index = int(text)
+    except ValueError:
+        index = None
+    if index is not None:
+        if not -len(names) <= index < len(names):
+            raise NetvizError(
+                f"layer index {index} is out of range: valid indices are 0..{len(names) - 1} "
+                f"(or -{len(names)}..-1); run `netviz layers` to see them"
+            )
+        return names[index]
+    if text in names:
+        return text
+    raise NetvizError(
+        f"unknown layer '{text}'{close_matches(text, names)} (run `netviz layers` to list them)"
+    )
+
+
+def resolve_layers(model: nn.Module, refs: str | Sequence[str | int]) -> list[str]:
+    """Resolve a comma-separated string or a list of refs, keeping order and dropping repeats."""
+    items = [r for r in refs.split(",") if r.strip()] if isinstance(refs, str) else list(refs)
+    out: list[str] = []
+    for ref in items:
+        name = resolve_layer(model, ref)
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def get_module(model: nn.Module, name: str) -> nn.Module:
+    return model.get_submodule(name)
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the last wanted layer has run."""
+
+
+@contextlib.contextmanager
+def capture_activations(
+    model: nn.Module, layers: Sequence[str], detach: bool = True
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of ``layers`` (dotted names) during forward passes inside the block.
+
+    Yields a dict that each forward pass fills (name -> output tensor). With ``detach=False`` the
+    tensors stay in the autograd graph, for objectives on inner activations.
+    """
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, inputs: object, output: object) -> None:
+            tensor = _first_tensor(output)
+            if tensor is not None:
+                store[name] = tensor.detach() if detach else tensor
+
+        return hook
+
+    try:
+        for name in layers:
+            handles.append(model.get_submodule(name).register_forward_hook(make_hook(name)))
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def forward_to(model: nn.Module, x: torch.Tensor, layers: Sequence[str], detach: bool = True
+               ) -> dict[str, torch.Tensor]:
+    """Run ``model`` on ``x`` only as far as needed to get the outputs of ``layers``."""
+    wanted = set(layers)
+
+    with capture_activations(model, layers, detach=detach) as store:
+        stop_handles = []
+
+        def stop_hook(module: nn.Module, inputs: object, output: object) -> None:
+            if wanted.issubset(store):
+                raise _StopForward
+
+        try:
+            for name in layers:
+                stop_handles.append(model.get_submodule(name).register_forward_hook(stop_hook))
+            try:
+                model(x)
+            except _StopForward:
+                pass
+        finally:
+            for handle in stop_handles:
+                handle.remove()
+    missing = wanted.difference(store)
+    if missing:
+        raise NetvizError(f"layer(s) {', '.join(sorted(missing))} produced no tensor output")
+    return {name: store[name] for name in layers}
+
+
+def has_hooks(model: nn.Module) -> bool:
+    """True if any module still carries a forward/backward hook (tests use this)."""
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+        or getattr(m, "_backward_pre_hooks", None)
+        for m in model.modules()
+    )

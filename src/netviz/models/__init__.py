@@ -1,0 +1,1 @@
+"""Model definitions shipped with netviz (registered in :mod:`netviz.registry`)."""

@@ -1,0 +1,163 @@
+"""The model registry: one place that maps a model name to how to build it and what it expects.
+
+Every command asks the registry for a :class:`ModelSpec`; nothing else hard-codes input sizes,
+class names or normalisation. Register your own model with :func:`register_model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from netviz.errors import NetvizError, close_matches
+
+if TYPE_CHECKING:
+    from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What netviz needs to know about a model.
+
+    ``factory(weights)`` builds the model; ``weights`` is None (fresh init) or, for models that
+    have them, ``"DEFAULT"`` for pretrained weights. Models return raw logits.
+    """
+
+    name: str
+    factory: Callable[[str | None], nn.Module]
+    input_shape: tuple[int, int, int]  # (channels, height, width)
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...] = ()
+    default_dataset: str | None = None
+    default_layers: tuple[str, ...] = ()  # shown by `netviz activations` when none are given
+    has_pretrained: bool = False
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def class_name(self, k: int) -> str:
+        return self.class_names[k] if k < len(self.class_names) else str(k)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add (or replace) a model; returns the spec so it can be used as an expression."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _mnist(weights: str | None) -> nn.Module:
+    from netviz.models.mnist import MnistNet
+
+    return MnistNet()
+
+
+def _allconv(weights: str | None) -> nn.Module:
+    from netviz.models.allconv import AllConvNet
+
+    return AllConvNet()
+
+
+register_model(ModelSpec(
+    name="mnist", factory=_mnist, input_shape=(1, 28, 28), num_classes=10,
+    mean=(0.1307,), std=(0.3081,), class_names=tuple(str(i) for i in range(10)),
+    default_dataset="mnist", default_layers=("relu1", "relu2", "pool"),
+    description="PyTorch-examples MNIST net (2 convs, 2 linear), 1x28x28",
+))
+register_model(ModelSpec(
+    name="allconv", factory=_allconv, input_shape=(3, 32, 32), num_classes=10,
+    # The post fed pixels in [0, 1] with no normalisation; we keep that.
+    mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), class_names=CIFAR10_CLASSES,
+    default_dataset="cifar10", default_layers=("conv3", "conv6", "conv9"),
+    description="CIFAR-10 all-convolutional net (9 convs, ELU, no biases), 3x32x32",
+))
+
+
+def _torchvision_spec(name: str) -> ModelSpec | None:
+    from torchvision import models as tvm
+
+    if name not in tvm.list_models(module=tvm):
+        return None
+    try:
+        categories = tuple(tvm.get_model_weights(name).DEFAULT.meta["categories"])
+    except Exception:  # a model without published weights
+        categories = ()
+    size = 299 if name == "inception_v3" else 224
+
+    def factory(weights: str | None) -> nn.Module:
+        kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+        if name == "inception_v3":
+            kwargs = {"aux_logits": False, "init_weights": True}
+        if weights is not None:
+            kwargs.pop("init_weights", None)
+            kwargs.pop("aux_logits", None)
+        return tvm.get_model(name, weights=weights, **kwargs)
+
+    return ModelSpec(
+        name=name, factory=factory, input_shape=(3, size, size), num_classes=1000,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, class_names=categories, default_dataset=None,
+        has_pretrained=bool(categories), description=f"torchvision {name} (ImageNet)",
+    )
+
+
+def list_models() -> list[str]:
+    """The names registered with netviz (any torchvision classifier name works as well)."""
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec for ``name``: a registered model or a torchvision classification model."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    spec = _torchvision_spec(name)
+    if spec is None:
+        from torchvision import models as tvm
+
+        known = list(_REGISTRY) + tvm.list_models(module=tvm)
+        raise NetvizError(
+            f"unknown model '{name}': known models are {', '.join(list_models())} "
+            f"or a torchvision classifier such as resnet18{close_matches(name, known)}"
+        )
+    return register_model(spec)
+
+
+def build_model(spec: ModelSpec | str, weights: str | None = None) -> nn.Module:
+    """Build a model in eval mode on the CPU.
+
+    ``weights``: None for a fresh initialisation, ``"default"`` for pretrained weights (torchvision
+    models; downloaded into the torch cache, or read from it when already there).
+    """
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    if weights is not None and weights.lower() in ("none", ""):
+        weights = None
+    if weights is not None:
+        if not spec.has_pretrained:
+            raise NetvizError(
+                f"model '{spec.name}' has no pretrained weights: train it with `netviz train "
+                f"--model {spec.name}` or pass --weights none"
+            )
+        weights = "DEFAULT" if weights.lower() == "default" else weights
+        try:
+            model = spec.factory(weights)
+        except Exception as exc:  # no network, proxy, corrupt cache ...
+            import torch.hub
+
+            cache = f"{torch.hub.get_dir()}/checkpoints"
+            raise NetvizError(
+                f"could not get pretrained weights for '{spec.name}' ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); download them on a "
+                f"machine with internet into {cache}, or pass --weights none"
+            ) from exc
+    else:
+        model = spec.factory(None)
+    return model.eval()

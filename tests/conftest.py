@@ -1,0 +1,64 @@
+"""Shared fixtures: real data from ../shared/data and trained runs, made once per session.
+
+Set NETVIZ_TEST_CACHE=/some/dir to keep the trained runs between pytest invocations while
+developing (CI leaves it unset and trains afresh).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("NETVIZ_DATA") or ROOT.parent / "shared" / "data").resolve()
+CIFAR_SAMPLE = SHARED_DATA / "cifar10-sample"
+MNIST_TRAIN = {"train_split": "test[:8000]", "eval_split": "test[8000:]", "epochs": 3, "seed": 1}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.fail(f"real test data not found in {SHARED_DATA}: set NETVIZ_DATA=../shared/data")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _data_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Every test reads real data from shared/ and never writes into the repository.
+    monkeypatch.setenv("NETVIZ_DATA", str(SHARED_DATA))
+    monkeypatch.setenv("NETVIZ_RUNS", str(tmp_path / "runs"))
+    monkeypatch.chdir(tmp_path)
+
+
+def _cached_run(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs):
+    from netviz.runs import load_run
+    from netviz.train import train
+
+    cache = os.environ.get("NETVIZ_TEST_CACHE")
+    runs_dir = Path(cache) if cache else tmp_path_factory.mktemp("runs")
+    run_dir = runs_dir / name
+    if (run_dir / "checkpoints" / "final.pt").is_file():
+        return load_run(run_dir, device="cpu")
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    os.environ.setdefault("NETVIZ_DATA", str(SHARED_DATA))
+    train(runs_dir=str(runs_dir), name=name, device="cpu", quiet=True,
+          data_dir=str(SHARED_DATA), **kwargs)
+    return load_run(run_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def mnist_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
+    """The MNIST net trained on the real test[:8000] for 3 epochs (seed 1): eval acc ~0.984."""
+    return _cached_run(tmp_path_factory, "mnist-3ep", model="mnist", **MNIST_TRAIN)
+
+
+@pytest.fixture(scope="session")
+def allconv_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
+    """allconv trained 1 epoch on the 200 real CIFAR-10 sample images (a smoke run)."""
+    return _cached_run(tmp_path_factory, "allconv-1ep", model="allconv",
+                       dataset=f"imagefolder:{CIFAR_SAMPLE}", epochs=1, seed=0)
