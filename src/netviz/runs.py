@@ -136,6 +136,8 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None) -> d
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "GLOBAL" not in str(exc):  # not a refused class or function: just bad bytes
+            raise NetvizError(f"checkpoint {path} is corrupt or not a PyTorch file") from exc
         raise NetvizError(
             f"refusing to load {path}: it holds pickled objects other than tensors, which could "
             "run code (netviz only loads weights_only checkpoints)"

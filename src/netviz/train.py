@@ -186,7 +186,7 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
             raise NetvizError(f"cannot resume {run_dir}: it trains '{saved.get('model')}', not '{model}'")
         allowed = {"epochs", "device", "data_dir", "eval_batch_size"}
         saved.update({k: v for k, v in overrides.items() if v is not None and k in allowed})
-        cfg = resolve_config(saved.get("model"), None, **saved)
+        cfg = resolve_config(saved.pop("model", None), None, **saved)
         last = resume if resume.is_file() else run_dir / "checkpoints" / "last.pt"
         state = load_checkpoint(last, cfg.model)
         if "optimizer" not in state:
@@ -323,6 +323,7 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
     save_checkpoint(ckpt_dir / "final.pt", cfg.model, {"model": net.state_dict(), "epoch": epoch})
     from netviz.draw.curves import plot_curves
 
-    plot_curves(metrics, run_dir / "curves.png", title=f"{cfg.model} on {dataset}")
+    plot_curves(metrics, run_dir / "curves.png",
+                title=f"{cfg.model}: train {train_data.name}, eval {eval_data.name}")
     return Run(spec=spec, model=net.eval(), device=device, path=run_dir,
                checkpoint=ckpt_dir / "final.pt", config=dataclasses.asdict(cfg), metrics=metrics)
