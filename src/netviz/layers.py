@@ -1,8 +1,12 @@
 """Layer addressing and activation capture: the one way every command names a layer.
 
 A layer is addressed by its dotted module name (``conv3``, ``features.3``, ``layer2.0.conv1``) or
-by its index in :func:`list_layers` (what ``netviz layers`` prints; negative indices count from the
-end). Hooks only ever live inside the context managers here, and are removed on exit.
+by its layer number: the modules that hold weights (convolutions, linear layers, norms) are
+numbered from 1 in model order, as papers and the 2018 post count them ("layers 3, 6 and 9" of
+the all-conv net are ``conv3``, ``conv6``, ``conv9``); negative numbers count from the end. Modules
+without weights (ReLU, pooling, containers) are addressed by name. ``netviz layers`` prints both.
+A number that is itself a module name (children of a plain ``nn.Sequential``) means that module.
+Hooks only ever live inside the context managers here, and are removed on exit.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LayerInfo:
-    index: int
+    index: int | None  # the layer number (1-based, weight layers only), None for other modules
     name: str
     type: str
     output_shape: tuple[int, ...] | None  # without the batch dimension; None if never called
@@ -30,6 +34,15 @@ class LayerInfo:
 
 def _named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if name]
+
+
+def _holds_weights(module: nn.Module) -> bool:
+    return next(module.parameters(recurse=False), None) is not None
+
+
+def weight_layers(model: nn.Module) -> list[str]:
+    """Names of the numbered layers: layer number k is ``weight_layers(model)[k - 1]``."""
+    return [name for name, m in _named_layers(model) if _holds_weights(m)]
 
 
 def _first_tensor(output: object) -> torch.Tensor | None:
@@ -58,35 +71,37 @@ def list_layers(model: nn.Module, input_shape: Sequence[int] | None = None) -> l
         with capture_activations(model, [n for n, _ in named]) as acts, torch.no_grad():
             model(x)
         shapes = {n: tuple(t.shape[1:]) for n, t in acts.items()}
+    numbers = {name: k for k, name in enumerate(weight_layers(model), start=1)}
     return [
-        LayerInfo(i, name, type(m).__name__, shapes.get(name), sum(p.numel() for p in m.parameters()))
-        for i, (name, m) in enumerate(named)
+        LayerInfo(numbers.get(name), name, type(m).__name__, shapes.get(name),
+                  sum(p.numel() for p in m.parameters()))
+        for name, m in named
     ]
 
 
 def resolve_layer(model: nn.Module, ref: str | int) -> str:
-    """The dotted name of the layer ``ref`` (a name, or an index as printed by ``netviz layers``)."""
-    named = _named_layers(model)
-    names = [n for n, _ in named]
+    """The dotted name of layer ``ref``: a module name, or a layer number as ``netviz layers`` prints."""
+    names = [n for n, _ in _named_layers(model)]
     if not names:
         raise NetvizError("the model has no layers to address")
     text = str(ref).strip()
-    try:
-        index = int(text)
-    except ValueError:
-        index = None
-    if index is not None:
-        if not -len(names) <= index < len(names):
-            raise NetvizError(
-                f"layer index {index} is out of range: valid indices are 0..{len(names) - 1} "
-                f"(or -{len(names)}..-1); run `netviz layers` to see them"
-            )
-        return names[index]
     if text in names:
         return text
-    raise NetvizError(
-        f"unknown layer '{text}'{close_matches(text, names)} (run `netviz layers` to list them)"
-    )
+    try:
+        number = int(text)
+    except ValueError:
+        raise NetvizError(
+            f"unknown layer '{text}'{close_matches(text, names)} (run `netviz layers` to list them)"
+        ) from None
+    numbered = weight_layers(model)
+    n = len(numbered)
+    if number == 0 or not -n <= number <= n:
+        raise NetvizError(
+            f"layer index {number} is out of range: layer numbers are 1..{n} (or -{n}..-1), "
+            "counting the layers that hold weights; other modules go by name "
+            "(run `netviz layers` to see both)"
+        )
+    return numbered[number - 1 if number > 0 else number]
 
 
 def resolve_layers(model: nn.Module, refs: str | Sequence[str | int]) -> list[str]:
@@ -124,7 +139,9 @@ def capture_activations(
         def hook(module: nn.Module, inputs: object, output: object) -> None:
             tensor = _first_tensor(output)
             if tensor is not None:
-                store[name] = tensor.detach() if detach else tensor
+                # clone: a later in-place op (ReLU(inplace=True) after a BatchNorm in
+                # torchvision models) would otherwise overwrite the recorded output
+                store[name] = tensor.detach().clone() if detach else tensor
 
         return hook
 
@@ -152,10 +169,8 @@ def forward_to(model: nn.Module, x: torch.Tensor, layers: Sequence[str], detach:
         try:
             for name in layers:
                 stop_handles.append(model.get_submodule(name).register_forward_hook(stop_hook))
-            try:
+            with contextlib.suppress(_StopForward):
                 model(x)
-            except _StopForward:
-                pass
         finally:
             for handle in stop_handles:
                 handle.remove()
@@ -172,3 +187,17 @@ def has_hooks(model: nn.Module) -> bool:
         or getattr(m, "_backward_pre_hooks", None)
         for m in model.modules()
     )
+
+
+def format_layer_table(infos: Sequence[LayerInfo]) -> str:
+    """The text table `netviz layers` prints: index, name, type, output shape, parameters."""
+    rows = [("layer", "name", "type", "output shape", "params")]
+    for i in infos:
+        shape = "x".join(map(str, i.output_shape)) if i.output_shape is not None else "-"
+        rows.append((str(i.index) if i.index is not None else "", i.name, i.type, shape, f"{i.params:,}"))
+    widths = [max(len(r[k]) for r in rows) for k in range(5)]
+    lines = []
+    for r in rows:
+        left = "  ".join(r[k].ljust(widths[k]) for k in (1, 2, 3))
+        lines.append(f"{r[0].rjust(widths[0])}  {left}  {r[4].rjust(widths[4])}".rstrip())
+    return "\n".join(lines)

@@ -171,8 +171,19 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
     from netviz.device import autocast, memory_format, resolve_device, seed_everything
     from netviz.progress import progress, say
     from netviz.registry import build_model, get_spec
-    from netviz.runs import Run, load_checkpoint, load_weights, read_json, read_toml, runs_root, save_checkpoint, set_latest, write_json, write_text
-    from netviz.runs import dump_toml
+    from netviz.runs import (
+        Run,
+        dump_toml,
+        load_checkpoint,
+        load_weights,
+        read_json,
+        read_toml,
+        runs_root,
+        save_checkpoint,
+        set_latest,
+        write_json,
+        write_text,
+    )
     from netviz.stats import state_stats
 
     state: dict[str, Any] | None = None
@@ -220,7 +231,9 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
     x_eval = D.normalise(D.conform(eval_data.images, spec)[0], spec, device).contiguous(memory_format=fmt)
     y_train, y_eval = train_data.labels.to(device), eval_data.labels.to(device)
     if int(y_train.max()) >= spec.num_classes:
-        raise NetvizError(f"{dataset} has {len(train_data.classes)} classes but '{cfg.model}' predicts {spec.num_classes}")
+        raise NetvizError(
+            f"{dataset} has {len(train_data.classes)} classes but '{cfg.model}' predicts {spec.num_classes}"
+        )
 
     seed_everything(cfg.seed)
     net = build_model(spec).to(device, memory_format=fmt)

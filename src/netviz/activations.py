@@ -1,0 +1,332 @@
+"""Activations: what chosen layers output for one image, and which images excite a channel most.
+
+Pure compute over a model and tensors (no click, no matplotlib). A notebook user can do::
+
+    from netviz.runs import load_run
+    from netviz.activations import image_activations
+    run = load_run("runs/mnist-3ep")
+    data = run.eval_data()
+    act = image_activations(run.model, run.spec, data.images[:1], ["relu1", "pool"], channels=8)
+    act.layers[0].output.shape, act.predicted
+
+The hooks live only inside :func:`netviz.layers.capture_activations` / ``forward_to`` and only the
+requested layers are recorded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from netviz.errors import NetvizError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from netviz.data import TensorData
+    from netviz.registry import ModelSpec
+
+DEFAULT_CHANNELS = 27  # the post's choice: 27 grey tiles or 9 RGB tiles
+_RANGE_RE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
+
+
+@dataclass
+class LayerActivation:
+    """One layer's output for one image (float32, CPU, no batch dimension)."""
+
+    name: str
+    index: int | None  # the layer number `netviz layers` prints; None without weights
+    type: str
+    output: torch.Tensor  # (C, H, W) for a spatial layer, (C,) for a vector (Linear) layer
+    channels: list[int]  # the channels chosen for display
+    note: str | None = None  # set when the requested channels had to be clipped
+
+    @property
+    def spatial(self) -> bool:
+        return self.output.ndim == 3
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.output.shape[0])
+
+    def channel_means(self) -> list[float]:
+        return _per_channel(self.output).mean(dim=1).tolist()
+
+    def channel_maxes(self) -> list[float]:
+        return _per_channel(self.output).amax(dim=1).tolist()
+
+
+@dataclass
+class ImageActivations:
+    """The inputs, prediction and chosen layer outputs of one image."""
+
+    image: torch.Tensor  # uint8 (C, H, W), as fed to the model (after fitting to its input)
+    source: str  # "mnist:test[8000:] #5" or the image file
+    index: int | None  # index into the data set, None for an image file
+    label: int | None  # true label, when known
+    label_name: str | None
+    predicted: int
+    predicted_name: str
+    probabilities: torch.Tensor  # softmax of the logits, (num_classes,)
+    layers: list[LayerActivation]
+    note: str | None = None  # how an image file was converted, if it was
+    class_names: tuple[str, ...] = ()
+
+    def class_name(self, k: int) -> str:
+        return str(self.class_names[k]) if k < len(self.class_names) else str(k)
+
+    @property
+    def probability(self) -> float:
+        return float(self.probabilities[self.predicted])
+
+    def top_classes(self, k: int = 5) -> list[tuple[int, float]]:
+        p, i = self.probabilities.topk(min(k, self.probabilities.numel()))
+        return list(zip(i.tolist(), p.tolist(), strict=True))
+
+
+@dataclass
+class TopImages:
+    """For each channel of one layer, the data-set images with the highest mean activation."""
+
+    layer: str
+    channels: list[int]
+    indices: torch.Tensor  # int64 (len(channels), K): data-set indices, strongest first
+    scores: torch.Tensor  # float32 (len(channels), K): the mean activation of each
+    dataset: str
+
+
+def _per_channel(t: torch.Tensor) -> torch.Tensor:
+    """(C, ...) -> (C, N) with every value of a channel in one row."""
+    return t.reshape(t.shape[0], -1).float()
+
+
+def as_chw(output: torch.Tensor, name: str) -> torch.Tensor:
+    """One image's layer output as (C, H, W) or (C,); sequences (C, L) become (C, 1, L)."""
+    if output.ndim == 1 or output.ndim == 3:
+        return output
+    if output.ndim == 2:
+        return output.unsqueeze(1)
+    raise NetvizError(
+        f"layer {name} outputs shape {tuple(output.shape)} per image, which netviz cannot draw: "
+        "pick a convolutional or linear layer (see `netviz layers`)"
+    )
+
+
+# -- parsing user choices ----------------------------------------------------------------------
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """``"3"``, ``"0-9"``, ``"1,4,7"`` or ``"0-3,8"`` -> a list of non-negative ints (in order)."""
+    out: list[int] = []
+    parts = [p.strip() for p in str(text).split(",")]
+    if not any(parts):
+        raise NetvizError(f"empty {what}: use N, N-M or a list like 0,4,7")
+    for part in parts:
+        if not part:
+            continue
+        m = _RANGE_RE.match(part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo:
+                raise NetvizError(
+                    f"{what} range '{part}' runs backwards: write it low-high, e.g. {hi}-{lo}")
+            out.extend(range(lo, hi + 1))
+        elif part.isdigit():
+            out.append(int(part))
+        else:
+            raise NetvizError(
+                f"malformed {what} '{text}': use N, N-M or a list like 0,4,7 (no negatives)")
+    return list(dict.fromkeys(out))
+
+
+def select_channels(spec: str | int | Sequence[int] | None, num_channels: int, layer: str
+                    ) -> tuple[list[int], str | None]:
+    """The channels to show and a note when they had to be clipped to the layer.
+
+    ``spec``: None (the first 27), a count (``27`` or ``"27"``: the first N), ``"all"``, or a
+    list/range (``"0-9"``, ``"3,5,7"``; a single channel is ``"5-5"``).
+    """
+    if spec is None:
+        spec = DEFAULT_CHANNELS
+    if isinstance(spec, str) and spec.strip().lower() == "all":
+        return list(range(num_channels)), None
+    if isinstance(spec, str) and spec.strip().isdigit():
+        spec = int(spec.strip())
+    if isinstance(spec, int):
+        if spec < 1:
+            raise NetvizError(f"--channels {spec}: ask for at least one channel")
+        if spec > num_channels:
+            return list(range(num_channels)), (
+                f"{layer} has {num_channels} channels: showing all {num_channels} "
+                f"of the {spec} asked for")
+        return list(range(spec)), None
+    if isinstance(spec, str):
+        wanted = parse_int_list(spec, "--channels")
+    else:
+        wanted = list(dict.fromkeys(spec))
+    kept = [c for c in wanted if 0 <= c < num_channels]
+    if not kept:
+        raise NetvizError(
+            f"--channels {spec}: layer {layer} has only {num_channels} channels "
+            f"(0-{num_channels - 1})")
+    note = None
+    if len(kept) < len(wanted):
+        dropped = [c for c in wanted if c not in kept]
+        shown = ", ".join(map(str, dropped[:5])) + (", ..." if len(dropped) > 5 else "")
+        note = (f"{layer} has {num_channels} channels (0-{num_channels - 1}): "
+                f"left out channel(s) {shown}")
+    return kept, note
+
+
+def select_indices(spec: str | int | Sequence[int] | None, n: int, dataset: str) -> list[int]:
+    """``--index`` values (``5``, ``0-9``, ``1,4,7``) checked against a data set of ``n`` images."""
+    if spec is None:
+        indices = [0]
+    elif isinstance(spec, int):
+        indices = [spec]
+    elif isinstance(spec, str):
+        indices = parse_int_list(spec, "--index")
+    else:
+        indices = list(spec)
+    bad = [i for i in indices if not 0 <= i < n]
+    if bad:
+        raise NetvizError(
+            f"index {bad[0]} is beyond the data set {dataset} ({n} images): use 0..{n - 1}")
+    return indices
+
+
+def layer_index(model: nn.Module, name: str) -> int | None:
+    """The layer number `netviz layers` prints for ``name`` (None for a module without weights)."""
+    from netviz.layers import weight_layers
+
+    numbered = weight_layers(model)
+    return numbered.index(name) + 1 if name in numbered else None
+
+
+def default_layers(model: nn.Module, spec: ModelSpec, count: int = 3) -> list[str]:
+    """The spec's default layers, else ``count`` layers from shallow to deep: the last
+    convolution at each spatial resolution (the end of each stage), evenly spread."""
+    if spec.default_layers:
+        return list(spec.default_layers)
+    from netviz.layers import list_layers
+
+    infos = list_layers(model, spec.input_shape)
+    leaves = {n for n, m in model.named_modules() if n and not any(True for _ in m.children())}
+    spatial = [i for i in infos if i.name in leaves and i.output_shape is not None
+               and len(i.output_shape) == 3]
+    convs = [i for i in spatial if "conv" in i.type.lower()] or spatial
+    if not convs:
+        named = [i for i in infos if i.output_shape is not None]
+        if not named:
+            raise NetvizError(f"model '{spec.name}' has no layer with an output: pass --layers")
+        return [named[-1].name]
+    last_at: dict[tuple[int, ...], str] = {}  # resolution -> last conv there, in first-seen order
+    for info in convs:
+        last_at[info.output_shape[1:]] = info.name
+    stages = list(last_at.values())
+    picks = sorted({max(0, round(k * len(stages) / count) - 1) for k in range(1, count + 1)})
+    return [stages[p] for p in picks]
+
+
+# -- compute -----------------------------------------------------------------------------------
+
+def _logits(output: object) -> torch.Tensor:
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise NetvizError("the model's output is not a tensor of class scores")
+
+
+def image_activations(model: nn.Module, spec: ModelSpec, image: torch.Tensor, layers: Sequence[str],
+                      channels: str | int | Sequence[int] | None = None, *,
+                      label: int | None = None, class_names: Sequence[str] | None = None,
+                      source: str = "", index: int | None = None, note: str | None = None
+                      ) -> ImageActivations:
+    """Run one image (uint8 (1, C, H, W) or (C, H, W), fitted to the model) and record ``layers``.
+
+    ``layers`` are dotted names (see :func:`netviz.layers.resolve_layers`); ``channels`` picks
+    the channels to show, as :func:`select_channels`. Only these layers are kept in memory.
+    """
+    import torch
+
+    from netviz.data import normalise
+    from netviz.layers import capture_activations
+
+    if image.ndim == 3:
+        image = image.unsqueeze(0)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    names = tuple(class_names if class_names and len(class_names) >= spec.num_classes
+                  else spec.class_names)
+    x = normalise(image, spec, device)
+    with capture_activations(model, list(layers)) as store, torch.no_grad():
+        logits = _logits(model(x))[0].float().cpu()
+    missing = [n for n in layers if n not in store]
+    if missing:
+        raise NetvizError(f"layer(s) {', '.join(missing)} produced no tensor output for this model")
+    results = []
+    for name in layers:
+        out = as_chw(store[name][0].float().cpu(), name)
+        shown, clip_note = select_channels(channels, int(out.shape[0]), name)
+        module = model.get_submodule(name)
+        results.append(LayerActivation(name, layer_index(model, name), type(module).__name__, out,
+                                       shown, clip_note))
+    probs = logits.softmax(0)
+    pred = int(probs.argmax())
+
+    act = ImageActivations(
+        image=image[0].cpu(), source=source, index=index, label=label, label_name=None,
+        predicted=pred, predicted_name="", probabilities=probs, layers=results, note=note,
+        class_names=names,
+    )
+    act.label_name = None if label is None else act.class_name(label)
+    act.predicted_name = act.class_name(pred)
+    return act
+
+
+def top_activating(model: nn.Module, spec: ModelSpec, data: TensorData,
+                   channels: dict[str, list[int]], k: int = 5, batch_size: int = 256,
+                   quiet: bool = True) -> dict[str, TopImages]:
+    """For each layer and each of its ``channels``, the ``k`` images of ``data`` with the highest
+    mean activation (mean over the channel's spatial positions), in one batched pass.
+
+    The forward pass stops after the deepest wanted layer; only per-channel means are kept.
+    Ties keep data-set order (a stable sort), so the result is reproducible.
+    """
+    import torch
+
+    from netviz.data import conform, normalise
+    from netviz.layers import forward_to
+    from netviz.progress import progress
+
+    if k < 1:
+        raise NetvizError(f"--top-images {k}: ask for at least 1 image")
+    if batch_size < 1:
+        raise NetvizError(f"--batch-size {batch_size}: use a positive batch size")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    layers = list(channels)
+    images, _ = conform(data.images, spec)
+    scores: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    starts = range(0, len(data), batch_size)
+    with torch.no_grad():
+        for start in progress(starts, quiet=quiet, desc="top images", total=len(starts)):
+            x = normalise(images[start:start + batch_size], spec, device)
+            outs = forward_to(model, x, layers)
+            for name in layers:
+                out = outs[name].float()
+                if out.ndim == 3:  # (N, C, L) sequences, drawn as (C, 1, L)
+                    out = out.unsqueeze(2)
+                out = out[:, channels[name]]
+                means = out.flatten(2).mean(2) if out.ndim > 2 else out
+                scores[name].append(means.cpu())
+    k = min(k, len(data))
+    result = {}
+    for name in layers:
+        s = torch.cat(scores[name]).T  # (channels, N)
+        order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :k]
+        result[name] = TopImages(name, list(channels[name]), order, s.gather(1, order), data.name)
+    return result

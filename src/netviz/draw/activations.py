@@ -1,0 +1,503 @@
+"""Activation grids: one PNG per layer, a combined figure, a GIF input -> layers, and the JSON.
+
+:func:`write_activations` is what `netviz activations` runs; :func:`write_activation_set` draws
+one :class:`~netviz.activations.ImageActivations` into a folder, for notebook users who computed
+it themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from netviz.draw.common import minmax, pyplot, save_figure, save_gif, to_uint8, upscale
+from netviz.errors import NetvizError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from netviz.activations import ImageActivations, LayerActivation, TopImages
+    from netviz.runs import Run
+
+MODES = ("grey", "rgb")
+_GAP_FIGURE = (1.0, 1.0, 1.0)  # white lines between tiles on the white figure
+_GAP_GIF = (0.25, 0.25, 0.25)  # grey lines between tiles on the black GIF canvas
+
+
+def check_mode(mode: str, colorbar: bool = False) -> str:
+    mode = "grey" if mode.lower() == "gray" else mode.lower()
+    if mode not in MODES:
+        raise NetvizError(f"unknown --mode '{mode}': use grey or rgb")
+    if mode == "rgb" and colorbar:
+        raise NetvizError("--colorbar shows raw values on a grey scale: use it with --mode grey")
+    return mode
+
+
+# -- tiles -------------------------------------------------------------------------------------
+
+def channel_span(channels: Sequence[int]) -> str:
+    """``[0..26]`` -> ``"0-26"``; anything else a short comma list."""
+    if len(channels) > 1 and list(channels) == list(range(channels[0], channels[-1] + 1)):
+        return f"{channels[0]}-{channels[-1]}"
+    text = ", ".join(map(str, channels[:8]))
+    return text + (", ..." if len(channels) > 8 else "")
+
+
+def uses_rgb(layer: LayerActivation, mode: str) -> bool:
+    """rgb groups three consecutive channels; a layer whose shown count is not a multiple of 3
+    (the post's layer 9: 10 channels) stays grey, as the post drew it."""
+    return mode == "rgb" and layer.spatial and len(layer.channels) % 3 == 0
+
+
+def layer_tiles(layer: LayerActivation, mode: str = "grey", colorbar: bool = False
+                ) -> tuple[list[np.ndarray], list[str], tuple[float, float] | None]:
+    """The tiles of a spatial layer in [0, 1], their labels, and the raw (vmin, vmax) with colorbar.
+
+    Each tile is min-max normalised on its own (an RGB tile over its three channels together);
+    with ``colorbar`` all tiles of the layer share one raw scale instead.
+    """
+    import numpy as np
+
+    values = layer.output[layer.channels].numpy().astype(np.float64)  # (n, H, W)
+    if uses_rgb(layer, mode):
+        groups = values.reshape(-1, 3, *values.shape[1:]).transpose(0, 2, 3, 1)
+        first = layer.channels[0::3]
+        labels = [f"ch {c}-{layer.channels[3 * i + 2]}" for i, c in enumerate(first)]
+        return [minmax(g) for g in groups], labels, None
+    labels = [f"ch {c}" for c in layer.channels]
+    if colorbar:
+        finite = values[np.isfinite(values)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        span = hi - lo if hi > lo else 1.0
+        return [np.clip((v - lo) / span, 0, 1) for v in values], labels, (lo, hi)
+    return [minmax(v) for v in values], labels, None
+
+
+def grid_shape(n: int, max_cols: int | None = None) -> tuple[int, int]:
+    """(rows, cols): near square, or rows of at most ``max_cols`` balanced in length."""
+    if max_cols is None:
+        cols = math.ceil(math.sqrt(n))
+        return math.ceil(n / cols), cols
+    rows = math.ceil(n / max_cols)
+    return rows, math.ceil(n / rows)
+
+
+def mosaic(tiles: Sequence[np.ndarray], cols: int, gap: int = 1,
+           background: tuple[float, float, float] = _GAP_FIGURE,
+           empty: tuple[float, float, float] | None = None) -> np.ndarray:
+    """Equal-sized tiles ((H, W) grey or (H, W, 3)) in a grid, as one RGB float image.
+
+    ``background`` colours the lines between tiles, ``empty`` (default: the same) unused slots.
+    """
+    import numpy as np
+
+    h, w = tiles[0].shape[:2]
+    rows = math.ceil(len(tiles) / cols)
+    out = np.empty((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3))
+    out[:] = background
+    if empty is not None and len(tiles) < rows * cols:
+        out[(rows - 1) * (h + gap):, (len(tiles) - (rows - 1) * cols) * (w + gap) - gap:] = empty
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        rgb = tile if tile.ndim == 3 else np.repeat(tile[:, :, None], 3, axis=2)
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = rgb
+    return out
+
+
+def input_array(image: Any) -> np.ndarray:
+    """uint8 (C, H, W) tensor -> float (H, W) grey or (H, W, 3) in [0, 1]."""
+    import numpy as np
+
+    arr = image.numpy().astype(np.float64) / 255.0
+    return arr[0] if arr.shape[0] == 1 else arr[:3].transpose(1, 2, 0)
+
+
+def _show_input(ax: Any, image: Any) -> None:
+    arr = input_array(image)
+    ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _describe(act: ImageActivations, with_source: bool = False) -> str:
+    truth = f"true {act.label_name}, " if act.label_name is not None else ""
+    where = f"{act.source}: " if with_source and act.source else ""
+    return f"{where}{truth}predicted {act.predicted_name} ({act.probability:.1%})"
+
+
+def _layer_title(layer: LayerActivation, mode: str, colorbar: bool) -> str:
+    shape = "x".join(map(str, layer.output.shape))
+    how = "raw values" if colorbar else "min-max per tile"
+    if uses_rgb(layer, mode):
+        how = "3 channels per RGB tile, min-max per tile"
+    if not layer.spatial:
+        how = "values"
+    number = f"layer {layer.index}, " if layer.index is not None else ""
+    return f"{layer.name} ({number}{layer.type}) {shape}; channels " \
+           f"{channel_span(layer.channels)}; {how}"
+
+
+def _bars(ax: Any, layer: LayerActivation) -> None:
+    import numpy as np
+
+    values = layer.output[layer.channels].numpy()
+    x = np.arange(len(values))
+    ax.bar(x, values, color=np.where(values >= 0, "#3b6fb6", "#c0504d"), width=0.8)
+    ax.axhline(0, color="black", linewidth=0.6)
+    step = max(1, math.ceil(len(x) / 16))
+    ax.set_xticks(x[::step])
+    ax.set_xticklabels([str(layer.channels[i]) for i in x[::step]], fontsize=8)
+    ax.set_xlabel("channel", fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(axis="y", alpha=0.3)
+
+
+# -- figures -----------------------------------------------------------------------------------
+
+def plot_layer(act: ImageActivations, layer: LayerActivation, path: str | os.PathLike,
+               mode: str = "grey", colorbar: bool = False) -> Path:
+    """One layer's tiles (or its bar chart for a vector layer), titled with channel numbers."""
+    plt = pyplot()
+    title = f"{_layer_title(layer, mode, colorbar)}\n{_describe(act, with_source=True)}"
+    if not layer.spatial:
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(layer.channels) + 2), 3.2))
+        _bars(ax, layer)
+        ax.set_ylabel("activation", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        return save_figure(fig, path)
+    tiles, labels, scale = layer_tiles(layer, mode, colorbar)
+    rows, cols = grid_shape(len(tiles))
+    h, w = tiles[0].shape[:2]
+    size = 1.25 if w >= h else 1.25 * w / h
+    # at least 7 inches wide so that the two title lines fit
+    fig, axes = plt.subplots(rows, cols, figsize=(max(7.0, cols * size + (1.0 if scale else 0.2)),
+                                                  rows * size * h / w + 0.9), squeeze=False)
+    image = None
+    for ax, tile, label in zip(axes.flat, tiles, labels, strict=False):
+        if scale is not None:  # show raw values: the tile holds (v - lo) / span
+            lo, hi = scale
+            image = ax.imshow(lo + tile * (hi - lo), cmap="gray", vmin=lo, vmax=hi,
+                              interpolation="nearest")
+        else:
+            image = ax.imshow(tile, cmap="gray" if tile.ndim == 2 else None, vmin=0, vmax=1,
+                              interpolation="nearest")
+        ax.set_title(label, fontsize=8, pad=2)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if not ax.images:
+            ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    if scale is not None and image is not None:
+        bar = fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.04, pad=0.02)
+        bar.set_label("activation", fontsize=9)
+        bar.ax.tick_params(labelsize=8)
+    else:
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return save_figure(fig, path)
+
+
+def plot_combined(act: ImageActivations, path: str | os.PathLike, mode: str = "grey",
+                  colorbar: bool = False) -> Path:
+    """The input, then one row per layer (its tiles side by side, at most 16 per line)."""
+    import matplotlib.cm as cm
+    from matplotlib.colors import Normalize
+
+    plt = pyplot()
+    width = 10.0
+    panels, heights = [], [1.8]
+    for layer in act.layers:
+        if layer.spatial:
+            tiles, _, scale = layer_tiles(layer, mode, colorbar)
+            _, cols = grid_shape(len(tiles), max_cols=16)
+            image = mosaic(tiles, cols, gap=max(1, tiles[0].shape[1] // 16))
+            panels.append((layer, image, scale))
+            aspect = image.shape[0] / image.shape[1]
+            heights.append(min(7.0, max(0.8, (width - 1.2) * aspect)) + 0.35)
+        else:
+            panels.append((layer, None, None))
+            heights.append(1.9)
+    fig = plt.figure(figsize=(width, sum(heights) + 0.3))
+    grid = fig.add_gridspec(len(heights), 1, height_ratios=heights, hspace=0.45)
+    top = grid[0].subgridspec(1, 2, width_ratios=[1, 4])
+    ax = fig.add_subplot(top[0])
+    _show_input(ax, act.image)
+    ax.set_title("input", fontsize=9)
+    text_ax = fig.add_subplot(top[1])
+    text_ax.set_axis_off()
+    lines = [act.source, _describe(act)] if act.source else [_describe(act)]
+    if act.note:
+        lines.append(f"input {act.note}")
+    lines.append("top classes: " + ", ".join(
+        f"{act.class_name(k)} {p:.1%}" for k, p in act.top_classes(3)))
+    text_ax.text(0.0, 0.5, "\n".join(lines), fontsize=10, va="center", ha="left", wrap=True)
+    for row, (layer, image, scale) in enumerate(panels, start=1):
+        ax = fig.add_subplot(grid[row])
+        if image is None:
+            _bars(ax, layer)
+        else:
+            ax.imshow(image, interpolation="nearest")
+            ax.set_axis_off()
+            if scale is not None:
+                sm = cm.ScalarMappable(norm=Normalize(*scale), cmap="gray")
+                fig.colorbar(sm, ax=ax, fraction=0.03, pad=0.01).ax.tick_params(labelsize=8)
+        ax.set_title(_layer_title(layer, mode, colorbar), fontsize=9, loc="left")
+    return save_figure(fig, path)
+
+
+def _fit(tile: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour resize of an (H, W) or (H, W, 3) float image to (h, w), as RGB."""
+    import numpy as np
+
+    rows = (np.arange(h) * tile.shape[0] // h)[:, None]
+    cols = (np.arange(w) * tile.shape[1] // w)[None, :]
+    out = tile[rows, cols]
+    return out if out.ndim == 3 else np.repeat(out[:, :, None], 3, axis=2)
+
+
+def plot_top_images(act: ImageActivations, layer: LayerActivation, top: TopImages,
+                    images: Any, path: str | os.PathLike) -> Path:
+    """Per shown channel: its tile for this image, then the K data-set images exciting it most.
+
+    Drawn as one composed image (blocks of up to 10 channels side by side) with text labels:
+    one matplotlib axes instead of channels x (K + 1), which keeps it fast.
+    """
+    import numpy as np
+
+    plt = pyplot()
+    n, k = len(top.channels), int(top.indices.shape[1])
+    h, w = images.shape[-2:]
+    s = max(h, w)
+    blocks = 1 if n <= 10 else min(3, math.ceil(n / 10))
+    per_block = math.ceil(n / blocks)
+    gap, band, block_gap = max(1, s // 14), max(6, s * 2 // 5), s // 2
+    cell_w, cell_h = w + gap, h + band
+    block_w = (k + 1) * cell_w + block_gap
+    canvas = np.ones((per_block * cell_h, blocks * block_w - block_gap, 3))
+    labels = []  # (x, y, text)
+    for j, channel in enumerate(top.channels):
+        b, r = divmod(j, per_block)
+        x0, y0 = b * block_w, r * cell_h + band
+        if layer.spatial:
+            canvas[y0:y0 + h, x0:x0 + w] = _fit(minmax(layer.output[channel].numpy()), h, w)
+            labels.append((x0 + w / 2, y0 - band / 2, f"ch {channel}: here"))
+        else:
+            labels.append((x0 + w / 2, y0 + h / 2, f"{float(layer.output[channel]):.3g}"))
+            labels.append((x0 + w / 2, y0 - band / 2, f"ch {channel}: here"))
+        for col in range(k):
+            i = int(top.indices[j, col])
+            x = x0 + (col + 1) * cell_w
+            canvas[y0:y0 + h, x:x + w] = _fit(input_array(images[i]), h, w)
+            labels.append((x + w / 2, y0 - band / 2, f"#{i} {float(top.scores[j, col]):.3g}"))
+    inch = 1.15 / s  # inches per canvas pixel: one cell is about 1.15 inches
+    fig = plt.figure(figsize=(canvas.shape[1] * inch, canvas.shape[0] * inch + 0.7))
+    ax = fig.add_axes((0, 0, 1, canvas.shape[0] * inch / (canvas.shape[0] * inch + 0.7)))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    for x, y, text in labels:
+        ax.text(x, y, text, ha="center", va="center", fontsize=7)
+    fig.suptitle(f"{layer.name}: per channel, this image's tile, then the {k} images of "
+                 f"{top.dataset} with the highest mean activation (#index mean)",
+                 fontsize=9, y=1 - 0.25 / (canvas.shape[0] * inch + 0.7))
+    return save_figure(fig, path, dpi=100)
+
+
+# -- GIF ---------------------------------------------------------------------------------------
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: a fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _frame(image: np.ndarray, caption: str, size: tuple[int, int], band: int) -> np.ndarray:
+    """``image`` (uint8 RGB) centred on a black canvas of ``size`` under a caption band."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    h, w = size
+    canvas = np.zeros((h + band, w, 3), dtype=np.uint8)
+    y, x = band + (h - image.shape[0]) // 2, (w - image.shape[1]) // 2
+    canvas[y:y + image.shape[0], x:x + image.shape[1]] = image
+    pil = Image.fromarray(canvas)
+    ImageDraw.Draw(pil).text((6, 4), caption, fill=(235, 235, 235), font=_font(band - 8))
+    return np.asarray(pil)
+
+
+def gif_frames(act: ImageActivations, mode: str = "grey", min_size: int = 320) -> list[np.ndarray]:
+    """Input upscaled, then each layer's channel grid as one image (nearest-neighbour upscaled)."""
+    import numpy as np
+
+    pictures = []
+    arr = input_array(act.image)
+    arr = np.repeat(arr[:, :, None], 3, axis=2) if arr.ndim == 2 else arr
+    pictures.append((to_uint8(upscale(arr, min_size)), f"input: {_describe(act)}"))
+    for layer in act.layers:
+        if layer.spatial:
+            tiles, _, _ = layer_tiles(layer, mode)
+            _, cols = grid_shape(len(tiles))
+            image = mosaic(tiles, cols, background=_GAP_GIF, empty=(0.0, 0.0, 0.0))
+        else:  # a vector layer: one cell per value, wrapped at 16 per line
+            values = minmax(layer.output[layer.channels].numpy())
+            rows, cols = grid_shape(len(values), max_cols=16)
+            image = mosaic([np.full((8, 8), v) for v in values], cols, background=_GAP_GIF,
+                           empty=(0.0, 0.0, 0.0))
+        small = max(image.shape[:2]) <= 1024
+        image = to_uint8(upscale(image, min_size) if small else image)
+        number = f" (layer {layer.index})" if layer.index is not None else ""
+        caption = f"{layer.name}{number}: channels {channel_span(layer.channels)}"
+        pictures.append((image, caption))
+    h = max(p.shape[0] for p, _ in pictures)
+    w = max(max(p.shape[1] for p, _ in pictures), 320)
+    return [_frame(p, caption, (h, w), band=24) for p, caption in pictures]
+
+
+# -- JSON --------------------------------------------------------------------------------------
+
+def activation_record(act: ImageActivations, run: Run | None = None, mode: str = "grey",
+                      top: dict[str, TopImages] | None = None) -> dict[str, Any]:
+    """The numbers behind the figures: prediction, per-channel mean/max of every layer."""
+    def r(v: float) -> float:
+        return round(float(v), 6)
+
+    layers = []
+    for layer in act.layers:
+        entry: dict[str, Any] = {
+            "name": layer.name, "index": layer.index, "type": layer.type,
+            "shape": list(layer.output.shape), "shown_channels": list(layer.channels),
+            "tiles": "bars" if not layer.spatial else "rgb" if uses_rgb(layer, mode) else "grey",
+            "channel_mean": [r(v) for v in layer.channel_means()],
+            "channel_max": [r(v) for v in layer.channel_maxes()],
+        }
+        if layer.note:
+            entry["note"] = layer.note
+        if top and layer.name in top:
+            t = top[layer.name]
+            entry["top_images"] = {
+                "dataset": t.dataset, "score": "mean activation",
+                "channels": {str(c): {"indices": t.indices[i].tolist(),
+                                      "scores": [r(v) for v in t.scores[i].tolist()]}
+                             for i, c in enumerate(t.channels)},
+            }
+        layers.append(entry)
+    return {
+        "model": run.spec.name if run is not None else None,
+        "run": str(run.path) if run is not None and run.path is not None else None,
+        "source": act.source, "index": act.index, "input_note": act.note,
+        "label": act.label, "label_name": act.label_name,
+        "predicted": act.predicted, "predicted_name": act.predicted_name,
+        "probability": r(act.probability),
+        "top_classes": [{"class": k, "name": act.class_name(k), "probability": r(p)}
+                        for k, p in act.top_classes(5)],
+        "layers": layers,
+    }
+
+
+def write_activation_set(act: ImageActivations, folder: str | os.PathLike, *, mode: str = "grey",
+                         colorbar: bool = False, top: dict[str, TopImages] | None = None,
+                         top_data_images: Any = None, run: Run | None = None) -> list[Path]:
+    """activations.png, layer-<name>.png per layer, activations.gif, top-<name>.png (with
+    ``top``) and activations.json for one image, into ``folder``."""
+    from netviz.runs import write_json
+
+    mode = check_mode(mode, colorbar)
+    folder = Path(folder)
+    paths = [plot_combined(act, folder / "activations.png", mode, colorbar)]
+    for layer in act.layers:
+        paths.append(plot_layer(act, layer, folder / f"layer-{layer.name}.png", mode, colorbar))
+    paths.append(save_gif(gif_frames(act, mode), folder / "activations.gif", duration_ms=900))
+    if top:
+        for layer in act.layers:
+            if layer.name in top:
+                paths.append(plot_top_images(act, layer, top[layer.name], top_data_images,
+                                             folder / f"top-{layer.name}.png"))
+    paths.append(write_json(folder / "activations.json", activation_record(act, run, mode, top)))
+    return paths
+
+
+# -- the command -------------------------------------------------------------------------------
+
+def write_activations(run: Run, *, image: str | os.PathLike | None = None,
+                      index: str | int | Sequence[int] | None = None,
+                      layers: str | Sequence[str | int] | None = None,
+                      channels: str | int | Sequence[int] | None = None, mode: str = "grey",
+                      colorbar: bool = False, top_images: int = 0,
+                      out: str | os.PathLike | None = None,
+                      data_dir: str | os.PathLike | None = None, split: str | None = None,
+                      batch_size: int = 256, quiet: bool = False) -> list[Path]:
+    """`netviz activations`: draw what ``layers`` output for an image file or eval-set samples.
+
+    One image writes into ``<run>/activations/`` (or ``out``); several ``index`` values write one
+    sub-folder ``index-<N>/`` each. Returns the paths written.
+    """
+    from netviz.activations import default_layers, image_activations, select_indices, top_activating
+    from netviz.data import conform, load_image
+    from netviz.layers import resolve_layers
+    from netviz.progress import progress, say
+    from netviz.runs import output_dir
+
+    mode = check_mode(mode, colorbar)
+    if image is not None and index is not None:
+        raise NetvizError("pass either --image or --index, not both")
+    if top_images < 0:
+        raise NetvizError(f"--top-images {top_images}: use 0 (off) or a positive count")
+    model, spec = run.model, run.spec
+    names = resolve_layers(model, layers) if layers else default_layers(model, spec)
+    if not names:
+        raise NetvizError("no layers given: pass --layers, e.g. --layers 3,conv6 "
+                          "(see `netviz layers`)")
+    data = run.eval_data(data_dir, split) if image is None or top_images else None
+    class_names = data.classes if data is not None else spec.class_names
+
+    inputs: list[dict[str, Any]] = []
+    if image is not None:
+        pixels, note = load_image(image, spec)
+        inputs.append({"image": pixels, "label": None, "source": str(image), "index": None,
+                       "note": note})
+    else:
+        for i in select_indices(index, len(data), data.name):
+            pixels, note = conform(data.images[i:i + 1], spec)
+            inputs.append({"image": pixels, "label": int(data.labels[i]),
+                           "source": f"{data.name} #{i}", "index": i, "note": note})
+    root = output_dir(run.path, "activations", out, spec.name)
+    said: set[str] = set()
+
+    def note_once(text: str | None) -> None:
+        if text and text not in said:
+            said.add(text)
+            say(f"note: {text}", quiet)
+
+    paths: list[Path] = []
+    top = None
+    top_pixels = None
+    several = len(inputs) > 1
+    for inp in progress(inputs, quiet=quiet or not several, desc="images"):
+        act = image_activations(model, spec, inp["image"], names, channels, label=inp["label"],
+                                class_names=class_names, source=inp["source"], index=inp["index"],
+                                note=inp["note"])
+        if inp["note"]:
+            note_once(f"{inp['source']} was {inp['note']} to fit {spec.name}")
+        for layer in act.layers:
+            note_once(layer.note)
+            if mode == "rgb" and layer.spatial and not uses_rgb(layer, mode):
+                note_once(f"{layer.name}: {len(layer.channels)} channels is not a multiple of 3, "
+                          "drawn as grey tiles")
+        if top_images and top is None:
+            top = top_activating(model, spec, data, {ly.name: ly.channels for ly in act.layers},
+                                 k=top_images, batch_size=batch_size, quiet=quiet)
+            top_pixels = conform(data.images, spec)[0]
+            if top_images > len(data):
+                note_once(f"--top-images {top_images}: {data.name} has only {len(data)} images")
+        truth = f" (true {act.label_name})" if act.label_name is not None else ""
+        say(f"{act.source}{truth}: predicted {act.predicted_name} ({act.probability:.1%})", quiet)
+        folder = root / f"index-{act.index}" if several else root
+        paths += write_activation_set(act, folder, mode=mode, colorbar=colorbar, top=top,
+                                      top_data_images=top_pixels, run=run)
+    return paths
