@@ -156,3 +156,248 @@ def train(model: str | None, config_file: str | None, resume: str | None, quiet:
 
 
 # -- commands of the introspection techniques are added below, one section each --------------
+
+
+# -- layers, activations (issue 4) -------------------------------------------------------------
+
+@cli.command("layers")
+@source_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@device_option
+def layers_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
+               as_json: bool, device: str) -> None:
+    """List every addressable layer: index, dotted name, type, output shape, parameters.
+
+    Every --layer/--layers option takes these indices (negative ones count from the end) or
+    the dotted names (conv3, features.3, layer2.0.conv1).
+    """
+    import dataclasses
+    import json
+
+    from netviz.layers import format_layer_table, list_layers
+
+    source = open_source(run, model_name, weights, runs_dir, device)
+    infos = list_layers(source.model, source.spec.input_shape)
+    total = sum(p.numel() for p in source.model.parameters())
+    shape = "x".join(map(str, source.spec.input_shape))
+    if as_json:
+        click.echo(json.dumps({
+            "model": source.spec.name, "run": str(source.path) if source.path else None,
+            "input_shape": list(source.spec.input_shape), "params": total,
+            "layers": [dataclasses.asdict(i) for i in infos]}, indent=2))
+        return
+    click.echo(f"{source.spec.name} ({source.name}): input {shape}, {total:,} parameters, "
+               f"{len(infos)} layers")
+    click.echo(format_layer_table(infos))
+
+
+@cli.command("activations")
+@source_options
+@click.option("--image", type=click.Path(dir_okay=False), default=None,
+              help="An image file (PNG, JPEG, ...), fitted to the model's channels and size.")
+@click.option("--index", default=None,
+              help="Sample(s) of the run's eval data: 5, 0-9 or 1,4,7 (default 0).")
+@click.option("--split", default=None,
+              help="Split for --index and --top-images, e.g. test[:1000] (default: the run's).")
+@click.option("--layers", default=None,
+              help="Layer indices or names, e.g. 3,conv6,layer2.0.conv1 (default: the model's "
+                   "choice, e.g. conv3,conv6,conv9 for allconv). See `netviz layers`.")
+@click.option("--channels", default="27", show_default=True,
+              help="The first N channels, 'all', or a list/range such as 0-9 or 3,5,7.")
+@click.option("--mode", type=click.Choice(["grey", "gray", "rgb"], case_sensitive=False),
+              default="grey", show_default=True,
+              help="grey: one tile per channel; rgb: three consecutive channels per colour tile.")
+@click.option("--colorbar", is_flag=True,
+              help="One raw-value scale per layer with a colour bar, instead of min-max per tile.")
+@click.option("--top-images", type=int, default=0, show_default=True,
+              help="Also find the K eval images with the highest mean activation per channel.")
+@click.option("--batch-size", type=int, default=256, show_default=True,
+              help="Batch size of the --top-images pass over the eval data.")
+@data_dir_option
+@out_option
+@common_options
+def activations_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
+                    image: str | None, index: str | None, split: str | None, layers: str | None,
+                    channels: str, mode: str, colorbar: bool, top_images: int, batch_size: int,
+                    data_dir: str | None, out: str | None, device: str, seed: int,
+                    quiet: bool) -> None:
+    """Draw what chosen layers output for an image: a tile per channel, a GIF, the numbers.
+
+    Writes activations.png (input + one row per layer), layer-<name>.png per layer,
+    activations.gif (input -> each layer), activations.json (per-channel mean/max and the
+    prediction) and, with --top-images, top-<name>.png. Several --index values write one
+    sub-folder index-<N>/ each.
+    """
+    from netviz.device import seed_everything
+    from netviz.draw.activations import write_activations
+
+    seed_everything(seed)
+    source = open_source(run, model_name, weights, runs_dir, device)
+    print_paths(write_activations(
+        source, image=image, index=index, layers=layers, channels=channels, mode=mode,
+        colorbar=colorbar, top_images=top_images, out=out, data_dir=data_dir, split=split,
+        batch_size=batch_size, quiet=quiet))
+
+
+# -- histogram, kernels (issue 3) --------------------------------------------------------------
+
+def _snapshot_label(run: str | None, weights: str) -> str:
+    # the single snapshot of a bare --model: fresh init or pretrained
+    return "initial weights" if run or weights.lower() in ("none", "") else "pretrained weights"
+
+
+@cli.command("histogram")
+@source_options
+@click.option("--layer", "--layers", "layers", default=None,
+              help="Only these layers (layer numbers or dotted names, e.g. 1,conv2 or features); "
+                   "see `netviz layers`.")
+@click.option("--layout", type=click.Choice(["panels", "grid"]), default="panels",
+              show_default=True,
+              help="panels: the post's figure, one row per snapshot, layers grouped in panels; "
+                   "grid: one subplot per layer, before and after overlaid on shared bins.")
+@click.option("--per-panel", type=int, default=None,
+              help="Layers per panel (3 gives the post's panels 1-3, 4-6, 7-9; default: 3, or "
+                   "more so there are at most 4 panels).")
+@click.option("--bins", type=int, default=60, show_default=True, help="Histogram bins.")
+@click.option("--log-y", is_flag=True, help="Logarithmic y axis (shows the tails).")
+@click.option("--include-bias", is_flag=True,
+              help="Also 1-D parameters (biases, normalisation scales); default: weights only.")
+@click.option("--evolution/--no-evolution", default=True, show_default=True,
+              help="Also draw distributions.png and ridgeline.png from the per-epoch statistics "
+                   "training recorded.")
+@click.option("--tensorboard", type=click.Path(file_okay=False), default=None,
+              help="Also write the per-epoch histograms as TensorBoard summaries into DIR "
+                   "(needs the tensorboard package).")
+@out_option
+@common_options
+def histogram_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
+                  layers: str | None, layout: str, per_panel: int | None, bins: int, log_y: bool,
+                  include_bias: bool, evolution: bool, tensorboard: str | None, out: str | None,
+                  device: str, seed: int, quiet: bool) -> None:
+    """Per-layer weight histograms before vs after training, and their evolution per epoch.
+
+    Writes histogram.png, histogram.json (per layer and snapshot: count, mean, std, min, max,
+    percentiles, bin edges and counts) and, for a run with two or more recorded epochs,
+    distributions.png (percentile bands) and ridgeline.png (one histogram per epoch).
+    With --model NAME alone there is one snapshot: the model's initial (or pretrained) weights.
+    """
+    from netviz.device import seed_everything
+    from netviz.draw.histogram import write_run_histograms
+
+    seed_everything(seed)  # a bare --model is freshly initialised: the seed fixes its weights
+    source = open_source(run, model_name, weights, runs_dir, device)
+    print_paths(write_run_histograms(
+        source, out, layers=layers, bins=bins, include_bias=include_bias, layout=layout,
+        per_panel=per_panel, log_y=log_y, evolution=evolution, tensorboard=tensorboard,
+        model_label=_snapshot_label(run, weights), quiet=quiet))
+
+
+@cli.command("kernels")
+@source_options
+@click.option("--layer", default=None,
+              help="A conv layer (layer number or dotted name; default: the first convolution). "
+                   "Layers with other than 1 or 3 input channels are drawn as an output x input "
+                   "channel grid.")
+@click.option("--scale", type=click.Choice(["kernel", "layer"]), default="kernel",
+              show_default=True,
+              help="kernel: each kernel scaled by its own max |w|; layer: one scale for the "
+                   "layer and all snapshots (shows growth).")
+@click.option("--max-kernels", type=int, default=256, show_default=True,
+              help="Most kernels drawn for a layer with 1 or 3 input channels.")
+@click.option("--max-out", type=int, default=32, show_default=True,
+              help="Most output channels (rows) in the channel grid.")
+@click.option("--max-in", type=int, default=32, show_default=True,
+              help="Most input channels (columns) in the channel grid.")
+@out_option
+@common_options
+def kernels_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
+                layer: str | None, scale: str, max_kernels: int, max_out: int, max_in: int,
+                out: str | None, device: str, seed: int, quiet: bool) -> None:
+    """Draw a convolution layer's kernels as small images, before vs after training.
+
+    Each kernel is scaled symmetrically around zero (mid-grey = 0) so its sign shows; RGB tiles
+    when the layer has 3 input channels. Writes kernels-<layer>.png and kernels-<layer>.json
+    (per snapshot: max |w|, mean, std, per-kernel L2 norms; the relative change).
+    """
+    from netviz.device import seed_everything
+    from netviz.draw.kernels import write_run_kernels
+
+    seed_everything(seed)
+    source = open_source(run, model_name, weights, runs_dir, device)
+    print_paths(write_run_kernels(
+        source, out, layer=layer, scale=scale, max_kernels=max_kernels, max_out=max_out,
+        max_in=max_in, model_label=_snapshot_label(run, weights), quiet=quiet))
+
+
+# -- attribute (issue 6) -----------------------------------------------------------------------
+
+@cli.command("attribute")
+@source_options
+@click.option("--method", default="integrated", show_default=True,
+              help="integrated, interior, saliency, inputxgrad or smoothgrad.")
+@click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False),
+              help="An image file; repeat for several (default: --index of the eval set).")
+@click.option("--index", default=None,
+              help="Eval-set images: 7, 0-99 or 1,5,10-12 (default 0-7).")
+@click.option("--target", type=int, default=None,
+              help="Class to explain (default: each image's predicted class).")
+@click.option("--score", default="logit", show_default=True,
+              help="F, the function differentiated: logit, logprob or prob.")
+@click.option("--baseline", default="black", show_default=True,
+              help="integrated/interior: black, white, blur, noise, mean (the data set's mean "
+                   "image) or an image file of the model's size.")
+@click.option("--steps", type=int, default=None,
+              help="integrated: quadrature points (default 50; with --tolerance the first "
+                   "count tried, default 8).")
+@click.option("--quadrature", default="gauss-legendre", show_default=True,
+              help="riemann-left, riemann-right, riemann-middle, trapezoid or gauss-legendre.")
+@click.option("--tolerance", type=float, default=None,
+              help="integrated: adaptive steps; images whose relative completeness error is "
+                   "above this (e.g. 0.01) are redone with twice the steps.")
+@click.option("--max-steps", type=int, default=1024, show_default=True,
+              help="integrated: the most steps --tolerance may use.")
+@click.option("--batch-size", type=int, default=256, show_default=True,
+              help="At most this many (interpolated or noisy) inputs per forward/backward.")
+@click.option("--alphas", default=None,
+              help="interior: scale factors, e.g. 0.01,0.1,0.5,1 (default: 0.01, 0.02, 0.03, "
+                   "0.04, 0.1, 0.5, 0.6, 0.7, 0.8, 1.0).")
+@click.option("--samples", type=int, default=50, show_default=True,
+              help="smoothgrad: noisy copies per image.")
+@click.option("--noise", type=float, default=0.15, show_default=True,
+              help="smoothgrad: noise std as a fraction of the pixel range.")
+@click.option("--sanity", is_flag=True,
+              help="Also run the cascading model-randomisation test (sanity.json, sanity.png).")
+@click.option("--style", type=click.Choice(["overlay", "heatmap"]), default="overlay",
+              show_default=True, help="Grid panels: green/red on a grey image, or a heat map.")
+@click.option("--clip", "percentile", type=float, default=99.0, show_default=True,
+              help="Percentile of |attribution| drawn at full colour.")
+@data_dir_option
+@out_option
+@common_options
+def attribute_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
+                  method: str, images: tuple[str, ...], index: str | None, target: int | None,
+                  score: str, baseline: str, steps: int | None, quadrature: str,
+                  tolerance: float | None, max_steps: int, batch_size: int, alphas: str | None,
+                  samples: int, noise: float, sanity: bool, style: str, percentile: float,
+                  data_dir: str | None, out: str | None, device: str, seed: int,
+                  quiet: bool) -> None:
+    """Which pixels made the model's score: integrated/interior gradients and friends.
+
+    Writes attribute.json (targets, scores, and for integrated the completeness error and steps
+    of every image), <method>.png (a grid with true and predicted labels), <method>_<image>.png
+    (image | overlay | heat map) and completeness.png; for interior, interior_<image>.png/.gif
+    and interior_scores.png; with --sanity, sanity.json and sanity.png.
+    """
+    from netviz.attribute import attribute_run, check_method
+    from netviz.draw.attribute import write_attribution
+    from netviz.runs import output_dir
+
+    check_method(method)
+    source = open_source(run, model_name, weights, runs_dir, device)
+    folder = output_dir(source.path, "attribute", out, source.spec.name)
+    report = attribute_run(
+        source, method, images=images, indices=index, target=target, score=score,
+        baseline=baseline, steps=steps, quadrature=quadrature, batch_size=batch_size,
+        tolerance=tolerance, max_steps=max_steps, alphas=alphas, samples=samples, noise=noise,
+        sanity=sanity, data_dir=data_dir, seed=seed, quiet=quiet)
+    print_paths(write_attribution(report, folder, style, percentile))

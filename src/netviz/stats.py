@@ -12,10 +12,13 @@ if TYPE_CHECKING:
 PERCENTILES = (0, 7, 16, 31, 50, 69, 84, 93, 100)
 
 
-def tensor_stats(t: torch.Tensor, bins: int = 60) -> dict[str, Any]:
+def tensor_stats(t: torch.Tensor, bins: int = 60,
+                 value_range: tuple[float, float] | None = None) -> dict[str, Any]:
     """Count, moments, percentiles and a histogram of one tensor; NaN/Inf are counted, not binned.
 
     The histogram counts of the finite values plus ``nan`` plus ``inf`` add up to ``count``.
+    ``value_range`` fixes the bin range (it must cover the finite values), so that several
+    tensors can share bins; by default it is the tensor's own min..max.
     """
     import torch
 
@@ -28,13 +31,14 @@ def tensor_stats(t: torch.Tensor, bins: int = 60) -> dict[str, Any]:
         out.update(mean=math.nan, std=math.nan, min=math.nan, max=math.nan,
                    percentiles=[math.nan] * len(PERCENTILES), edges=[], counts=[])
         return out
-    lo, hi = float(finite.min()), float(finite.max())
+    lo, hi = value_range if value_range is not None else (float(finite.min()), float(finite.max()))
     if lo == hi:  # zero variance: one bin around the value
         lo, hi = lo - 0.5, hi + 0.5
     edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64)
     counts = torch.histc(finite.double(), bins=bins, min=lo, max=hi).long()
-    q = torch.quantile(finite.double(), torch.tensor([p / 100 for p in PERCENTILES], dtype=torch.float64)) \
-        if finite.numel() <= 16_000_000 else _approx_quantiles(finite)
+    levels = torch.tensor([p / 100 for p in PERCENTILES], dtype=torch.float64)
+    q = torch.quantile(finite.double(), levels) if finite.numel() <= 16_000_000 \
+        else _approx_quantiles(finite)
     out.update(
         mean=float(finite.double().mean()),
         std=float(finite.double().std(unbiased=False)),
