@@ -1,0 +1,299 @@
+"""What every attribution method shares: targets, the score, baselines, batched input gradients.
+
+All tensors are in the model's *normalised* input space. Functions that need to know what "black"
+or "white" is there take ``spec`` (a ModelSpec) or ``mean``/``std``; with neither, pixel 0 is
+taken to be 0 and pixel 1 to be 1 (an unnormalised model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from netviz.errors import NetvizError, close_matches
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from netviz.registry import ModelSpec
+
+SCORES = ("logit", "logprob", "prob")
+BASELINES = ("black", "white", "blur", "noise", "mean")
+DEFAULT_BATCH_SIZE = 256
+
+
+@dataclass
+class Attribution:
+    """The result of one attribution method on a batch of N images.
+
+    ``attributions`` has the shape of the input (N, C, H, W), on the CPU. For integrated gradients
+    ``completeness_error`` is |sum(attributions) - (F(x) - F(baseline))| / |F(x) - F(baseline)|
+    per image and ``steps`` the number of steps each image used; other methods leave them None.
+    """
+
+    attributions: torch.Tensor
+    method: str
+    target: torch.Tensor  # (N,) the class differentiated for each image
+    score: str  # "logit", "logprob" or "prob": what F is
+    completeness_error: torch.Tensor | None = None
+    steps: torch.Tensor | None = None
+    score_input: torch.Tensor | None = None  # F(x), (N,)
+    score_baseline: torch.Tensor | None = None  # F(baseline), (N,)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def delta(self) -> torch.Tensor | None:
+        """sum(attributions) - (F(x) - F(baseline)) per image (Captum's convergence delta)."""
+        if self.score_input is None or self.score_baseline is None:
+            return None
+        total = self.attributions.flatten(1).double().sum(1)
+        return total - (self.score_input - self.score_baseline)
+
+
+# -- normalisation ---------------------------------------------------------------------------
+
+def norm_params(spec: ModelSpec | None = None, mean: Sequence[float] | None = None,
+                std: Sequence[float] | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel: from ``spec``, else the arguments, else (0,) / (1,)."""
+    if spec is not None:
+        return tuple(spec.mean), tuple(spec.std)
+    return tuple(mean) if mean is not None else (0.0,), tuple(std) if std is not None else (1.0,)
+
+
+def _pixel(value: float, x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]
+           ) -> torch.Tensor:
+    """The normalised image of a constant pixel ``value``, shaped (1, C, 1, 1) like ``x``."""
+    import torch
+
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    if m.shape[1] not in (1, x.shape[1]) or s.shape[1] not in (1, x.shape[1]):
+        raise NetvizError(f"mean/std have {m.shape[1]} channels but the input has {x.shape[1]}")
+    return ((value - m) / s).expand(1, x.shape[1], 1, 1)
+
+
+def pixel_range(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """Normalised (pixel 1 - pixel 0) per channel, (1, C, 1, 1): the span of valid inputs."""
+    return _pixel(1.0, x, mean, std) - _pixel(0.0, x, mean, std)
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    import torch
+    from torch.nn import functional as F
+
+    radius = max(1, int(3 * sigma + 0.5))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    # Reflect padding needs pad < size; small images fall back to replicate.
+    mode = "reflect" if radius < min(x.shape[2:]) else "replicate"
+    y = F.pad(x, (radius, radius, 0, 0), mode=mode)
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    y = F.pad(y, (0, 0, radius, radius), mode=mode)
+    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def make_baseline(x: torch.Tensor, baseline: str | float | torch.Tensor | None = None, *,
+                  spec: ModelSpec | None = None, mean: Sequence[float] | None = None,
+                  std: Sequence[float] | None = None, seed: int = 0) -> torch.Tensor:
+    """The baseline for the batch ``x`` (normalised), broadcast to x's shape.
+
+    ``None``/``"black"``: pixel 0; ``"white"``: pixel 1; ``"blur"``: x blurred with a Gaussian of
+    sigma = size/8; ``"noise"``: uniform random pixels (seeded); a number: that constant in the
+    normalised space; a tensor of shape (C,H,W), (1,C,H,W) or (N,C,H,W): used as given (already
+    normalised). ``"mean"`` (the data-set mean image) needs the data: pass
+    :func:`mean_baseline` (a tensor) instead.
+    """
+    import torch
+
+    m, s = norm_params(spec, mean, std)
+    if baseline is None:
+        baseline = "black"
+    if isinstance(baseline, torch.Tensor):
+        b = baseline.to(device=x.device, dtype=x.dtype)
+        if b.ndim == 3:
+            b = b.unsqueeze(0)
+        if b.ndim != 4 or b.shape[1:] != x.shape[1:] or b.shape[0] not in (1, x.shape[0]):
+            raise NetvizError(
+                f"baseline has shape {tuple(b.shape)} but the input is {tuple(x.shape)}: "
+                f"give a baseline of shape {tuple(x.shape[1:])}"
+            )
+        return b.expand_as(x)
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        return torch.full_like(x, float(baseline))
+    name = str(baseline).lower()
+    if name == "black":
+        return _pixel(0.0, x, m, s).expand_as(x)
+    if name == "white":
+        return _pixel(1.0, x, m, s).expand_as(x)
+    if name == "blur":
+        return _gaussian_blur(x, max(x.shape[2:]) / 8.0)
+    if name == "noise":
+        g = torch.Generator().manual_seed(seed)
+        u = torch.rand(x.shape, generator=g, dtype=x.dtype).to(x.device)
+        return _pixel(0.0, x, m, s) + u * pixel_range(x, m, s)
+    if name == "mean":
+        raise NetvizError(
+            "baseline 'mean' needs the data set: pass mean_baseline(images, spec) as the "
+            "baseline tensor"
+        )
+    raise NetvizError(
+        f"unknown baseline '{baseline}': use one of {', '.join(BASELINES)}, an image file, "
+        f"or a tensor{close_matches(name, BASELINES)}"
+    )
+
+
+def mean_baseline(images: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """The data set's mean image (uint8 images N,C,H,W in) normalised for ``spec``: (1, C, H, W)."""
+    from netviz.data import normalise
+
+    return normalise(images.double().mean(0, keepdim=True) / 255.0, spec)
+
+
+# -- targets and scores -------------------------------------------------------------------------
+
+def check_score(score: str) -> str:
+    if score not in SCORES:
+        raise NetvizError(
+            f"unknown score '{score}': use one of {', '.join(SCORES)}{close_matches(score, SCORES)}"
+        )
+    return score
+
+
+def score_of(logits: torch.Tensor, target: torch.Tensor, score: str) -> torch.Tensor:
+    """F: the chosen score of class ``target[i]`` for each row of ``logits`` -> (N,)."""
+    import torch
+
+    if logits.ndim != 2:
+        raise NetvizError(f"the model returns shape {tuple(logits.shape)}; attribution needs "
+                          "(N, classes)")
+    if score == "logprob":
+        logits = torch.log_softmax(logits, dim=1)
+    elif score == "prob":
+        logits = torch.softmax(logits, dim=1)
+    return logits.gather(1, target.view(-1, 1).to(logits.device)).squeeze(1)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    import torch
+
+    p = next(model.parameters(), None)
+    if p is None:
+        p = next(model.buffers(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the block (dropout off), then every module's own mode back as it was."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def forward_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, score: str,
+                   batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(F(x) per image, predicted class per image), without gradients, in batches. CPU tensors."""
+    import torch
+
+    dev = model_device(model)
+    scores, preds = [], []
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            logits = model(x[start:start + batch_size].to(dev))
+            pred = logits.argmax(1)
+            t = pred if target is None else target[start:start + batch_size]
+            scores.append(score_of(logits, t, score).double().cpu())
+            preds.append(pred.cpu())
+    return torch.cat(scores), torch.cat(preds)
+
+
+def resolve_target(model: nn.Module, x: torch.Tensor,
+                   target: int | Sequence[int] | torch.Tensor | None, score: str = "logit",
+                   batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target per image, F(x) per image). ``None`` picks each image's predicted class."""
+    import torch
+
+    n = x.shape[0]
+    if target is None:
+        scores, preds = forward_scores(model, x, None, score, batch_size)
+        return preds, scores
+    t = torch.as_tensor(target).long().flatten().cpu()
+    if t.numel() == 1:
+        t = t.expand(n).clone()
+    if t.numel() != n:
+        raise NetvizError(f"{t.numel()} targets for {n} images: give one target, or one per image")
+    num_classes = _num_classes(model, x)
+    bad = t[(t < 0) | (t >= num_classes)]
+    if bad.numel():
+        raise NetvizError(
+            f"target {int(bad[0])} is out of range: the model has {num_classes} classes, "
+            f"use 0..{num_classes - 1}"
+        )
+    scores, _ = forward_scores(model, x, t, score, batch_size)
+    return t, scores
+
+
+def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
+    import torch
+
+    with torch.no_grad():
+        return int(model(x[:1].to(model_device(model))).shape[1])
+
+
+def check_batch_size(batch_size: int | None) -> int:
+    if batch_size is None:
+        return DEFAULT_BATCH_SIZE
+    if int(batch_size) <= 0:
+        raise NetvizError(f"batch size must be a positive number, not {batch_size}")
+    return int(batch_size)
+
+
+def check_input(x: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise NetvizError("x must be a batch of images (N, C, H, W) in the model's normalised "
+                          f"space, not {shape}")
+    return x.detach().float().cpu()
+
+
+def input_gradients(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, score: str
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dF/dinput, F) for a batch on the model's device; only the input gets a gradient."""
+    import torch
+
+    inputs = inputs.detach().requires_grad_(True)
+    with torch.enable_grad():
+        f = score_of(model(inputs), target, score)
+        (grad,) = torch.autograd.grad(f.sum(), inputs)
+    return grad, f.detach()
+
+
+def batched_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, score: str,
+                      batch_size: int,
+                      make_inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Input gradients of F for every image of ``x`` (CPU result), ``batch_size`` at a time."""
+    import torch
+
+    dev = model_device(model)
+    out = []
+    for start in range(0, x.shape[0], batch_size):
+        chunk = x[start:start + batch_size].to(dev)
+        if make_inputs is not None:
+            chunk = make_inputs(chunk)
+        grad, _ = input_gradients(model, chunk, target[start:start + batch_size].to(dev), score)
+        out.append(grad.cpu())
+        if on_batch is not None:
+            on_batch(chunk.shape[0])
+    return torch.cat(out) if out else torch.empty_like(x)

@@ -1,0 +1,428 @@
+"""Attribution figures: overlays as in the integrated-gradients write-ups, grids, strips, GIFs.
+
+The overlay: the attribution summed over colour channels, clipped at the 99th percentile of its
+magnitude, positive in green and negative in red, blended on a dimmed grey copy of the image.
+An all-zero attribution draws the grey image (Captum's helper divides by zero there).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from netviz.draw.common import pyplot, save_figure, save_gif, save_png, to_uint8, upscale
+from netviz.runs import write_json
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from netviz.attribute import AttributeReport, InteriorGradients, SanityResult
+
+POSITIVE = (0.0, 0.85, 0.25)  # green: pushes the score up
+NEGATIVE = (1.0, 0.1, 0.2)  # red: pushes it down
+STYLES = ("overlay", "heatmap")
+GRID_MAX = 64  # images in one grid figure
+STRIP_MAX = 16  # interior-gradient strips and GIFs written
+
+
+def channel_sum(attr: Any) -> np.ndarray:
+    """(C, H, W) or (H, W) attribution -> (H, W) float64, summed over channels."""
+    import numpy as np
+
+    a = np.asarray(attr.detach().cpu().numpy() if hasattr(attr, "detach") else attr, np.float64)
+    return a.sum(0) if a.ndim == 3 else a
+
+
+def clip_value(amap: np.ndarray, percentile: float = 99.0) -> float:
+    """The magnitude mapped to full colour: the ``percentile`` of |amap| (its max if that is 0)."""
+    import numpy as np
+
+    mag = np.abs(amap[np.isfinite(amap)])
+    if mag.size == 0:
+        return 0.0
+    v = float(np.percentile(mag, percentile))
+    return v if v > 0 else float(mag.max())
+
+
+def grey(pixels: Any) -> np.ndarray:
+    """(C, H, W) pixels in [0, 1] -> (H, W) luminance."""
+    import numpy as np
+
+    p = np.asarray(pixels.cpu().numpy() if hasattr(pixels, "cpu") else pixels, np.float64)
+    if p.ndim == 2:
+        return p
+    if p.shape[0] == 3:
+        return 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
+    return p.mean(0)
+
+
+def rgb(pixels: Any) -> np.ndarray:
+    """(C, H, W) pixels -> (H, W, 3) for display."""
+    import numpy as np
+
+    p = np.asarray(pixels.cpu().numpy() if hasattr(pixels, "cpu") else pixels, np.float64)
+    return np.repeat(p[0][..., None], 3, axis=2) if p.shape[0] == 1 else p[:3].transpose(1, 2, 0)
+
+
+def overlay(pixels: Any, attr: Any, percentile: float = 99.0) -> np.ndarray:
+    """Positive (green) and negative (red) attribution blended on the grey image: (H, W, 3)."""
+    import numpy as np
+
+    base = 0.15 + 0.55 * grey(pixels)
+    out = np.repeat(base[..., None], 3, axis=2)
+    amap = channel_sum(attr)
+    scale = clip_value(amap, percentile)
+    if scale == 0:
+        return out
+    v = np.clip(np.nan_to_num(amap / scale), -1.0, 1.0)[..., None]
+    pos, neg = np.clip(v, 0, 1), np.clip(-v, 0, 1)
+    return out * (1 - pos - neg) + pos * np.array(POSITIVE) + neg * np.array(NEGATIVE)
+
+
+def heatmap(attr: Any, percentile: float = 99.0) -> np.ndarray:
+    """The channel-summed attribution in a diverging map (pink negative, green positive)."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    amap = channel_sum(attr)
+    scale = clip_value(amap, percentile)
+    v = np.zeros_like(amap) if scale == 0 else np.clip(np.nan_to_num(amap / scale), -1, 1)
+    return colormaps["PiYG"]((v + 1) / 2)[..., :3]
+
+
+def render(pixels: Any, attr: Any, style: str = "overlay", percentile: float = 99.0) -> np.ndarray:
+    return heatmap(attr, percentile) if style == "heatmap" else overlay(pixels, attr, percentile)
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of an image name: "index 12" -> "0012", "cat 3.png" -> "cat_3"."""
+    m = re.fullmatch(r"index (\d+)", name)
+    if m:
+        return f"{int(m.group(1)):04d}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem).strip("_") or "image"
+
+
+def _caption(report: AttributeReport, i: int) -> tuple[str, bool]:
+    spec = report.spec
+    label = report.labels[i]
+    pred = report.preds[i]
+    target = int(report.result.target[i])
+    parts = [f"pred {spec.class_name(pred)}"]
+    if label is not None:
+        parts.insert(0, f"true {spec.class_name(label)}")
+    lines = [report.names[i], " / ".join(parts)]
+    if target != pred:
+        lines.append(f"target {spec.class_name(target)}")
+    err = getattr(report.result, "completeness_error", None)
+    if err is not None:
+        lines.append(f"err {100 * float(err[i]):.2f}%, {int(report.result.steps[i])} steps")
+    return "\n".join(lines), label is not None and label != pred
+
+
+def plot_grid(report: AttributeReport, path: str | os.PathLike, style: str = "overlay",
+              percentile: float = 99.0) -> Path:
+    """One panel per image (at most GRID_MAX): the attribution with true/predicted labels."""
+    plt = pyplot()
+    n = min(len(report.names), GRID_MAX)
+    cols = min(n, 8)
+    rows = math.ceil(n / cols)
+    lines = max(_caption(report, i)[0].count("\n") + 1 for i in range(n))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.75 * cols + 0.3,
+                                                  (1.8 + 0.16 * lines) * rows + 0.4),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        ax = axes.flat[i]
+        ax.imshow(render(report.pixels[i], report.result.attributions[i], style, percentile),
+                  interpolation="nearest")
+        text, wrong = _caption(report, i)
+        ax.set_title(text, fontsize=7, color="#b00020" if wrong else "black")
+    title = f"{report.method}: {report.spec.name}, score = class {report.result.score}"
+    if style == "overlay" and report.method == "saliency":
+        title += " (|gradient|: greener = more sensitive)"
+    elif style == "overlay":
+        title += " (green raises it, red lowers it)"
+    if len(report.names) > n:
+        title += f" - first {n} of {len(report.names)} images"
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(h_pad=1.2)
+    return save_figure(fig, path)
+
+
+def image_panel(pixels: Any, attr: Any, percentile: float = 99.0) -> np.ndarray:
+    """[image | overlay | heat map] side by side, upscaled, as uint8 (H, 3W + gaps, 3)."""
+    import numpy as np
+
+    parts = [rgb(pixels), overlay(pixels, attr, percentile), heatmap(attr, percentile)]
+    gap = np.ones((parts[0].shape[0], max(1, parts[0].shape[1] // 14), 3))
+    row = np.concatenate([parts[0], gap, parts[1], gap, parts[2]], axis=1)
+    return to_uint8(upscale(row, min_size=256 * 3))
+
+
+def plot_completeness(report: AttributeReport, path: str | os.PathLike) -> Path:
+    """Relative completeness error per image (log scale), coloured by the steps it used."""
+    import numpy as np
+
+    plt = pyplot()
+    res = report.result
+    err = np.maximum(res.completeness_error.numpy(), 1e-9)
+    steps = res.steps.numpy()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for s in sorted(set(steps.tolist())):
+        sel = steps == s
+        ax.scatter(np.flatnonzero(sel), err[sel] * 100, s=14, label=f"{s} steps ({sel.sum()})")
+    tol = res.settings.get("tolerance")
+    if tol:
+        ax.axhline(tol * 100, color="k", ls="--", lw=1, label=f"tolerance {tol * 100:g}%")
+    ax.set_yscale("log")
+    ax.set_xlabel("image")
+    ax.set_ylabel("|sum attr - (F(x) - F(b))| / |F(x) - F(b)|  (%)")
+    ax.set_title(f"completeness of integrated gradients ({res.settings.get('quadrature')}), "
+                 f"max {100 * err.max():.3g}%", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_interior_strip(report: AttributeReport, i: int, path: str | os.PathLike,
+                        percentile: float = 99.0) -> Path:
+    """Scaled inputs (top) and their gradients (bottom), one column per alpha."""
+    import numpy as np
+
+    plt = pyplot()
+    res: InteriorGradients = report.result  # type: ignore[assignment]
+    from netviz.data import denormalise
+
+    scaled = denormalise(res.scaled_inputs()[i], report.spec)
+    a = len(res.alphas)
+    fig, axes = plt.subplots(2, a, figsize=(1.3 * a + 0.4, 3.4), squeeze=False)
+    norms = res.gradients[i].flatten(1).norm(dim=1).numpy()
+    for k, alpha in enumerate(res.alphas):
+        axes[0, k].imshow(np.clip(rgb(scaled[k]), 0, 1), interpolation="nearest")
+        axes[0, k].set_title(f"α={alpha:g}\nF={float(res.scores[i, k]):.3g}", fontsize=7)
+        axes[1, k].imshow(overlay(scaled[k], res.gradients[i, k], percentile),
+                          interpolation="nearest")
+        axes[1, k].set_title(f"|grad| {norms[k]:.2g}", fontsize=7)
+    for ax in axes.flat:
+        ax.axis("off")
+    text, _ = _caption(report, i)
+    fig.suptitle(f"interior gradients of the {res.score} of class "
+                 f"{report.spec.class_name(int(res.target[i]))}: {text.replace(chr(10), ', ')}",
+                 fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def interior_frames(report: AttributeReport, i: int, percentile: float = 99.0
+                    ) -> list[np.ndarray]:
+    """GIF frames from black to the image: [scaled input | its gradient], upscaled."""
+    import numpy as np
+
+    from netviz.data import denormalise
+
+    res: InteriorGradients = report.result  # type: ignore[assignment]
+    scaled = denormalise(res.scaled_inputs()[i], report.spec)
+    frames = []
+    for k in range(len(res.alphas)):
+        left = np.clip(rgb(scaled[k]), 0, 1)
+        gap = np.ones((left.shape[0], max(1, left.shape[1] // 14), 3))
+        row = np.concatenate([left, gap, overlay(scaled[k], res.gradients[i, k], percentile)], 1)
+        frames.append(_label(to_uint8(upscale(row, min_size=512)), f"alpha = {res.alphas[k]:g}"))
+    return frames
+
+
+def _label(frame: np.ndarray, text: str) -> np.ndarray:
+    """A white band with ``text`` under a uint8 (H, W, 3) frame."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    band = 24
+    im = Image.new("RGB", (frame.shape[1], frame.shape[0] + band), "white")
+    im.paste(Image.fromarray(frame), (0, 0))
+    try:
+        font = ImageFont.load_default(size=16)
+    except TypeError:  # Pillow < 10.1 has one fixed-size default font
+        font = ImageFont.load_default()
+    ImageDraw.Draw(im).text((6, frame.shape[0] + 3), text, fill="black", font=font)
+    return np.asarray(im)
+
+
+def plot_interior_scores(report: AttributeReport, path: str | os.PathLike) -> Path:
+    """F(alpha x) and the gradient norm against alpha for every image: the saturation."""
+    plt = pyplot()
+    res: InteriorGradients = report.result  # type: ignore[assignment]
+    fig, (ax_f, ax_g) = plt.subplots(1, 2, figsize=(9, 3.6))
+    norms = res.gradients.flatten(2).norm(dim=2).numpy()
+    for i, name in enumerate(report.names):
+        ax_f.plot(res.alphas, res.scores[i].numpy(), "o-", ms=3, lw=1, alpha=0.7, label=name)
+        ax_g.plot(res.alphas, norms[i], "o-", ms=3, lw=1, alpha=0.7)
+    if len(report.names) <= 10:
+        ax_f.legend(fontsize=7)
+    ax_f.set_title(f"score F (class {res.score}) at the scaled input", fontsize=9)
+    ax_g.set_title("gradient norm at the scaled input", fontsize=9)
+    for ax in (ax_f, ax_g):
+        ax.set_xlabel("alpha (0 = black, 1 = the image)")
+        ax.grid(alpha=0.3)
+    ax_g.set_yscale("log")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_sanity(sanity: SanityResult, report: AttributeReport, path: str | os.PathLike,
+                percentile: float = 99.0) -> Path:
+    """Mean rank correlation per cascade step, and the first image's maps as layers go."""
+    import numpy as np
+
+    plt = pyplot()
+    L = len(sanity.layers)
+    # Deep models have dozens of layers: show at most 12 maps, evenly spread over the cascade.
+    shown = sorted({int(round(v)) for v in np.linspace(0, L, min(L + 1, 12))})
+    fig = plt.figure(figsize=(max(7.0, 1.25 * len(shown)), 5.6))
+    grid = fig.add_gridspec(2, len(shown), height_ratios=[1.5, 1])
+    ax = fig.add_subplot(grid[0, :])
+    steps = np.arange(L + 1)
+    for values, label in ((sanity.rank_correlation, "|attribution|"),
+                          (sanity.signed_correlation, "signed attribution")):
+        v = values.numpy()
+        mean = np.concatenate([[1.0], np.nanmean(v, axis=1)])
+        lo = np.concatenate([[1.0], np.nanmin(v, axis=1)])
+        hi = np.concatenate([[1.0], np.nanmax(v, axis=1)])
+        ax.plot(steps, mean, "o-", label=f"{label} (mean, min-max band)")
+        ax.fill_between(steps, lo, hi, alpha=0.15)
+    ax.axhline(0, color="k", lw=0.8)
+    every = max(1, math.ceil((L + 1) / 24))  # keep the tick labels apart
+    ax.set_xticks(steps[::every])
+    ax.set_xticklabels((["original"] + [f"+{n}" for n in sanity.layers])[::every], rotation=30,
+                       ha="right", fontsize=7)
+    ax.set_ylabel("Spearman vs original")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_title(f"model randomisation ({report.method}): layers re-initialised from the top, "
+                 f"cumulatively; {len(report.names)} image(s)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    for col, j in enumerate(shown):
+        sub = fig.add_subplot(grid[1, col])
+        sub.imshow(overlay(report.pixels[0], sanity.maps[j, 0], percentile),
+                   interpolation="nearest")
+        sub.set_title("original" if j == 0 else f"+{sanity.layers[j - 1]}", fontsize=7)
+        sub.axis("off")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _num(v: Any) -> float | None:
+    v = float(v)
+    return None if math.isnan(v) or math.isinf(v) else v
+
+
+def report_json(report: AttributeReport) -> dict[str, Any]:
+    """The numbers of a report (what attribute.json holds)."""
+    res = report.result
+    spec = report.spec
+    score_text = {"logit": "the target class logit", "logprob": "the log-softmax of the target",
+                  "prob": "the softmax probability of the target"}[res.score]
+    data: dict[str, Any] = {
+        "model": spec.name,
+        "run": str(report.run_path) if report.run_path is not None else None,
+        "method": report.method,
+        "score": res.score,
+        "score_meaning": f"F, the function differentiated, is {score_text}",
+        "settings": report.settings,
+        "notes": report.notes,
+        "images": [],
+    }
+    if report.method == "integrated":
+        data["settings"] = dict(report.settings, schedule=res.settings["schedule"],
+                                batch_size=res.settings["batch_size"])
+    for i, name in enumerate(report.names):
+        item: dict[str, Any] = {
+            "name": name, "index": report.indices[i], "label": report.labels[i],
+            "label_name": spec.class_name(report.labels[i]) if report.labels[i] is not None
+            else None,
+            "pred": report.preds[i], "target": int(res.target[i]),
+        }
+        if report.method == "interior":
+            norms = res.gradients[i].flatten(1).norm(dim=1)
+            item["alphas"] = list(res.alphas)
+            item["scores"] = [_num(v) for v in res.scores[i]]
+            item["gradient_norms"] = [_num(v) for v in norms]
+        else:
+            item["attribution_sum"] = _num(res.attributions[i].double().sum())
+            item["attribution_max_abs"] = _num(res.attributions[i].abs().max())
+            if res.score_input is not None:
+                item["score_input"] = _num(res.score_input[i])
+        if report.method == "integrated":
+            item["score_baseline"] = _num(res.score_baseline[i])
+            item["completeness_delta"] = _num(res.delta[i])
+            item["completeness_error"] = _num(res.completeness_error[i])
+            item["steps"] = int(res.steps[i])
+        data["images"].append(item)
+    if report.method == "integrated":
+        err = res.completeness_error
+        tol = res.settings.get("tolerance")
+        data["completeness"] = {
+            "definition": "|sum(attributions) - (F(x) - F(baseline))| / |F(x) - F(baseline)|",
+            "max": _num(err.max()), "mean": _num(err.mean()), "median": _num(err.median()),
+            "images_over_1_percent": int((err > 0.01).sum()),
+            "images_over_tolerance": int((err > tol).sum()) if tol else None,
+            "mean_steps": _num(res.steps.double().mean()),
+        }
+    return data
+
+
+def sanity_json(sanity: SanityResult, report: AttributeReport) -> dict[str, Any]:
+    import numpy as np
+
+    rank, signed = sanity.rank_correlation.numpy(), sanity.signed_correlation.numpy()
+    return {
+        "test": "cascading model randomisation (Adebayo et al. 2018): layers re-initialised "
+                "from the top down, cumulatively, on a copy of the model",
+        "method": report.method,
+        "correlation": "Spearman rank correlation with the original map (channel-summed)",
+        "images": report.names,
+        "targets": [int(t) for t in sanity.target],
+        "layers": [
+            {"randomised_up_to": name,
+             "abs_mean": _num(np.nanmean(rank[j])), "signed_mean": _num(np.nanmean(signed[j])),
+             "abs_per_image": [_num(v) for v in rank[j]],
+             "signed_per_image": [_num(v) for v in signed[j]]}
+            for j, name in enumerate(sanity.layers)
+        ],
+    }
+
+
+def write_attribution(report: AttributeReport, out_dir: str | os.PathLike,
+                      style: str = "overlay", percentile: float = 99.0) -> list[Path]:
+    """Write the figures and attribute.json of ``report`` into ``out_dir``; return the paths."""
+    from netviz.errors import NetvizError
+
+    if style not in STYLES:
+        raise NetvizError(f"unknown style '{style}': use overlay or heatmap")
+    if not 0 < percentile <= 100:
+        raise NetvizError(f"clip percentile must be in (0, 100], not {percentile}")
+    out = Path(out_dir)
+    paths = [write_json(out / "attribute.json", report_json(report))]
+    method = report.method
+    if method == "interior":
+        paths.append(plot_interior_scores(report, out / "interior_scores.png"))
+        for i in range(min(len(report.names), STRIP_MAX)):
+            s = slug(report.names[i])
+            paths.append(plot_interior_strip(report, i, out / f"interior_{s}.png", percentile))
+            paths.append(save_gif(interior_frames(report, i, percentile),
+                                  out / f"interior_{s}.gif"))
+    else:
+        paths.append(plot_grid(report, out / f"{method}.png", style, percentile))
+        for i, name in enumerate(report.names):
+            paths.append(save_png(image_panel(report.pixels[i], report.result.attributions[i],
+                                              percentile), out / f"{method}_{slug(name)}.png"))
+        if method == "integrated":
+            paths.append(plot_completeness(report, out / "completeness.png"))
+    if report.sanity is not None:
+        paths.append(write_json(out / "sanity.json", sanity_json(report.sanity, report)))
+        paths.append(plot_sanity(report.sanity, report, out / "sanity.png", percentile))
+    return paths
