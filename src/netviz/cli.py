@@ -166,10 +166,11 @@ def train(model: str | None, config_file: str | None, resume: str | None, quiet:
 @device_option
 def layers_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
                as_json: bool, device: str) -> None:
-    """List every addressable layer: index, dotted name, type, output shape, parameters.
+    """List every addressable layer: number, dotted name, type, output shape, parameters.
 
-    Every --layer/--layers option takes these indices (negative ones count from the end) or
-    the dotted names (conv3, features.3, layer2.0.conv1).
+    Every --layer/--layers option takes a dotted name (conv3, features.3, layer2.0.conv1) or a
+    layer number: the layers that hold weights are numbered from 1, as the post counts them
+    (negative numbers count from the end); modules without weights go by name.
     """
     import dataclasses
     import json
@@ -200,7 +201,7 @@ def layers_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: 
 @click.option("--split", default=None,
               help="Split for --index and --top-images, e.g. test[:1000] (default: the run's).")
 @click.option("--layers", default=None,
-              help="Layer indices or names, e.g. 3,conv6,layer2.0.conv1 (default: the model's "
+              help="Layer numbers or names, e.g. 3,conv6,layer2.0.conv1 (default: the model's "
                    "choice, e.g. conv3,conv6,conv9 for allconv). See `netviz layers`.")
 @click.option("--channels", default="27", show_default=True,
               help="The first N channels, 'all', or a list/range such as 0-9 or 3,5,7.")
@@ -401,3 +402,97 @@ def attribute_cmd(run: str | None, model_name: str | None, weights: str, runs_di
         tolerance=tolerance, max_steps=max_steps, alphas=alphas, samples=samples, noise=noise,
         sanity=sanity, data_dir=data_dir, seed=seed, quiet=quiet)
     print_paths(write_attribution(report, folder, style, percentile))
+
+
+# -- dream (issue 5) ---------------------------------------------------------------------------
+
+@cli.command("dream")
+@source_options
+@click.option("--class", "classes", default=None,
+              help="Class(es) to maximise: 5, 0-4, 3,7, a class name, or all (the default "
+                   "without --layer). All are optimised in one batch.")
+@click.option("--layer", default=None,
+              help="Visualise channels of this layer instead: a name (conv3, layer2.0.conv1) or "
+                   "a layer number (see `netviz layers`).")
+@click.option("--channel", "channels", default=None,
+              help="With --layer: channel(s) 3, 0-15, 1,4,7 or all (default 0).")
+@click.option("--neuron", default=None,
+              help="With --layer: one position of a channel, K,Y,X (or K for the centre); K may "
+                   "be a range such as 0-7.")
+@click.option("--recipe", type=click.Choice(["paper", "deepdream", "lucent"]), default=None,
+              help="paper: the MNIST post (black start, Adam, 50 steps; default for --class); "
+                   "deepdream: multi-scale noise, gradient steps of 1/8, jitter, 256 steps "
+                   "(default for --layer); lucent: FFT image, jitter/scale/rotate, Adam.")
+@click.option("--steps", type=int, default=None, help="Number of updates (recipe default).")
+@click.option("--lr", type=float, default=None,
+              help="Adam learning rate, or the normgrad step (largest pixel change per step).")
+@click.option("--optimizer", type=click.Choice(["adam", "normgrad"]), default=None,
+              help="adam, or normgrad (gradient scaled so its largest coefficient is --lr).")
+@click.option("--param", type=click.Choice(["pixel", "fft"]), default=None,
+              help="Image parameterisation: pixel (clamped to valid pixels) or fft (decorrelated "
+                   "Fourier image, as Lucid/Lucent).")
+@click.option("--init", type=click.Choice(["black", "grey", "noise", "multiscale"]), default=None,
+              help="Start image of --param pixel; noise/multiscale are centred on the model's "
+                   "mean pixel.")
+@click.option("--jitter", type=int, default=None,
+              help="Random shift of up to N pixels every step (default: ~side/28 for "
+                   "deepdream and lucent, 0 for paper).")
+@click.option("--scale", default=None,
+              help="Random zoom range every step, e.g. 0.95,1.05 (1 = off).")
+@click.option("--rotate", type=float, default=None,
+              help="Random rotation of up to +-DEG degrees every step.")
+@click.option("--tv", type=float, default=None, help="Weight of a total-variation penalty.")
+@click.option("--l2", type=float, default=None, help="Weight of an L2 penalty (distance from grey).")
+@click.option("--blur-every", type=int, default=None,
+              help="Blur the image every N steps (--param pixel; 0 = never).")
+@click.option("--blur-sigma", type=float, default=None,
+              help="Blur radius in pixels (default: 0.5, or side/224).")
+@click.option("--decorrelate/--no-decorrelate", default=None,
+              help="fft: decorrelate the colours of 3-channel images (default on).")
+@click.option("--redirect-relu/--no-redirect-relu", default=None,
+              help="Let gradients reach dead ReLUs, as Lucid does (default on, off for paper).")
+@click.option("--gif", is_flag=True, help="Also write dream.gif of the optimisation.")
+@click.option("--gif-every", type=int, default=None,
+              help="GIF: one frame every K steps (default: steps/25).")
+@click.option("--batch-size", type=int, default=64, show_default=True,
+              help="Images per forward/backward (an image's random draws and updates do not depend on its batch).")
+@out_option
+@common_options
+def dream_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
+              classes: str | None, layer: str | None, channels: str | None, neuron: str | None,
+              recipe: str | None, scale: str | None, gif: bool, gif_every: int | None,
+              batch_size: int, out: str | None, device: str, seed: int, quiet: bool,
+              **settings: Any) -> None:
+    """Inputs the network likes most: maximise a class, or a channel/neuron of a layer.
+
+    Writes class_<k>.png or <layer>_channel_<k>.png (at the model's input size), grid.png
+    (labelled), dream.json (target, objective, probability or activation before/after and the
+    top-3 classes, all measured on the saved 8-bit PNGs) and, with --gif, dream.gif.
+    """
+    from netviz.draw.dream import write_dream
+    from netviz.dream import dream_channels, dream_classes, parse_neuron, parse_scale
+    from netviz.progress import say
+    from netviz.runs import output_dir
+
+    if layer is None and (channels is not None or neuron is not None):
+        raise NetvizError("--channel and --neuron need --layer NAME (see `netviz layers`)")
+    if layer is not None and classes is not None:
+        raise NetvizError("use either --class or --layer, not both")
+    if channels is not None and neuron is not None:
+        raise NetvizError("use either --channel or --neuron, not both")
+    source = open_source(run, model_name, weights, runs_dir, device)
+    options = dict(seed=seed, quiet=quiet, batch_size=batch_size, scale=parse_scale(scale),
+                   gif_every=gif_every if gif_every is not None else (-1 if gif else None),
+                   **settings)
+    say(f"dream: {source.name} on {source.device}", quiet)
+    if layer is None:
+        result = dream_classes(source, classes or "all", recipe=recipe or "paper", **options)
+    elif neuron is not None:
+        picked, position = parse_neuron(neuron)
+        result = dream_channels(source, layer, picked, position=position,
+                                recipe=recipe or "deepdream", **options)
+    else:
+        result = dream_channels(source, layer, channels or "0", recipe=recipe or "deepdream",
+                                **options)
+    folder = output_dir(source.path, "dream", out, source.spec.name)
+    print_paths(write_dream(result, source, folder, gif=gif or bool(gif_every)))

@@ -1,0 +1,177 @@
+"""Dream outputs: one PNG per image at the model's input size, a labelled grid, dream.json, a GIF.
+
+The numbers in dream.json and on the grid are measured after saving: each PNG is re-loaded as
+8-bit pixels (:func:`netviz.data.load_image`) and scored again, so they describe the files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from netviz.draw.common import pyplot, save_figure, save_gif, save_png, to_uint8, upscale
+from netviz.runs import write_json
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from netviz.dream import DreamResult, Measurement
+    from netviz.runs import Run
+
+GRID_MAX = 64  # images shown on grid.png and in the GIF (all are saved as PNGs)
+
+
+def _hwc(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) floats in [0, 1] -> (H, W) grey or (H, W, 3) RGB numpy."""
+    array = image.detach().cpu().float().numpy()
+    return array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+
+
+def _columns(n: int) -> int:
+    return n if n <= 5 else 5 if n <= 10 else 8
+
+
+def _ratio(after: float, before: float) -> str:
+    if before > 0:
+        r = after / before
+        return f"x{r:.3g}" if r < 1e4 else "x>10^4"
+    return "from 0" if after > 0 else "stays 0"
+
+
+def _tile_label(result: DreamResult, i: int, after: Measurement, before: Measurement,
+                run: Run) -> str:
+    t = result.targets[i]
+    if t.kind == "class":
+        name = t.label if len(t.label) <= 14 else t.label[:13] + "."
+        p = float(after.probabilities[i, t.index])
+        return f"{name}\n" + (f"p={p:.4f}" if p < 0.99995 else "p>0.9999")
+    top_class, top_p = after.top(1)[i][0]
+    top = run.spec.class_name(top_class)
+    top = top if len(top) <= 10 else top[:9] + "."
+    where = "" if t.position is None else f" @{t.position[0]},{t.position[1]}"
+    p = f"{top_p:.2f}" if top_p >= 0.01 else f"{top_p:.1e}"
+    return f"ch {t.index}{where}  {_ratio(after.objective[i], before.objective[i])}\n{top} {p}"
+
+
+def plot_grid(result: DreamResult, after: Measurement, before: Measurement, run: Run,
+              path: str | os.PathLike) -> Path:
+    """All images (up to GRID_MAX) with their label, at a readable size."""
+    plt = pyplot()
+    n = min(len(result.targets), GRID_MAX)
+    cols = _columns(n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.3 * rows + 0.9), squeeze=False,
+                             layout="constrained")
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        image = _hwc(result.images[i])
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_title(_tile_label(result, i, after, before, run), fontsize=8.5)
+    t = result.targets[0]
+    s = result.settings
+    what = ("class maximisation" if t.kind == "class"
+            else f"{t.layer}: {'neurons' if t.kind == 'neuron' else 'channels'}")
+    shown = "" if n == len(result.targets) else f" (first {n} of {len(result.targets)})"
+    fig.suptitle(f"{run.name} - {what}{shown}\nrecipe {s.recipe}, {s.steps} steps, "
+                 f"{s.param} image, seed {result.seed}", fontsize=10)
+    note = ("p = probability of the class, re-measured on the saved 8-bit PNG"
+            if t.kind == "class" else
+            "x = total squared activation of the saved PNG / of the start image;\n"
+            "second line: the model's top class for the image")
+    fig.supxlabel(note, fontsize=7.5, color="0.35")
+    return save_figure(fig, path)
+
+
+def _frame(images: torch.Tensor, step: int, steps: int, cols: int) -> np.ndarray:
+    """One GIF frame: images tiled on a dark background, with a header naming the step."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    tiles = [to_uint8(_hwc(im)) for im in images]
+    tiles = [t if t.ndim == 3 else np.repeat(t[:, :, None], 3, axis=2) for t in tiles]
+    tiles = [upscale(t, 96) for t in tiles]
+    h, w = tiles[0].shape[:2]
+    rows = math.ceil(len(tiles) / cols)
+    gap, header = 4, 18
+    canvas = np.full((header + rows * (h + gap) + gap, cols * (w + gap) + gap, 3), 40, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        y, x = header + gap + r * (h + gap), gap + c * (w + gap)
+        canvas[y:y + h, x:x + w] = tile
+    image = Image.fromarray(canvas)
+    ImageDraw.Draw(image).text((gap, 3), f"step {step}/{steps}", fill=(235, 235, 235))
+    return np.asarray(image)
+
+
+def write_gif(result: DreamResult, path: str | os.PathLike) -> Path:
+    n = min(len(result.targets), GRID_MAX)
+    cols = _columns(n)
+    frames = [_frame(f[:n], step, result.settings.steps, cols)
+              for f, step in zip(result.frames, result.frame_steps, strict=True)]
+    frames += [frames[-1]] * 3  # hold the result before looping
+    return save_gif(frames, path, duration_ms=120)
+
+
+def dream_record(result: DreamResult, run: Run, files: list[Path], after: Measurement,
+                 before: Measurement) -> dict[str, Any]:
+    """The contents of dream.json."""
+    spec = run.spec
+    images = []
+    for i, t in enumerate(result.targets):
+        entry: dict[str, Any] = {"file": files[i].name, "kind": t.kind}
+        if t.kind == "class":
+            entry.update(target=t.index, name=t.label,
+                         probability_before=float(before.probabilities[i, t.index]),
+                         probability_after=float(after.probabilities[i, t.index]))
+        else:
+            entry.update(layer=t.layer, channel=t.index,
+                         position=list(t.position) if t.position else None,
+                         activation_before=before.objective[i], activation_after=after.objective[i])
+        entry.update(objective_start=result.objective_start[i],
+                     objective_final=result.objective_final[i],
+                     objective_saved=after.objective[i],
+                     top3=[{"class": k, "name": spec.class_name(k), "probability": p}
+                           for k, p in after.top(3)[i]])
+        images.append(entry)
+    return {
+        "model": spec.name,
+        "run": str(run.path) if run.path else None,
+        "checkpoint": str(run.checkpoint) if run.checkpoint else None,
+        "objective": result.objective.description,
+        "activation": ("total squared activation of the channel (the objective), on the start "
+                       "image (before) and on the saved PNG (after)"
+                       if result.targets[0].kind != "class" else None),
+        "seed": result.seed,
+        "settings": result.settings_dict(),
+        "seconds": round(result.seconds, 3),
+        "device": str(run.device),
+        "images": images,
+    }
+
+
+def write_dream(result: DreamResult, run: Run, out_dir: str | os.PathLike,
+                gif: bool = False) -> list[Path]:
+    """Write the PNGs, re-measure them from disk, then dream.json, grid.png (and dream.gif)."""
+    import torch
+
+    from netviz.data import load_image
+    from netviz.dream import measure_result
+
+    out = Path(out_dir)
+    files = [save_png(_hwc(image), out / f"{t.stem}.png")
+             for t, image in zip(result.targets, result.images, strict=True)]
+    reloaded = torch.cat([load_image(p, run.spec)[0] for p in files])
+    after = measure_result(run.model, run.spec, result, reloaded)
+    before = measure_result(run.model, run.spec, result, result.start)
+    paths = list(files)
+    paths.append(write_json(out / "dream.json", dream_record(result, run, files, after, before)))
+    paths.append(plot_grid(result, after, before, run, out / "grid.png"))
+    if gif and result.frames:
+        paths.append(write_gif(result, out / "dream.gif"))
+    return paths

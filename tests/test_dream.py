@@ -1,0 +1,218 @@
+"""`netviz dream`: class maximisation and channel visualisation on real trained runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from torch import nn
+
+from netviz.cli import cli
+from netviz.data import load_image, normalise
+from netviz.dream import dream_channels, dream_classes, image_seed, recipe_settings
+from netviz.dream.param import initial_pixels
+from netviz.errors import NetvizError
+from netviz.layers import forward_to, has_hooks
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, [*args, "--device", "cpu", "--quiet"])
+
+
+def printed(result) -> list[Path]:
+    paths = [Path(line) for line in result.stdout.splitlines()]
+    assert paths and all(p.is_file() for p in paths), result.stdout
+    return paths
+
+
+def channel_energy(model: nn.Module, spec, pixels: torch.Tensor, layer: str, channel: int) -> float:
+    """Total squared activation of one channel, computed here independently of netviz.dream."""
+    with torch.no_grad():
+        act = forward_to(model, normalise(pixels, spec), [layer])[layer]
+    return float(act[0, channel].double().pow(2).sum())
+
+
+def test_class_all_paper_recipe_is_read_back_from_the_png(mnist_run, tmp_path: Path) -> None:
+    # Acceptance: the 10 images of `--class all` (the post's recipe), re-loaded from the PNGs,
+    # are each classified as their target with probability >= 0.99.
+    out = tmp_path / "dream"
+    result = invoke("dream", str(mnist_run.path), "--class", "all", "--out", str(out), "--gif")
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in printed(result)}
+    assert names == {f"class_{k}.png" for k in range(10)} | {"dream.json", "grid.png", "dream.gif"}
+
+    images = torch.cat([load_image(out / f"class_{k}.png", mnist_run.spec)[0] for k in range(10)])
+    assert images.shape == (10, 1, 28, 28) and images.dtype == torch.uint8
+    with torch.no_grad():
+        probs = torch.softmax(mnist_run.model(normalise(images, mnist_run.spec)), dim=1)
+    assert probs.argmax(1).tolist() == list(range(10))
+    assert probs.diagonal().min() >= 0.99
+    assert images.float().mean() > 20  # not a black image: the optimiser drew strokes
+
+    record = json.loads((out / "dream.json").read_text())
+    settings = record["settings"]
+    assert (settings["steps"], settings["optimizer"], settings["init"], settings["lr"]) == (50, "adam", "black", 0.1)
+    for k, entry in enumerate(record["images"]):
+        assert entry["target"] == k and entry["file"] == f"class_{k}.png"
+        assert entry["probability_after"] == pytest.approx(float(probs[k, k]), abs=1e-5)
+        assert entry["top3"][0]["class"] == k and len(entry["top3"]) == 3
+        assert entry["objective_final"] > entry["objective_start"]
+    # every class starts from the same black image: its probabilities over the targets sum to 1
+    assert sum(e["probability_before"] for e in record["images"]) == pytest.approx(1.0, abs=1e-4)
+    assert max(e["probability_before"] for e in record["images"]) < 0.99
+
+    with Image.open(out / "dream.gif") as gif:
+        assert gif.n_frames == 1 + 25  # the start, then every 2nd of the 50 steps
+    assert Image.open(out / "grid.png").size[0] > 600
+
+
+class PerImage(nn.Module):
+    """Runs each image alone, so float rounding cannot depend on the batch: any dependence
+    left would come from netviz.dream itself (randomness, loss, optimiser)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.net(x[i:i + 1]) for i in range(x.shape[0])])
+
+
+def test_an_image_does_not_depend_on_its_batch_and_the_seed_repeats_it(mnist_run) -> None:
+    run = dataclasses.replace(mnist_run, model=PerImage(mnist_run.model).eval())
+    # every random part on: multi-scale noise start, jitter, zoom, rotation, blur, penalties
+    kw = dict(recipe="deepdream", steps=10, scale=(0.9, 1.1), rotate=10.0, tv=0.01, l2=0.01,
+              blur_every=4)
+    batch = dream_classes(run, "all", **kw)
+    pair = dream_classes(run, [7, 3], **kw)
+    assert torch.equal(batch.images[3], pair.images[1]) and torch.equal(batch.images[7], pair.images[0])
+    chunks = dream_classes(run, "all", batch_size=4, **kw)  # 4 + 4 + 2 images
+    assert torch.equal(chunks.images, batch.images) and chunks.history.shape == (10, 10)
+    fft = dream_classes(run, "all", recipe="lucent", steps=6)
+    assert torch.equal(fft.images[5], dream_classes(run, "5", recipe="lucent", steps=6).images[0])
+    assert not has_hooks(mnist_run.model)
+
+    # on the real (batched) model: --seed repeats a run bit for bit, another seed changes it
+    again = dream_classes(mnist_run, "all", recipe="lucent", steps=6)
+    assert torch.equal(again.images, dream_classes(mnist_run, "all", recipe="lucent", steps=6).images)
+    other = dream_classes(mnist_run, "all", recipe="lucent", steps=6, seed=1)
+    assert (other.images - again.images).abs().max() > 0.1
+
+
+def test_allconv_conv3_channel_grows_tenfold(allconv_run, tmp_path: Path) -> None:
+    # Acceptance: a layer-3 channel of allconv (the deepdream recipe, 256 steps): the saved
+    # image's total squared activation is >= 10x that of the start image.
+    out = tmp_path / "conv3"
+    result = invoke("dream", str(allconv_run.path), "--layer", "conv3", "--channel", "5", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in printed(result)} == {"conv3_channel_5.png", "dream.json", "grid.png"}
+    record = json.loads((out / "dream.json").read_text())
+    entry = record["images"][0]
+    assert record["settings"]["steps"] == 256 and record["settings"]["optimizer"] == "normgrad"
+
+    model, spec = allconv_run.model, allconv_run.spec
+    saved, _ = load_image(out / "conv3_channel_5.png", spec)
+    assert saved.shape == (1, 3, 32, 32)
+    after = channel_energy(model, spec, saved, "conv3", 5)
+    # the start image, rebuilt from the seed and target as documented
+    gen = torch.Generator().manual_seed(image_seed(0, "channel:conv3:5"))
+    before = channel_energy(model, spec, initial_pixels("multiscale", spec, [gen]), "conv3", 5)
+    assert entry["activation_after"] == pytest.approx(after, rel=1e-4)
+    assert entry["activation_before"] == pytest.approx(before, rel=1e-4)
+    assert after >= 10 * before > 0
+
+
+def test_mnist_conv_channels_grow_tenfold(mnist_run, tmp_path: Path) -> None:
+    out = tmp_path / "conv2"
+    result = invoke("dream", str(mnist_run.path), "--layer", "conv2", "--channel", "0-3", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "dream.json").read_text())
+    for c, entry in enumerate(record["images"]):
+        assert entry["file"] == f"conv2_channel_{c}.png"
+        saved, _ = load_image(out / entry["file"], mnist_run.spec)
+        after = channel_energy(mnist_run.model, mnist_run.spec, saved, "conv2", c)
+        assert entry["activation_after"] == pytest.approx(after, rel=1e-4)
+        assert after >= 10 * entry["activation_before"]
+
+
+def test_dead_relu_channel_is_revived_by_redirected_gradients(mnist_run) -> None:
+    # relu2 channel 0 is exactly 0 on the start image: its squared activation has no gradient.
+    kw = dict(layer="relu2", channels=[0], steps=48)
+    stuck = dream_channels(mnist_run, redirect_relu=False, **kw)
+    assert stuck.objective_start == [0.0] and stuck.objective_final == [0.0]
+    revived = dream_channels(mnist_run, **kw)
+    assert revived.objective_start == [0.0] and revived.objective_final[0] > 100
+    assert not has_hooks(mnist_run.model)
+
+
+def test_neuron_fft_and_a_224_torchvision_model(mnist_run, tmp_path: Path) -> None:
+    out = tmp_path / "neuron"
+    result = invoke("dream", str(mnist_run.path), "--layer", "relu2", "--neuron", "3,5,6", "--steps", "40",
+                    "--out", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "dream.json").read_text())
+    entry = record["images"][0]
+    assert entry["file"] == "relu2_neuron_3_5_6.png" and entry["position"] == [5, 6]
+    assert record["settings"]["jitter"] == 0  # a neuron is not jittered away from its place
+    assert entry["activation_before"] == 0 and entry["activation_after"] > 1.0  # a dead start, revived
+
+    out = tmp_path / "fft"
+    result = invoke("dream", str(mnist_run.path), "--layer", "conv2", "--channel", "1", "--param", "fft",
+                    "--steps", "40", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    entry = json.loads((out / "dream.json").read_text())["images"][0]
+    assert entry["activation_after"] > 2 * entry["activation_before"] > 0
+    with Image.open(out / entry["file"]) as im:
+        assert (im.mode, im.size) == ("L", (28, 28))  # 1 channel stays 1 channel, at 28x28
+
+    out = tmp_path / "r18"
+    result = invoke("dream", "--model", "resnet18", "--layer", "layer1.0.conv1", "--channel", "7",
+                    "--recipe", "lucent", "--steps", "2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    with Image.open(out / "layer1.0.conv1_channel_7.png") as im:
+        assert (im.mode, im.size) == ("RGB", (224, 224))  # the model's own size, no upsampling
+    entry = json.loads((out / "dream.json").read_text())["images"][0]
+    assert entry["activation_after"] > entry["activation_before"]
+
+
+def test_allconv_class_by_name(allconv_run, tmp_path: Path) -> None:
+    out = tmp_path / "cat"
+    result = invoke("dream", str(allconv_run.path), "--class", "cat,ship", "--steps", "20", "--batch-size", "1",
+                    "--out", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "dream.json").read_text())
+    assert [(e["target"], e["name"]) for e in record["images"]] == [(3, "cat"), (8, "ship")]
+    for e in record["images"]:
+        assert e["probability_after"] > e["probability_before"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--class", "10"], "class 10 is out of range: model mnist has 10 classes (0..9)"),
+    (["--class", "seven"], "unknown class 'seven'"),
+    (["--layer", "conv2", "--channel", "64"], "channel 64 is out of range: layer conv2 has 64 channels (0..63)"),
+    (["--layer", "conv9"], "unknown layer 'conv9'"),
+    (["--steps", "0"], "--steps must be a positive number of updates, not 0"),
+    (["--layer", "relu2", "--neuron", "0,24,3"], "outside layer relu2's 24x24 map"),
+    (["--channel", "3"], "--channel and --neuron need --layer"),
+    (["--scale", "big"], "cannot read --scale 'big'"),
+    (["--param", "fft", "--blur-every", "4"], "--blur-every works with --param pixel only"),
+])
+def test_bad_input_is_one_clear_line(mnist_run, args: list[str], message: str) -> None:
+    result = invoke("dream", str(mnist_run.path), *args, "--out", "x")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("netviz: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+
+
+def test_settings_scale_with_the_input_size() -> None:
+    assert recipe_settings("deepdream", (1, 28, 28)).jitter == 2
+    assert recipe_settings("deepdream", (3, 224, 224)).jitter == 8
+    assert recipe_settings("lucent", (3, 224, 224)).param == "fft"
+    assert recipe_settings("paper", (1, 28, 28), steps=7, gif_every=-1).gif_every == 1
+    with pytest.raises(NetvizError, match="--jitter must be between 0 and 27"):
+        recipe_settings("deepdream", (1, 28, 28), jitter=28)
