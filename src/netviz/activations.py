@@ -162,10 +162,7 @@ def select_channels(spec: str | int | Sequence[int] | None, num_channels: int, l
                 f"{layer} has {num_channels} channels: showing all {num_channels} "
                 f"of the {spec} asked for")
         return list(range(spec)), None
-    if isinstance(spec, str):
-        wanted = parse_int_list(spec, "--channels")
-    else:
-        wanted = list(dict.fromkeys(spec))
+    wanted = parse_int_list(spec, "--channels") if isinstance(spec, str) else list(dict.fromkeys(spec))
     kept = [c for c in wanted if 0 <= c < num_channels]
     if not kept:
         raise NetvizError(
