@@ -98,10 +98,15 @@ source_options = _compose(
 
 
 def open_source(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
-                device: str):
-    """The Run a command acts on (see :func:`netviz.runs.load_run`)."""
+                device: str, seed: int | None = None):
+    """The Run a command acts on (see :func:`netviz.runs.load_run`), after seeding.
+
+    Seeding comes first because a bare ``--model`` is freshly initialised: the seed fixes it.
+    """
+    from netviz.device import seed_everything
     from netviz.runs import load_run
 
+    seed_everything(seed)
     return load_run(run, model=model_name, weights=None if run else weights, runs_dir=runs_dir,
                     device=device)
 
@@ -228,11 +233,9 @@ def activations_cmd(run: str | None, model_name: str | None, weights: str, runs_
     prediction) and, with --top-images, top-<name>.png. Several --index values write one
     sub-folder index-<N>/ each.
     """
-    from netviz.device import seed_everything
     from netviz.draw.activations import write_activations
 
-    seed_everything(seed)
-    source = open_source(run, model_name, weights, runs_dir, device)
+    source = open_source(run, model_name, weights, runs_dir, device, seed)
     print_paths(write_activations(
         source, image=image, index=index, layers=layers, channels=channels, mode=mode,
         colorbar=colorbar, top_images=top_images, out=out, data_dir=data_dir, split=split,
@@ -281,11 +284,9 @@ def histogram_cmd(run: str | None, model_name: str | None, weights: str, runs_di
     distributions.png (percentile bands) and ridgeline.png (one histogram per epoch).
     With --model NAME alone there is one snapshot: the model's initial (or pretrained) weights.
     """
-    from netviz.device import seed_everything
     from netviz.draw.histogram import write_run_histograms
 
-    seed_everything(seed)  # a bare --model is freshly initialised: the seed fixes its weights
-    source = open_source(run, model_name, weights, runs_dir, device)
+    source = open_source(run, model_name, weights, runs_dir, device, seed)
     print_paths(write_run_histograms(
         source, out, layers=layers, bins=bins, include_bias=include_bias, layout=layout,
         per_panel=per_panel, log_y=log_y, evolution=evolution, tensorboard=tensorboard,
@@ -319,11 +320,9 @@ def kernels_cmd(run: str | None, model_name: str | None, weights: str, runs_dir:
     when the layer has 3 input channels. Writes kernels-<layer>.png and kernels-<layer>.json
     (per snapshot: max |w|, mean, std, per-kernel L2 norms; the relative change).
     """
-    from netviz.device import seed_everything
     from netviz.draw.kernels import write_run_kernels
 
-    seed_everything(seed)
-    source = open_source(run, model_name, weights, runs_dir, device)
+    source = open_source(run, model_name, weights, runs_dir, device, seed)
     print_paths(write_run_kernels(
         source, out, layer=layer, scale=scale, max_kernels=max_kernels, max_out=max_out,
         max_in=max_in, model_label=_snapshot_label(run, weights), quiet=quiet))
@@ -393,7 +392,7 @@ def attribute_cmd(run: str | None, model_name: str | None, weights: str, runs_di
     from netviz.runs import output_dir
 
     check_method(method)
-    source = open_source(run, model_name, weights, runs_dir, device)
+    source = open_source(run, model_name, weights, runs_dir, device, seed)
     folder = output_dir(source.path, "attribute", out, source.spec.name)
     report = attribute_run(
         source, method, images=images, indices=index, target=target, score=score,
@@ -479,7 +478,7 @@ def dream_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: s
         raise NetvizError("use either --class or --layer, not both")
     if channels is not None and neuron is not None:
         raise NetvizError("use either --channel or --neuron, not both")
-    source = open_source(run, model_name, weights, runs_dir, device)
+    source = open_source(run, model_name, weights, runs_dir, device, seed)
     options = dict(seed=seed, quiet=quiet, batch_size=batch_size, scale=parse_scale(scale),
                    gif_every=gif_every if gif_every is not None else (-1 if gif else None),
                    **settings)

@@ -309,11 +309,13 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
             acc["seconds"] += time.perf_counter() - start_time
             if sched is not None and cfg.scheduler == "step":
                 sched.step()
+            eval_start = time.perf_counter()
             eval_loss, eval_acc = evaluate(net, x_eval, y_eval, cfg.eval_batch_size, cfg.amp)
             epoch += 1
             row = {"epoch": epoch, "train_loss": acc["loss"] / acc["count"],
                    "train_acc": acc["correct"] / acc["count"], "eval_loss": eval_loss,
                    "eval_acc": eval_acc, "seconds": round(acc["seconds"], 3),
+                   "eval_seconds": round(time.perf_counter() - eval_start, 3),
                    "lr": opt.param_groups[0]["lr"]}
             metrics.append(row)
             say(f"epoch {epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
