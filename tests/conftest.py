@@ -66,3 +66,21 @@ def allconv_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
     """allconv trained 1 epoch on the 200 real CIFAR-10 sample images (a smoke run)."""
     return _cached_run(tmp_path_factory, "allconv-1ep", ["--model", "allconv", "--dataset",
                        f"imagefolder:{CIFAR_SAMPLE}", "--epochs", "1", "--seed", "0"])
+
+
+def assert_one_line_error(result, message: str, code: int = 2) -> None:
+    """A CLI result that failed the way users should see it: one stderr line, nothing on stdout."""
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("netviz: error:"), result.stderr
+    assert message in lines[0], lines[0]
+
+
+@pytest.fixture
+def bad_sources(mnist_run, tmp_path: Path) -> dict[str, str]:
+    """Placeholders for bad-input tests: a run folder without checkpoints, a missing path, a real run."""
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    (empty / "config.toml").write_text('model = "mnist"\n')
+    return {"{empty}": str(empty), "{missing}": str(tmp_path / "nope"), "{mnist}": str(mnist_run.path)}

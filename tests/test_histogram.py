@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import assert_one_line_error
 from torch import nn
 
 from netviz.cli import cli
@@ -238,15 +239,6 @@ def test_run_without_init_checkpoint_draws_one_snapshot(mnist_run, tmp_path: Pat
     (["{mnist}", "--per-panel", "0"], "--per-panel must be at least 1"),
     (["{mnist}", "--bins", "0"], "--bins must be at least 1"),
 ])
-def test_bad_input_is_one_line(mnist_run, tmp_path: Path, args: list[str], message: str) -> None:
-    empty = tmp_path / "empty-run"
-    empty.mkdir()
-    (empty / "config.toml").write_text('model = "mnist"\n')
-    paths = {"{empty}": str(empty), "{missing}": str(tmp_path / "nope"),
-             "{mnist}": str(mnist_run.path)}
-    result = _invoke(*[paths.get(a, a) for a in args], "--out", str(tmp_path / "o"))
-    assert result.exit_code == 2
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("netviz: error:")
-    assert message in lines[0]
+def test_bad_input_is_one_line(bad_sources, tmp_path: Path, args: list[str], message: str) -> None:
+    result = _invoke(*[bad_sources.get(a, a) for a in args], "--out", str(tmp_path / "o"))
+    assert_one_line_error(result, message)

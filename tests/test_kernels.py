@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import assert_one_line_error
 from PIL import Image
 from torch import nn
 
@@ -131,18 +132,9 @@ def test_first_layer_cap() -> None:
                                     "conv1, conv2"),
     (["{mnist}", "--layer", "99"], "layer index 99 is out of range"),
 ])
-def test_bad_input_is_one_line(mnist_run, tmp_path: Path, args: list[str], message: str) -> None:
-    empty = tmp_path / "empty-run"
-    empty.mkdir()
-    (empty / "config.toml").write_text('model = "mnist"\n')
-    paths = {"{empty}": str(empty), "{missing}": str(tmp_path / "nope"),
-             "{mnist}": str(mnist_run.path)}
-    result = _invoke(*[paths.get(a, a) for a in args], "--out", str(tmp_path / "o"))
-    assert result.exit_code == 2
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("netviz: error:")
-    assert message in lines[0]
+def test_bad_input_is_one_line(bad_sources, tmp_path: Path, args: list[str], message: str) -> None:
+    result = _invoke(*[bad_sources.get(a, a) for a in args], "--out", str(tmp_path / "o"))
+    assert_one_line_error(result, message)
 
 
 def test_checkpoint_file_source(mnist_run, tmp_path: Path) -> None:
