@@ -33,7 +33,8 @@ class NetvizGroup(click.Group):
         except click.exceptions.Abort:
             _fail("interrupted", 130)
         except NetvizError as exc:
-            _fail(str(exc), exc.exit_code)
+            # an interrupted run is not an error: it says where it stopped and how to go on
+            _fail(str(exc), exc.exit_code, "" if exc.exit_code == 130 else "error: ")
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except click.ClickException as exc:
@@ -50,9 +51,9 @@ class NetvizGroup(click.Group):
         return rv
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int, prefix: str = "error: ") -> None:
     first, *_ = (message.strip() or "failed").splitlines()
-    click.echo(f"netviz: error: {first}", err=True)
+    click.echo(f"netviz: {prefix}{first}", err=True)
     sys.exit(code)
 
 

@@ -418,8 +418,10 @@ def write_attribution(report: AttributeReport, out_dir: str | os.PathLike,
     else:
         paths.append(plot_grid(report, out / f"{method}.png", style, percentile))
         for i, name in enumerate(report.names):
-            paths.append(save_png(image_panel(report.pixels[i], report.result.attributions[i],
-                                              percentile), out / f"{method}_{slug(name)}.png"))
+            # one caption line under the panel says which image and what the model made of it
+            caption = _caption(report, i)[0].replace("\n", "  |  ")
+            panel = image_panel(report.pixels[i], report.result.attributions[i], percentile)
+            paths.append(save_png(_label(panel, f"{method}: {caption}"), out / f"{method}_{slug(name)}.png"))
         if method == "integrated":
             paths.append(plot_completeness(report, out / "completeness.png"))
     if report.sanity is not None:
