@@ -131,6 +131,7 @@ def _files(root: Path) -> set[Path]:
     (["--train-split", "test[:8000"], "malformed split 'test[:8000'"),
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--train-split", "train"], "MNIST train split not found: put train-images-idx3-ubyte.gz"),
+    (["--train-split", "train"], "only the test split is there: carve both from it, e.g. --train-split"),
     (["--optimizer", "lion"], "unknown optimizer 'lion'"),
     (["--device", "tpu"], "unknown device 'tpu'"),
 ])

@@ -152,9 +152,14 @@ def _load_mnist(root: Path, base: str, download: bool):
         _download_mnist(raw, stems)
         paths = [_find(raw, s) for s in stems]
     if None in paths:
+        other = "test" if base == "train" else "train"
+        hint = ""
+        if all(_find(raw, s) for s in _MNIST_FILES[other]):
+            hint = (f"; only the {other} split is there: carve both from it, e.g. --train-split "
+                    f"'{other}[:80%]' --eval-split '{other}[80%:]'")
         raise NetvizError(
             f"MNIST {base} split not found: put {' and '.join(s + '.gz' for s in stems)} into "
-            f"{raw} (or set --data-dir / NETVIZ_DATA to a folder holding MNIST/raw/)"
+            f"{raw} (or set --data-dir / NETVIZ_DATA to a folder holding MNIST/raw/){hint}"
         )
     images = _read_idx(paths[0]).unsqueeze(1)
     labels = _read_idx(paths[1]).long()
