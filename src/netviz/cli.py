@@ -234,21 +234,16 @@ def activations_cmd(run: str | None, model_name: str | None, weights: str, runs_
     prediction) and, with --top-images, top-<name>.png. Several --index values write one
     sub-folder index-<N>/ each.
     """
-    from netviz.draw.activations import write_activations
+    from netviz import commands
 
     source = open_source(run, model_name, weights, runs_dir, device, seed)
-    print_paths(write_activations(
-        source, image=image, index=index, layers=layers, channels=channels, mode=mode,
-        colorbar=colorbar, top_images=top_images, out=out, data_dir=data_dir, split=split,
+    print_paths(commands.activations(
+        source, out, image=image, index=index, layers=layers, channels=channels, mode=mode,
+        colorbar=colorbar, top_images=top_images, data_dir=data_dir, split=split,
         batch_size=batch_size, quiet=quiet))
 
 
 # -- histogram, kernels (issue 3) --------------------------------------------------------------
-
-def _snapshot_label(run: str | None, weights: str) -> str:
-    # the single snapshot of a bare --model: fresh init or pretrained
-    return "initial weights" if run or weights.lower() in ("none", "") else "pretrained weights"
-
 
 @cli.command("histogram")
 @source_options
@@ -285,13 +280,13 @@ def histogram_cmd(run: str | None, model_name: str | None, weights: str, runs_di
     distributions.png (percentile bands) and ridgeline.png (one histogram per epoch).
     With --model NAME alone there is one snapshot: the model's initial (or pretrained) weights.
     """
-    from netviz.draw.histogram import write_run_histograms
+    from netviz import commands
 
     source = open_source(run, model_name, weights, runs_dir, device, seed)
-    print_paths(write_run_histograms(
+    print_paths(commands.histogram(
         source, out, layers=layers, bins=bins, include_bias=include_bias, layout=layout,
         per_panel=per_panel, log_y=log_y, evolution=evolution, tensorboard=tensorboard,
-        model_label=_snapshot_label(run, weights), quiet=quiet))
+        quiet=quiet))
 
 
 @cli.command("kernels")
@@ -321,12 +316,12 @@ def kernels_cmd(run: str | None, model_name: str | None, weights: str, runs_dir:
     when the layer has 3 input channels. Writes kernels-<layer>.png and kernels-<layer>.json
     (per snapshot: max |w|, mean, std, per-kernel L2 norms; the relative change).
     """
-    from netviz.draw.kernels import write_run_kernels
+    from netviz import commands
 
     source = open_source(run, model_name, weights, runs_dir, device, seed)
-    print_paths(write_run_kernels(
+    print_paths(commands.kernels(
         source, out, layer=layer, scale=scale, max_kernels=max_kernels, max_out=max_out,
-        max_in=max_in, model_label=_snapshot_label(run, weights), quiet=quiet))
+        max_in=max_in, quiet=quiet))
 
 
 # -- attribute (issue 6) -----------------------------------------------------------------------
@@ -388,19 +383,16 @@ def attribute_cmd(run: str | None, model_name: str | None, weights: str, runs_di
     (image | overlay | heat map) and completeness.png; for interior, interior_<image>.png/.gif
     and interior_scores.png; with --sanity, sanity.json and sanity.png.
     """
-    from netviz.attribute import attribute_run, check_method
-    from netviz.draw.attribute import write_attribution
-    from netviz.runs import output_dir
+    from netviz import commands
+    from netviz.attribute import check_method
 
-    check_method(method)
+    check_method(method)  # before loading anything
     source = open_source(run, model_name, weights, runs_dir, device, seed)
-    folder = output_dir(source.path, "attribute", out, source.spec.name)
-    report = attribute_run(
-        source, method, images=images, indices=index, target=target, score=score,
-        baseline=baseline, steps=steps, quadrature=quadrature, batch_size=batch_size,
-        tolerance=tolerance, max_steps=max_steps, alphas=alphas, samples=samples, noise=noise,
-        sanity=sanity, data_dir=data_dir, seed=seed, quiet=quiet)
-    print_paths(write_attribution(report, folder, style, percentile))
+    print_paths(commands.attribute(
+        source, method, out, style=style, percentile=percentile, images=images, indices=index,
+        target=target, score=score, baseline=baseline, steps=steps, quadrature=quadrature,
+        batch_size=batch_size, tolerance=tolerance, max_steps=max_steps, alphas=alphas,
+        samples=samples, noise=noise, sanity=sanity, data_dir=data_dir, seed=seed, quiet=quiet))
 
 
 # -- dream (issue 5) ---------------------------------------------------------------------------
@@ -468,30 +460,10 @@ def dream_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: s
     (labelled), dream.json (target, objective, probability or activation before/after and the
     top-3 classes, all measured on the saved 8-bit PNGs) and, with --gif, dream.gif.
     """
-    from netviz.draw.dream import write_dream
-    from netviz.dream import dream_channels, dream_classes, parse_neuron, parse_scale
-    from netviz.progress import say
-    from netviz.runs import output_dir
+    from netviz import commands
 
-    if layer is None and (channels is not None or neuron is not None):
-        raise NetvizError("--channel and --neuron need --layer NAME (see `netviz layers`)")
-    if layer is not None and classes is not None:
-        raise NetvizError("use either --class or --layer, not both")
-    if channels is not None and neuron is not None:
-        raise NetvizError("use either --channel or --neuron, not both")
     source = open_source(run, model_name, weights, runs_dir, device, seed)
-    options = dict(seed=seed, quiet=quiet, batch_size=batch_size, scale=parse_scale(scale),
-                   gif_every=gif_every if gif_every is not None else (-1 if gif else None),
-                   **settings)
-    say(f"dream: {source.name} on {source.device}", quiet)
-    if layer is None:
-        result = dream_classes(source, classes or "all", recipe=recipe or "paper", **options)
-    elif neuron is not None:
-        picked, position = parse_neuron(neuron)
-        result = dream_channels(source, layer, picked, position=position,
-                                recipe=recipe or "deepdream", **options)
-    else:
-        result = dream_channels(source, layer, channels or "0", recipe=recipe or "deepdream",
-                                **options)
-    folder = output_dir(source.path, "dream", out, source.spec.name)
-    print_paths(write_dream(result, source, folder, gif=gif or bool(gif_every)))
+    print_paths(commands.dream(
+        source, out, classes=classes, layer=layer, channels=channels, neuron=neuron, recipe=recipe,
+        scale=scale, gif=gif, gif_every=gif_every, batch_size=batch_size, seed=seed, quiet=quiet,
+        **settings))

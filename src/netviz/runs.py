@@ -177,6 +177,7 @@ class Run:
     checkpoint: Path | None = None
     config: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    weights: str | None = None  # a bare registry model's pretrained weights ("default"), or None
 
     @property
     def name(self) -> str:
@@ -280,8 +281,9 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | None = None,
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if path is None and model is not None:
         spec = get_spec(model)
+        weights = None if weights is None or weights.lower() in ("none", "") else weights
         net = build_model(spec, weights).to(dev).eval()
-        return Run(spec=spec, model=net, device=dev)
+        return Run(spec=spec, model=net, device=dev, weights=weights)
     run_dir, ckpt_path = _find_run_dir(Path(path) if path is not None else latest_run(runs_dir))
     config = read_toml(run_dir / "config.toml") if run_dir is not None else {}
     ckpt = load_checkpoint(ckpt_path)

@@ -1,8 +1,7 @@
 """Activation grids: one PNG per layer, a combined figure, a GIF input -> layers, and the JSON.
 
-:func:`write_activations` is what `netviz activations` runs; :func:`write_activation_set` draws
-one :class:`~netviz.activations.ImageActivations` into a folder, for notebook users who computed
-it themselves.
+:func:`write_activation_set` draws one :class:`~netviz.activations.ImageActivations` into a
+folder; `netviz activations` (:func:`netviz.commands.activations`) calls it once per image.
 """
 
 from __future__ import annotations
@@ -419,85 +418,4 @@ def write_activation_set(act: ImageActivations, folder: str | os.PathLike, *, mo
                 paths.append(plot_top_images(act, layer, top[layer.name], top_data_images,
                                              folder / f"top-{layer.name}.png"))
     paths.append(write_json(folder / "activations.json", activation_record(act, run, mode, top)))
-    return paths
-
-
-# -- the command -------------------------------------------------------------------------------
-
-def write_activations(run: Run, *, image: str | os.PathLike | None = None,
-                      index: str | int | Sequence[int] | None = None,
-                      layers: str | Sequence[str | int] | None = None,
-                      channels: str | int | Sequence[int] | None = None, mode: str = "grey",
-                      colorbar: bool = False, top_images: int = 0,
-                      out: str | os.PathLike | None = None,
-                      data_dir: str | os.PathLike | None = None, split: str | None = None,
-                      batch_size: int = 256, quiet: bool = False) -> list[Path]:
-    """`netviz activations`: draw what ``layers`` output for an image file or eval-set samples.
-
-    One image writes into ``<run>/activations/`` (or ``out``); several ``index`` values write one
-    sub-folder ``index-<N>/`` each. Returns the paths written.
-    """
-    from netviz.activations import default_layers, image_activations, select_indices, top_activating
-    from netviz.data import conform, load_image
-    from netviz.layers import resolve_layers
-    from netviz.progress import progress, say
-    from netviz.runs import output_dir
-
-    mode = check_mode(mode, colorbar)
-    if image is not None and index is not None:
-        raise NetvizError("pass either --image or --index, not both")
-    if top_images < 0:
-        raise NetvizError(f"--top-images {top_images}: use 0 (off) or a positive count")
-    model, spec = run.model, run.spec
-    names = resolve_layers(model, layers) if layers else default_layers(model, spec)
-    if not names:
-        raise NetvizError("no layers given: pass --layers, e.g. --layers 3,conv6 "
-                          "(see `netviz layers`)")
-    data = run.eval_data(data_dir, split) if image is None or top_images else None
-    class_names = data.classes if data is not None else spec.class_names
-
-    inputs: list[dict[str, Any]] = []
-    if image is not None:
-        pixels, note = load_image(image, spec)
-        inputs.append({"image": pixels, "label": None, "source": str(image), "index": None,
-                       "note": note})
-    else:
-        for i in select_indices(index, len(data), data.name):
-            pixels, note = conform(data.images[i:i + 1], spec)
-            inputs.append({"image": pixels, "label": int(data.labels[i]),
-                           "source": f"{data.name} #{i}", "index": i, "note": note})
-    root = output_dir(run.path, "activations", out, spec.name)
-    said: set[str] = set()
-
-    def note_once(text: str | None) -> None:
-        if text and text not in said:
-            said.add(text)
-            say(f"note: {text}", quiet)
-
-    paths: list[Path] = []
-    top = None
-    top_pixels = None
-    several = len(inputs) > 1
-    for inp in progress(inputs, quiet=quiet or not several, desc="images"):
-        act = image_activations(model, spec, inp["image"], names, channels, label=inp["label"],
-                                class_names=class_names, source=inp["source"], index=inp["index"],
-                                note=inp["note"])
-        if inp["note"]:
-            note_once(f"{inp['source']} was {inp['note']} to fit {spec.name}")
-        for layer in act.layers:
-            note_once(layer.note)
-            if mode == "rgb" and layer.spatial and not uses_rgb(layer, mode):
-                note_once(f"{layer.name}: {len(layer.channels)} channels is not a multiple of 3, "
-                          "drawn as grey tiles")
-        if top_images and top is None:
-            top = top_activating(model, spec, data, {ly.name: ly.channels for ly in act.layers},
-                                 k=top_images, batch_size=batch_size, quiet=quiet)
-            top_pixels = conform(data.images, spec)[0]
-            if top_images > len(data):
-                note_once(f"--top-images {top_images}: {data.name} has only {len(data)} images")
-        truth = f" (true {act.label_name})" if act.label_name is not None else ""
-        say(f"{act.source}{truth}: predicted {act.predicted_name} ({act.probability:.1%})", quiet)
-        folder = root / f"index-{act.index}" if several else root
-        paths += write_activation_set(act, folder, mode=mode, colorbar=colorbar, top=top,
-                                      top_data_images=top_pixels, run=run)
     return paths

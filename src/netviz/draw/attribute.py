@@ -396,15 +396,20 @@ def sanity_json(sanity: SanityResult, report: AttributeReport) -> dict[str, Any]
     }
 
 
-def write_attribution(report: AttributeReport, out_dir: str | os.PathLike,
-                      style: str = "overlay", percentile: float = 99.0) -> list[Path]:
-    """Write the figures and attribute.json of ``report`` into ``out_dir``; return the paths."""
+def check_drawing(style: str, percentile: float) -> None:
+    """Fail on drawing options before any attribution is computed."""
     from netviz.errors import NetvizError
 
     if style not in STYLES:
         raise NetvizError(f"unknown style '{style}': use overlay or heatmap")
     if not 0 < percentile <= 100:
         raise NetvizError(f"clip percentile must be in (0, 100], not {percentile}")
+
+
+def write_attribution(report: AttributeReport, out_dir: str | os.PathLike,
+                      style: str = "overlay", percentile: float = 99.0) -> list[Path]:
+    """Write the figures and attribute.json of ``report`` into ``out_dir``; return the paths."""
+    check_drawing(style, percentile)
     out = Path(out_dir)
     paths = [write_json(out / "attribute.json", report_json(report))]
     method = report.method

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from netviz.draw.common import pyplot, save_figure
 from netviz.errors import NetvizError
@@ -166,26 +166,3 @@ def write_kernels(ks: KernelSet, out_dir: str | os.PathLike, *, scale: str = "ke
     png = plot_kernels(ks, out / f"kernels-{ks.layer}.png", scale=scale, model_name=model_name,
                        run_name=run_name)
     return [write_json(out / f"kernels-{ks.layer}.json", data), png]
-
-
-def write_run_kernels(run: Any, out: str | os.PathLike | None = None, *,
-                      layer: str | int | None = None, scale: str = "kernel",
-                      max_kernels: int = 256, max_out: int = 32, max_in: int = 32,
-                      model_label: str = "initial weights", quiet: bool = False) -> list[Path]:
-    """Everything `netviz kernels` writes for a :class:`netviz.runs.Run`; returns the paths.
-
-    Into ``out`` (default ``<run>/kernels/``): kernels-<layer>.png and kernels-<layer>.json.
-    """
-    from netviz.kernels import run_kernels
-    from netviz.progress import say
-    from netviz.runs import output_dir
-
-    if scale not in SCALES:
-        raise NetvizError(f"unknown scale '{scale}': use one of {', '.join(SCALES)}")
-    ks = run_kernels(run, layer=layer, max_kernels=max_kernels, max_out=max_out, max_in=max_in,
-                     model_label=model_label)
-    if ks.note:
-        say(ks.note, quiet)
-    folder = output_dir(run.path, "kernels", out, run.spec.name)
-    return write_kernels(ks, folder, scale=scale, model_name=run.spec.name,
-                         run_name=run.name if run.path is not None else None)
