@@ -147,3 +147,15 @@ def test_version_and_usage_errors() -> None:
     assert result.stderr.count("\n") == 1 and "'three' is not a valid integer" in result.stderr
     result = CliRunner().invoke(cli, ["trian"])
     assert result.exit_code == 2 and "No such command 'trian'" in result.stderr
+
+
+def test_mixed_precision_policy_is_cuda_only() -> None:
+    # The CUDA branch cannot run in CI; its policy can: bf16 autocast + channels_last on CUDA only.
+    from netviz.device import autocast, memory_format, use_amp
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert use_amp(cuda) and not use_amp(cuda, enabled=False) and not use_amp(cpu)
+    assert memory_format(cuda) == torch.channels_last
+    assert memory_format(cpu) == memory_format(cuda, enabled=False) == torch.contiguous_format
+    with autocast(cpu):  # a no-op on the CPU: float32 stays float32
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
