@@ -62,10 +62,10 @@ def spearman(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> floa
 
 
 def parameter_layers(model: nn.Module) -> list[str]:
-    """Modules holding parameters of their own, top (nearest the output) first."""
-    names = [n for n, m in model.named_modules()
-             if n and any(True for _ in m.parameters(recurse=False))]
-    return names[::-1]
+    """The numbered layers (modules holding parameters of their own), top (nearest the output) first."""
+    from netviz.layers import weight_layers
+
+    return weight_layers(model)[::-1]
 
 
 def _reinitialise(module: nn.Module, seed: int) -> None:
