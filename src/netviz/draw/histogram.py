@@ -108,15 +108,10 @@ def plot_panels(h: WeightHistograms, path: str | os.PathLike, *, per_panel: int 
 def plot_grid(h: WeightHistograms, path: str | os.PathLike, *, log_y: bool = False,
               run_name: str | None = None) -> Path:
     """One subplot per layer with every snapshot overlaid on the layer's shared bins."""
-    plt = pyplot()
-    n = len(h.layers)
-    cols, rows = _grid_shape(n)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols + 0.4, 2.9 * rows + 1.0),
-                             squeeze=False)
+    fig, axes = _layer_grid(len(h.layers), 2.9, 1.0)
     snap_colours = ["#7f7f7f", "#d62728", "#1f77b4", "#2ca02c"]
     overlay = len(h.snapshots) > 1
-    for idx, layer in enumerate(h.layers):
-        ax = axes[idx // cols][idx % cols]
+    for ax, layer in zip(axes, h.layers, strict=True):
         for s, snap in enumerate(h.snapshots):
             counts = layer.shared_counts.get(snap.key)
             if counts:
@@ -127,13 +122,8 @@ def plot_grid(h: WeightHistograms, path: str | os.PathLike, *, log_y: bool = Fal
         stds = " -> ".join(f"{layer.stats[snap.key]['std']:.3g}" for snap in h.snapshots)
         ax.set_title(f"{_legend_label(layer)}  std {stds}", fontsize=9)
         _finish_axes(ax, log_y)
-        if idx % cols == 0:
-            ax.set_ylabel(f"count{' (log)' if log_y else ''}", fontsize=9)
-        if idx // cols == rows - 1 or idx + cols >= n:
-            ax.set_xlabel("weight value", fontsize=9)
-    for idx in range(n, rows * cols):
-        axes[idx // cols][idx % cols].axis("off")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    _label_edges(axes, "weight value", f"count{' (log)' if log_y else ''}")
+    handles, labels = axes[0].get_legend_handles_labels()
     # the legend sits on its own line under the title, so a long title cannot run into it
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.955))
@@ -148,19 +138,37 @@ def _grid_shape(n: int) -> tuple[int, int]:
     return cols, -(-n // cols)
 
 
+def _layer_grid(n: int, row_height: float, extra_height: float = 0.9) -> tuple[Any, list[Any]]:
+    """A figure with one subplot per layer (unused cells hidden): (figure, the n axes in order)."""
+    plt = pyplot()
+    cols, rows = _grid_shape(n)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols + 0.4, row_height * rows + extra_height),
+                             squeeze=False)
+    flat = [axes[i // cols][i % cols] for i in range(rows * cols)]
+    for ax in flat[n:]:
+        ax.axis("off")
+    return fig, flat[:n]
+
+
+def _label_edges(axes: list[Any], xlabel: str, ylabel: str) -> None:
+    """Axis labels only on the left column and the bottom subplot of each column."""
+    cols = _grid_shape(len(axes))[0]
+    for idx, ax in enumerate(axes):
+        if idx % cols == 0:
+            ax.set_ylabel(ylabel, fontsize=9)
+        if idx + cols >= len(axes):
+            ax.set_xlabel(xlabel, fontsize=9)
+
+
 def plot_distributions(evo: WeightEvolution, path: str | os.PathLike,
                        run_name: str | None = None) -> Path:
     """TensorBoard's "distributions": percentile bands (min/7/16/31/50/69/84/93/max) per epoch."""
     import numpy as np
 
-    plt = pyplot()
-    cols, rows = _grid_shape(len(evo.layers))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols + 0.4, 2.7 * rows + 0.9),
-                             squeeze=False)
+    fig, axes = _layer_grid(len(evo.layers), 2.7)
     x = np.asarray(evo.epochs)
     shades = ["#c6dbef", "#9ecae1", "#6baed6", "#3182bd"]
-    for idx, layer in enumerate(evo.layers):
-        ax = axes[idx // cols][idx % cols]
+    for ax, layer in zip(axes, evo.layers, strict=True):
         q = np.asarray(layer.percentiles, dtype=float)
         names = ("min-max", "7-93 %", "16-84 %", "31-69 %")
         for (lo, hi), shade, name in zip(_BANDS, shades, names, strict=True):
@@ -170,13 +178,8 @@ def plot_distributions(evo: WeightEvolution, path: str | os.PathLike,
         ax.set_xticks(x if len(x) <= 12 else x[:: -(-len(x) // 12)])
         ax.grid(alpha=0.25)
         ax.tick_params(labelsize=8)
-        if idx % cols == 0:
-            ax.set_ylabel("weight value", fontsize=9)
-        if idx + cols >= len(evo.layers):
-            ax.set_xlabel("epoch", fontsize=9)
-    for idx in range(len(evo.layers), rows * cols):
-        axes[idx // cols][idx % cols].axis("off")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    _label_edges(axes, "epoch", "weight value")
+    handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=5, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.955))
     fig.suptitle(f"{evo.model}{f' ({run_name})' if run_name else ''}: weight distributions "
@@ -190,15 +193,11 @@ def plot_ridgeline(evo: WeightEvolution, path: str | os.PathLike,
     """TensorBoard's "histograms" offset view: one curve per epoch, earliest at the back (top)."""
     import numpy as np
 
-    plt = pyplot()
-    cols, rows = _grid_shape(len(evo.layers))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols + 0.4, 3.0 * rows + 0.9),
-                             squeeze=False)
-    cmap = plt.get_cmap("viridis")
+    fig, axes = _layer_grid(len(evo.layers), 3.0)
+    cmap = pyplot().get_cmap("viridis")
     n_ep = len(evo.epochs)
     step = 0.55  # vertical offset between epochs, in units of each curve's own peak height
-    for idx, layer in enumerate(evo.layers):
-        ax = axes[idx // cols][idx % cols]
+    for ax, layer in zip(axes, evo.layers, strict=True):
         for e in range(n_ep):
             edges, counts = np.asarray(layer.edges[e]), np.asarray(layer.counts[e], dtype=float)
             if counts.size == 0 or counts.max() <= 0:
@@ -215,12 +214,7 @@ def plot_ridgeline(evo: WeightEvolution, path: str | os.PathLike,
         ax.set_title(layer.label, fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(axis="x", alpha=0.25)
-        if idx % cols == 0:
-            ax.set_ylabel("epoch", fontsize=9)
-        if idx + cols >= len(evo.layers):
-            ax.set_xlabel("weight value", fontsize=9)
-    for idx in range(len(evo.layers), rows * cols):
-        axes[idx // cols][idx % cols].axis("off")
+    _label_edges(axes, "weight value", "epoch")
     fig.suptitle(f"{evo.model}{f' ({run_name})' if run_name else ''}: weight histograms per epoch "
                  "(each scaled to its peak)", fontsize=11)
     fig.tight_layout()
