@@ -446,7 +446,8 @@ def attribute_cmd(run: str | None, model_name: str | None, weights: str, runs_di
 @click.option("--gif-every", type=int, default=None,
               help="GIF: one frame every K steps (default: steps/25).")
 @click.option("--batch-size", type=int, default=64, show_default=True,
-              help="Images per forward/backward (an image's random draws and updates do not depend on its batch).")
+              help="Images per forward/backward. An image's random draws and updates do not depend "
+                   "on its batch; 1 also makes the CPU rounding identical to a one-target run.")
 @out_option
 @common_options
 def dream_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
