@@ -159,3 +159,12 @@ def test_mixed_precision_policy_is_cuda_only() -> None:
     assert memory_format(cpu) == memory_format(cuda, enabled=False) == torch.contiguous_format
     with autocast(cpu):  # a no-op on the CPU: float32 stays float32
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_one_list_grammar_for_indices_channels_and_classes() -> None:
+    from netviz.selection import parse_int_list
+
+    assert parse_int_list("0-3,8, 2", "--index") == [0, 1, 2, 3, 8]  # ordered, no repeats
+    for bad, message in (("5-2", "runs backwards"), ("1,-4", "malformed --index"), (" , ", "empty --index")):
+        with pytest.raises(NetvizError, match=message):
+            parse_int_list(bad, "--index")

@@ -15,12 +15,12 @@ requested layers are recorded.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from netviz.errors import NetvizError
+from netviz.selection import parse_int_list
 
 if TYPE_CHECKING:
     import torch
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from netviz.registry import ModelSpec
 
 DEFAULT_CHANNELS = 27  # the post's choice: 27 grey tiles or 9 RGB tiles
-_RANGE_RE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 
 
 @dataclass
@@ -116,30 +115,6 @@ def as_chw(output: torch.Tensor, name: str) -> torch.Tensor:
 
 
 # -- parsing user choices ----------------------------------------------------------------------
-
-def parse_int_list(text: str, what: str) -> list[int]:
-    """``"3"``, ``"0-9"``, ``"1,4,7"`` or ``"0-3,8"`` -> a list of non-negative ints (in order)."""
-    out: list[int] = []
-    parts = [p.strip() for p in str(text).split(",")]
-    if not any(parts):
-        raise NetvizError(f"empty {what}: use N, N-M or a list like 0,4,7")
-    for part in parts:
-        if not part:
-            continue
-        m = _RANGE_RE.match(part)
-        if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
-            if hi < lo:
-                raise NetvizError(
-                    f"{what} range '{part}' runs backwards: write it low-high, e.g. {hi}-{lo}")
-            out.extend(range(lo, hi + 1))
-        elif part.isdigit():
-            out.append(int(part))
-        else:
-            raise NetvizError(
-                f"malformed {what} '{text}': use N, N-M or a list like 0,4,7 (no negatives)")
-    return list(dict.fromkeys(out))
-
 
 def select_channels(spec: str | int | Sequence[int] | None, num_channels: int, layer: str
                     ) -> tuple[list[int], str | None]:

@@ -6,7 +6,6 @@ The result (:class:`AttributeReport`) is drawn and written by :mod:`netviz.draw.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from netviz.attribute._integrated import integrated_gradients
 from netviz.attribute._interior import InteriorGradients, interior_gradients
 from netviz.attribute._sanity import SanityResult, model_randomisation
 from netviz.errors import NetvizError, close_matches
+from netviz.selection import parse_int_list
 
 if TYPE_CHECKING:
     import torch
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 METHODS = ("integrated", "interior", "saliency", "inputxgrad", "smoothgrad")
 DEFAULT_INDICES = "0-7"
-_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
 @dataclass
@@ -64,26 +63,9 @@ def method_function(method: str) -> Callable[..., Any]:
 
 def parse_indices(text: str, n: int) -> list[int]:
     """"0-99", "7" or "1,3,10-12" -> indices, checked against a data set of ``n`` images."""
-    out: list[int] = []
-    seen: set[int] = set()
-    for part in str(text).split(","):
-        if not part.strip():
-            continue
-        m = _RANGE.match(part)
-        if not m:
-            raise NetvizError(f"bad --index '{text}': use numbers and ranges such as 0-99 "
-                              "or 1,5,10-12")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo:
-            raise NetvizError(f"bad --index range {lo}-{hi}: the end comes before the start")
-        if hi >= n:
-            raise NetvizError(f"index {hi} is out of range: the eval set has {n} images "
-                              f"(0..{n - 1})")
-        new = [i for i in range(lo, hi + 1) if i not in seen]
-        out.extend(new)
-        seen.update(new)
-    if not out:
-        raise NetvizError(f"bad --index '{text}': no index in it")
+    out = parse_int_list(text, "--index")
+    if max(out) >= n:
+        raise NetvizError(f"index {max(out)} is out of range: the eval set has {n} images (0..{n - 1})")
     return out
 
 

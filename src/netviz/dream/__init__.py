@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +31,7 @@ from netviz.dream.objectives import (
 )
 from netviz.dream.param import INITS, PARAMS
 from netviz.errors import NetvizError, close_matches
+from netviz.selection import RANGE_RE, parse_int_list
 
 if TYPE_CHECKING:
     import torch
@@ -290,22 +290,12 @@ def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[D
 
 # -- targets -------------------------------------------------------------------------------------
 
-_RANGE_RE = re.compile(r"^(-?\d+)(?:\s*-\s*(-?\d+))?$")
-
-
 def parse_indices(text: str | int | Sequence[int], count: int, what: str, owner: str) -> list[int]:
     """``"5"``, ``"0-15"``, ``"1,4,7"``, ``"all"`` (or ints) -> indices checked against ``count``."""
     if isinstance(text, str) and text.strip().lower() == "all":
         return list(range(count))
     if isinstance(text, str):
-        items: list[int] = []
-        for part in text.split(","):
-            m = _RANGE_RE.match(part.strip())
-            if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
-                raise NetvizError(f"cannot read {what} '{text}': use a number, a range like 0-15, "
-                                  "a list like 1,4,7, or all")
-            lo = int(m.group(1))
-            items.extend(range(lo, int(m.group(2) or lo) + 1))
+        items = parse_int_list(text, what)
     else:
         items = [int(text)] if isinstance(text, int) else [int(i) for i in text]
     if not items:
@@ -325,9 +315,9 @@ def parse_classes(text: str | int | Sequence[int], spec: ModelSpec) -> list[int]
     names = [n.lower() for n in spec.class_names]
     out: list[int] = []
     for part in (p.strip() for p in text.split(",")):
-        if part.lower() in names and not _RANGE_RE.match(part):
+        if part.lower() in names and not RANGE_RE.match(part):
             out.append(names.index(part.lower()))
-        elif _RANGE_RE.match(part) or not names:
+        elif RANGE_RE.match(part) or not names:
             out.extend(parse_indices(part, spec.num_classes, "class", f"model {spec.name}"))
         else:
             raise NetvizError(f"unknown class '{part}' of model {spec.name}"
