@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netviz.draw.common import minmax, pyplot, save_figure, save_gif, to_uint8, upscale
+from netviz.draw.common import minmax, mosaic, pyplot, save_figure, save_gif, to_uint8, upscale
 from netviz.errors import NetvizError
 
 if TYPE_CHECKING:
@@ -82,28 +82,6 @@ def grid_shape(n: int, max_cols: int | None = None) -> tuple[int, int]:
         return math.ceil(n / cols), cols
     rows = math.ceil(n / max_cols)
     return rows, math.ceil(n / rows)
-
-
-def mosaic(tiles: Sequence[np.ndarray], cols: int, gap: int = 1,
-           background: tuple[float, float, float] = _GAP_FIGURE,
-           empty: tuple[float, float, float] | None = None) -> np.ndarray:
-    """Equal-sized tiles ((H, W) grey or (H, W, 3)) in a grid, as one RGB float image.
-
-    ``background`` colours the lines between tiles, ``empty`` (default: the same) unused slots.
-    """
-    import numpy as np
-
-    h, w = tiles[0].shape[:2]
-    rows = math.ceil(len(tiles) / cols)
-    out = np.empty((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3))
-    out[:] = background
-    if empty is not None and len(tiles) < rows * cols:
-        out[(rows - 1) * (h + gap):, (len(tiles) - (rows - 1) * cols) * (w + gap) - gap:] = empty
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, cols)
-        rgb = tile if tile.ndim == 3 else np.repeat(tile[:, :, None], 3, axis=2)
-        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = rgb
-    return out
 
 
 def input_array(image: Any) -> np.ndarray:

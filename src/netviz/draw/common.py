@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,3 +75,26 @@ def save_gif(frames: list[np.ndarray], path: str | os.PathLike, duration_ms: int
     images = [Image.fromarray(f).convert("RGB") for f in frames]
     return atomic_write(path, lambda p: images[0].save(
         p, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0))
+
+
+def mosaic(tiles: Sequence[np.ndarray], cols: int, gap: int = 1,
+           background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+           empty: tuple[float, float, float] | None = None) -> np.ndarray:
+    """Equal-sized tiles ((H, W) grey or (H, W, 3)) in a grid, as one RGB float image.
+
+    ``gap`` pixels of ``background`` separate the tiles; ``empty`` (default: the background)
+    colours unused slots.
+    """
+    import numpy as np
+
+    h, w = tiles[0].shape[:2]
+    rows = -(-len(tiles) // cols)
+    out = np.empty((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3))
+    out[:] = background
+    if empty is not None and len(tiles) < rows * cols:
+        out[(rows - 1) * (h + gap):, (len(tiles) - (rows - 1) * cols) * (w + gap) - gap:] = empty
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        rgb = tile if tile.ndim == 3 else np.repeat(tile[:, :, None], 3, axis=2)
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = rgb
+    return out

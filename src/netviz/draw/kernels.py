@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from netviz.draw.common import pyplot, save_figure
+from netviz.draw.common import mosaic, pyplot, save_figure
 from netviz.errors import NetvizError
 from netviz.runs import write_json
 
@@ -42,22 +42,6 @@ def _grid_cols(n: int) -> int:
     return min(n, 2 ** math.ceil(math.log2(max(1.0, math.sqrt(n)))))
 
 
-def mosaic(tiles: np.ndarray, cols: int) -> np.ndarray:
-    """Tiles (n, h, w, c) in [0, 1] -> one (rows*h, cols*w, c) image; empty slots are white.
-
-    No gap pixels: the figure draws tile borders as lines, which stay crisp at any scale.
-    """
-    import numpy as np
-
-    n, h, w, c = tiles.shape
-    rows = -(-n // cols)
-    out = np.ones((rows * h, cols * w, c))
-    for i in range(n):
-        r, col = divmod(i, cols)
-        out[r * h:(r + 1) * h, col * w:(col + 1) * w] = tiles[i]
-    return out
-
-
 def kernel_images(ks: KernelSet, scale: str = "kernel") -> tuple[dict[str, np.ndarray], int, int]:
     """(snapshot key -> mosaic (H, W, 3) in [0, 1], tile rows, tile columns)."""
     import numpy as np
@@ -77,7 +61,8 @@ def kernel_images(ks: KernelSet, scale: str = "kernel") -> tuple[dict[str, np.nd
         else:  # one row per output channel, one column per input channel
             tiles = unit.reshape(-1, kh, kw, 1).repeat(3, axis=3)
             cols = unit.shape[1]
-        images[key] = mosaic(tiles, cols)
+        # no gap pixels: the figure draws tile borders as lines, which stay crisp at any scale
+        images[key] = mosaic(list(tiles), cols, gap=0)
     rows = -(-(ks.shown_out * (ks.shown_in if ks.mode == "channels" else 1)) // cols)
     return images, rows, cols
 
