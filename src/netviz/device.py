@@ -42,6 +42,16 @@ def resolve_device(spec: str | None = "auto") -> torch.device:
     return torch.device(spec)
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where a model lives: the device of its first parameter (or buffer); CPU for an empty one."""
+    import torch
+
+    p = next(model.parameters(), None)
+    if p is None:
+        p = next(model.buffers(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def seed_everything(seed: int | None) -> None:
     """Seed Python and torch (CPU and CUDA) so a command repeats exactly on the CPU."""
     if seed is None:

@@ -65,9 +65,9 @@ def list_layers(model: nn.Module, input_shape: Sequence[int] | None = None) -> l
     named = _named_layers(model)
     shapes: dict[str, tuple[int, ...]] = {}
     if input_shape is not None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        x = torch.zeros(1, *input_shape, device=device)
+        from netviz.device import model_device
+
+        x = torch.zeros(1, *input_shape, device=model_device(model))
         with capture_activations(model, [n for n, _ in named]) as acts, torch.no_grad():
             model(x)
         shapes = {n: tuple(t.shape[1:]) for n, t in acts.items()}

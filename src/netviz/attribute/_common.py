@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from netviz.device import model_device
 from netviz.errors import NetvizError, close_matches
 
 if TYPE_CHECKING:
@@ -176,15 +177,6 @@ def score_of(logits: torch.Tensor, target: torch.Tensor, score: str) -> torch.Te
     elif score == "prob":
         logits = torch.softmax(logits, dim=1)
     return logits.gather(1, target.view(-1, 1).to(logits.device)).squeeze(1)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    import torch
-
-    p = next(model.parameters(), None)
-    if p is None:
-        p = next(model.buffers(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from netviz.device import model_device
 from netviz.dream.objectives import (
     OUTPUT,
     Objective,
@@ -193,13 +194,6 @@ def image_seed(seed: int, key: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    import torch
-
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[DreamTarget]], Objective],
              targets: Sequence[DreamTarget], settings: DreamSettings, seed: int = 0,
              quiet: bool = True) -> DreamResult:
@@ -223,7 +217,7 @@ def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[D
 
     s = settings
     objective = make_objective(list(targets))
-    device = _model_device(model)
+    device = model_device(model)
     shape = spec.input_shape
     gens = [torch.Generator().manual_seed(image_seed(seed, t.key)) for t in targets]
     if s.param == "fft":
@@ -331,7 +325,7 @@ def layer_output_shape(model: nn.Module, spec: ModelSpec, layer: str) -> tuple[i
 
     from netviz.layers import forward_to
 
-    x = torch.zeros(1, *spec.input_shape, device=_model_device(model))
+    x = torch.zeros(1, *spec.input_shape, device=model_device(model))
     was_training = model.training
     model.eval()
     try:
@@ -487,7 +481,7 @@ def measure(model: nn.Module, spec: ModelSpec, objective: Objective, images: tor
     model.eval()
     try:
         with torch.no_grad():
-            x = normalise(images, spec, _model_device(model))
+            x = normalise(images, spec, model_device(model))
             # the same (possibly truncated) pass as the optimisation: a module called twice
             # (torchvision ResNets reuse one ReLU) is read at its first call in both
             values = objective(activations(model, x, objective, detach=True)).float().cpu().tolist()
