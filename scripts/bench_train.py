@@ -1,20 +1,28 @@
-"""Time one epoch of the MNIST net on the real 8k split: netviz vs the PyTorch-example loop.
+"""Time MNIST training: netviz's loop vs the PyTorch example's, and the fast recipe vs the reference.
 
-The reference is the PyTorch MNIST example's epoch: train() over a DataLoader of PIL images with
+Default: one epoch of the MNIST net on the real 8k split, netviz vs the PyTorch-example loop. The
+reference is the PyTorch MNIST example's epoch: train() over a DataLoader of PIL images with
 per-sample ToTensor + Normalize (batch 64, Adadelta lr 1.0), then test() over the same kind of
 loader (batch 1000) on test[8000:]. netviz holds each split in memory as one normalised tensor and
 cuts batches by index. Both train the same net with the same recipe in this process, alternating.
-Printed: the training pass alone, and the whole epoch (training + evaluation), each as a ratio.
+
+``--full``: the reference recipe (configs/mnist.toml, 10 epochs) against configs/mnist-fast.toml
+(and configs/mnist-fast-994.toml) on the full 60,000/10,000 split, all through `netviz train` in
+this process, one after the other: time to 99.0 % test accuracy (training + evaluation seconds),
+its ratio, final accuracy, images per second, with the CPU model and whether it has AVX-512.
 
     NETVIZ_DATA=../shared/data python scripts/bench_train.py [--repeats 3] [--device cpu]
+    NETVIZ_DATA=../shared/data python scripts/bench_train.py --full [--seeds 1,2,3] [--reference-stop-at-99]
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -77,12 +85,87 @@ def netviz_epoch(seed: int, device: torch.device) -> tuple[float, float, float]:
     return m["seconds"], m["seconds"] + m["eval_seconds"], m["eval_acc"]
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def cpu_description() -> str:
+    """The CPU model, its core count and whether it has AVX-512 (what oneDNN's kernels depend on)."""
+    import os
+
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("unknown CPU", "", platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    avx = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
+    return f"{model}, {os.cpu_count()} cores, {avx}"
+
+
+def recipe_run(config: str, seed: int, device: torch.device, epochs: int | None = None,
+               stop_at_99: bool = False) -> dict:
+    """Train one config on the full split; return its summary with time to 99 % and final accuracy."""
+    import json
+
+    from netviz.train import RECIPES
+
+    with tempfile.TemporaryDirectory() as runs:
+        overrides = {"epochs": epochs} if epochs else {}
+        if stop_at_99:  # the reference: train epoch by epoch until it passes 99 %, then stop
+            name, total = "bench", epochs or RECIPES["mnist"]["epochs"]
+            run = train(config=CONFIGS / config, seed=seed, device=str(device), runs_dir=runs,
+                        name=name, quiet=True, epochs=1, train_split="train", eval_split="test")
+            while run.metrics[-1]["eval_acc"] < 0.99 and len(run.metrics) < total:
+                run = train(resume=Path(runs) / name, epochs=len(run.metrics) + 1, quiet=True)
+        else:
+            run = train(config=CONFIGS / config, seed=seed, device=str(device), runs_dir=runs,
+                        name="bench", quiet=True, train_split="train", eval_split="test", **overrides)
+        summary = json.loads((run.path / "summary.json").read_text())
+    hit = summary["milestones"]["0.99"]
+    return {"config": config, "seed": seed, "epochs": summary["epochs"],
+            "final_acc": summary["final_eval_acc"], "images_per_second": summary["images_per_second"],
+            "seconds": summary["seconds"], "to_99": hit["seconds"] if hit else None,
+            "epoch_99": hit["epoch"] if hit else None}
+
+
+def full(args, device: torch.device) -> None:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print(f"full MNIST (60,000 train / 10,000 test) on {cpu_description()}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {device}")
+    rows = [recipe_run("mnist.toml", seeds[0], device, stop_at_99=args.reference_stop_at_99)]
+    for config in ("mnist-fast.toml", "mnist-fast-994.toml"):
+        rows += [recipe_run(config, seed, device) for seed in seeds]
+    ref = rows[0]["to_99"]
+    print(f"{'config':<22} {'seed':>4} {'epochs':>6} {'final acc':>9} {'to 99 %':>10} {'ratio':>6} {'img/s':>8}")
+    for r in rows:
+        to99 = f"{r['to_99']:.1f} s" if r["to_99"] is not None else "never"
+        ratio = f"{r['to_99'] / ref:.3f}" if r["to_99"] is not None and ref else "-"
+        print(f"{r['config']:<22} {r['seed']:>4} {r['epochs']:>6} {r['final_acc']:>9.4f} {to99:>10} "
+              f"{ratio:>6} {r['images_per_second']:>8,.0f}")
+    fast = [r for r in rows if r["config"] == "mnist-fast.toml"]
+    if ref and all(r["to_99"] for r in fast):
+        ratio = statistics.median(r["to_99"] / ref for r in fast)
+        print(f"median time-to-99 ratio, mnist-fast / reference: {ratio:.3f} (target <= 0.15); "
+              f"every seed >= 99 %: {all(r['final_acc'] >= 0.99 for r in fast)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--full", action="store_true",
+                        help="reference vs fast recipes on the full MNIST split (time to 99 %%)")
+    parser.add_argument("--seeds", default="1,2,3", help="--full: seeds of the fast recipes")
+    parser.add_argument("--reference-stop-at-99", action="store_true",
+                        help="--full: stop the reference once it passes 99 %% (no final accuracy)")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    if args.full:
+        full(args, device)
+        return
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     netviz_epoch(0, device)  # warm-up: imports, allocator, oneDNN kernels
     ref, ours = [], []

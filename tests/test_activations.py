@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import CIFAR_SAMPLE
 from PIL import Image, ImageSequence
 
 from netviz.activations import image_activations, select_channels, select_indices, top_activating
@@ -20,8 +19,6 @@ from netviz.draw.activations import layer_tiles
 from netviz.draw.common import upscale
 from netviz.errors import NetvizError
 from netviz.layers import has_hooks
-
-CAT = sorted((CIFAR_SAMPLE / "cat").glob("*.png"))[0]
 
 
 def manual_forward(model: torch.nn.Module, x: torch.Tensor, upto: str) -> torch.Tensor:
@@ -139,8 +136,8 @@ def test_cli_mnist_index_top_images(mnist_run, tmp_path: Path) -> None:
     assert not has_hooks(mnist_run.model)
 
 
-def test_cli_allconv_image_rgb(allconv_run, tmp_path: Path) -> None:
-    result = invoke(str(allconv_run.path), "--image", str(CAT), "--mode", "rgb",
+def test_cli_allconv_image_rgb(allconv_run, cifar_cat: Path, tmp_path: Path) -> None:
+    result = invoke(str(allconv_run.path), "--image", str(cifar_cat), "--mode", "rgb",
                     "--out", str(tmp_path / "o"), "--device", "cpu")
     assert result.exit_code == 0, result.output
     out = tmp_path / "o"
@@ -152,7 +149,7 @@ def test_cli_allconv_image_rgb(allconv_run, tmp_path: Path) -> None:
         ("conv3", "rgb", 27), ("conv6", "rgb", 27), ("conv9", "grey", 10)]
     assert "conv9 has 10 channels: showing all 10" in result.stderr
     assert "not a multiple of 3, drawn as grey" in result.stderr
-    pixels, note = load_image(CAT, allconv_run.spec)
+    pixels, note = load_image(cifar_cat, allconv_run.spec)
     assert note is None
     act = image_activations(allconv_run.model, allconv_run.spec, pixels, ["conv3", "conv9"],
                             channels=27)
@@ -183,8 +180,8 @@ def test_cli_several_indices_and_reproducible(allconv_run, tmp_path: Path) -> No
         assert len(a["layers"][0]["top_images"]["channels"]) == 10
 
 
-def test_cli_image_converted_for_mnist(mnist_run, tmp_path: Path) -> None:
-    result = invoke(str(mnist_run.path), "--image", str(CAT), "--layers", "-1", "--out",
+def test_cli_image_converted_for_mnist(mnist_run, cifar_cat: Path, tmp_path: Path) -> None:
+    result = invoke(str(mnist_run.path), "--image", str(cifar_cat), "--layers", "-1", "--out",
                     str(tmp_path), "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "converted to 1 channel(s); resized from 32x32 to 28x28" in result.stderr

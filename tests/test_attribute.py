@@ -94,11 +94,15 @@ def test_smoothgrad_matches_captum_with_fixed_noise_seed(few, absolute):
 
 # -- completeness and adaptive steps ----------------------------------------------------------
 
-def test_gauss_legendre_64_steps_is_complete_within_1_percent_on_100_images(mnist):
+def test_gauss_legendre_64_steps_is_complete_on_100_images(mnist):
     run, data, x = mnist
     res = A.integrated_gradients(run.model, x, steps=64, spec=run.spec, batch_size=512)
     assert res.completeness_error.shape == (100,)
-    assert float(res.completeness_error.max()) <= 0.01
+    # How well 64 points integrate a ReLU net's piecewise-smooth path depends on the trained net:
+    # max 0.3-0.65 %, median <= 0.09 % on nets trained with five seeds and two instruction sets.
+    # The paper asks for 5 %; 2 % and a 0.5 % median still catch a wrong rule or weight.
+    assert float(res.completeness_error.max()) <= 0.02
+    assert float(res.completeness_error.median()) <= 0.005
     # The reported error is the real one: recompute F(x) - F(black) with the model.
     black = A.make_baseline(x, "black", spec=run.spec)
     with torch.no_grad():
@@ -115,14 +119,16 @@ def test_gauss_legendre_64_steps_is_complete_within_1_percent_on_100_images(mnis
 def test_adaptive_steps_redo_only_the_images_over_tolerance(mnist):
     run, data, x = mnist
     x = x[:40]
-    fixed = A.integrated_gradients(run.model, x, steps=8, spec=run.spec)
-    adaptive = A.integrated_gradients(run.model, x, tolerance=0.01, spec=run.spec)
+    # 4 points leave 15-31 of these 40 images above 1 % on five trained nets (8 points left only
+    # 1 on one of them): both kinds of image are there on any net.
+    fixed = A.integrated_gradients(run.model, x, steps=4, spec=run.spec)
+    adaptive = A.integrated_gradients(run.model, x, steps=4, tolerance=0.01, spec=run.spec)
     over = fixed.completeness_error > 0.01
     assert 0 < int(over.sum()) < len(x)  # the case is interesting: some images need more steps
-    assert torch.equal(adaptive.steps > 8, over)
+    assert torch.equal(adaptive.steps > 4, over)
     assert float(adaptive.completeness_error.max()) <= 0.01
     assert torch.equal(adaptive.attributions[~over], fixed.attributions[~over])
-    assert adaptive.settings["schedule"][:3] == [8, 16, 32]
+    assert adaptive.settings["schedule"][:3] == [4, 8, 16]
 
 
 def test_batch_size_bounds_memory_without_changing_the_result(few):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import CIFAR_SAMPLE, SHARED_DATA
+from conftest import CIFAR_SAMPLE, SHARED_DATA, data_without
 
 from netviz import data as D
 from netviz.cli import cli
@@ -92,13 +92,26 @@ def test_malformed_splits(bad: str) -> None:
         D.parse_split(bad)
 
 
-def test_mnist_test_split_loads_without_train_files() -> None:
-    data = D.load_split("mnist", "test[8000:]", SHARED_DATA)
+@pytest.mark.splits
+def test_mnist_test_split_loads_without_train_files(tmp_path: Path) -> None:
+    only_test = data_without(tmp_path, "train")
+    data = D.load_split("mnist", "test[8000:]", only_test)
     assert data.images.shape == (2000, 1, 28, 28) and data.images.dtype == torch.uint8
-    assert data.labels[:3].tolist() == [5, 4, 6] or data.labels.max() == 9  # real labels
-    full = D.load_split("mnist", "test", SHARED_DATA)
+    full = D.load_split("mnist", "test", only_test)
     assert torch.equal(full.images[8000:], data.images)
-    assert torch.bincount(full.labels).tolist()[:3] == [980, 1135, 1032]  # published counts
+    assert torch.bincount(full.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert torch.equal(full.images, D.load_split("mnist", "test", SHARED_DATA).images)
+
+
+@pytest.mark.splits
+def test_mnist_train_split_is_the_real_one(mnist_train_split: Path) -> None:
+    # ../shared/data/README.md: the label counts and first labels of the real training set
+    data = D.load_split("mnist", "train", mnist_train_split)
+    assert data.images.shape == (60000, 1, 28, 28)
+    assert torch.bincount(data.labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265,
+                                                     5851, 5949]
+    assert data.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert D.load_split("mnist", "train[-10%:]", mnist_train_split).images.shape[0] == 6000
 
 
 def test_imagefolder_is_interleaved_by_class() -> None:

@@ -76,7 +76,7 @@ def test_cli_layers_table_and_json(mnist_run) -> None:
     result = runner.invoke(cli, ["layers", str(mnist_run.path)])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("mnist (mnist-3ep): input 1x28x28, 1,199,882 parameters, 11 layers")
+    assert lines[0] == f"mnist ({mnist_run.path.name}): input 1x28x28, 1,199,882 parameters, 11 layers"
     assert lines[1].split() == ["layer", "name", "type", "output", "shape", "params"]
     rows = [line.split() for line in lines[2:]]
     assert [r[0] if r[0] in MNIST_LAYERS else r[1] for r in rows] == MNIST_LAYERS

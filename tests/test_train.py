@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import CIFAR_SAMPLE, ROOT, SHARED_DATA
+from conftest import CIFAR_SAMPLE, ROOT, SHARED_DATA, assert_one_line_error, data_without, mnist_files
 
 from netviz.cli import cli
 from netviz.runs import load_checkpoint, load_run
@@ -35,6 +37,16 @@ def test_mnist_reaches_98_percent_on_real_data(mnist_run) -> None:
 
 def test_run_folder_contents(mnist_run) -> None:
     path = mnist_run.path
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["final_eval_acc"] == mnist_run.metrics[-1]["eval_acc"]
+    assert summary["best_eval_acc"] == max(m["eval_acc"] for m in mnist_run.metrics)
+    assert list(summary["milestones"]) == ["0.98", "0.99", "0.995"]
+    elapsed = [m["elapsed"] for m in mnist_run.metrics]
+    assert elapsed == sorted(elapsed) and elapsed[-1] == pytest.approx(
+        sum(m["seconds"] + m["eval_seconds"] for m in mnist_run.metrics), abs=0.01)
+    first = next(m for m in mnist_run.metrics if m["eval_acc"] >= 0.98)  # >= 0.98 is asserted above
+    assert summary["milestones"]["0.98"] == {"epoch": first["epoch"], "seconds": first["elapsed"],
+                                             "eval_acc": first["eval_acc"]}
     config = tomllib.loads((path / "config.toml").read_text())
     assert config["model"] == "mnist" and config["epochs"] == 3 and config["optimizer"] == "adadelta"
     assert config["train_split"] == "test[:8000]" and config["eval_split"] == "test[8000:]"
@@ -53,6 +65,37 @@ def test_run_folder_contents(mnist_run) -> None:
     assert fc1[-1]["std"] != pytest.approx(fc1[0]["std"], rel=1e-3)
 
 
+def test_milestones_are_the_first_epoch_past_each_level() -> None:
+    from netviz.train import TrainState, milestone_line, record_epoch
+
+    state = TrainState()
+    for acc, seconds in ((0.975, 5.0), (0.991, 5.0), (0.985, 5.0), (0.996, 5.0)):
+        state.loss, state.correct, state.count, state.seconds = 1.0, 9, 10, seconds
+        record_epoch(state, 0.1, acc, 1.0, 0.1, 100)
+        state.next_epoch()
+    assert [m["elapsed"] for m in state.metrics] == [6.0, 12.0, 18.0, 24.0]
+    assert {k: (v["epoch"], v["seconds"]) for k, v in state.milestones.items()} == {
+        "0.98": (2, 12.0), "0.99": (2, 12.0), "0.995": (4, 24.0)}
+    line = milestone_line({"0.98": state.milestones["0.98"], "0.995": None})
+    assert line == "eval accuracy 0.98 at epoch 2 (12.0 s), 0.995 not reached"
+
+
+@pytest.mark.splits
+def test_fast_recipe_reaches_99_percent_on_full_mnist(mnist_train_split: Path, tmp_path: Path) -> None:
+    # Acceptance (issue 10): `netviz train --config configs/mnist-fast.toml --seed 1` on the full
+    # 60,000 training images: >= 99.0 % test accuracy after its one epoch, milestone recorded.
+    result = invoke("train", "--config", str(ROOT / "configs" / "mnist-fast.toml"), "--seed", "1",
+                    "--runs-dir", str(tmp_path), "--name", "fast", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "fast" / "summary.json").read_text())
+    assert summary["train"] == "mnist:train" and summary["eval"] == "mnist:test"
+    assert summary["final_eval_acc"] >= 0.99
+    hit = summary["milestones"]["0.99"]
+    assert hit["epoch"] == 1 and hit["seconds"] == summary["seconds"]
+    assert f"0.99 at epoch 1 ({hit['seconds']:.1f} s)" in result.stderr
+    assert str(tmp_path / "fast" / "summary.json") in result.stdout.split()
+
+
 def test_resume_after_interrupt_is_bitwise_identical(tmp_path: Path) -> None:
     whole = train(runs_dir=str(tmp_path), name="whole", **SMALL)
     with pytest.raises(Exception, match="interrupted"):
@@ -67,6 +110,24 @@ def test_resume_after_interrupt_is_bitwise_identical(tmp_path: Path) -> None:
         assert torch.equal(a[key], b[key]), key
     metrics = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert [m["eval_acc"] for m in metrics] == [m["eval_acc"] for m in whole.metrics]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_bar_on_a_terminal_and_silent_with_quiet(tmp_path: Path, monkeypatch, quiet: bool) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    train(runs_dir=str(tmp_path), name="bar", **dict(SMALL, epochs=1, quiet=quiet))
+    text = terminal.getvalue()
+    if quiet:
+        assert text == ""
+    else:  # tqdm's bar: the epoch, images done of all, the rate and the time left
+        assert "epoch 1/1" in text and "640/640" in text and "img/s" in text and "<" in text
+        assert "eval acc" in text and "eval accuracy" in text  # the epoch line and the milestones
 
 
 def test_same_seed_same_weights(tmp_path: Path) -> None:
@@ -130,8 +191,6 @@ def _files(root: Path) -> set[Path]:
     (["--dataset", "svhn"], "unknown dataset 'svhn'"),
     (["--train-split", "test[:8000"], "malformed split 'test[:8000'"),
     (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--train-split", "train"], "MNIST train split not found: put train-images-idx3-ubyte.gz"),
-    (["--train-split", "train"], "only the test split is there: carve both from it, e.g. --train-split"),
     (["--optimizer", "lion"], "unknown optimizer 'lion'"),
     (["--device", "tpu"], "unknown device 'tpu'"),
 ])
@@ -144,6 +203,26 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) ->
     assert not list(runs.glob("*/")) if runs.exists() else True
 
 
+@pytest.mark.splits
+@pytest.mark.parametrize(("missing", "args", "message"), [
+    ("train", ["--train-split", "train"], "MNIST train split not found: put train-images-idx3-ubyte.gz"),
+    ("train", ["--train-split", "train"],
+     "only the test split is there: carve both from it, e.g. --train-split 'test[:80%]'"),
+    ("test", ["--train-split", "train[:64]", "--eval-split", "test"],
+     "only the train split is there: carve both from it, e.g. --train-split 'train[:80%]'"),
+])
+def test_a_missing_split_is_one_line(tmp_path: Path, missing: str, args: list[str], message: str) -> None:
+    # A data folder of the test's own, so the result does not depend on the splits shared/ holds.
+    data = data_without(tmp_path, missing)
+    if mnist_files("train" if missing == "test" else "test", data / "MNIST" / "raw") is None:
+        pytest.skip(f"needs the MNIST {'train' if missing == 'test' else 'test'} split")
+    runs = tmp_path / "runs"
+    result = invoke("train", "--data-dir", str(data), "--runs-dir", str(runs), *args)
+    assert_one_line_error(result, message)
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+@pytest.mark.splits
 def test_missing_data_names_folder_and_files(tmp_path: Path) -> None:
     result = invoke("train", "--data-dir", str(tmp_path / "nodata"), "--runs-dir", str(tmp_path / "r"))
     assert result.exit_code == 2

@@ -152,12 +152,11 @@ def main() -> None:
 def train(model: str | None, config_file: str | None, resume: str | None, quiet: bool,
           **options: Any) -> None:
     """Train a model and write a run folder (default: the MNIST net)."""
+    from netviz.runs import RunFolder
     from netviz.train import train as train_run
 
     run = train_run(model, config=config_file, resume=resume, quiet=quiet, **options)
-    files = [run.path / "config.toml", run.path / "metrics.json", run.path / "weight_stats.json",
-             run.path / "curves.png", *sorted((run.path / "checkpoints").glob("*.pt"))]
-    print_paths(files)
+    print_paths(RunFolder(run.path).files())
 
 
 # -- commands of the introspection techniques are added below, one section each --------------
@@ -415,6 +414,11 @@ def attribute_cmd(run: str | None, model_name: str | None, weights: str, runs_di
                    "deepdream: multi-scale noise, gradient steps of 1/8, jitter, 256 steps "
                    "(default for --layer); lucent: FFT image, jitter/scale/rotate, Adam.")
 @click.option("--steps", type=int, default=None, help="Number of updates (recipe default).")
+@click.option("--until", type=float, default=None,
+              help="Class dreams: stop each image once its target probability, measured on the "
+                   "saved 8-bit PNG, reaches P (e.g. 0.99); the others go on up to --max-steps.")
+@click.option("--max-steps", type=int, default=None,
+              help="With --until: the most updates an image gets (default 4 x the recipe's steps).")
 @click.option("--lr", type=float, default=None,
               help="Adam learning rate, or the normgrad step (largest pixel change per step).")
 @click.option("--optimizer", type=click.Choice(["adam", "normgrad"]), default=None,

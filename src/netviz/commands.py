@@ -227,5 +227,10 @@ def dream(run: Run, out: str | os.PathLike | None = None, *, classes: str | None
     else:
         result = dream_channels(run, layer, channels or "0", recipe=recipe or "deepdream",
                                 **options)
+    s = result.settings
+    for target, stopped in zip(result.targets, result.stopped_at, strict=True):
+        if s.until is not None and stopped is None:
+            say(f"class {target.label} did not reach p >= {s.until:g} within {s.budget} steps "
+                "(dream.json has its probability; raise --max-steps)", quiet)
     folder = output_dir(run.path, "dream", out, run.spec.name)
     return write_dream(result, run, folder, gif=gif or bool(gif_every))

@@ -3,7 +3,8 @@
 Data sets: ``mnist``, ``cifar10`` (torchvision's download into the data root) and
 ``imagefolder:PATH`` (one sub-folder per class). Splits: ``train``, ``test`` (``all`` for an image
 folder), optionally sliced: ``test[:8000]``, ``test[8000:]``, ``train[:10%]``.
-The data root is ``--data-dir``, else ``$NETVIZ_DATA``, else ``~/.cache/netviz/data``.
+The data root is ``--data-dir``, else ``$NETVIZ_DATA``, else ``~/.cache/netviz/data``; missing
+files are downloaded there unless ``NETVIZ_OFFLINE=1``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class TensorData:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+
+def offline() -> bool:
+    """``NETVIZ_OFFLINE=1``: never download a data set (tests, air-gapped machines)."""
+    return os.environ.get("NETVIZ_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
@@ -101,6 +107,7 @@ def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = No
     kind = _check_dataset(dataset)
     base, _, _ = parse_split(split)
     root = data_root(data_dir)
+    download = download and not offline()
     if kind == "mnist":
         images, labels, classes = _load_mnist(root, base, download)
     elif kind == "cifar10":
@@ -322,8 +329,11 @@ def batches(n: int, batch_size: int, shuffle: bool = False,
         yield order[start:start + batch_size]
 
 
-def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip, batched on the tensor's device."""
+def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4,
+            flip: bool = True) -> torch.Tensor:
+    """Random crop with zero padding (a shift of up to ``pad`` pixels) and, with ``flip``, a
+    random horizontal flip; batched on the tensor's device. The random draws are the same with
+    and without ``flip``, so switching it off changes nothing else."""
     import torch
     from torch.nn import functional as F
 
@@ -331,10 +341,10 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int 
     padded = F.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    flipped = (torch.rand(n, generator=generator) < 0.5).to(x.device) & flip
     rows = (dy[:, None] + torch.arange(h, device=x.device)[None]).view(n, 1, h, 1)
     cols = torch.arange(w, device=x.device)[None].expand(n, w)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    cols = torch.where(flipped[:, None], cols.flip(1), cols)
     cols = (dx[:, None] + cols).view(n, 1, 1, w)
     c = x.shape[1]
     out = padded.gather(2, rows.expand(n, c, h, w + 2 * pad))

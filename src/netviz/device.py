@@ -85,8 +85,11 @@ def autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
         yield
 
 
-def memory_format(device: torch.device, enabled: bool = True) -> torch.memory_format:
-    """channels_last on CUDA (faster convolutions with tensor cores), contiguous elsewhere."""
+def memory_format(device: torch.device, enabled: bool = True,
+                  channels_last: bool | None = None) -> torch.memory_format:
+    """channels_last on CUDA with amp (tensor cores), contiguous elsewhere; ``channels_last``
+    True/False overrides that (batch-norm nets train faster channels_last on CPUs as well)."""
     import torch
 
-    return torch.channels_last if use_amp(device, enabled) else torch.contiguous_format
+    use = use_amp(device, enabled) if channels_last is None else channels_last
+    return torch.channels_last if use else torch.contiguous_format

@@ -1,12 +1,14 @@
-"""The run folder: create, find the latest, load, atomic writes and safe checkpoints.
+"""The run folder: its layout (:class:`RunFolder`), the latest run, loading, atomic writes and safe
+checkpoints.
 
-A run is ``<runs-dir>/<name>/`` with ``config.toml``, ``metrics.json``, ``weight_stats.json``,
-``curves.png`` and ``checkpoints/{init,final,last}.pt``; ``<runs-dir>/latest`` names the newest.
-Checkpoints are plain dicts of tensors and numbers, loaded with ``weights_only=True``.
+A run is ``<runs-dir>/<name>/``; :class:`RunFolder` is the one place that knows what lies in it.
+``<runs-dir>/latest`` names the newest run. Checkpoints are plain dicts of tensors and numbers,
+loaded with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -14,7 +16,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from netviz.errors import NetvizError
 
@@ -26,6 +28,97 @@ if TYPE_CHECKING:
     from netviz.registry import ModelSpec
 
 CHECKPOINT_FORMAT = "netviz-checkpoint-v1"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The layout of a run folder: every file name lives here and nowhere else.
+
+    ``config.toml`` (the resolved config), ``metrics.json`` (one row per epoch), ``summary.json``
+    (final and best accuracy, milestones, throughput), ``weight_stats.json`` (per-layer statistics
+    per epoch), ``curves.png`` and ``checkpoints/{init,last,final}.pt``; each command writes into
+    ``<command>/`` beside them.
+    """
+
+    path: Path
+
+    CHECKPOINTS: ClassVar[tuple[str, ...]] = ("init", "last", "final")
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def weight_stats(self) -> Path:
+        return self.path / "weight_stats.json"
+
+    @property
+    def curves(self) -> Path:
+        return self.path / "curves.png"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def checkpoint(self, which: str) -> Path:
+        """``init``, ``last`` or ``final``."""
+        if which not in self.CHECKPOINTS:
+            raise ValueError(f"unknown checkpoint {which!r}")
+        return self.checkpoints / f"{which}.pt"
+
+    def output(self, command: str) -> Path:
+        """Where ``netviz <command>`` writes for this run."""
+        return self.path / command
+
+    def is_run(self) -> bool:
+        return self.config.is_file()
+
+    def is_finished(self) -> bool:
+        return self.checkpoint("final").is_file()
+
+    def files(self) -> list[Path]:
+        """What training wrote, in a fixed order (the paths `netviz train` prints)."""
+        main = [self.config, self.metrics, self.summary, self.weight_stats, self.curves]
+        ckpts = [self.checkpoint(w) for w in self.CHECKPOINTS]
+        return [p for p in main + ckpts if p.is_file()]
+
+
+def create_run_folder(root: Path, name: str, unique: bool) -> RunFolder:
+    """Create ``root/name`` exclusively (mkdir is atomic: two processes never share a folder).
+
+    ``unique``: when the name is taken, try ``name-2``, ``name-3``, ... (timestamped default names,
+    e.g. a sweep started in parallel); otherwise a taken name is an error.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NetvizError(f"cannot create runs folder {root}: {exc.strerror or exc}; pass --runs-dir DIR") from exc
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise NetvizError(f"runs folder {root} is not writable: pass --runs-dir DIR")
+    for k in range(1, 1000):
+        path = root / (name if k == 1 else f"{name}-{k}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            if not unique:
+                raise NetvizError(f"run {path} already exists: pass another --name, or --resume {path}") from None
+            continue
+        except OSError as exc:
+            raise NetvizError(f"cannot create run folder {path}: {exc.strerror or exc}") from exc
+        return RunFolder(path)
+    raise NetvizError(f"could not find a free run name like {root / name}: pass --name")
 
 
 def runs_root(runs_dir: str | os.PathLike | None = None) -> Path:
@@ -50,6 +143,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     try:
         write(Path(tmp))
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a quota, a folder removed under us: say which file
+        Path(tmp).unlink(missing_ok=True)
+        raise NetvizError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -121,7 +217,12 @@ def save_checkpoint(path: str | os.PathLike, model_name: str, state: dict[str, A
     import torch
 
     payload = {"format": CHECKPOINT_FORMAT, "model_name": model_name, **state}
-    return atomic_write(path, lambda p: torch.save(payload, p))
+    # Serialise in memory first: torch.save reports a full disk as an opaque RuntimeError, a
+    # plain write says "No space left on device" (and atomic_write names the file).
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    return atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def load_checkpoint(path: str | os.PathLike, model_name: str | None = None) -> dict[str, Any]:

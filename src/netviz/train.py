@@ -1,14 +1,17 @@
-"""Training: the loop, per-epoch metrics and weight statistics, resumable checkpoints.
+"""Training, in the steps of a training script (pytorch/examples' MNIST, nanoGPT's train.py).
 
+:func:`train` reads top to bottom: resolve the config, open the run folder, load the data, build
+the model and optimiser, then per epoch :func:`train_one_epoch`, :func:`evaluate`, record the
+metrics and checkpoint; at the end the final checkpoint, the curves and ``summary.json``.
 ``train(model="mnist", train_split="test[:8000]", eval_split="test[8000:]", epochs=3, seed=1)``
-returns a :class:`netviz.runs.Run`. Everything it writes lands in the run folder (see runs.py).
+returns a :class:`netviz.runs.Run`. The run folder's layout is :class:`netviz.runs.RunFolder`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,18 +20,25 @@ from netviz.errors import NetvizError
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
-    from netviz.runs import Run
+    from netviz.registry import ModelSpec
+    from netviz.runs import Run, RunFolder
 
 OPTIMIZERS = ("adadelta", "adam", "amsgrad", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "onecycle")
+MILESTONES = (0.98, 0.99, 0.995)  # eval accuracies whose first crossing is timed
 
-# Reference recipes from techniques.md; configs/<model>.toml hold the same values (a test checks).
+# Reference recipes (techniques.md) and the fast MNIST recipe; configs/<model>.toml hold the same
+# values (a test checks).
 RECIPES: dict[str, dict[str, Any]] = {
     "mnist": {"dataset": "mnist", "epochs": 10, "batch_size": 64, "lr": 1.0,
               "optimizer": "adadelta", "scheduler": "step", "gamma": 0.7, "augment": 0.0},
     "allconv": {"dataset": "cifar10", "epochs": 8, "batch_size": 50, "lr": 5e-4,
                 "optimizer": "amsgrad", "scheduler": "none", "augment": 0.5},
+    "mnist-fast": {"dataset": "mnist", "epochs": 1, "batch_size": 128, "lr": 0.2,
+                   "optimizer": "sgd", "scheduler": "onecycle", "weight_decay": 5e-4,
+                   "label_smoothing": 0.1, "channels_last": True},
 }
 
 
@@ -48,9 +58,14 @@ class TrainConfig:
     optimizer: str = "adam"
     scheduler: str = "none"
     gamma: float = 0.7  # StepLR decay per epoch
+    pct_start: float = 0.25  # one-cycle: fraction of the steps spent warming up
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
-    augment: float = 0.0  # fraction of each batch given random crop + flip
+    label_smoothing: float = 0.0
+    augment: float = 0.0  # fraction of each batch given a random shift (and flip)
+    crop_pad: int = 4  # augmentation: random shifts of up to this many pixels
+    flip: bool = True  # augmentation: random horizontal flips (off for digits)
+    channels_last: bool | None = None  # None: on CUDA with amp; True also helps BN nets on CPUs
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast + channels_last on CUDA
@@ -66,7 +81,10 @@ class TrainConfig:
             (self.lr > 0, f"--lr must be positive, not {self.lr}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer '{self.optimizer}': use one of {', '.join(OPTIMIZERS)}"),
             (self.scheduler in SCHEDULERS, f"unknown scheduler '{self.scheduler}': use one of {', '.join(SCHEDULERS)}"),
+            (0.0 < self.pct_start < 1.0, f"pct_start must be a fraction in (0, 1), not {self.pct_start}"),
+            (0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), not {self.label_smoothing}"),
             (0.0 <= self.augment <= 1.0, f"augment must be a fraction in [0, 1], not {self.augment}"),
+            (self.crop_pad >= 0, f"crop_pad must be >= 0, not {self.crop_pad}"),
             (self.hist_bins > 0, "hist_bins must be at least 1"),
         ]
         for ok, message in checks:
@@ -99,7 +117,42 @@ def resolve_config(model: str | None = None, config_file: str | Path | None = No
         raise NetvizError(f"bad config value: {exc}") from exc
 
 
-def _make_optimizer(cfg: TrainConfig, params, steps_per_epoch: int):
+# -- the steps ---------------------------------------------------------------------------------
+
+@dataclass
+class TrainData:
+    """Both splits in memory, normalised once, on the training device."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_eval: torch.Tensor
+    y_eval: torch.Tensor
+    train_name: str
+    eval_name: str
+
+
+def load_data(cfg: TrainConfig, spec: ModelSpec, device: torch.device,
+              memory_format: torch.memory_format) -> TrainData:
+    """Load both splits, fit them to the model's input, normalise once on ``device``."""
+    from netviz import data as D
+
+    def prepare(split: str):
+        loaded = D.load_split(cfg.dataset, split, cfg.data_dir)
+        x = D.normalise(D.conform(loaded.images, spec)[0], spec, device)
+        return loaded, x.contiguous(memory_format=memory_format), loaded.labels.to(device)
+
+    train_set, x_train, y_train = prepare(cfg.train_split)
+    eval_set, x_eval, y_eval = prepare(cfg.eval_split)
+    if int(y_train.max()) >= spec.num_classes:
+        raise NetvizError(
+            f"{cfg.dataset} has {len(train_set.classes)} classes but '{cfg.model}' predicts "
+            f"{spec.num_classes}"
+        )
+    return TrainData(x_train, y_train, x_eval, y_eval, train_set.name, eval_set.name)
+
+
+def build_optimizer(cfg: TrainConfig, params, steps_per_epoch: int):
+    """(optimiser, scheduler or None) of the recipe; one-cycle steps per batch, StepLR per epoch."""
     import torch
 
     opt: torch.optim.Optimizer
@@ -118,22 +171,89 @@ def _make_optimizer(cfg: TrainConfig, params, steps_per_epoch: int):
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=cfg.gamma)
     elif cfg.scheduler == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs,
-                                                    steps_per_epoch=steps_per_epoch)
+                                                    steps_per_epoch=steps_per_epoch,
+                                                    pct_start=cfg.pct_start)
     return opt, sched
 
 
-def _check_writable(root: Path) -> None:
-    import os
+@dataclass
+class TrainState:
+    """Where training stands: enough to resume bit for bit after a Ctrl-C in mid-epoch."""
 
+    epoch: int = 0  # epochs finished
+    step: int = 0  # batches finished in the current epoch
+    perm: torch.Tensor | None = None  # the current epoch's shuffled order
+    loss: float = 0.0  # sums over the current epoch so far
+    correct: int = 0
+    count: int = 0
+    seconds: float = 0.0  # training seconds of the current epoch so far
+    elapsed: float = 0.0  # training + evaluation seconds of all finished epochs
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    milestones: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def accum(self) -> dict[str, Any]:
+        return {"loss": self.loss, "correct": self.correct, "count": self.count,
+                "seconds": self.seconds, "elapsed": self.elapsed}
+
+    def next_epoch(self) -> None:
+        self.epoch += 1
+        self.step, self.perm = 0, None
+        self.loss, self.correct, self.count, self.seconds = 0.0, 0, 0, 0.0
+
+
+def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sched,
+                    state: TrainState, generator: torch.Generator, *, quiet: bool = False,
+                    interrupt_at: int | None = None) -> None:
+    """Train from ``state.step`` to the end of the epoch; ``state`` follows every batch."""
+    import torch
+    from torch.nn import functional as F
+
+    from netviz.data import augment
+    from netviz.device import autocast
+    from netviz.progress import progress
+
+    device = data.x_train.device
+    n = len(data.y_train)
+    steps = -(-n // cfg.batch_size)
+    if state.perm is None:
+        state.perm = torch.randperm(n, generator=generator)
+    model.train()
+    start = time.perf_counter()
+    done = min(state.step * cfg.batch_size, n)
+    bar = progress(total=n, initial=done, quiet=quiet, desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
+                   unit="img", unit_scale=True)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NetvizError(f"cannot create runs folder {root}: {exc.strerror or exc}; pass --runs-dir DIR") from exc
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise NetvizError(f"runs folder {root} is not writable: pass --runs-dir DIR")
+        while state.step < steps:
+            if interrupt_at is not None and state.epoch * steps + state.step == interrupt_at:
+                raise KeyboardInterrupt  # tests: a Ctrl-C at a known step
+            idx = state.perm[state.step * cfg.batch_size:(state.step + 1) * cfg.batch_size].to(device)
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            if cfg.augment > 0:
+                k = round(cfg.augment * len(idx))
+                xb[:k] = augment(xb[:k], generator, pad=cfg.crop_pad, flip=cfg.flip)
+            with autocast(device, cfg.amp):
+                logits = model(xb)
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None and cfg.scheduler == "onecycle":
+                sched.step()
+            state.loss += float(loss.detach()) * len(idx)
+            state.correct += int((logits.argmax(1) == yb).sum())
+            state.count += len(idx)
+            state.step += 1
+            bar.update(len(idx))
+            if state.step % 20 == 0:
+                bar.set_postfix(loss=f"{state.loss / state.count:.4f}", refresh=False)
+    finally:
+        state.seconds += time.perf_counter() - start
+        bar.close()
+    if sched is not None and cfg.scheduler == "step":
+        sched.step()
 
 
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
              amp: bool = True) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` on normalised inputs ``x`` and labels ``y``."""
     import torch
@@ -153,8 +273,93 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return loss_sum / len(y), correct / len(y)
 
 
+def record_epoch(state: TrainState, eval_loss: float, eval_acc: float, eval_seconds: float,
+                 lr: float, images: int) -> dict[str, Any]:
+    """Close the epoch in ``state``: its metrics row, and any milestone it passed first."""
+    state.elapsed += state.seconds + eval_seconds
+    row = {"epoch": state.epoch + 1, "train_loss": state.loss / state.count,
+           "train_acc": state.correct / state.count, "eval_loss": eval_loss, "eval_acc": eval_acc,
+           "seconds": round(state.seconds, 3), "eval_seconds": round(eval_seconds, 3),
+           "elapsed": round(state.elapsed, 3), "images_per_second": round(images / state.seconds, 1),
+           "lr": lr}
+    state.metrics.append(row)
+    for level in MILESTONES:
+        key = f"{level:g}"
+        if eval_acc >= level and key not in state.milestones:
+            state.milestones[key] = {"epoch": row["epoch"], "seconds": row["elapsed"],
+                                     "eval_acc": eval_acc}
+    return row
+
+
+def summary_record(cfg: TrainConfig, state: TrainState, data: TrainData) -> dict[str, Any]:
+    """The contents of ``summary.json``: how the run ended and when it passed each milestone."""
+    best = max(state.metrics, key=lambda m: m["eval_acc"])
+    train_seconds = sum(m["seconds"] for m in state.metrics)
+    return {
+        "model": cfg.model, "train": data.train_name, "eval": data.eval_name,
+        "epochs": state.epoch, "final_eval_acc": state.metrics[-1]["eval_acc"],
+        "best_eval_acc": best["eval_acc"], "best_epoch": best["epoch"],
+        "seconds": round(state.elapsed, 3),
+        "images_per_second": round(state.epoch * len(data.y_train) / train_seconds, 1),
+        "time_means": "training + evaluation seconds from the start, without netviz's "
+                      "checkpoints and weight statistics",
+        "milestones": {f"{level:g}": state.milestones.get(f"{level:g}") for level in MILESTONES},
+    }
+
+
+def milestone_line(milestones: dict[str, dict[str, Any] | None]) -> str:
+    """"eval accuracy 0.98 at epoch 1 (9.8 s), 0.99 at epoch 1 (9.8 s), 0.995 not reached"."""
+    parts = []
+    for key, hit in milestones.items():
+        parts.append(f"{key} not reached" if hit is None
+                     else f"{key} at epoch {hit['epoch']} ({hit['seconds']:.1f} s)")
+    return "eval accuracy " + ", ".join(parts)
+
+
+# -- the run folder ------------------------------------------------------------------------------
+
 class TrainingInterrupted(NetvizError):
     exit_code = 130
+
+
+def _resume_config(resume: str | Path, model: str | None, overrides: dict[str, Any]
+                   ) -> tuple[TrainConfig, RunFolder, dict[str, Any]]:
+    from netviz.runs import RunFolder, load_checkpoint, read_toml
+
+    resume = Path(resume)
+    folder = RunFolder(resume.parent.parent if resume.is_file() else resume)
+    if not folder.is_run():
+        raise NetvizError(f"cannot resume {resume}: not a netviz run folder (no config.toml)")
+    saved = read_toml(folder.config)
+    if model is not None and model != saved.get("model"):
+        raise NetvizError(f"cannot resume {folder.path}: it trains '{saved.get('model')}', not '{model}'")
+    allowed = {"epochs", "device", "data_dir", "eval_batch_size"}
+    saved.update({k: v for k, v in overrides.items() if v is not None and k in allowed})
+    cfg = resolve_config(saved.pop("model", None), None, **saved)
+    last = resume if resume.is_file() else folder.checkpoint("last")
+    state = load_checkpoint(last, cfg.model)
+    if "optimizer" not in state:
+        raise NetvizError(f"{last} is not resumable (no optimizer state): resume from checkpoints/last.pt")
+    return cfg, folder, state
+
+
+def _new_folder(cfg: TrainConfig) -> RunFolder:
+    from netviz.runs import create_run_folder, runs_root
+
+    name = cfg.name or f"{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
+    return create_run_folder(runs_root(cfg.runs_dir), name, unique=cfg.name is None)
+
+
+def _fill_defaults(cfg: TrainConfig, spec: ModelSpec) -> None:
+    from netviz import data as D
+
+    cfg.dataset = cfg.dataset or spec.default_dataset
+    if cfg.dataset is None:
+        raise NetvizError(f"model '{cfg.model}' has no default data set: pass --dataset")
+    train_split, eval_split = D.default_splits(cfg.dataset)
+    cfg.train_split = cfg.train_split or train_split
+    cfg.eval_split = cfg.eval_split or eval_split
+    D.parse_split(cfg.train_split), D.parse_split(cfg.eval_split)
 
 
 def train(model: str | None = None, *, config: str | Path | None = None, resume: str | Path | None = None,
@@ -165,20 +370,16 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
     ``resume`` continues the run folder (or its ``last.pt``) exactly where it stopped.
     """
     import torch
-    from torch.nn import functional as F
 
-    from netviz import data as D
-    from netviz.device import autocast, memory_format, resolve_device, seed_everything
-    from netviz.progress import progress, say
+    from netviz.device import memory_format, resolve_device, seed_everything
+    from netviz.draw.curves import plot_curves
+    from netviz.progress import say
     from netviz.registry import build_model, get_spec
     from netviz.runs import (
         Run,
         dump_toml,
-        load_checkpoint,
         load_weights,
         read_json,
-        read_toml,
-        runs_root,
         save_checkpoint,
         set_latest,
         write_json,
@@ -186,159 +387,99 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
     )
     from netviz.stats import state_stats
 
-    state: dict[str, Any] | None = None
+    # 1. config: the recipe, a config file and options; or the interrupted run's own
     if resume is not None:
-        resume = Path(resume)
-        run_dir = resume.parent.parent if resume.is_file() else resume
-        if not (run_dir / "config.toml").is_file():
-            raise NetvizError(f"cannot resume {resume}: not a netviz run folder (no config.toml)")
-        saved = read_toml(run_dir / "config.toml")
-        if model is not None and model != saved.get("model"):
-            raise NetvizError(f"cannot resume {run_dir}: it trains '{saved.get('model')}', not '{model}'")
-        allowed = {"epochs", "device", "data_dir", "eval_batch_size"}
-        saved.update({k: v for k, v in overrides.items() if v is not None and k in allowed})
-        cfg = resolve_config(saved.pop("model", None), None, **saved)
-        last = resume if resume.is_file() else run_dir / "checkpoints" / "last.pt"
-        state = load_checkpoint(last, cfg.model)
-        if "optimizer" not in state:
-            raise NetvizError(f"{last} is not resumable (no optimizer state): resume from checkpoints/last.pt")
+        cfg, folder, saved = _resume_config(resume, model, overrides)
     else:
-        cfg = resolve_config(model, config, **overrides)
-        run_dir = None
+        cfg, folder, saved = resolve_config(model, config, **overrides), None, None
     spec = get_spec(cfg.model)
-    dataset = cfg.dataset or spec.default_dataset
-    if dataset is None:
-        raise NetvizError(f"model '{cfg.model}' has no default data set: pass --dataset")
-    cfg.dataset = dataset
-    train_split, eval_split = D.default_splits(dataset)
-    cfg.train_split = cfg.train_split or train_split
-    cfg.eval_split = cfg.eval_split or eval_split
-    D.parse_split(cfg.train_split), D.parse_split(cfg.eval_split)
+    _fill_defaults(cfg, spec)
     device = resolve_device(cfg.device)
-    root = runs_root(cfg.runs_dir)
-    if run_dir is None:
-        _check_writable(root)
-        name = cfg.name or f"{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
-        run_dir = root / name
-        if run_dir.exists():
-            raise NetvizError(f"run {run_dir} already exists: pass another --name, or --resume {run_dir}")
+    fmt = memory_format(device, cfg.amp, cfg.channels_last)
 
-    # Data: whole splits in memory, normalised once on the device.
-    train_data = D.load_split(dataset, cfg.train_split, cfg.data_dir)
-    eval_data = D.load_split(dataset, cfg.eval_split, cfg.data_dir)
-    fmt = memory_format(device, cfg.amp)
-    x_train = D.normalise(D.conform(train_data.images, spec)[0], spec, device).contiguous(memory_format=fmt)
-    x_eval = D.normalise(D.conform(eval_data.images, spec)[0], spec, device).contiguous(memory_format=fmt)
-    y_train, y_eval = train_data.labels.to(device), eval_data.labels.to(device)
-    if int(y_train.max()) >= spec.num_classes:
-        raise NetvizError(
-            f"{dataset} has {len(train_data.classes)} classes but '{cfg.model}' predicts {spec.num_classes}"
-        )
+    # 2. data, before the run folder exists: a missing data set leaves nothing behind
+    data = load_data(cfg, spec, device, fmt)
 
+    # 3. model and optimiser
     seed_everything(cfg.seed)
     net = build_model(spec).to(device, memory_format=fmt)
-    steps_per_epoch = -(-len(y_train) // cfg.batch_size)
-    opt, sched = _make_optimizer(cfg, net.parameters(), steps_per_epoch)
+    steps_per_epoch = -(-len(data.y_train) // cfg.batch_size)
+    opt, sched = build_optimizer(cfg, net.parameters(), steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
-    metrics: list[dict[str, Any]] = []
-    epoch, step, perm = 0, 0, None
-    acc = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
-    ckpt_dir = run_dir / "checkpoints"
+    state = TrainState()
 
-    if state is not None:
-        load_weights(net, state["model"], ckpt_dir / "last.pt")
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None and state.get("scheduler"):
-            sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["rng"])
-        epoch, step, perm = state["epoch"], state["step"], state.get("perm")
-        acc = dict(state["accum"])
-        metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else []
-        metrics = [m for m in metrics if m["epoch"] <= epoch]
-        stats = read_json(run_dir / "weight_stats.json")
-        say(f"resuming {run_dir} at epoch {epoch + 1}, step {step}", quiet)
-    else:
-        write_text(run_dir / "config.toml", dump_toml(dataclasses.asdict(cfg)))
-        save_checkpoint(ckpt_dir / "init.pt", cfg.model, {"model": net.state_dict(), "epoch": 0})
+    def checkpoint(which: str) -> None:
+        payload = {"model": net.state_dict(), "epoch": state.epoch}
+        if which == "last":
+            payload.update(optimizer=opt.state_dict(), step=state.step, perm=state.perm,
+                           scheduler=sched.state_dict() if sched is not None else {},
+                           generator=gen.get_state(), rng=torch.get_rng_state(),
+                           accum=state.accum(), milestones=state.milestones)
+        save_checkpoint(folder.checkpoint(which), cfg.model, payload)
+
+    # 4. the run folder: a new one, or the interrupted one with its state restored
+    if saved is None:
+        folder = _new_folder(cfg)
+        write_text(folder.config, dump_toml(dataclasses.asdict(cfg)))
+        checkpoint("init")
         stats = {"bins": cfg.hist_bins, "epochs": [0], "layers": {
             k: [v] for k, v in state_stats(net.state_dict(), cfg.hist_bins).items()}}
-        write_json(run_dir / "weight_stats.json", stats)
-        set_latest(run_dir)
+        write_json(folder.weight_stats, stats)
+        checkpoint("last")
+        set_latest(folder.path)
+    else:
+        load_weights(net, saved["model"], folder.checkpoint("last"))
+        opt.load_state_dict(saved["optimizer"])
+        if sched is not None and saved.get("scheduler"):
+            sched.load_state_dict(saved["scheduler"])
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["rng"])
+        accum = saved["accum"]
+        state = TrainState(epoch=saved["epoch"], step=saved["step"], perm=saved.get("perm"),
+                           loss=accum["loss"], correct=accum["correct"], count=accum["count"],
+                           seconds=accum["seconds"], elapsed=accum.get("elapsed", 0.0),
+                           milestones=dict(saved.get("milestones", {})))
+        if folder.metrics.is_file():
+            state.metrics = [m for m in read_json(folder.metrics) if m["epoch"] <= state.epoch]
+        stats = read_json(folder.weight_stats)
+        say(f"resuming {folder.path} at epoch {state.epoch + 1}, step {state.step}", quiet)
 
-    def snapshot() -> dict[str, Any]:
-        return {"model": net.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict() if sched is not None else {},
-                "generator": gen.get_state(), "rng": torch.get_rng_state(),
-                "epoch": epoch, "step": step, "perm": perm, "accum": dict(acc)}
-
-    if state is None:
-        save_checkpoint(ckpt_dir / "last.pt", cfg.model, snapshot())
-    global_step = epoch * steps_per_epoch + step
+    # 5. epochs: train, evaluate, record, checkpoint
     try:
-        while epoch < cfg.epochs:
-            if perm is None:
-                perm = torch.randperm(len(y_train), generator=gen)
-            net.train()
-            start_time = time.perf_counter()
-            bar = progress(total=steps_per_epoch, initial=step, quiet=quiet,
-                           desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
-            while step < steps_per_epoch:
-                if _interrupt_at_step is not None and global_step == _interrupt_at_step:
-                    raise KeyboardInterrupt
-                idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size].to(device)
-                xb, yb = x_train[idx], y_train[idx]
-                if cfg.augment > 0:
-                    k = round(cfg.augment * len(idx))
-                    xb[:k] = D.augment(xb[:k], gen)
-                with autocast(device, cfg.amp):
-                    logits = net(xb)
-                    loss = F.cross_entropy(logits.float(), yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if sched is not None and cfg.scheduler == "onecycle":
-                    sched.step()
-                acc["loss"] += float(loss.detach()) * len(idx)
-                acc["correct"] += int((logits.argmax(1) == yb).sum())
-                acc["count"] += len(idx)
-                step += 1
-                global_step += 1
-                bar.update(1)
-            bar.close()
-            acc["seconds"] += time.perf_counter() - start_time
-            if sched is not None and cfg.scheduler == "step":
-                sched.step()
+        while state.epoch < cfg.epochs:
+            train_one_epoch(net, data, cfg, opt, sched, state, gen, quiet=quiet,
+                            interrupt_at=_interrupt_at_step)
             eval_start = time.perf_counter()
-            eval_loss, eval_acc = evaluate(net, x_eval, y_eval, cfg.eval_batch_size, cfg.amp)
-            epoch += 1
-            row = {"epoch": epoch, "train_loss": acc["loss"] / acc["count"],
-                   "train_acc": acc["correct"] / acc["count"], "eval_loss": eval_loss,
-                   "eval_acc": eval_acc, "seconds": round(acc["seconds"], 3),
-                   "eval_seconds": round(time.perf_counter() - eval_start, 3),
-                   "lr": opt.param_groups[0]["lr"]}
-            metrics.append(row)
-            say(f"epoch {epoch}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"
-                f"  |  eval loss {eval_loss:.4f} acc {eval_acc:.4f}  |  {row['seconds']:.1f} s", quiet)
-            stats["epochs"].append(epoch)
+            eval_loss, eval_acc = evaluate(net, data.x_eval, data.y_eval, cfg.eval_batch_size, cfg.amp)
+            passed = set(state.milestones)
+            row = record_epoch(state, eval_loss, eval_acc, time.perf_counter() - eval_start,
+                               opt.param_groups[0]["lr"], len(data.y_train))
+            say(f"epoch {row['epoch']}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
+                f"acc {row['train_acc']:.4f}  |  eval loss {eval_loss:.4f} acc {eval_acc:.4f}  |  "
+                f"{row['seconds']:.1f} s, {row['images_per_second']:,.0f} img/s", quiet)
+            for key in sorted(set(state.milestones) - passed):
+                say(f"eval accuracy passed {key} after {row['elapsed']:.1f} s (epoch {row['epoch']})", quiet)
+            stats["epochs"].append(row["epoch"])
             for k, v in state_stats(net.state_dict(), stats["bins"]).items():
                 stats["layers"].setdefault(k, []).append(v)
-            step, perm = 0, None
-            acc = {"loss": 0.0, "correct": 0, "count": 0, "seconds": 0.0}
-            write_json(run_dir / "metrics.json", metrics)
-            write_json(run_dir / "weight_stats.json", stats)
-            save_checkpoint(ckpt_dir / "last.pt", cfg.model, snapshot())
+            state.next_epoch()
+            write_json(folder.metrics, state.metrics)
+            write_json(folder.weight_stats, stats)
+            checkpoint("last")
     except KeyboardInterrupt:
-        save_checkpoint(ckpt_dir / "last.pt", cfg.model, snapshot())
+        checkpoint("last")
         raise TrainingInterrupted(
-            f"interrupted at epoch {epoch + 1}, step {step}: saved {ckpt_dir / 'last.pt'}; "
-            f"continue with `netviz train --resume {run_dir}`"
+            f"interrupted at epoch {state.epoch + 1}, step {state.step}: saved "
+            f"{folder.checkpoint('last')}; continue with `netviz train --resume {folder.path}`"
         ) from None
 
-    save_checkpoint(ckpt_dir / "final.pt", cfg.model, {"model": net.state_dict(), "epoch": epoch})
-    from netviz.draw.curves import plot_curves
-
-    plot_curves(metrics, run_dir / "curves.png",
-                title=f"{cfg.model}: train {train_data.name}, eval {eval_data.name}")
-    return Run(spec=spec, model=net.eval(), device=device, path=run_dir,
-               checkpoint=ckpt_dir / "final.pt", config=dataclasses.asdict(cfg), metrics=metrics)
+    # 6. the end: final weights, curves, summary
+    checkpoint("final")
+    plot_curves(state.metrics, folder.curves,
+                title=f"{cfg.model}: train {data.train_name}, eval {data.eval_name}")
+    summary = summary_record(cfg, state, data)
+    write_json(folder.summary, summary)
+    say(milestone_line(summary["milestones"]), quiet)
+    return Run(spec=spec, model=net.eval(), device=device, path=folder.path,
+               checkpoint=folder.checkpoint("final"), config=dataclasses.asdict(cfg),
+               metrics=state.metrics)

@@ -78,7 +78,9 @@ def plot_grid(result: DreamResult, after: Measurement, before: Measurement, run:
     what = ("class maximisation" if t.kind == "class"
             else f"{t.layer}: {'neurons' if t.kind == 'neuron' else 'channels'}")
     shown = "" if n == len(result.targets) else f" (first {n} of {len(result.targets)})"
-    fig.suptitle(f"{run.name} - {what}{shown}\nrecipe {s.recipe}, {s.steps} steps, "
+    steps = (f"until p >= {s.until:g} (at most {s.budget} steps)" if s.until is not None
+             else f"{s.steps} steps")
+    fig.suptitle(f"{run.name} - {what}{shown}\nrecipe {s.recipe}, {steps}, "
                  f"{s.param} image, seed {result.seed}", fontsize=10)
     note = ("p = probability of the class, re-measured on the saved 8-bit PNG"
             if t.kind == "class" else
@@ -112,7 +114,7 @@ def _frame(images: torch.Tensor, step: int, steps: int, cols: int) -> np.ndarray
 def write_gif(result: DreamResult, path: str | os.PathLike) -> Path:
     n = min(len(result.targets), GRID_MAX)
     cols = _columns(n)
-    frames = [_frame(f[:n], step, result.settings.steps, cols)
+    frames = [_frame(f[:n], step, result.settings.budget, cols)
               for f, step in zip(result.frames, result.frame_steps, strict=True)]
     frames += [frames[-1]] * 3  # hold the result before looping
     return save_gif(frames, path, duration_ms=120)
@@ -133,6 +135,9 @@ def dream_record(result: DreamResult, run: Run, files: list[Path], after: Measur
             entry.update(layer=t.layer, channel=t.index,
                          position=list(t.position) if t.position else None,
                          activation_before=before.objective[i], activation_after=after.objective[i])
+        if result.settings.until is not None:
+            entry.update(stopped_at_step=result.stopped_at[i],
+                         reached_until=result.stopped_at[i] is not None)
         entry.update(objective_start=result.objective_start[i],
                      objective_final=result.objective_final[i],
                      objective_saved=after.objective[i],

@@ -72,6 +72,13 @@ class DreamSettings:
     decorrelate: bool = True  # fft: decorrelate colours (3-channel input only)
     redirect_relu: bool = True  # let gradients revive dead ReLUs (Lucid); the paper recipe: off
     gif_every: int = 0  # keep a snapshot every k steps for a GIF, 0 = none, -1 = steps // 25
+    until: float | None = None  # class dreams: stop each image once its saved PNG has p >= until
+    max_steps: int | None = None  # with until: the most steps an image gets (default 4 x steps)
+
+    @property
+    def budget(self) -> int:
+        """The most updates an image gets: ``steps``, or ``max_steps`` with ``until``."""
+        return self.max_steps if self.until is not None and self.max_steps is not None else self.steps
 
 
 def recipe_settings(recipe: str, input_shape: Sequence[int], **overrides: Any) -> DreamSettings:
@@ -108,8 +115,10 @@ def recipe_settings(recipe: str, input_shape: Sequence[int], **overrides: Any) -
     if "scale" in given:
         given["scale"] = tuple(float(s) for s in given["scale"])
     settings = replace(base, **given)
+    if settings.until is not None and settings.max_steps is None:
+        settings = replace(settings, max_steps=4 * settings.steps)
     if settings.gif_every == -1:  # "auto": about 25 frames
-        settings = replace(settings, gif_every=max(1, settings.steps // 25))
+        settings = replace(settings, gif_every=max(1, settings.budget // 25))
     _check(settings, side)
     return settings
 
@@ -144,6 +153,12 @@ def _check(s: DreamSettings, side: int) -> None:
                           "by construction): leave it out or use --param pixel")
     if s.gif_every < 0:  # -1 was resolved by recipe_settings
         raise NetvizError(f"--gif-every must be >= 0, not {s.gif_every}")
+    if s.until is not None and not 0 < s.until < 1:
+        raise NetvizError(f"--until is a probability between 0 and 1 (e.g. 0.99), not {s.until:g}")
+    if s.max_steps is not None and s.until is None:
+        raise NetvizError("--max-steps goes with --until (without it, --steps sets the steps)")
+    if s.max_steps is not None and s.max_steps < 1:
+        raise NetvizError(f"--max-steps must be a positive number of updates, not {s.max_steps}")
 
 
 @dataclass(frozen=True)
@@ -181,6 +196,9 @@ class DreamResult:
     frames: list[torch.Tensor] = field(default_factory=list)  # snapshots (N, C, H, W)
     frame_steps: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    # with settings.until: the step at which each image's saved PNG first had p >= until
+    # (0 = the start image already did), None where it never did within settings.max_steps
+    stopped_at: list[int | None] = field(default_factory=list)
 
     def settings_dict(self) -> dict[str, Any]:
         d = asdict(self.settings)
@@ -194,6 +212,27 @@ def image_seed(seed: int, key: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def saved_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] as the 8-bit PNG will hold them (uint8, rounded as the PNG writer does)."""
+    import torch
+
+    return (pixels.clamp(0, 1) * 255.0 + 0.5).floor().to(torch.uint8)
+
+
+def saved_probability(model: nn.Module, spec: ModelSpec, pixels: torch.Tensor,
+                      classes: Sequence[int]) -> torch.Tensor:
+    """p(class_i | image_i) as the model will see image i once saved as an 8-bit PNG (CPU)."""
+    import torch
+
+    from netviz.data import normalise
+
+    with torch.no_grad():
+        logits = model(normalise(saved_pixels(pixels), spec, pixels.device))
+        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+        probs = torch.softmax(logits.float(), dim=1)
+    return probs[torch.arange(len(classes)), torch.as_tensor(list(classes), device=probs.device)].cpu()
+
+
 def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[DreamTarget]], Objective],
              targets: Sequence[DreamTarget], settings: DreamSettings, seed: int = 0,
              quiet: bool = True) -> DreamResult:
@@ -201,6 +240,10 @@ def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[D
 
     ``make_objective(targets)`` builds the objective of a list of targets (image i aims at
     ``targets[i]``), e.g. ``lambda ts: channel("conv3", [t.index for t in ts])``.
+
+    With ``settings.until`` (class targets only), each image is checked after every update as
+    its saved 8-bit PNG would be: once its target probability reaches ``until`` it is frozen
+    (later updates are undone for it) and the others go on, up to ``settings.max_steps``.
 
     The model is run in eval mode and its weights get no gradients. On the CPU the same seed
     gives bit-identical images. Batching is exact in the algorithm, but BLAS/oneDNN kernels
@@ -216,6 +259,9 @@ def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[D
     from netviz.progress import progress
 
     s = settings
+    if s.until is not None and any(t.kind != "class" for t in targets):
+        raise NetvizError("--until stops class dreams at a probability: use it with --class, "
+                          "not with --layer")
     objective = make_objective(list(targets))
     device = model_device(model)
     shape = spec.input_shape
@@ -232,16 +278,35 @@ def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[D
     was_training = model.training
     model.eval()
     n = len(targets)
-    history = torch.zeros(s.steps, n)
+    budget = s.budget
+    history = torch.full((budget, n), float("nan"))
+    stopped: list[int | None] = [None] * n
+    active = torch.ones(n, dtype=torch.bool)
+    frozen = param.tensor.detach().clone()
+
+    def freeze_passed(step: int) -> None:
+        """--until: freeze the images whose saved PNG now reaches the probability."""
+        p = saved_probability(model, spec, param.pixels().detach(), [t.index for t in targets])
+        passed = active & (p >= s.until)
+        for i in passed.nonzero().flatten().tolist():
+            stopped[i] = step
+        active[passed] = False
+        frozen[passed.to(frozen.device)] = param.tensor.detach()[passed.to(frozen.device)]
+
     t0 = time.perf_counter()
+    steps_run = 0
     try:
         with torch.no_grad():
             start = param.pixels().detach()
             objective_start = score(param.input()).tolist()
         frames, frame_steps = ([start.cpu()], [0]) if s.gif_every else ([], [])
+        if s.until is not None:
+            freeze_passed(0)
         redirect = redirected_relus(model) if s.redirect_relu else contextlib.nullcontext()
         with redirect:
-            for step in progress(range(s.steps), quiet=quiet, desc="dream", total=s.steps):
+            for step in progress(range(budget), quiet=quiet, desc="dream", total=budget):
+                if not active.any():
+                    break
                 x = param.input()
                 x = jitter(x, gens, s.jitter)
                 x = scale_rotate(x, gens, s.scale, s.rotate)
@@ -264,9 +329,16 @@ def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[D
                 param.project_()
                 if s.blur_every and (step + 1) % s.blur_every == 0:
                     param.blur_(s.blur_sigma)
-                if s.gif_every and ((step + 1) % s.gif_every == 0 or step + 1 == s.steps):
+                steps_run = step + 1
+                if s.until is not None:
+                    with torch.no_grad():  # frozen images keep the update that passed
+                        done = (~active).to(frozen.device)
+                        param.tensor[done] = frozen[done]
+                    freeze_passed(steps_run)
+                if s.gif_every and (steps_run % s.gif_every == 0 or steps_run == budget
+                                    or not active.any()):
                     frames.append(param.pixels().detach().cpu())
-                    frame_steps.append(step + 1)
+                    frame_steps.append(steps_run)
         with torch.no_grad():
             final = param.pixels().detach()
             objective_final = score(param.input()).tolist()
@@ -276,9 +348,9 @@ def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[D
         targets=list(targets), settings=s, seed=seed, objective=objective,
         make_objective=make_objective,
         start=start.clamp(0, 1).cpu(), images=final.clamp(0, 1).cpu(),
-        objective_start=objective_start, objective_final=objective_final, history=history,
-        frames=[f.clamp(0, 1) for f in frames], frame_steps=frame_steps,
-        seconds=time.perf_counter() - t0,
+        objective_start=objective_start, objective_final=objective_final,
+        history=history[:steps_run], frames=[f.clamp(0, 1) for f in frames],
+        frame_steps=frame_steps, seconds=time.perf_counter() - t0, stopped_at=stopped,
     )
 
 
@@ -353,16 +425,23 @@ def _batched(model: nn.Module, spec: ModelSpec, objective_for: Callable[[list[Dr
         parts.append(optimise(model, spec, objective_for, chunk, settings, seed, quiet))
     if len(parts) == 1:
         return parts[0]
-    first = parts[0]
+    # With --until the chunks may stop at different steps: pad the shorter histories with NaN
+    # and repeat their last frame, so every image has a row and a frame for every step.
+    longest = max(parts, key=lambda p: p.history.shape[0])
+    steps = longest.history.shape[0]
+    history = torch.cat([torch.cat([p.history, torch.full((steps - p.history.shape[0], len(p.targets)),
+                                                          float("nan"))]) for p in parts], dim=1)
+    frames = []
+    for k in range(len(longest.frames)):
+        frames.append(torch.cat([p.frames[min(k, len(p.frames) - 1)] for p in parts]))
     return DreamResult(
         targets=targets, settings=settings, seed=seed, objective=objective_for(targets),
         make_objective=objective_for,
         start=torch.cat([p.start for p in parts]), images=torch.cat([p.images for p in parts]),
         objective_start=[v for p in parts for v in p.objective_start],
         objective_final=[v for p in parts for v in p.objective_final],
-        history=torch.cat([p.history for p in parts], dim=1),
-        frames=[torch.cat(fs) for fs in zip(*(p.frames for p in parts), strict=True)],
-        frame_steps=first.frame_steps, seconds=sum(p.seconds for p in parts),
+        history=history, frames=frames, frame_steps=longest.frame_steps,
+        seconds=sum(p.seconds for p in parts), stopped_at=[v for p in parts for v in p.stopped_at],
     )
 
 
