@@ -197,7 +197,7 @@ def test_cli_image_converted_for_mnist(mnist_run, cifar_cat: Path, tmp_path: Pat
     (["--channels", "40-50"], "layer relu1 has only 32 channels (0-31)"),
     (["--index", "1", "--image", "x.png"], "pass either --image or --index, not both"),
     (["--mode", "rgb", "--colorbar"], "--colorbar shows raw values on a grey scale"),
-    (["--image", "NOT_AN_IMAGE"], "is not an image PIL can read"),
+    (["--image", "NOT_AN_IMAGE"], "is not an image file netviz can read"),
     (["--image", "missing.png"], "image file missing.png does not exist"),
 ])
 def test_cli_errors_are_one_line(mnist_run, tmp_path: Path, args: list[str],

@@ -232,7 +232,7 @@ def test_run_without_init_checkpoint_draws_one_snapshot(mnist_run, tmp_path: Pat
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["{empty}"], "has no checkpoints"),
+    (["{empty}"], "never finished and holds no checkpoint"),
     (["{missing}"], "does not exist"),
     (["{mnist}", "--layer", "conv7"], "unknown layer 'conv7'; did you mean: conv2, conv1"),
     (["{mnist}", "--layer", "relu1"], "have no weights to histogram"),

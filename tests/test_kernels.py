@@ -125,7 +125,7 @@ def test_first_layer_cap() -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["{empty}"], "has no checkpoints"),
+    (["{empty}"], "never finished and holds no checkpoint"),
     (["{missing}"], "does not exist"),
     (["{mnist}", "--layer", "conv3"], "unknown layer 'conv3'; did you mean: conv"),
     (["{mnist}", "--layer", "fc1"], "layer 'fc1' is a Linear, not a 2-D convolution: pick one of "

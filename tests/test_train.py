@@ -102,6 +102,8 @@ def test_resume_after_interrupt_is_bitwise_identical(tmp_path: Path) -> None:
         train(runs_dir=str(tmp_path), name="cut", _interrupt_at_step=13, **SMALL)
     assert not (tmp_path / "cut" / "checkpoints" / "final.pt").exists()
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 3
+    opened = invoke("layers", str(tmp_path / "cut"))  # every command says the run never finished
+    assert opened.exit_code == 0 and "never finished training" in opened.stderr
     result = invoke("train", "--resume", str(tmp_path / "cut"), "--quiet")
     assert result.exit_code == 0, result.output
     a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "final.pt")["model"]

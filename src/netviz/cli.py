@@ -6,9 +6,11 @@ Errors the user can fix become one line on stderr and exit code 2 (130 when inte
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -87,29 +89,80 @@ data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), d
                                help="Data root (default: $NETVIZ_DATA, else ~/.cache/netviz/data).")
 runs_dir_option = click.option("--runs-dir", type=click.Path(file_okay=False), default=None,
                                help="Runs folder (default: $NETVIZ_RUNS, else ./runs).")
-# What a command looks at: a run folder or checkpoint (default: the latest run), or a bare model.
-source_options = _compose(
-    click.argument("run", required=False, type=click.Path()),
-    click.option("--model", "model_name", default=None,
-                 help="Look at a registry model instead of a run (mnist, allconv, resnet18, ...)."),
-    click.option("--weights", default="none", show_default=True,
-                 help="With --model: 'default' for pretrained torchvision weights, or 'none'."),
-    runs_dir_option,
+MODEL_HELP = ("A model: a registry name (mnist, allconv, mnist-fast; `netviz models`), a torchvision "
+              "classifier (resnet18), path/to/file.py:NAME, package.module:NAME, timm:NAME or a "
+              "model card path/to/card.toml.")
+# How a model is described besides its name: the same options for train and every other command.
+model_options = _compose(
+    click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+                 help="A keyword argument of the model's constructor (a TOML value: 18, 0.5, "
+                      "[16,32], \"relu\"); repeatable."),
+    click.option("--weights", default=None,
+                 help="With --model: none (fresh), default (pretrained: torchvision, timm) or a "
+                      "weights file (.pt/.pth/.ckpt/.safetensors; Lightning, DataParallel and "
+                      "torch.compile layouts are read; never runs code)."),
+    click.option("--input-shape", default=None, metavar="C,H,W",
+                 help="The input the model takes, e.g. 3,64,64 (inferred and said when not given)."),
+    click.option("--mean", default=None, help="Normalisation mean per channel, e.g. 0.485,0.456,0.406."),
+    click.option("--std", default=None, help="Normalisation std per channel, e.g. 0.229,0.224,0.225."),
+    click.option("--classes", "class_names", default=None,
+                 help="Class names: a,b,c, or a file with one name a line (or a JSON list)."),
 )
 
 
-def open_source(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
-                device: str, seed: int | None = None):
-    """The Run a command acts on (see :func:`netviz.runs.load_run`), after seeding.
+@dataclass
+class SourceArgs:
+    """What a command looks at, as typed: a run or checkpoint, or a model and its description."""
+
+    run: str | None = None
+    model: str | None = None
+    model_args: tuple[str, ...] = ()
+    weights: str | None = None
+    input_shape: str | None = None
+    mean: str | None = None
+    std: str | None = None
+    classes: str | None = None
+    runs_dir: str | None = None
+
+
+def source_options(f: Callable) -> Callable:
+    """RUN, --model and the model options, handed to the command as one ``source`` argument."""
+
+    @functools.wraps(f)
+    def command(*args: Any, run: str | None, model_name: str | None, model_args: tuple[str, ...],
+                weights: str | None, input_shape: str | None, mean: str | None, std: str | None,
+                class_names: str | None, runs_dir: str | None, **kwargs: Any) -> Any:
+        source = SourceArgs(run, model_name, model_args, weights, input_shape, mean, std, class_names,
+                            runs_dir)
+        return f(*args, source=source, **kwargs)
+
+    return _compose(
+        click.argument("run", required=False, type=click.Path()),
+        click.option("--model", "model_name", default=None,
+                     help=MODEL_HELP + " Instead of a run, or with a weights file as RUN."),
+        model_options,
+        runs_dir_option,
+    )(command)
+
+
+def open_source(source: SourceArgs, device: str, seed: int | None = None, quiet: bool = False):
+    """The Run a command acts on (see :func:`netviz.runs.load_run`), after seeding; says what
+    netviz assumed about the model.
 
     Seeding comes first because a bare ``--model`` is freshly initialised: the seed fixes it.
     """
     from netviz.device import seed_everything
+    from netviz.progress import say
     from netviz.runs import load_run
 
     seed_everything(seed)
-    return load_run(run, model=model_name, weights=None if run else weights, runs_dir=runs_dir,
-                    device=device)
+    run = load_run(source.run, model=source.model, weights=source.weights,
+                   model_args=source.model_args or None, input_shape=source.input_shape,
+                   mean=source.mean, std=source.std, classes=source.classes,
+                   runs_dir=source.runs_dir, device=device)
+    for note in run.notes:
+        say(f"note: {note}", quiet)
+    return run
 
 
 @click.group(cls=NetvizGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -117,7 +170,10 @@ def open_source(run: str | None, model_name: str | None, weights: str, runs_dir:
 def cli() -> None:
     """Look inside a CNN: train it, then see its weights, activations, dreams and attributions.
 
-    Commands without a RUN act on the latest training run (runs/latest).
+    Commands without a RUN act on the latest training run (runs/latest). Any model opens with
+    --model: a registry name (netviz models), a torchvision classifier (resnet18), your own
+    path/to/file.py:NAME or package.module:NAME, timm:NAME, or a model card path/to/card.toml;
+    --weights FILE loads a checkpoint into it.
     """
 
 
@@ -128,7 +184,8 @@ def main() -> None:
 # -- train -------------------------------------------------------------------------------------
 
 @cli.command()
-@click.option("--model", default=None, help="Registry model to train (default: mnist).")
+@click.option("--model", default=None, help=MODEL_HELP + " Default: mnist.")
+@model_options
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="TOML file of hyper-parameters (configs/<model>.toml); options override it.")
 @click.option("--dataset", default=None, help="mnist, cifar10 or imagefolder:PATH (default: the model's).")
@@ -150,13 +207,49 @@ def main() -> None:
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @quiet_option
 def train(model: str | None, config_file: str | None, resume: str | None, quiet: bool,
-          **options: Any) -> None:
+          model_args: tuple[str, ...], input_shape: str | None, mean: str | None, std: str | None,
+          class_names: str | None, **options: Any) -> None:
     """Train a model and write a run folder (default: the MNIST net)."""
     from netviz.runs import RunFolder
+    from netviz.sources import parse_classes, parse_floats, parse_model_args, parse_shape
     from netviz.train import train as train_run
 
-    run = train_run(model, config=config_file, resume=resume, quiet=quiet, **options)
+    shape = parse_shape(input_shape)
+    described = {
+        "model_args": parse_model_args(model_args) or None,
+        "input_shape": list(shape) if shape else None,
+        "mean": list(parse_floats(mean, "--mean") or []) or None,
+        "std": list(parse_floats(std, "--std") or []) or None,
+        "classes": list(parse_classes(class_names) or []) or None,
+    }
+    run = train_run(model, config=config_file, resume=resume, quiet=quiet, **described, **options)
     print_paths(RunFolder(run.path).files())
+
+
+@cli.command("models")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models_cmd(as_json: bool) -> None:
+    """List the models netviz knows by name, and every other way to name one with --model."""
+    import json
+
+    from netviz.sources import catalogue
+
+    cat = catalogue()
+    if as_json:
+        click.echo(json.dumps(cat, indent=2))
+        return
+    click.echo("registry models:")
+    for m in cat["registry"]:
+        shape = "x".join(map(str, m["input_shape"]))
+        click.echo(f"  {m['name']:<12} {shape:<9} {m['classes']:>4} classes  {m['description']}")
+    click.echo("installed packages (entry points netviz.models):")
+    for m in cat["installed"] or [{"name": "(none)", "provider": ""}]:
+        click.echo(f"  {m['name']:<12} {m['provider']}")
+    click.echo("any other model, with --model:")
+    for way in cat["other"]:
+        click.echo(f"  {way['form']:<24} {way['meaning']}")
+    if not cat["timm_installed"]:
+        click.echo("(timm is not installed here: pip install 'netviz[timm]')")
 
 
 # -- commands of the introspection techniques are added below, one section each --------------
@@ -168,8 +261,7 @@ def train(model: str | None, config_file: str | None, resume: str | None, quiet:
 @source_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @device_option
-def layers_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
-               as_json: bool, device: str) -> None:
+def layers_cmd(source: SourceArgs, as_json: bool, device: str) -> None:
     """List every addressable layer: number, dotted name, type, output shape, parameters.
 
     Every --layer/--layers option takes a dotted name (conv3, features.3, layer2.0.conv1) or a
@@ -181,24 +273,24 @@ def layers_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: 
 
     from netviz.layers import format_layer_table, list_layers
 
-    source = open_source(run, model_name, weights, runs_dir, device)
-    infos = list_layers(source.model, source.spec.input_shape)
-    total = sum(p.numel() for p in source.model.parameters())
-    shape = "x".join(map(str, source.spec.input_shape))
+    run = open_source(source, device)
+    infos = list_layers(run.model, run.spec.input_shape)
+    total = sum(p.numel() for p in run.model.parameters())
+    shape = "x".join(map(str, run.spec.input_shape))
     if as_json:
         click.echo(json.dumps({
-            "model": source.spec.name, "run": str(source.path) if source.path else None,
-            "input_shape": list(source.spec.input_shape), "params": total,
+            "model": run.spec.name, "run": str(run.path) if run.path else None,
+            "input_shape": list(run.spec.input_shape), "params": total,
             "layers": [dataclasses.asdict(i) for i in infos]}, indent=2))
         return
-    click.echo(f"{source.spec.name} ({source.name}): input {shape}, {total:,} parameters, "
+    click.echo(f"{run.spec.name} ({run.name}): input {shape}, {total:,} parameters, "
                f"{len(infos)} layers")
     click.echo(format_layer_table(infos))
 
 
 @cli.command("activations")
 @source_options
-@click.option("--image", type=click.Path(dir_okay=False), default=None,
+@click.option("--image", type=click.Path(), default=None,
               help="An image file (PNG, JPEG, ...), fitted to the model's channels and size.")
 @click.option("--index", default=None,
               help="Sample(s) of the run's eval data: 5, 0-9 or 1,4,7 (default 0).")
@@ -221,8 +313,7 @@ def layers_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: 
 @data_dir_option
 @out_option
 @common_options
-def activations_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
-                    image: str | None, index: str | None, split: str | None, layers: str | None,
+def activations_cmd(source: SourceArgs, image: str | None, index: str | None, split: str | None, layers: str | None,
                     channels: str, mode: str, colorbar: bool, top_images: int, batch_size: int,
                     data_dir: str | None, out: str | None, device: str, seed: int,
                     quiet: bool) -> None:
@@ -235,9 +326,9 @@ def activations_cmd(run: str | None, model_name: str | None, weights: str, runs_
     """
     from netviz import commands
 
-    source = open_source(run, model_name, weights, runs_dir, device, seed)
+    run = open_source(source, device, seed, quiet)
     print_paths(commands.activations(
-        source, out, image=image, index=index, layers=layers, channels=channels, mode=mode,
+        run, out, image=image, index=index, layers=layers, channels=channels, mode=mode,
         colorbar=colorbar, top_images=top_images, data_dir=data_dir, split=split,
         batch_size=batch_size, quiet=quiet))
 
@@ -268,8 +359,7 @@ def activations_cmd(run: str | None, model_name: str | None, weights: str, runs_
                    "(needs the tensorboard package).")
 @out_option
 @common_options
-def histogram_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
-                  layers: str | None, layout: str, per_panel: int | None, bins: int, log_y: bool,
+def histogram_cmd(source: SourceArgs, layers: str | None, layout: str, per_panel: int | None, bins: int, log_y: bool,
                   include_bias: bool, evolution: bool, tensorboard: str | None, out: str | None,
                   device: str, seed: int, quiet: bool) -> None:
     """Per-layer weight histograms before vs after training, and their evolution per epoch.
@@ -281,9 +371,9 @@ def histogram_cmd(run: str | None, model_name: str | None, weights: str, runs_di
     """
     from netviz import commands
 
-    source = open_source(run, model_name, weights, runs_dir, device, seed)
+    run = open_source(source, device, seed, quiet)
     print_paths(commands.histogram(
-        source, out, layers=layers, bins=bins, include_bias=include_bias, layout=layout,
+        run, out, layers=layers, bins=bins, include_bias=include_bias, layout=layout,
         per_panel=per_panel, log_y=log_y, evolution=evolution, tensorboard=tensorboard,
         quiet=quiet))
 
@@ -306,8 +396,7 @@ def histogram_cmd(run: str | None, model_name: str | None, weights: str, runs_di
               help="Most input channels (columns) in the channel grid.")
 @out_option
 @common_options
-def kernels_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
-                layer: str | None, scale: str, max_kernels: int, max_out: int, max_in: int,
+def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: int, max_out: int, max_in: int,
                 out: str | None, device: str, seed: int, quiet: bool) -> None:
     """Draw a convolution layer's kernels as small images, before vs after training.
 
@@ -317,9 +406,9 @@ def kernels_cmd(run: str | None, model_name: str | None, weights: str, runs_dir:
     """
     from netviz import commands
 
-    source = open_source(run, model_name, weights, runs_dir, device, seed)
+    run = open_source(source, device, seed, quiet)
     print_paths(commands.kernels(
-        source, out, layer=layer, scale=scale, max_kernels=max_kernels, max_out=max_out,
+        run, out, layer=layer, scale=scale, max_kernels=max_kernels, max_out=max_out,
         max_in=max_in, quiet=quiet))
 
 
@@ -329,7 +418,7 @@ def kernels_cmd(run: str | None, model_name: str | None, weights: str, runs_dir:
 @source_options
 @click.option("--method", default="integrated", show_default=True,
               help="integrated, interior, saliency, inputxgrad or smoothgrad.")
-@click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False),
+@click.option("--image", "images", multiple=True, type=click.Path(),
               help="An image file; repeat for several (default: --index of the eval set).")
 @click.option("--index", default=None,
               help="Eval-set images: 7, 0-99 or 1,5,10-12 (default 0-7).")
@@ -368,8 +457,7 @@ def kernels_cmd(run: str | None, model_name: str | None, weights: str, runs_dir:
 @data_dir_option
 @out_option
 @common_options
-def attribute_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
-                  method: str, images: tuple[str, ...], index: str | None, target: int | None,
+def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], index: str | None, target: int | None,
                   score: str, baseline: str, steps: int | None, quadrature: str,
                   tolerance: float | None, max_steps: int, batch_size: int, alphas: str | None,
                   samples: int, noise: float, sanity: bool, style: str, percentile: float,
@@ -386,9 +474,9 @@ def attribute_cmd(run: str | None, model_name: str | None, weights: str, runs_di
     from netviz.attribute import check_method
 
     check_method(method)  # before loading anything
-    source = open_source(run, model_name, weights, runs_dir, device, seed)
+    run = open_source(source, device, seed, quiet)
     print_paths(commands.attribute(
-        source, method, out, style=style, percentile=percentile, images=images, indices=index,
+        run, method, out, style=style, percentile=percentile, images=images, indices=index,
         target=target, score=score, baseline=baseline, steps=steps, quadrature=quadrature,
         batch_size=batch_size, tolerance=tolerance, max_steps=max_steps, alphas=alphas,
         samples=samples, noise=noise, sanity=sanity, data_dir=data_dir, seed=seed, quiet=quiet))
@@ -454,8 +542,7 @@ def attribute_cmd(run: str | None, model_name: str | None, weights: str, runs_di
                    "on its batch; 1 also makes the CPU rounding identical to a one-target run.")
 @out_option
 @common_options
-def dream_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: str | None,
-              classes: str | None, layer: str | None, channels: str | None, neuron: str | None,
+def dream_cmd(source: SourceArgs, classes: str | None, layer: str | None, channels: str | None, neuron: str | None,
               recipe: str | None, scale: str | None, gif: bool, gif_every: int | None,
               batch_size: int, out: str | None, device: str, seed: int, quiet: bool,
               **settings: Any) -> None:
@@ -467,8 +554,8 @@ def dream_cmd(run: str | None, model_name: str | None, weights: str, runs_dir: s
     """
     from netviz import commands
 
-    source = open_source(run, model_name, weights, runs_dir, device, seed)
+    run = open_source(source, device, seed, quiet)
     print_paths(commands.dream(
-        source, out, classes=classes, layer=layer, channels=channels, neuron=neuron, recipe=recipe,
+        run, out, classes=classes, layer=layer, channels=channels, neuron=neuron, recipe=recipe,
         scale=scale, gif=gif, gif_every=gif_every, batch_size=batch_size, seed=seed, quiet=quiet,
         **settings))

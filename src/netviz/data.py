@@ -218,6 +218,8 @@ def _load_imagefolder(folder: Path, base: str):
     import torch
     from PIL import Image
 
+    from netviz.images import decode
+
     if base not in ("all", "train", "test"):
         raise NetvizError(f"an image folder has one split, 'all', not '{base}'")
     if not folder.is_dir():
@@ -235,15 +237,12 @@ def _load_imagefolder(folder: Path, base: str):
         order.extend((files[i], k) for k, files in enumerate(per_class) if i < len(files))
     arrays, size = [], None
     for path, _ in order:
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                size = size or im.size
-                if im.size != size:
-                    im = im.resize(size, Image.BILINEAR)
-                arrays.append(np.asarray(im))
-        except OSError as exc:
-            raise NetvizError(f"cannot read image {path}: {exc}") from exc
+        pixels = decode(path).pixels
+        im = Image.fromarray(pixels).convert("RGB")
+        size = size or im.size
+        if im.size != size:  # one size for the stack; conform() fits it to the model later
+            im = im.resize(size, Image.BILINEAR)
+        arrays.append(np.asarray(im))
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([k for _, k in order], dtype=torch.long)
     return images, labels, tuple(classes)
@@ -271,23 +270,21 @@ def conform(images: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor, str | 
 
 
 def load_image(path: str | os.PathLike, spec: ModelSpec) -> tuple[torch.Tensor, str | None]:
-    """One image file as a uint8 (1, C, H, W) tensor fitted to the model, plus a note if changed."""
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
+    """One image file as a uint8 (1, C, H, W) tensor fitted to the model, plus a note if changed.
 
-    path = Path(path)
-    if not path.is_file():
-        raise NetvizError(f"image file {path} does not exist")
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if spec.input_shape[0] == 1 and im.mode in ("L", "1", "P", "LA", "I") else "RGB")
-            array = np.asarray(im)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise NetvizError(f"{path} is not an image PIL can read (PNG, JPEG, ...)") from exc
-    tensor = torch.from_numpy(array.copy())
+    Any common kind of file reads (see :mod:`netviz.images`); transparency is composited on the
+    model's mean colour, and every conversion is said in the note.
+    """
+    import torch
+
+    from netviz.images import decode
+
+    decoded = decode(path, background=tuple(spec.mean))
+    tensor = torch.from_numpy(decoded.pixels.copy())
     tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
-    return conform(tensor.unsqueeze(0), spec)
+    fitted, note = conform(tensor.unsqueeze(0), spec)
+    notes = decoded.notes + ([note] if note else [])
+    return fitted, "; ".join(notes) or None
 
 
 def normalise(images: torch.Tensor, spec: ModelSpec, device: torch.device | None = None) -> torch.Tensor:

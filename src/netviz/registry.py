@@ -1,14 +1,16 @@
 """The model registry: one place that maps a model name to how to build it and what it expects.
 
-Every command asks the registry for a :class:`ModelSpec`; nothing else hard-codes input sizes,
-class names or normalisation. Register your own model with :func:`register_model`.
+Every command asks the registry (through :mod:`netviz.sources`) for a :class:`ModelSpec`; nothing
+else hard-codes input sizes, class names or normalisation. Names come from here, from installed
+packages (the ``netviz.models`` entry-point group: a callable returning a ModelSpec) and from
+torchvision. Register your own model with :func:`register_model`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError, close_matches
 
@@ -17,21 +19,23 @@ if TYPE_CHECKING:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_CLASSES_SOURCE = "torchvision's ImageNet-1k categories"
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )
+ENTRY_POINT_GROUP = "netviz.models"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """What netviz needs to know about a model.
 
-    ``factory(weights)`` builds the model; ``weights`` is None (fresh init) or, for models that
-    have them, ``"DEFAULT"`` for pretrained weights. Models return raw logits.
+    ``factory(weights, **model_args)`` builds the model; ``weights`` is None (fresh init) or, for
+    models that have them, ``"DEFAULT"`` for pretrained weights. Models return raw logits.
     """
 
     name: str
-    factory: Callable[[str | None], nn.Module]
+    factory: Callable[..., nn.Module]
     input_shape: tuple[int, int, int]  # (channels, height, width)
     num_classes: int
     mean: tuple[float, ...]
@@ -56,33 +60,34 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def _mnist(weights: str | None) -> nn.Module:
+def _mnist(weights: str | None, **kwargs: Any) -> nn.Module:
     from netviz.models.mnist import MnistNet
 
-    return MnistNet()
+    return MnistNet(**kwargs)
 
 
-def _mnist_fast(weights: str | None) -> nn.Module:
+def _mnist_fast(weights: str | None, **kwargs: Any) -> nn.Module:
     from netviz.models.mnist_fast import MnistFastNet
 
-    return MnistFastNet()
+    return MnistFastNet(**kwargs)
 
 
-def _allconv(weights: str | None) -> nn.Module:
+def _allconv(weights: str | None, **kwargs: Any) -> nn.Module:
     from netviz.models.allconv import AllConvNet
 
-    return AllConvNet()
+    return AllConvNet(**kwargs)
 
 
+DIGITS = tuple(str(i) for i in range(10))
 register_model(ModelSpec(
     name="mnist", factory=_mnist, input_shape=(1, 28, 28), num_classes=10,
-    mean=(0.1307,), std=(0.3081,), class_names=tuple(str(i) for i in range(10)),
+    mean=(0.1307,), std=(0.3081,), class_names=DIGITS,
     default_dataset="mnist", default_layers=("relu1", "relu2", "pool"),
     description="PyTorch-examples MNIST net (2 convs, 2 linear), 1x28x28",
 ))
 register_model(ModelSpec(
     name="mnist-fast", factory=_mnist_fast, input_shape=(1, 28, 28), num_classes=10,
-    mean=(0.1307,), std=(0.3081,), class_names=tuple(str(i) for i in range(10)),
+    mean=(0.1307,), std=(0.3081,), class_names=DIGITS,
     default_dataset="mnist", default_layers=("relu1", "relu2", "relu3"),
     description="small batch-norm MNIST net (3 conv-pool-bn-relu blocks): 99 % in one epoch",
 ))
@@ -93,6 +98,13 @@ register_model(ModelSpec(
     default_dataset="cifar10", default_layers=("conv3", "conv6", "conv9"),
     description="CIFAR-10 all-convolutional net (9 convs, ELU, no biases), 3x32x32",
 ))
+
+
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet class names (shipped with torchvision's weight metadata; no download)."""
+    from torchvision.models import ResNet18_Weights
+
+    return tuple(ResNet18_Weights.DEFAULT.meta["categories"])
 
 
 def _torchvision_spec(name: str) -> ModelSpec | None:
@@ -106,20 +118,39 @@ def _torchvision_spec(name: str) -> ModelSpec | None:
         categories = ()
     size = 299 if name == "inception_v3" else 224
 
-    def factory(weights: str | None) -> nn.Module:
-        kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
-        if name == "inception_v3":
-            kwargs = {"aux_logits": False, "init_weights": True}
-        if weights is not None:
-            kwargs.pop("init_weights", None)
-            kwargs.pop("aux_logits", None)
+    def factory(weights: str | None, **kwargs: Any) -> nn.Module:
+        if name in ("googlenet", "inception_v3") and weights is None:
+            kwargs = {"aux_logits": False, "init_weights": True, **kwargs}
         return tvm.get_model(name, weights=weights, **kwargs)
 
     return ModelSpec(
         name=name, factory=factory, input_shape=(3, size, size), num_classes=1000,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, class_names=categories, default_dataset=None,
         has_pretrained=bool(categories), description=f"torchvision {name} (ImageNet)",
+        extra={"origin": "torchvision"},
     )
+
+
+def entry_point_models() -> dict[str, Any]:
+    """Names registered by installed packages (entry-point group ``netviz.models``)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _entry_point_spec(name: str) -> ModelSpec | None:
+    ep = entry_point_models().get(name)
+    if ep is None:
+        return None
+    try:
+        spec = ep.load()()
+    except Exception as exc:
+        raise NetvizError(f"the package registering model '{name}' ({ep.value}) failed: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(spec, ModelSpec):
+        raise NetvizError(f"entry point '{name}' ({ep.value}) returned a {type(spec).__name__}, "
+                          "not a netviz.registry.ModelSpec")
+    return replace(spec, name=name, extra={**spec.extra, "origin": "entry point"})
 
 
 def list_models() -> list[str]:
@@ -128,26 +159,28 @@ def list_models() -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec for ``name``: a registered model or a torchvision classification model."""
+    """The spec for ``name``: a registered model, an installed package's, or a torchvision one."""
     if name in _REGISTRY:
         return _REGISTRY[name]
-    spec = _torchvision_spec(name)
+    spec = _entry_point_spec(name) or _torchvision_spec(name)
     if spec is None:
         from torchvision import models as tvm
 
-        known = list(_REGISTRY) + tvm.list_models(module=tvm)
+        known = list(_REGISTRY) + list(entry_point_models()) + tvm.list_models(module=tvm)
         raise NetvizError(
             f"unknown model '{name}': known models are {', '.join(list_models())} "
-            f"or a torchvision classifier such as resnet18{close_matches(name, known)}"
+            f"or a torchvision classifier such as resnet18{close_matches(name, known)}; a model "
+            "of your own is path/to/file.py:NAME, package.module:NAME, timm:NAME or a card .toml"
         )
     return register_model(spec)
 
 
-def build_model(spec: ModelSpec | str, weights: str | None = None) -> nn.Module:
+def build_model(spec: ModelSpec | str, weights: str | None = None, **model_args: Any) -> nn.Module:
     """Build a model in eval mode on the CPU.
 
     ``weights``: None for a fresh initialisation, ``"default"`` for pretrained weights (torchvision
     models; downloaded into the torch cache, or read from it when already there).
+    ``model_args`` go to the model's constructor (e.g. ``num_classes=7``).
     """
     spec = get_spec(spec) if isinstance(spec, str) else spec
     if weights is not None and weights.lower() in ("none", ""):
@@ -156,11 +189,11 @@ def build_model(spec: ModelSpec | str, weights: str | None = None) -> nn.Module:
         if not spec.has_pretrained:
             raise NetvizError(
                 f"model '{spec.name}' has no pretrained weights: train it with `netviz train "
-                f"--model {spec.name}` or pass --weights none"
+                f"--model {spec.name}` or pass --weights none (or --weights FILE)"
             )
         weights = "DEFAULT" if weights.lower() == "default" else weights
         try:
-            model = spec.factory(weights)
+            model = spec.factory(weights, **model_args)
         except Exception as exc:  # no network, proxy, corrupt cache ...
             import torch.hub
 
@@ -171,5 +204,9 @@ def build_model(spec: ModelSpec | str, weights: str | None = None) -> nn.Module:
                 f"machine with internet into {cache}, or pass --weights none"
             ) from exc
     else:
-        model = spec.factory(None)
+        try:
+            model = spec.factory(None, **model_args)
+        except TypeError as exc:
+            args = ", ".join(f"{k}={v!r}" for k, v in model_args.items())
+            raise NetvizError(f"model '{spec.name}' does not take {args}: {exc}") from exc
     return model.eval()

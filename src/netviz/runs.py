@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from netviz.data import TensorData
     from netviz.registry import ModelSpec
+    from netviz.sources import ModelSource
 
 CHECKPOINT_FORMAT = "netviz-checkpoint-v1"
 
@@ -168,7 +169,12 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def dump_toml(data: dict[str, Any]) -> str:
-    """A flat dict of str/int/float/bool/list values as TOML (None values are left out)."""
+    """A dict of str/int/float/bool/list/dict values as TOML, dicts as inline tables (None values
+    are left out)."""
+
+    def key(k: Any) -> str:
+        k = str(k)
+        return k if k and all(c.isalnum() and c.isascii() or c in "_-" for c in k) else json.dumps(k)
 
     def value(v: Any) -> str:
         if isinstance(v, bool):
@@ -177,9 +183,11 @@ def dump_toml(data: dict[str, Any]) -> str:
             return repr(v)
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{key(k)} = {value(x)}" for k, x in v.items() if x is not None) + "}"
         return json.dumps(str(v))
 
-    return "".join(f"{k} = {value(v)}\n" for k, v in data.items() if v is not None)
+    return "".join(f"{key(k)} = {value(v)}\n" for k, v in data.items() if v is not None)
 
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
@@ -199,8 +207,9 @@ def output_dir(run_path: Path | None, command: str, out: str | os.PathLike | Non
         path = Path(out)
     elif run_path is not None:
         path = run_path / command
-    else:
-        path = Path("netviz-out") / (model_name or "model") / command
+    else:  # "net.py:Net" -> "net.py-Net": a model reference as one folder name
+        slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in (model_name or "model"))
+        path = Path("netviz-out") / slug.strip(".-") / command
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -255,20 +264,21 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None = None) -> d
 
 
 def load_weights(model: nn.Module, state_dict: dict[str, Any], source: str | os.PathLike) -> None:
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise NetvizError(f"weights in {source} do not fit the model: {first}") from exc
+    """Load a state dict exactly (every key, every shape) or say what does not fit."""
+    from netviz.weights import load_state
+
+    load_state(model, state_dict, str(source))
 
 
 # -- runs ------------------------------------------------------------------------------------
 
 @dataclass
 class Run:
-    """A model to look at: a trained run, a checkpoint file, or a registry model by name.
+    """A model to look at: a trained run, a checkpoint or weights file, or a model by name.
 
-    ``model`` is in eval mode on ``device``. ``path`` is None for a bare registry model.
+    ``model`` is in eval mode on ``device``. ``path`` is None for a model that is not a run.
+    ``source`` says how the model was named (see :mod:`netviz.sources`); ``notes`` what netviz
+    assumed while opening it (printed by the CLI).
     """
 
     spec: ModelSpec
@@ -278,17 +288,23 @@ class Run:
     checkpoint: Path | None = None
     config: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
-    weights: str | None = None  # a bare registry model's pretrained weights ("default"), or None
+    weights: str | None = None  # a bare model's weights: "default" (pretrained), a file, or None
+    source: ModelSource | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.path.name if self.path is not None else self.spec.name
 
+    @property
+    def folder(self) -> RunFolder | None:
+        return RunFolder(self.path) if self.path is not None else None
+
     def checkpoint_path(self, which: str) -> Path | None:
         """``init``, ``final`` or ``last``: the file if this run has it."""
         if self.path is None:
             return None
-        path = self.path / "checkpoints" / f"{which}.pt"
+        path = RunFolder(self.path).checkpoint(which)
         return path if path.is_file() else None
 
     def state_dict(self, which: str) -> dict[str, torch.Tensor] | None:
@@ -298,9 +314,9 @@ class Run:
 
     def weight_stats(self) -> dict[str, Any] | None:
         """Per-epoch weight statistics recorded by training, or None (see ``train.weight_stats``)."""
-        if self.path is None or not (self.path / "weight_stats.json").is_file():
+        if self.path is None or not RunFolder(self.path).weight_stats.is_file():
             return None
-        return read_json(self.path / "weight_stats.json")
+        return read_json(RunFolder(self.path).weight_stats)
 
     def eval_data(self, data_dir: str | os.PathLike | None = None, split: str | None = None) -> TensorData:
         """The run's evaluation split (or ``split``), as configured at training time."""
@@ -309,7 +325,8 @@ class Run:
         dataset = self.config.get("dataset") or self.spec.default_dataset
         if dataset is None:
             raise NetvizError(
-                f"model '{self.spec.name}' has no data set: pass --image PATH instead of --index"
+                f"model '{self.spec.name}' has no data set: pass --image PATH instead of --index "
+                "(or give it one: --dataset imagefolder:PATH in a model card)"
             )
         split = split or self.config.get("eval_split") or default_splits(dataset)[1]
         return load_split(dataset, split, data_dir or self.config.get("data_dir"))
@@ -333,11 +350,13 @@ def latest_run(runs_dir: str | os.PathLike | None = None) -> Path:
 
 
 def set_latest(run_path: Path) -> None:
-    """Point ``<runs-dir>/latest`` at ``run_path`` (a relative symlink, or a text file)."""
+    """Point ``<parent>/latest`` at ``run_path``, atomically (a relative symlink, or a text file)."""
     marker = run_path.parent / "latest"
-    tmp = run_path.parent / f".latest.{os.getpid()}.tmp"
+    fd, tmp_name = tempfile.mkstemp(dir=run_path.parent, prefix=".latest.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()
     try:
-        tmp.unlink(missing_ok=True)
         os.symlink(run_path.name, tmp)
     except OSError:  # no symlinks (some Windows setups): a file naming the run
         write_text(marker, run_path.name + "\n")
@@ -345,18 +364,22 @@ def set_latest(run_path: Path) -> None:
     os.replace(tmp, marker)
 
 
-def _find_run_dir(path: Path) -> tuple[Path | None, Path | None]:
+def _find_run_dir(path: Path, notes: list[str]) -> tuple[Path | None, Path | None]:
     """(run folder, checkpoint file) for a run folder or a checkpoint path."""
     if path.is_dir():
         if path.name == "latest" or (path / "latest").exists() and not (path / "config.toml").exists():
             path = latest_run(path.parent if path.name == "latest" else path)
-        if not (path / "config.toml").is_file():
+        folder = RunFolder(path)
+        if not folder.is_run():
             raise NetvizError(f"{path} is not a netviz run folder (no config.toml)")
-        for which in ("final", "last"):
-            ckpt = path / "checkpoints" / f"{which}.pt"
-            if ckpt.is_file():
-                return path, ckpt
-        raise NetvizError(f"run {path} has no checkpoints (checkpoints/final.pt or last.pt): train it first")
+        if folder.is_finished():
+            return path, folder.checkpoint("final")
+        if folder.checkpoint("last").is_file():
+            notes.append(f"run {path} never finished training (no checkpoints/final.pt): showing its "
+                         f"last checkpoint; `netviz train --resume {path}` continues it")
+            return path, folder.checkpoint("last")
+        raise NetvizError(f"run {path} never finished and holds no checkpoint (checkpoints/final.pt "
+                          "or last.pt): train it again")
     if path.is_file():
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
         if run_dir is not None and not (run_dir / "config.toml").is_file():
@@ -365,37 +388,71 @@ def _find_run_dir(path: Path) -> tuple[Path | None, Path | None]:
     raise NetvizError(f"{path} does not exist: pass a run folder, a checkpoint file, or --model NAME")
 
 
-def load_run(path: str | os.PathLike | None = None, *, model: str | None = None,
-             weights: str | None = None, runs_dir: str | os.PathLike | None = None,
-             device: str | torch.device = "auto") -> Run:
+def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | None = None,
+             weights: str | os.PathLike | None = None, model_args: Any = None,
+             input_shape: Any = None, mean: Any = None, std: Any = None, classes: Any = None,
+             layers: Any = None, dataset: str | None = None,
+             runs_dir: str | os.PathLike | None = None, device: str | torch.device = "auto") -> Run:
     """Open what a command looks at.
 
-    - ``load_run()``: the latest run in the runs folder;
-    - ``load_run("runs/x")`` or a checkpoint file ``.../final.pt``;
-    - ``load_run(model="allconv")``: a fresh registry model (``weights="default"`` for pretrained).
+    - ``load_run()``: the latest run in the runs folder; ``load_run("runs/x")``, or a checkpoint
+      file ``.../final.pt``;
+    - ``load_run(model="allconv")``: a fresh registry model (``weights="default"`` for pretrained);
+    - ``load_run(model="file.py:Net", weights="ckpt.pt", input_shape=(3, 64, 64), mean=...,
+      std=..., classes=[...])``: your own model (also ``"package.module:Net"``, ``"timm:resnet18"``,
+      a model card ``"card.toml"``, or an ``nn.Module`` instance); see :mod:`netviz.sources`.
     """
     import torch
 
     from netviz.device import resolve_device
-    from netviz.registry import build_model, get_spec
+    from netviz.sources import ModelSource, open_model, source_from_config
 
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    if path is None and model is not None:
-        spec = get_spec(model)
-        weights = None if weights is None or weights.lower() in ("none", "") else weights
-        net = build_model(spec, weights).to(dev).eval()
-        return Run(spec=spec, model=net, device=dev, weights=weights)
-    run_dir, ckpt_path = _find_run_dir(Path(path) if path is not None else latest_run(runs_dir))
-    config = read_toml(run_dir / "config.toml") if run_dir is not None else {}
+    notes: list[str] = []
+    options = dict(model_args=model_args, input_shape=input_shape, mean=mean, std=std,
+                   classes=classes, layers=layers, dataset=dataset)
+    if model is not None and (path is None or Path(path).is_file() and not _is_netviz_checkpoint(path)):
+        # a model by name, with --weights (or a plain weights file given where a run goes)
+        source = ModelSource.from_options(model, weights=path if path is not None else weights, **options)
+        spec, net = open_model(source, notes=notes)
+        return Run(spec=spec, model=net.to(dev).eval(), device=dev, weights=source.weights,
+                   source=source, notes=notes)
+    run_dir, ckpt_path = _find_run_dir(Path(path) if path is not None else latest_run(runs_dir), notes)
+    config = read_toml(RunFolder(run_dir).config) if run_dir is not None else {}
     ckpt = load_checkpoint(ckpt_path)
-    name = model or ckpt.get("model_name") or config.get("model")
-    if not name:
+    if model is not None:
+        source = ModelSource.from_options(model, **options)
+    elif config.get("model"):
+        source = source_from_config(config)
+    elif ckpt.get("model_name"):
+        source = ModelSource(ref=str(ckpt["model_name"]))
+    else:
         raise NetvizError(f"{ckpt_path} does not say which model it is for: pass --model NAME")
-    spec = get_spec(name)
-    net = build_model(spec)
+    spec, net = open_model(source, num_classes=_trained_classes(config), notes=notes)
     load_weights(net, ckpt["model"], ckpt_path)
     metrics = []
-    if run_dir is not None and (run_dir / "metrics.json").is_file():
-        metrics = read_json(run_dir / "metrics.json")
+    if run_dir is not None and RunFolder(run_dir).metrics.is_file():
+        metrics = read_json(RunFolder(run_dir).metrics)
     return Run(spec=spec, model=net.to(dev).eval(), device=dev, path=run_dir,
-               checkpoint=ckpt_path, config=config, metrics=metrics)
+               checkpoint=ckpt_path, config=config, metrics=metrics, source=source, notes=notes)
+
+
+def _trained_classes(config: dict[str, Any]) -> int | None:
+    """The class count a run trained its model with (None: the model's own)."""
+    value = config.get("num_classes")
+    return int(value) if value is not None else None
+
+
+def _is_netviz_checkpoint(path: str | os.PathLike) -> bool:
+    """A .pt written by netviz (its own format marker), as opposed to any other weights file."""
+    path = Path(path)
+    if path.suffix == ".safetensors" or not path.is_file():
+        return False
+    try:
+        import zipfile
+
+        with zipfile.ZipFile(path) as z:  # torch.save's format is a zip; the marker is a string in it
+            return any(n.endswith("data.pkl") and CHECKPOINT_FORMAT.encode() in z.read(n)
+                       for n in z.namelist())
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return False

@@ -22,8 +22,10 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from netviz.data import TensorData
     from netviz.registry import ModelSpec
     from netviz.runs import Run, RunFolder
+    from netviz.sources import ModelSource
 
 OPTIMIZERS = ("adadelta", "adam", "amsgrad", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "onecycle")
@@ -46,7 +48,14 @@ RECIPES: dict[str, dict[str, Any]] = {
 class TrainConfig:
     """Every hyper-parameter of a run; written to ``config.toml`` as resolved."""
 
-    model: str = "mnist"
+    model: str = "mnist"  # a registry name, file.py:NAME, module:NAME, timm:NAME or a card .toml
+    model_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of its constructor
+    weights: str | None = None  # start from these weights (a file, or "default" for pretrained)
+    input_shape: list[int] | None = None  # C, H, W (user models; inferred when not given)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    classes: list[str] | None = None
+    num_classes: int | None = None  # set by train when it fits the model's output to the data
     dataset: str | None = None  # None: the model's default data set
     data_dir: str | None = None
     train_split: str | None = None  # None: the data set's default
@@ -98,11 +107,13 @@ def resolve_config(model: str | None = None, config_file: str | Path | None = No
     """Defaults < the model's recipe < the config file < explicit overrides (None = not given)."""
     from netviz.registry import get_spec
     from netviz.runs import read_toml
+    from netviz.sources import ModelSource
 
     values: dict[str, Any] = {}
     file_values = read_toml(config_file) if config_file else {}
     name = model or file_values.get("model") or "mnist"
-    get_spec(name)  # unknown model -> clear error before anything else
+    if ModelSource(ref=name).kind == "name":
+        get_spec(name)  # unknown model -> clear error before anything else
     values.update(RECIPES.get(name, {}))
     values.update(file_values)
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -129,26 +140,49 @@ class TrainData:
     y_eval: torch.Tensor
     train_name: str
     eval_name: str
+    classes: tuple[str, ...] = ()
 
 
-def load_data(cfg: TrainConfig, spec: ModelSpec, device: torch.device,
-              memory_format: torch.memory_format) -> TrainData:
-    """Load both splits, fit them to the model's input, normalise once on ``device``."""
+def load_splits(cfg: TrainConfig) -> tuple[TensorData, TensorData]:
+    """The training and evaluation splits as uint8 images, before the model is known."""
     from netviz import data as D
 
-    def prepare(split: str):
-        loaded = D.load_split(cfg.dataset, split, cfg.data_dir)
-        x = D.normalise(D.conform(loaded.images, spec)[0], spec, device)
-        return loaded, x.contiguous(memory_format=memory_format), loaded.labels.to(device)
+    return D.load_split(cfg.dataset, cfg.train_split, cfg.data_dir), \
+        D.load_split(cfg.dataset, cfg.eval_split, cfg.data_dir)
 
-    train_set, x_train, y_train = prepare(cfg.train_split)
-    eval_set, x_eval, y_eval = prepare(cfg.eval_split)
-    if int(y_train.max()) >= spec.num_classes:
+
+def prepare_data(splits: tuple[TensorData, TensorData], spec: ModelSpec, device: torch.device,
+                 memory_format: torch.memory_format) -> TrainData:
+    """Fit both splits to the model's input, normalise them once on ``device``."""
+    from netviz import data as D
+
+    def prepare(loaded: TensorData):
+        x = D.normalise(D.conform(loaded.images, spec)[0], spec, device)
+        return x.contiguous(memory_format=memory_format), loaded.labels.to(device)
+
+    (train_set, eval_set) = splits
+    x_train, y_train = prepare(train_set)
+    x_eval, y_eval = prepare(eval_set)
+    return TrainData(x_train, y_train, x_eval, y_eval, train_set.name, eval_set.name,
+                     tuple(train_set.classes))
+
+
+def build_model(cfg: TrainConfig, classes: int, notes: list[str]) -> tuple[ModelSpec, nn.Module, ModelSource]:
+    """The model of ``cfg`` with one output per class of the data: the constructor is given
+    ``num_classes`` when it takes it, otherwise its output width must already match."""
+    from netviz.sources import ModelSource, open_model
+
+    source = ModelSource.from_options(cfg.model, model_args=cfg.model_args, weights=cfg.weights,
+                                      input_shape=cfg.input_shape, mean=cfg.mean, std=cfg.std,
+                                      classes=cfg.classes)
+    spec, net = open_model(source, num_classes=classes, notes=notes)
+    if spec.num_classes != classes:
         raise NetvizError(
-            f"{cfg.dataset} has {len(train_set.classes)} classes but '{cfg.model}' predicts "
-            f"{spec.num_classes}"
+            f"{cfg.dataset} has {classes} classes but the model '{spec.name}' outputs "
+            f"{spec.num_classes} scores and its constructor takes no num_classes: give it "
+            f"{classes} outputs (e.g. --model-arg num_classes={classes} if it has such an argument)"
         )
-    return TrainData(x_train, y_train, x_eval, y_eval, train_set.name, eval_set.name)
+    return spec, net, source
 
 
 def build_optimizer(cfg: TrainConfig, params, steps_per_epoch: int):
@@ -337,7 +371,7 @@ def _resume_config(resume: str | Path, model: str | None, overrides: dict[str, A
     saved.update({k: v for k, v in overrides.items() if v is not None and k in allowed})
     cfg = resolve_config(saved.pop("model", None), None, **saved)
     last = resume if resume.is_file() else folder.checkpoint("last")
-    state = load_checkpoint(last, cfg.model)
+    state = load_checkpoint(last)
     if "optimizer" not in state:
         raise NetvizError(f"{last} is not resumable (no optimizer state): resume from checkpoints/last.pt")
     return cfg, folder, state
@@ -350,12 +384,19 @@ def _new_folder(cfg: TrainConfig) -> RunFolder:
     return create_run_folder(runs_root(cfg.runs_dir), name, unique=cfg.name is None)
 
 
-def _fill_defaults(cfg: TrainConfig, spec: ModelSpec) -> None:
+def _fill_defaults(cfg: TrainConfig) -> None:
     from netviz import data as D
+    from netviz.registry import get_spec
+    from netviz.sources import ModelSource, load_card
 
-    cfg.dataset = cfg.dataset or spec.default_dataset
+    source = ModelSource(ref=cfg.model)
+    if source.kind == "name":
+        cfg.dataset = cfg.dataset or get_spec(cfg.model).default_dataset
+    elif cfg.model.endswith(".toml"):
+        cfg.dataset = cfg.dataset or load_card(cfg.model).dataset
     if cfg.dataset is None:
-        raise NetvizError(f"model '{cfg.model}' has no default data set: pass --dataset")
+        raise NetvizError(f"model '{cfg.model}' has no default data set: pass --dataset "
+                          "(mnist, cifar10 or imagefolder:PATH)")
     train_split, eval_split = D.default_splits(cfg.dataset)
     cfg.train_split = cfg.train_split or train_split
     cfg.eval_split = cfg.eval_split or eval_split
@@ -374,7 +415,6 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
     from netviz.device import memory_format, resolve_device, seed_everything
     from netviz.draw.curves import plot_curves
     from netviz.progress import say
-    from netviz.registry import build_model, get_spec
     from netviz.runs import (
         Run,
         dump_toml,
@@ -392,17 +432,35 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
         cfg, folder, saved = _resume_config(resume, model, overrides)
     else:
         cfg, folder, saved = resolve_config(model, config, **overrides), None, None
-    spec = get_spec(cfg.model)
-    _fill_defaults(cfg, spec)
+    _fill_defaults(cfg)
     device = resolve_device(cfg.device)
     fmt = memory_format(device, cfg.amp, cfg.channels_last)
 
     # 2. data, before the run folder exists: a missing data set leaves nothing behind
-    data = load_data(cfg, spec, device, fmt)
+    splits = load_splits(cfg)
 
-    # 3. model and optimiser
+    # 3. model (one output per class of the data), then the data fitted to it, then the optimiser
     seed_everything(cfg.seed)
-    net = build_model(spec).to(device, memory_format=fmt)
+    notes: list[str] = []
+    spec, net, source = build_model(cfg, len(splits[0].classes), notes)
+    for note in notes:
+        say(f"note: {note}", quiet)
+    if source.classes is None and tuple(splits[0].classes) != spec.class_names:
+        spec = dataclasses.replace(spec, class_names=tuple(splits[0].classes))  # the data's names
+        cfg.classes = list(spec.class_names)
+    if source.kind != "name":  # the run reopens alone: what the model is, as it was resolved
+        cfg.model, cfg.model_args = source.record()["model"], dict(source.model_args)
+        cfg.input_shape, cfg.mean, cfg.std = list(spec.input_shape), list(spec.mean), list(spec.std)
+        cfg.classes = list(spec.class_names)
+    if source.weights not in (None, "default"):
+        cfg.weights = str(Path(source.weights).expanduser().resolve())
+    cfg.num_classes = spec.num_classes  # reopening builds the model with the same output width
+    if cfg.dataset.startswith("imagefolder:"):  # the run reopens from any folder
+        cfg.dataset = "imagefolder:" + str(Path(cfg.dataset.split(":", 1)[1]).expanduser().resolve())
+    if cfg.data_dir is not None:
+        cfg.data_dir = str(Path(cfg.data_dir).expanduser().resolve())
+    net = net.to(device, memory_format=fmt)
+    data = prepare_data(splits, spec, device, fmt)
     steps_per_epoch = -(-len(data.y_train) // cfg.batch_size)
     opt, sched = build_optimizer(cfg, net.parameters(), steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -415,7 +473,7 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
                            scheduler=sched.state_dict() if sched is not None else {},
                            generator=gen.get_state(), rng=torch.get_rng_state(),
                            accum=state.accum(), milestones=state.milestones)
-        save_checkpoint(folder.checkpoint(which), cfg.model, payload)
+        save_checkpoint(folder.checkpoint(which), spec.name, payload)
 
     # 4. the run folder: a new one, or the interrupted one with its state restored
     if saved is None:

@@ -8,7 +8,7 @@ from torch import nn
 class MnistNet(nn.Sequential):
     """conv 1->32, conv 32->64, max-pool, dropout, fc 9216->128, fc 128->10; returns logits."""
 
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 32, 3, 1)
         self.relu1 = nn.ReLU()
@@ -20,4 +20,4 @@ class MnistNet(nn.Sequential):
         self.fc1 = nn.Linear(9216, 128)
         self.relu3 = nn.ReLU()
         self.dropout2 = nn.Dropout(0.5)
-        self.fc2 = nn.Linear(128, 10)
+        self.fc2 = nn.Linear(128, num_classes)
