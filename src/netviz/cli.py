@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from netviz import __version__
+from netviz.attribute._registry import METHODS
 from netviz.errors import NetvizError
 
 
@@ -417,7 +418,7 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
 @cli.command("attribute")
 @source_options
 @click.option("--method", default="integrated", show_default=True,
-              help="integrated, interior, saliency, inputxgrad or smoothgrad.")
+              help="One of: " + "; ".join(f"{m.name} ({m.summary})" for m in METHODS.values()) + ".")
 @click.option("--image", "images", multiple=True, type=click.Path(),
               help="An image file; repeat for several (default: --index of the eval set).")
 @click.option("--index", default=None,
@@ -444,6 +445,13 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
 @click.option("--alphas", default=None,
               help="interior: scale factors, e.g. 0.01,0.1,0.5,1 (default: 0.01, 0.02, 0.03, "
                    "0.04, 0.1, 0.5, 0.6, 0.7, 0.8, 1.0).")
+@click.option("--layer", default=None,
+              help="CAM methods (gradcam, gradcam++, layercam, scorecam, guided-gradcam): the layer "
+                   "to read, a name or number (default: the last layer with a spatial output).")
+@click.option("--window", type=int, default=4, show_default=True,
+              help="occlusion: the side of the square window hidden, in pixels.")
+@click.option("--stride", type=int, default=2, show_default=True,
+              help="occlusion: pixels between window positions (at most --window).")
 @click.option("--samples", type=int, default=50, show_default=True,
               help="smoothgrad: noisy copies per image.")
 @click.option("--noise", type=float, default=0.15, show_default=True,
@@ -460,10 +468,11 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
 def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], index: str | None, target: int | None,
                   score: str, baseline: str, steps: int | None, quadrature: str,
                   tolerance: float | None, max_steps: int, batch_size: int, alphas: str | None,
+                  layer: str | None, window: int, stride: int,
                   samples: int, noise: float, sanity: bool, style: str, percentile: float,
                   data_dir: str | None, out: str | None, device: str, seed: int,
                   quiet: bool) -> None:
-    """Which pixels made the model's score: integrated/interior gradients and friends.
+    """Which pixels made the model's score: gradients, paths, class-activation maps, occlusion.
 
     Writes attribute.json (targets, scores, and for integrated the completeness error and steps
     of every image), <method>.png (a grid with true and predicted labels), <method>_<image>.png
@@ -479,7 +488,56 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
         run, method, out, style=style, percentile=percentile, images=images, indices=index,
         target=target, score=score, baseline=baseline, steps=steps, quadrature=quadrature,
         batch_size=batch_size, tolerance=tolerance, max_steps=max_steps, alphas=alphas,
-        samples=samples, noise=noise, sanity=sanity, data_dir=data_dir, seed=seed, quiet=quiet))
+        layer=layer, window=window, stride=stride, samples=samples, noise=noise, sanity=sanity,
+        data_dir=data_dir, seed=seed, quiet=quiet))
+
+
+# -- evaluate (issue 12) -----------------------------------------------------------------------
+
+@cli.command("evaluate")
+@source_options
+@click.option("--methods", default=None,
+              help="Methods to score, e.g. integrated,gradcam,saliency,random (default: every "
+                   "method with one map per image; random is the control).")
+@click.option("--image", "images", multiple=True, type=click.Path(),
+              help="An image file; repeat for several (default: --index of the eval set).")
+@click.option("--index", default=None, help="Eval-set images: 0-49 (the default), 7 or 1,5,10-12.")
+@click.option("--steps-frac", type=float, default=0.05, show_default=True,
+              help="The fraction of the pixels removed or inserted per step of the curves.")
+@click.option("--baseline", type=click.Choice(["black", "blur", "mean"]), default="black",
+              show_default=True,
+              help="What deleted pixels become and insertion starts from (and the methods' own baseline).")
+@click.option("--layer", default=None, help="The layer of the CAM methods (default: the last spatial one).")
+@click.option("--batch-size", type=int, default=256, show_default=True,
+              help="Images per forward pass of the curves and of the methods.")
+@click.option("--sanity/--no-sanity", default=True, show_default=True,
+              help="Also the randomisation check (one more map per method).")
+@click.option("--sanity-layers", type=int, default=None,
+              help="How many layers, from the top, the check re-initialises (default: half).")
+@data_dir_option
+@out_option
+@common_options
+def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...], index: str | None,
+                 steps_frac: float, baseline: str, layer: str | None, batch_size: int, sanity: bool,
+                 sanity_layers: int | None, data_dir: str | None, out: str | None, device: str,
+                 seed: int, quiet: bool) -> None:
+    """Which attribution method to trust: deletion and insertion curves (RISE), a randomisation
+    check and the time per image, for every method on the same images, ranked.
+
+    Writes evaluate.json (per method: deletion_auc, insertion_auc, sanity_spearman,
+    seconds_per_image and per-image curves) and curves.png, and prints the ranked table.
+    """
+    from netviz import commands
+    from netviz.evaluate import parse_methods
+
+    parse_methods(methods)  # before loading anything
+    run = open_source(source, device, seed, quiet)
+    paths, text = commands.evaluate(
+        run, out, methods=methods, images=images, indices=index, steps_frac=steps_frac, baseline=baseline,
+        layer=layer, batch_size=batch_size, sanity=sanity, sanity_layers=sanity_layers, data_dir=data_dir,
+        seed=seed, quiet=quiet)
+    click.echo(text)
+    print_paths(paths)
 
 
 # -- dream (issue 5) ---------------------------------------------------------------------------

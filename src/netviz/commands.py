@@ -192,6 +192,21 @@ def attribute(run: Run, method: str = "integrated", out: str | os.PathLike | Non
     return write_attribution(report, folder, style, percentile)
 
 
+def evaluate(run: Run, out: str | os.PathLike | None = None, *, methods: str | Sequence[str] | None = None,
+             quiet: bool = False, **options: Any) -> tuple[list[Path], str]:
+    """`netviz evaluate`: deletion/insertion AUCs, sanity and speed of ``methods`` on the same images;
+    ``options`` are those of :func:`netviz.evaluate.evaluate_run`. Returns the paths written
+    (evaluate.json, curves.png) and the ranked table."""
+    from netviz.draw.evaluate import table, write_evaluation
+    from netviz.evaluate import evaluate_run, parse_methods
+    from netviz.runs import output_dir
+
+    parse_methods(methods)  # check before any work
+    ev = evaluate_run(run, methods, quiet=quiet, **options)
+    folder = output_dir(run.path, "evaluate", out, run.spec.name)
+    return write_evaluation(ev, folder), table(ev)
+
+
 def dream(run: Run, out: str | os.PathLike | None = None, *, classes: str | None = None,
           layer: str | int | None = None, channels: str | None = None, neuron: str | None = None,
           recipe: str | None = None, scale: str | None = None, gif: bool = False,

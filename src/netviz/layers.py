@@ -201,3 +201,51 @@ def format_layer_table(infos: Sequence[LayerInfo]) -> str:
         left = "  ".join(r[k].ljust(widths[k]) for k in (1, 2, 3))
         lines.append(f"{r[0].rjust(widths[0])}  {left}  {r[4].rjust(widths[4])}".rstrip())
     return "\n".join(lines)
+
+
+NO_OP_TYPES = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "Identity")
+
+
+def execution_order(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, output shape without the batch) of every module, in the order their forward passes
+    end on one zero input (a module called twice is listed at its last call)."""
+    import torch
+
+    from netviz.device import model_device
+
+    names = [n for n, _ in _named_layers(model)]
+    order: dict[str, tuple[int, ...]] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, inputs: object, output: object) -> None:
+            tensor = _first_tensor(output)
+            if tensor is not None:
+                order.pop(name, None)
+                order[name] = tuple(tensor.shape[1:])
+        return hook
+
+    was_training = model.training
+    model.eval()
+    try:
+        for name in names:
+            handles.append(model.get_submodule(name).register_forward_hook(make_hook(name)))
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=model_device(model)))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return list(order.items())
+
+
+def last_spatial_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
+    """The last layer to run whose output is a map (channels x height x width, more than one
+    position): where class-activation maps are usually read (pytorch-grad-cam's advice)."""
+    spatial = [name for name, shape in execution_order(model, input_shape)
+               if len(shape) == 3 and shape[1] * shape[2] > 1
+               and type(model.get_submodule(name)).__name__ not in NO_OP_TYPES]
+    if not spatial:
+        raise NetvizError("the model has no layer with a spatial output (channels x height x width): "
+                          "class-activation maps need one")
+    return spatial[-1]

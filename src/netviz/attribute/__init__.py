@@ -2,12 +2,15 @@
 
 Every function takes a model and a batch ``x`` in the model's *normalised* input space and returns
 a small result object; none imports click or matplotlib (draw with :mod:`netviz.draw.attribute`).
+Each method is a registered :class:`Method` in a file of its own (:data:`METHODS` by name):
 
-- :func:`integrated_gradients` (completeness error and steps per image, adaptive steps)
-- :func:`interior_gradients` (gradients at scaled inputs alpha * x)
-- :func:`saliency`, :func:`input_x_gradient`, :func:`smoothgrad`, :func:`gradient`
-- :func:`model_randomisation` (the cascading model-randomisation sanity check)
-- :func:`attribute` (any method by its ``--method`` name), :func:`attribute_run` (the command)
+- gradients: :func:`saliency`, :func:`input_x_gradient`, :func:`smoothgrad`, :func:`guided_backprop`
+- paths: :func:`integrated_gradients` (completeness error, adaptive steps), :func:`interior_gradients`
+- class-activation maps of a layer: :func:`grad_cam`, :func:`grad_cam_plus_plus`, :func:`layer_cam`,
+  :func:`score_cam`, :func:`guided_grad_cam` (``.maps`` at the layer, ``.attributions`` upsampled)
+- perturbation: :func:`occlusion`; a control: :func:`random_map`
+- :func:`model_randomisation` (the cascading sanity check), :func:`attribute` (any method by name),
+  :func:`attribute_run` (the command)
 """
 
 from __future__ import annotations
@@ -22,18 +25,25 @@ from netviz.attribute._common import (
     mean_baseline,
     score_of,
 )
-from netviz.attribute._gradients import gradient, input_x_gradient, saliency, smoothgrad
-from netviz.attribute._integrated import QUADRATURES, integrated_gradients, quadrature_rule
-from netviz.attribute._interior import DEFAULT_ALPHAS, InteriorGradients, interior_gradients
-from netviz.attribute._run import (
-    METHODS,
-    AttributeReport,
-    attribute_run,
-    check_method,
-    method_function,
-    parse_indices,
-)
-from netviz.attribute._sanity import SanityResult, model_randomisation, parameter_layers, spearman
+from netviz.attribute._registry import METHODS, Method, check_method, get_method, method_function, register
+
+# one file per method: importing it registers it (this order is the order `--method` lists them)
+from netviz.attribute._integrated import QUADRATURES, integrated_gradients, quadrature_rule  # isort: skip
+from netviz.attribute._interior import DEFAULT_ALPHAS, InteriorGradients, interior_gradients  # isort: skip
+from netviz.attribute._saliency import gradient, saliency  # isort: skip
+from netviz.attribute._inputxgrad import input_x_gradient  # isort: skip
+from netviz.attribute._smoothgrad import smoothgrad  # isort: skip
+from netviz.attribute._guided import guided_backprop  # isort: skip
+from netviz.attribute._gradcam import grad_cam  # isort: skip
+from netviz.attribute._gradcampp import grad_cam_plus_plus  # isort: skip
+from netviz.attribute._layercam import layer_cam  # isort: skip
+from netviz.attribute._scorecam import score_cam  # isort: skip
+from netviz.attribute._guided_gradcam import guided_grad_cam  # isort: skip
+from netviz.attribute._occlusion import occlusion  # isort: skip
+from netviz.attribute._random import random_map  # isort: skip
+from netviz.attribute._run import AttributeReport, attribute_run  # isort: skip
+from netviz.attribute._sanity import SanityResult, model_randomisation, parameter_layers, spearman  # isort: skip
+from netviz.inputs import parse_indices  # isort: skip
 
 if TYPE_CHECKING:
     import torch
@@ -48,9 +58,10 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str = "integrated",
 
 __all__ = [
     "BASELINES", "DEFAULT_ALPHAS", "METHODS", "QUADRATURES", "SCORES",
-    "AttributeReport", "Attribution", "InteriorGradients", "SanityResult",
-    "attribute", "attribute_run", "check_method", "gradient", "input_x_gradient",
-    "integrated_gradients", "interior_gradients", "make_baseline", "mean_baseline",
-    "method_function", "model_randomisation", "parameter_layers", "parse_indices",
-    "quadrature_rule", "saliency", "score_of", "smoothgrad", "spearman",
+    "AttributeReport", "Attribution", "InteriorGradients", "Method", "SanityResult",
+    "attribute", "attribute_run", "check_method", "get_method", "grad_cam", "grad_cam_plus_plus",
+    "gradient", "guided_backprop", "guided_grad_cam", "input_x_gradient", "integrated_gradients",
+    "interior_gradients", "layer_cam", "make_baseline", "mean_baseline", "method_function",
+    "model_randomisation", "occlusion", "parameter_layers", "parse_indices", "quadrature_rule",
+    "random_map", "register", "saliency", "score_cam", "score_of", "smoothgrad", "spearman",
 ]

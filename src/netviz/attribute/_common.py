@@ -33,6 +33,8 @@ class Attribution:
     ``attributions`` has the shape of the input (N, C, H, W), on the CPU. For integrated gradients
     ``completeness_error`` is |sum(attributions) - (F(x) - F(baseline))| / |F(x) - F(baseline)|
     per image and ``steps`` the number of steps each image used; other methods leave them None.
+    Class-activation maps (Grad-CAM and kin) also keep ``maps`` at the layer's resolution and the
+    ``layer``; their ``attributions`` are those maps upsampled bilinearly, the same in every channel.
     """
 
     attributions: torch.Tensor
@@ -44,6 +46,8 @@ class Attribution:
     score_input: torch.Tensor | None = None  # F(x), (N,)
     score_baseline: torch.Tensor | None = None  # F(baseline), (N,)
     settings: dict[str, Any] = field(default_factory=dict)
+    maps: torch.Tensor | None = None  # class-activation maps at the layer's resolution (N, 1, h, w)
+    layer: str | None = None  # the layer a CAM method read
 
     @property
     def delta(self) -> torch.Tensor | None:
@@ -289,3 +293,19 @@ def batched_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, s
         if on_batch is not None:
             on_batch(chunk.shape[0])
     return torch.cat(out) if out else torch.empty_like(x)
+
+
+def plain_gradients(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None,
+                    score: str, batch_size: int | None, quiet: bool, desc: str = "gradients"
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x on the CPU, dF/dx, target, F(x)) in eval mode, ``batch_size`` images at a time."""
+    from netviz.progress import progress
+
+    x = check_input(x)
+    check_score(score)
+    batch_size = check_batch_size(batch_size)
+    with eval_mode(model):
+        t, f_x = resolve_target(model, x, target, score, batch_size)
+        with progress(total=x.shape[0], quiet=quiet, desc=desc, unit="image") as bar:
+            grad = batched_gradients(model, x, t, score, batch_size, on_batch=bar.update)
+    return x, grad, t, f_x

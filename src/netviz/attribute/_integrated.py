@@ -22,6 +22,7 @@ from netviz.attribute._common import (
     model_device,
     resolve_target,
 )
+from netviz.attribute._registry import Method, register
 from netviz.errors import NetvizError, close_matches
 
 if TYPE_CHECKING:
@@ -200,3 +201,10 @@ def integrated_gradients(
     return Attribution(attributions=attributions, method="integrated", target=target, score=score,
                        completeness_error=error, steps=used, score_input=f_x, score_baseline=f_b,
                        settings=settings)
+
+
+register(Method("integrated", integrated_gradients,
+                "integrated gradients from a baseline, with a completeness check (Sundararajan et al. 2017)",
+                frozenset({"score", "batch_size", "baseline", "steps", "quadrature", "tolerance",
+                           "max_steps", "seed"}),
+                figures=("grid", "panels", "completeness")))

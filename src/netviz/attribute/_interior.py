@@ -21,6 +21,7 @@ from netviz.attribute._common import (
     model_device,
     resolve_target,
 )
+from netviz.attribute._registry import Method, register
 from netviz.errors import NetvizError
 
 if TYPE_CHECKING:
@@ -132,3 +133,9 @@ def interior_gradients(
     return InteriorGradients(gradients=grads, alphas=alpha_t, scores=scores, x=x,
                              baseline=b.contiguous(), target=target, score=score,
                              settings={"batch_size": batch_size})
+
+
+register(Method("interior", interior_gradients,
+                "gradients at scaled inputs alpha * x, as a strip and a GIF (Sundararajan et al. 2016)",
+                frozenset({"score", "batch_size", "baseline", "alphas", "seed"}),
+                figures=("interior",), evaluate=False))

@@ -1,23 +1,23 @@
 """`netviz attribute` as a plain function: pick the images of a run, attribute, sanity-check.
 
-The result (:class:`AttributeReport`) is drawn and written by :mod:`netviz.draw.attribute`.
+Which options a method takes comes from its registered :class:`~netviz.attribute._registry.Method`;
+nothing here branches on a method's name. The result (:class:`AttributeReport`) is drawn and
+written by :mod:`netviz.draw.attribute`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.attribute._common import BASELINES, Attribution, check_score, mean_baseline
-from netviz.attribute._gradients import input_x_gradient, saliency, smoothgrad
-from netviz.attribute._integrated import integrated_gradients
-from netviz.attribute._interior import InteriorGradients, interior_gradients
+from netviz.attribute._interior import InteriorGradients
+from netviz.attribute._registry import Method, get_method
 from netviz.attribute._sanity import SanityResult, model_randomisation
 from netviz.errors import NetvizError, close_matches
-from netviz.selection import parse_int_list
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from netviz.registry import ModelSpec
     from netviz.runs import Run
 
-METHODS = ("integrated", "interior", "saliency", "inputxgrad", "smoothgrad")
 DEFAULT_INDICES = "0-7"
 
 
@@ -46,38 +45,16 @@ class AttributeReport:
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise NetvizError(f"unknown method '{method}': use one of {', '.join(METHODS)}"
-                          f"{close_matches(method, METHODS)}")
-    return method
-
-
-def method_function(method: str) -> Callable[..., Any]:
-    """The function of :mod:`netviz.attribute` behind a ``--method`` name."""
-    return {"integrated": integrated_gradients, "interior": interior_gradients,
-            "saliency": saliency, "inputxgrad": input_x_gradient,
-            "smoothgrad": smoothgrad}[check_method(method)]
-
-
-def parse_indices(text: str, n: int) -> list[int]:
-    """"0-99", "7" or "1,3,10-12" -> indices, checked against a data set of ``n`` images."""
-    out = parse_int_list(text, "--index")
-    if max(out) >= n:
-        raise NetvizError(f"index {max(out)} is out of range: the eval set has {n} images (0..{n - 1})")
-    return out
-
-
-def _label_from_folder(path: Path, spec: ModelSpec) -> int | None:
-    names = list(spec.class_names)
-    return names.index(path.parent.name) if path.parent.name in names else None
+    @property
+    def spec_method(self) -> Method:
+        return get_method(self.method)
 
 
 def load_baseline(baseline: str | None, run: Run, data_dir: str | os.PathLike | None
                   ) -> str | torch.Tensor | None:
     """A baseline name, or the tensor for "mean" or an image file (which must fit the model)."""
     from netviz.data import load_image, normalise
+    from netviz.images import decode
 
     if baseline is None or baseline.lower() in ("black", "white", "blur", "noise"):
         return baseline.lower() if baseline else None
@@ -87,19 +64,37 @@ def load_baseline(baseline: str | None, run: Run, data_dir: str | os.PathLike | 
     if not path.is_file():
         raise NetvizError(f"unknown baseline '{baseline}': use one of {', '.join(BASELINES)} or an "
                           f"image file{close_matches(baseline, BASELINES)}")
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise NetvizError(f"baseline file {path} is not an image PIL can read") from exc
+    h, w = decode(path).pixels.shape[:2]
     _, mh, mw = run.spec.input_shape
     if (w, h) != (mw, mh):
         raise NetvizError(f"baseline image {path} is {w}x{h} but model '{run.spec.name}' takes "
                           f"{mw}x{mh} images: give a baseline of that size")
     pixels, _ = load_image(path, run.spec)
     return normalise(pixels, run.spec)
+
+
+def method_options(method: Method, run: Run, options: dict[str, Any], data_dir: str | os.PathLike | None,
+                   notes: list[str]) -> dict[str, Any]:
+    """The keyword arguments of ``method`` from the options a command was given: the baseline
+    loaded, the CAM layer resolved (the default one said in ``notes``), ``spec`` added."""
+    from netviz.attribute._cam import cam_layer
+
+    chosen = method.kwargs(options)
+    if "baseline" in chosen:
+        chosen["baseline"] = load_baseline(chosen["baseline"], run, data_dir)
+    if method.layer:
+        layer = cam_layer(run.model, chosen.get("layer"), run.spec.input_shape)
+        if chosen.get("layer") is None:
+            notes.append(f"{method.name} reads layer {layer}, the last one with a spatial output "
+                         "(pass --layer to choose another)")
+        chosen["layer"] = layer
+    return {**chosen, "spec": run.spec}
+
+
+def recorded(options: dict[str, Any]) -> dict[str, Any]:
+    """The options as JSON can hold them (a baseline tensor becomes its name)."""
+    return {k: (v if isinstance(v, (str, int, float, bool, list, type(None))) else "tensor")
+            for k, v in options.items() if k != "spec"}
 
 
 def attribute_run(
@@ -119,85 +114,53 @@ def attribute_run(
     alphas: str | Sequence[float] | None = None,
     samples: int = 50,
     noise: float = 0.15,
+    layer: str | int | None = None,
+    window: int = 4,
+    stride: int = 2,
     sanity: bool = False,
     data_dir: str | os.PathLike | None = None,
     seed: int = 0,
     quiet: bool = False,
 ) -> AttributeReport:
-    """Attribute the run's eval images ``indices`` (default 0-7) or the files ``images``."""
-    import torch
+    """Attribute the run's eval images ``indices`` (default 0-7) or the files ``images``.
 
+    Each method takes the options its registered :class:`Method` declares; the others are
+    ignored (``settings`` in the report records what it used)."""
     from netviz.attribute._common import eval_mode, forward_scores
-    from netviz.data import load_image, normalise
+    from netviz.data import normalise
     from netviz.device import seed_everything
+    from netviz.inputs import select_inputs
     from netviz.progress import say
 
-    check_method(method)
+    m = get_method(method)
     check_score(score)
-    if sanity and method == "interior":
-        raise NetvizError("--sanity needs a method with one map per image: integrated, saliency, "
-                          "inputxgrad or smoothgrad")
-    if images and indices is not None:
-        raise NetvizError("pass --image or --index, not both")
+    if sanity and not m.evaluate:
+        raise NetvizError(f"--sanity needs a method with one map per image, not {method}")
     seed_everything(seed)
     spec = run.spec
-    notes: list[str] = []
-    if images:
-        loaded = []
-        for p in images:
-            pixels, note = load_image(p, spec)
-            if note:
-                notes.append(f"{Path(p).name}: {note}")
-                say(f"{Path(p).name}: {note}", quiet)
-            loaded.append(pixels)
-        uint8 = torch.cat(loaded)
-        names = [Path(p).name for p in images]
-        idx: list[int | None] = [None] * len(images)
-        labels = [_label_from_folder(Path(p), spec) for p in images]
-    else:
-        data = run.eval_data(data_dir)
-        indices = DEFAULT_INDICES if indices is None else indices
-        chosen = (parse_indices(indices, len(data)) if isinstance(indices, str)
-                  else [int(i) for i in indices])
-        if any(not 0 <= i < len(data) for i in chosen):
-            raise NetvizError(f"index out of range: the eval set has {len(data)} images")
-        uint8 = data.images[chosen]
-        names = [f"index {i}" for i in chosen]
-        idx = list(chosen)
-        labels = [int(data.labels[i]) for i in chosen]
-    x = normalise(uint8, spec)
+    inputs = select_inputs(run, images, indices, data_dir, default=DEFAULT_INDICES)
+    notes = list(inputs.notes)
+    x = normalise(inputs.images, spec)
     model = run.model
     with eval_mode(model):
         _, preds = forward_scores(model, x, None, "logit", batch_size or 256)
-
-    base = load_baseline(baseline, run, data_dir)
-    common: dict[str, Any] = {"score": score, "batch_size": batch_size, "quiet": quiet}
-    if method == "integrated":
-        kwargs = dict(common, baseline=base, steps=steps, quadrature=quadrature,
-                      tolerance=tolerance, max_steps=max_steps, spec=spec, seed=seed)
-    elif method == "interior":
-        kwargs = dict(common, baseline=base, alphas=alphas, spec=spec, seed=seed)
-    elif method == "smoothgrad":
-        kwargs = dict(common, samples=samples, noise=noise, spec=spec, seed=seed)
-    else:
-        kwargs = common
-    fn = method_function(method)
-    result = fn(model, x, target, **kwargs)
+    given = dict(score=score, batch_size=batch_size, baseline=baseline, steps=steps, quadrature=quadrature,
+                 tolerance=tolerance, max_steps=max_steps, alphas=alphas, samples=samples, noise=noise,
+                 layer=layer, window=window, stride=stride, seed=seed)
+    kwargs = method_options(m, run, given, data_dir, notes)
+    for note in notes:
+        say(f"note: {note}", quiet)
+    result = m.function(model, x, target, quiet=quiet, **kwargs)
     sanity_result = None
     if sanity:
         say("sanity check: randomising the layers from the top down", quiet)
-        sanity_result = model_randomisation(model, x, fn, result.target, method_kwargs=kwargs,
+        sanity_result = model_randomisation(model, x, m.function, result.target, method_kwargs=kwargs,
                                             seed=seed, quiet=quiet)
-    settings = {"method": method, "score": score, "target": target,
-                "baseline": baseline if method in ("integrated", "interior") else None,
-                "steps": steps, "quadrature": quadrature if method == "integrated" else None,
-                "tolerance": tolerance if method == "integrated" else None,
-                "batch_size": batch_size, "seed": seed}
-    if method == "interior":
+    settings = {"method": method, "target": target, **recorded(m.kwargs(given))}
+    if isinstance(result, InteriorGradients):
         settings["alphas"] = list(result.alphas)
-    if method == "smoothgrad":
-        settings.update(samples=samples, noise=noise)
-    return AttributeReport(spec=spec, run_path=run.path, method=method, names=names, indices=idx,
-                           labels=labels, preds=[int(p) for p in preds],
-                           pixels=uint8.float() / 255.0, result=result, sanity=sanity_result,
+    settings.update(result.settings)
+    return AttributeReport(spec=spec, run_path=run.path, method=method, names=inputs.names,
+                           indices=inputs.indices, labels=inputs.labels, preds=[int(p) for p in preds],
+                           pixels=inputs.images.float() / 255.0, result=result, sanity=sanity_result,
                            settings=settings, notes=notes)

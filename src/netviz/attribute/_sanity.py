@@ -91,13 +91,15 @@ def model_randomisation(
     method_kwargs: dict[str, Any] | None = None,
     seed: int = 0,
     quiet: bool = True,
+    original: Attribution | None = None,
 ) -> SanityResult:
     """Cascading randomisation of ``layers`` (default: every layer with parameters, top first).
 
     ``attribute(model, x, target, **method_kwargs)`` is any method of :mod:`netviz.attribute`
     returning an :class:`Attribution`. The target is fixed to the original model's (its
     prediction when None), so every map explains the same class. ``seed`` seeds the
-    re-initialisations. ``model`` itself is never modified.
+    re-initialisations. ``model`` itself is never modified. ``original``: the unrandomised
+    model's result for ``x`` and ``target``, when the caller has it (saves computing it again).
     """
     import torch
 
@@ -122,7 +124,8 @@ def model_randomisation(
     def channel_map(a: Attribution) -> torch.Tensor:
         return a.attributions.sum(1).double()
 
-    maps = [channel_map(attribute(work, x, target, **kwargs))]
+    # the original map: given (already computed for these images and targets), or computed here
+    maps = [channel_map(original if original is not None else attribute(work, x, target, **kwargs))]
     for j, name in enumerate(progress(names, quiet=quiet, desc="randomising layers", unit="layer")):
         _reinitialise(work.get_submodule(name), seed + j)
         maps.append(channel_map(attribute(work, x, target, **kwargs)))

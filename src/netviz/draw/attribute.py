@@ -142,8 +142,11 @@ def plot_grid(report: AttributeReport, path: str | os.PathLike, style: str = "ov
         text, wrong = _caption(report, i)
         ax.set_title(text, fontsize=7, color="#b00020" if wrong else "black")
     title = f"{report.method}: {report.spec.name}, score = class {report.result.score}"
-    if style == "overlay" and report.method == "saliency":
-        title += " (|gradient|: greener = more sensitive)"
+    layer = getattr(report.result, "layer", None)
+    if layer:
+        title += f", layer {layer}"
+    if style == "overlay" and not report.spec_method.signed:
+        title += " (greener = more)"
     elif style == "overlay":
         title += " (green raises it, red lowers it)"
     if len(report.names) > n:
@@ -336,9 +339,10 @@ def report_json(report: AttributeReport) -> dict[str, Any]:
         "notes": report.notes,
         "images": [],
     }
-    if report.method == "integrated":
-        data["settings"] = dict(report.settings, schedule=res.settings["schedule"],
-                                batch_size=res.settings["batch_size"])
+    if getattr(res, "layer", None):
+        data["layer"] = res.layer
+    interior = hasattr(res, "alphas")
+    complete = getattr(res, "completeness_error", None) is not None
     for i, name in enumerate(report.names):
         item: dict[str, Any] = {
             "name": name, "index": report.indices[i], "label": report.labels[i],
@@ -346,7 +350,7 @@ def report_json(report: AttributeReport) -> dict[str, Any]:
             else None,
             "pred": report.preds[i], "target": int(res.target[i]),
         }
-        if report.method == "interior":
+        if interior:
             norms = res.gradients[i].flatten(1).norm(dim=1)
             item["alphas"] = list(res.alphas)
             item["scores"] = [_num(v) for v in res.scores[i]]
@@ -356,13 +360,13 @@ def report_json(report: AttributeReport) -> dict[str, Any]:
             item["attribution_max_abs"] = _num(res.attributions[i].abs().max())
             if res.score_input is not None:
                 item["score_input"] = _num(res.score_input[i])
-        if report.method == "integrated":
+        if complete:
             item["score_baseline"] = _num(res.score_baseline[i])
             item["completeness_delta"] = _num(res.delta[i])
             item["completeness_error"] = _num(res.completeness_error[i])
             item["steps"] = int(res.steps[i])
         data["images"].append(item)
-    if report.method == "integrated":
+    if complete:
         err = res.completeness_error
         tol = res.settings.get("tolerance")
         data["completeness"] = {
@@ -406,29 +410,47 @@ def check_drawing(style: str, percentile: float) -> None:
         raise NetvizError(f"clip percentile must be in (0, 100], not {percentile}")
 
 
+def _grid_figure(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Path]:
+    return [plot_grid(report, out / f"{report.method}.png", style, percentile)]
+
+
+def _panels(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Path]:
+    """One [image | overlay | heat map] PNG per image, its caption under it."""
+    paths = []
+    for i, name in enumerate(report.names):
+        caption = _caption(report, i)[0].replace("\n", "  |  ")
+        panel = image_panel(report.pixels[i], report.result.attributions[i], percentile)
+        paths.append(save_png(_label(panel, f"{report.method}: {caption}"),
+                              out / f"{report.method}_{slug(name)}.png"))
+    return paths
+
+
+def _completeness_figure(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Path]:
+    return [plot_completeness(report, out / "completeness.png")]
+
+
+def _interior_figures(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Path]:
+    paths = [plot_interior_scores(report, out / "interior_scores.png")]
+    for i in range(min(len(report.names), STRIP_MAX)):
+        s = slug(report.names[i])
+        paths.append(plot_interior_strip(report, i, out / f"interior_{s}.png", percentile))
+        paths.append(save_gif(interior_frames(report, i, percentile), out / f"interior_{s}.gif"))
+    return paths
+
+
+# What a method's `figures` name: each draws into the folder and returns the paths.
+FIGURES = {"grid": _grid_figure, "panels": _panels, "completeness": _completeness_figure,
+           "interior": _interior_figures}
+
+
 def write_attribution(report: AttributeReport, out_dir: str | os.PathLike,
                       style: str = "overlay", percentile: float = 99.0) -> list[Path]:
-    """Write the figures and attribute.json of ``report`` into ``out_dir``; return the paths."""
+    """Write attribute.json and the figures the report's method asks for; return the paths."""
     check_drawing(style, percentile)
     out = Path(out_dir)
     paths = [write_json(out / "attribute.json", report_json(report))]
-    method = report.method
-    if method == "interior":
-        paths.append(plot_interior_scores(report, out / "interior_scores.png"))
-        for i in range(min(len(report.names), STRIP_MAX)):
-            s = slug(report.names[i])
-            paths.append(plot_interior_strip(report, i, out / f"interior_{s}.png", percentile))
-            paths.append(save_gif(interior_frames(report, i, percentile),
-                                  out / f"interior_{s}.gif"))
-    else:
-        paths.append(plot_grid(report, out / f"{method}.png", style, percentile))
-        for i, name in enumerate(report.names):
-            # one caption line under the panel says which image and what the model made of it
-            caption = _caption(report, i)[0].replace("\n", "  |  ")
-            panel = image_panel(report.pixels[i], report.result.attributions[i], percentile)
-            paths.append(save_png(_label(panel, f"{method}: {caption}"), out / f"{method}_{slug(name)}.png"))
-        if method == "integrated":
-            paths.append(plot_completeness(report, out / "completeness.png"))
+    for figure in report.spec_method.figures:
+        paths += FIGURES[figure](report, out, style, percentile)
     if report.sanity is not None:
         paths.append(write_json(out / "sanity.json", sanity_json(report.sanity, report)))
         paths.append(plot_sanity(report.sanity, report, out / "sanity.png", percentile))

@@ -1,4 +1,4 @@
-"""Plain-gradient methods: saliency (|gradient|), input x gradient, SmoothGrad."""
+"""SmoothGrad (Smilkov et al. 2017): the gradient averaged over noisy copies of the input."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from netviz.attribute._common import (
     Attribution,
-    batched_gradients,
     check_batch_size,
     check_input,
     check_score,
@@ -18,6 +17,7 @@ from netviz.attribute._common import (
     pixel_range,
     resolve_target,
 )
+from netviz.attribute._registry import Method, register
 from netviz.errors import NetvizError
 
 if TYPE_CHECKING:
@@ -25,44 +25,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from netviz.registry import ModelSpec
-
-def _gradient(model: nn.Module, x: torch.Tensor, target, score: str, batch_size: int | None,
-              quiet: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    from netviz.progress import progress
-
-    x = check_input(x)
-    check_score(score)
-    batch_size = check_batch_size(batch_size)
-    with eval_mode(model):
-        t, f_x = resolve_target(model, x, target, score, batch_size)
-        with progress(total=x.shape[0], quiet=quiet, desc="gradients", unit="image") as bar:
-            grad = batched_gradients(model, x, t, score, batch_size, on_batch=bar.update)
-    return x, grad, t, f_x
-
-
-def gradient(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None
-             = None, *, score: str = "logit", batch_size: int | None = None,
-             quiet: bool = True) -> Attribution:
-    """The signed gradient dF/dx of the score of ``target`` (None: the predicted class)."""
-    _, grad, t, f_x = _gradient(model, x, target, score, batch_size, quiet)
-    return Attribution(grad, "gradient", t, score, score_input=f_x)
-
-
-def saliency(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None
-             = None, *, score: str = "logit", batch_size: int | None = None,
-             quiet: bool = True) -> Attribution:
-    """Saliency (Simonyan et al. 2013): |dF/dx| per input value; like Captum's ``Saliency``."""
-    _, grad, t, f_x = _gradient(model, x, target, score, batch_size, quiet)
-    return Attribution(grad.abs(), "saliency", t, score, score_input=f_x)
-
-
-def input_x_gradient(model: nn.Module, x: torch.Tensor,
-                     target: int | Sequence[int] | torch.Tensor | None = None, *,
-                     score: str = "logit", batch_size: int | None = None,
-                     quiet: bool = True) -> Attribution:
-    """x * dF/dx, with x in the normalised input space (as Captum's ``InputXGradient``)."""
-    x, grad, t, f_x = _gradient(model, x, target, score, batch_size, quiet)
-    return Attribution(x * grad, "inputxgrad", t, score, score_input=f_x)
 
 
 def smoothgrad(model: nn.Module, x: torch.Tensor,
@@ -118,3 +80,7 @@ def smoothgrad(model: nn.Module, x: torch.Tensor,
     return Attribution(out, "smoothgrad", t, score, score_input=f_x,
                        settings={"samples": samples, "noise": noise, "absolute": absolute,
                                  "seed": seed})
+
+
+register(Method("smoothgrad", smoothgrad, "gradient averaged over noisy copies (Smilkov et al. 2017)",
+                frozenset({"score", "batch_size", "samples", "noise", "seed"})))

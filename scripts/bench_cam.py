@@ -1,0 +1,122 @@
+"""Occlusion and Score-CAM, time per image: netviz vs Captum's Occlusion and the grad-cam package.
+
+Same machine, same process, same model, images and targets, each contender timed in turn
+(median of --repeats), after a warm-up; the results are checked to agree. Contenders:
+
+- occlusion, window 4 x 4, stride 2 (the MNIST net, 169 windows per image): netviz (all windows of
+  all images in batches of --batch-size), Captum ``Occlusion`` with its default
+  ``perturbations_per_eval=1`` and with ``perturbations_per_eval=--batch-size``;
+- Score-CAM on the MNIST net's ``pool`` (64 channels) and on a torchvision ResNet-18's ``layer4``
+  (512 channels, 224 x 224, random weights): netviz (masked inputs in batches of --batch-size)
+  and the grad-cam package's ``ScoreCAM`` with its default batch of 16 and with --batch-size.
+
+    NETVIZ_DATA=../shared/data python scripts/bench_cam.py --run runs/mnist-3ep [--images 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def timed(fn: Callable[[], torch.Tensor], repeats: int, warm_up: bool = True) -> tuple[float, torch.Tensor]:
+    if warm_up:
+        fn()  # oneDNN kernels, allocator
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def scaled(maps: torch.Tensor) -> torch.Tensor:
+    m = maps.reshape(maps.shape[0], -1)
+    m = m - m.min(1, keepdim=True).values
+    return m / (1e-7 + m.max(1, keepdim=True).values)
+
+
+def main() -> None:
+    from captum.attr import Occlusion
+    from pytorch_grad_cam import ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    import netviz.attribute as A
+    from netviz.data import normalise
+    from netviz.registry import build_model
+    from netviz.runs import load_run
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a trained MNIST run folder")
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--resnet-images", type=int, default=1,
+                        help="ResNet images (each is 512 forward passes at 224 x 224: minutes on a CPU)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_grad_enabled(True)
+    run = load_run(args.run, device="cpu")
+    model, spec = run.model, run.spec
+    x = normalise(run.eval_data().images[:args.images], spec)
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    n, bs = len(x), args.batch_size
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; MNIST net, {n} test images")
+
+    rows = []
+    black = A.make_baseline(x, "black", spec=spec)
+    ours_t, ours = timed(lambda: A.occlusion(model, x, target, window=4, stride=2, spec=spec,
+                                               batch_size=bs).attributions, args.repeats)
+    for ppe in (1, bs):
+        t, ref = timed(lambda ppe=ppe: Occlusion(model).attribute(
+            x, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2), baselines=black, target=target,
+            perturbations_per_eval=ppe), args.repeats)
+        diff = float((ours - ref).abs().max() / ref.abs().max())
+        rows.append(("occlusion 4x4/2, MNIST", f"Captum Occlusion, perturbations_per_eval={ppe}", ours_t / n,
+                     t / n, diff))
+
+    def grad_cam_package(net, layer, inputs, t, batch):
+        cam = ScoreCAM(model=net, target_layers=[net.get_submodule(layer)])
+        cam.batch_size = batch
+        import tqdm  # the package prints a bar per image and batch: silence it for the timing
+        tqdm_init = tqdm.tqdm.__init__
+
+        def quiet_init(self, *a, **k):
+            k["disable"] = True
+            tqdm_init(self, *a, **k)
+
+        tqdm.tqdm.__init__ = quiet_init
+        try:
+            return torch.from_numpy(cam(input_tensor=inputs, targets=[ClassifierOutputTarget(int(k)) for k in t]))
+        finally:
+            tqdm.tqdm.__init__ = tqdm_init
+
+    cases = [("Score-CAM pool (64 ch), MNIST", model, "pool", x, target, n, args.repeats)]
+    torch.manual_seed(0)
+    resnet = build_model("resnet18")
+    xr = torch.randn(args.resnet_images, 3, 224, 224)
+    with torch.no_grad():
+        tr = resnet(xr).argmax(1)
+    cases.append(("Score-CAM layer4 (512 ch), ResNet-18 224x224", resnet, "layer4", xr, tr, len(xr), 1))
+    for label, net, layer, inputs, t, count, repeats in cases:
+        warm = repeats > 1
+        ours_t, ours = timed(lambda net=net, layer=layer, inputs=inputs, t=t: A.score_cam(
+            net, inputs, t, layer, batch_size=bs).attributions[:, 0], repeats, warm)
+        for batch in (16, bs):
+            ref_t, ref = timed(lambda net=net, layer=layer, inputs=inputs, t=t, batch=batch: grad_cam_package(
+                net, layer, inputs, t, batch), repeats, warm)
+            # the package resizes with OpenCV, netviz with torch: compare the [0, 1]-scaled maps
+            diff = float((scaled(ours) - scaled(ref)).abs().max())
+            rows.append((label, f"grad-cam ScoreCAM, batch_size={batch}", ours_t / count, ref_t / count, diff))
+
+    print(f"{'case':<46} {'peer':<42} {'netviz s/img':>12} {'peer s/img':>11} {'ratio':>6} {'max diff':>9}")
+    for case, peer, ours_s, ref_s, diff in rows:
+        print(f"{case:<46} {peer:<42} {ours_s:>12.4f} {ref_s:>11.4f} {ours_s / ref_s:>6.2f} {diff:>9.1e}")
+
+
+if __name__ == "__main__":
+    main()

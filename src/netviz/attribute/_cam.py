@@ -1,0 +1,112 @@
+"""Class-activation maps: what every CAM method shares (the role of pytorch-grad-cam's base_cam.py).
+
+A CAM method reads one layer's output A (N, K, h, w) and, for most, the gradient of the score F
+with respect to it, and returns weights: one per channel (N, K) or one per position (N, K, h, w).
+The map is ReLU(sum_k w_k A_k) at the layer's resolution (Selvaraju et al. 2017), upsampled
+bilinearly to the input. Each method is one small ``weigh`` function in its own file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from netviz.attribute._common import (
+    Attribution,
+    check_batch_size,
+    check_input,
+    check_score,
+    eval_mode,
+    resolve_target,
+    score_of,
+)
+from netviz.device import model_device
+from netviz.errors import NetvizError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+CAM_OPTIONS = frozenset({"score", "batch_size", "layer"})
+
+
+@dataclass
+class LayerReading:
+    """What a CAM method sees for a batch of images (all on the model's device)."""
+
+    model: nn.Module
+    x: torch.Tensor  # (n, C, H, W) normalised inputs
+    target: torch.Tensor  # (n,)
+    score: str
+    activations: torch.Tensor  # (n, K, h, w), detached
+    gradients: torch.Tensor | None  # dF/dA (n, K, h, w), None for gradient-free methods
+    batch_size: int  # for methods that run the model again (Score-CAM)
+
+
+Weigh = Callable[[LayerReading], "torch.Tensor"]
+
+
+def cam_layer(model: nn.Module, layer: str | int | None, input_shape: Sequence[int]) -> str:
+    """The dotted name of ``layer`` (a name or number), or the last layer with a spatial output."""
+    from netviz.layers import last_spatial_layer, resolve_layer
+
+    return last_spatial_layer(model, input_shape) if layer is None else resolve_layer(model, layer)
+
+
+def read_layer(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str, score: str,
+               gradients: bool, batch_size: int) -> LayerReading:
+    """One forward pass (and backward, for gradients) recording ``layer``'s output."""
+    import torch
+
+    from netviz.layers import capture_activations
+
+    x = x.detach().requires_grad_(True)  # activations need a graph even if the weights are frozen
+    with torch.enable_grad(), capture_activations(model, [layer], detach=False) as store:
+        f = score_of(model(x), target, score)
+    if layer not in store:
+        raise NetvizError(f"layer {layer} produced no tensor output: pick another --layer")
+    act = store[layer]
+    if act.ndim != 4 or act.shape[2] * act.shape[3] < 1:
+        raise NetvizError(f"layer {layer} has no spatial output (it gives {tuple(act.shape[1:])} per "
+                          "image): class-activation maps need channels x height x width; pass a "
+                          "convolutional --layer (see `netviz layers`)")
+    grads = torch.autograd.grad(f.sum(), act)[0].detach() if gradients else None
+    return LayerReading(model, x.detach(), target, score, act.detach().float(), grads, batch_size)
+
+
+def class_activation_maps(model: nn.Module, x: torch.Tensor,
+                          target: int | Sequence[int] | torch.Tensor | None, *, method: str,
+                          weigh: Weigh, gradients: bool = True, layer: str | int | None = None,
+                          score: str = "logit", batch_size: int | None = None,
+                          quiet: bool = True) -> Attribution:
+    """The maps of ``weigh`` for every image: ``.maps`` (N, 1, h, w) ReLU'd, ``.attributions``
+    upsampled bilinearly to the input (the same map in every channel)."""
+    import torch
+    from torch.nn import functional as F
+
+    from netviz.progress import progress
+
+    x = check_input(x)
+    check_score(score)
+    batch_size = check_batch_size(batch_size)
+    dev = model_device(model)
+    name = cam_layer(model, layer, x.shape[1:])
+    maps = []
+    with eval_mode(model):
+        t, f_x = resolve_target(model, x, target, score, batch_size)
+        with progress(total=x.shape[0], quiet=quiet, desc=method, unit="image") as bar:
+            for start in range(0, x.shape[0], batch_size):
+                reading = read_layer(model, x[start:start + batch_size].to(dev),
+                                     t[start:start + batch_size].to(dev), name, score, gradients,
+                                     batch_size)
+                w = weigh(reading)
+                w = w[:, :, None, None] if w.ndim == 2 else w
+                maps.append(torch.relu((w * reading.activations).sum(1, keepdim=True)).cpu())
+                bar.update(reading.x.shape[0])
+    cams = torch.cat(maps)
+    up = F.interpolate(cams, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
+    return Attribution(up.expand(-1, x.shape[1], -1, -1).contiguous(), method, t, score,
+                       score_input=f_x, maps=cams, layer=name,
+                       settings={"layer": name, "batch_size": batch_size})

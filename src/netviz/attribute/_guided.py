@@ -1,0 +1,79 @@
+"""Guided backpropagation (Springenberg et al. 2014): the input gradient where every ReLU passes
+back only positive gradients, and only where its input was positive."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from netviz.attribute._common import Attribution, plain_gradients
+from netviz.attribute._registry import Method, register
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from netviz.registry import ModelSpec
+
+
+@functools.cache
+def _guided_relu():
+    import torch
+
+    class GuidedReLU(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, z: torch.Tensor) -> torch.Tensor:
+            ctx.save_for_backward(z)
+            return z.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+            (z,) = ctx.saved_tensors
+            return grad * ((z > 0) & (grad > 0)).to(grad.dtype)
+
+    return GuidedReLU
+
+
+@contextlib.contextmanager
+def guided_relus(model: nn.Module) -> Iterator[int]:
+    """Inside the block every ``nn.ReLU`` of ``model`` back-propagates the guided way (forward
+    values unchanged); yields how many. A functional ``F.relu`` in a forward is left as it is."""
+    from torch import nn
+
+    fn = _guided_relu()
+    inputs: dict[int, list] = {}
+    handles = []
+
+    def pre_hook(module: nn.Module, args: tuple) -> None:
+        z = args[0]
+        inputs.setdefault(id(module), []).append(z.clone() if module.inplace else z)
+
+    def hook(module: nn.Module, args: tuple, output: object) -> object:
+        return fn.apply(inputs[id(module)].pop())
+
+    try:
+        for m in model.modules():
+            if type(m) is nn.ReLU:
+                handles.append(m.register_forward_pre_hook(pre_hook))
+                handles.append(m.register_forward_hook(hook))
+        yield len(handles) // 2
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def guided_backprop(model: nn.Module, x: torch.Tensor,
+                    target: int | Sequence[int] | torch.Tensor | None = None, *, score: str = "logit",
+                    batch_size: int | None = None, spec: ModelSpec | None = None,
+                    quiet: bool = True) -> Attribution:
+    """Guided backpropagation of the score of ``target``; like Captum's ``GuidedBackprop``."""
+    with guided_relus(model):
+        _, grad, t, f_x = plain_gradients(model, x, target, score, batch_size, quiet,
+                                          desc="guided backprop")
+    return Attribution(grad, "guided-backprop", t, score, score_input=f_x)
+
+
+register(Method("guided-backprop", guided_backprop, "gradient through ReLUs that pass only positive "
+                "signals (Springenberg et al. 2014)", frozenset({"score", "batch_size"})))

@@ -1,0 +1,51 @@
+"""Score-CAM (Wang et al. 2020): channels weighted by the score of the input masked by each."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from netviz.attribute._cam import CAM_OPTIONS, LayerReading, class_activation_maps
+from netviz.attribute._common import score_of
+from netviz.attribute._registry import Method, register
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from netviz.attribute._common import Attribution
+    from netviz.registry import ModelSpec
+
+
+def weigh(r: LayerReading) -> torch.Tensor:
+    """softmax over channels of F(x * mask_k), mask_k = channel k upsampled and scaled to [0, 1].
+
+    All n x K masked inputs go through the model ``batch_size`` at a time."""
+    import torch
+    from torch.nn import functional as F
+
+    n, k = r.activations.shape[:2]
+    masks = F.interpolate(r.activations, size=tuple(r.x.shape[2:]), mode="bilinear", align_corners=True)
+    flat = masks.flatten(2)
+    lo, hi = flat.min(2).values[..., None, None], flat.max(2).values[..., None, None]
+    masks = (masks - lo) / (hi - lo + 1e-8)
+    owner = torch.arange(n, device=r.x.device).repeat_interleave(k)
+    scores = []
+    with torch.no_grad():
+        for start in range(0, n * k, r.batch_size):
+            who = owner[start:start + r.batch_size]
+            m = masks.flatten(0, 1)[start:start + r.batch_size, None]
+            scores.append(score_of(r.model(r.x[who] * m), r.target[who], r.score).float())
+    return torch.softmax(torch.cat(scores).view(n, k), dim=1)
+
+
+def score_cam(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None,
+              layer: str | int | None = None, *, score: str = "logit", batch_size: int | None = None,
+              spec: ModelSpec | None = None, quiet: bool = True) -> Attribution:
+    """Score-CAM of ``layer``; the masked forward passes run ``batch_size`` at a time."""
+    return class_activation_maps(model, x, target, method="scorecam", weigh=weigh, gradients=False,
+                                 layer=layer, score=score, batch_size=batch_size, quiet=quiet)
+
+
+register(Method("scorecam", score_cam, "Score-CAM: channels weighted by the score of the input they "
+                "mask (Wang et al. 2020)", CAM_OPTIONS, signed=False, layer=True))

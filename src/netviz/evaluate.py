@@ -1,0 +1,243 @@
+"""How faithful is an attribution map? Deletion and insertion curves for every method, one table.
+
+Deletion and insertion (Petsiuk et al. 2018, RISE): pixels are ranked by the method's map summed
+over channels; deletion replaces the top-ranked ones by the baseline, insertion puts them into
+the baseline, a fraction of the image at a time; the target class's probability after each step
+traces a curve whose area (on a 0..1 fraction axis) scores the map: a low deletion AUC (the score
+falls fast) and a high insertion AUC (it rises fast) mean the map found what the model uses.
+Also the cascading randomisation check (Spearman correlation of |map| with the map of a model
+whose top half of layers is re-initialised, as Adebayo et al.; lower is better) and the seconds
+per image. Every curve's model evaluations go in batches. ``random`` is the control.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from netviz.errors import NetvizError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from netviz.inputs import Inputs
+    from netviz.registry import ModelSpec
+    from netviz.runs import Run
+
+DEFAULT_METHODS = ("integrated", "saliency", "inputxgrad", "smoothgrad", "guided-backprop", "gradcam",
+                   "gradcam++", "layercam", "scorecam", "guided-gradcam", "occlusion", "random")
+CURVE_BASELINES = ("black", "blur", "mean")
+
+
+@dataclass
+class MethodScores:
+    """One method's curves and scores over the images (tensors on the CPU)."""
+
+    name: str
+    deletion: torch.Tensor  # (N, S) target probability after each step, step 0 = the image itself
+    insertion: torch.Tensor  # (N, S), step 0 = the baseline
+    deletion_auc: torch.Tensor  # (N,)
+    insertion_auc: torch.Tensor  # (N,)
+    sanity: torch.Tensor  # (N,) Spearman of |map| after randomising the top layers (nan: not run)
+    seconds: float  # computing the maps, all images
+
+    def summary(self, n: int) -> dict[str, Any]:
+        def mean(t: torch.Tensor) -> float | None:
+            v = float(t.double().nanmean()) if t.numel() else float("nan")
+            return None if math.isnan(v) else v
+
+        return {"deletion_auc": mean(self.deletion_auc), "insertion_auc": mean(self.insertion_auc),
+                "sanity_spearman": mean(self.sanity), "seconds_per_image": self.seconds / max(n, 1)}
+
+
+@dataclass
+class Evaluation:
+    """The scores of every method on the same images, targets and baseline."""
+
+    methods: dict[str, MethodScores]
+    fractions: torch.Tensor  # (S,) the fraction of pixels removed/inserted at each step
+    inputs: Inputs
+    targets: torch.Tensor  # (N,)
+    spec: ModelSpec
+    settings: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def ranked(self) -> list[str]:
+        """Methods best first: by insertion AUC minus deletion AUC (both in [0, 1])."""
+        def key(name: str) -> float:
+            s = self.methods[name].summary(len(self.inputs))
+            return s["insertion_auc"] - s["deletion_auc"]
+
+        return sorted(self.methods, key=key, reverse=True)
+
+    def record(self) -> dict[str, Any]:
+        """The contents of evaluate.json."""
+        n = len(self.inputs)
+        methods = {}
+        for name in self.ranked():
+            m = self.methods[name]
+            methods[name] = {**m.summary(n), "per_image": [
+                {"name": self.inputs.names[i], "index": self.inputs.indices[i], "target": int(self.targets[i]),
+                 "deletion_auc": float(m.deletion_auc[i]), "insertion_auc": float(m.insertion_auc[i]),
+                 "sanity_spearman": None if math.isnan(float(m.sanity[i])) else float(m.sanity[i]),
+                 "deletion": [round(float(v), 6) for v in m.deletion[i]],
+                 "insertion": [round(float(v), 6) for v in m.insertion[i]]}
+                for i in range(n)]}
+        return {"model": self.spec.name, "ranking": self.ranked(),
+                "definition": {
+                    "deletion_auc": "area under the target probability as the top-ranked pixels are replaced by the "
+                                    "baseline, fraction 0..1 (lower is better)",
+                    "insertion_auc": "area under the target probability as the top-ranked pixels are put into the "
+                                     "baseline (higher is better)",
+                    "sanity_spearman": "Spearman correlation of |map| with the map after randomising the top layers "
+                                       "(lower is better: the map depends on the model)",
+                    "ranking": "insertion_auc - deletion_auc, best first"},
+                "fractions": [round(float(f), 6) for f in self.fractions],
+                "methods": methods, "settings": self.settings, "notes": self.notes}
+
+
+def fraction_steps(steps_frac: float, pixels: int) -> torch.Tensor:
+    """0, f, 2f, ..., 1 (the last step always the whole image)."""
+    import torch
+
+    if not 0 < steps_frac <= 1:
+        raise NetvizError(f"--steps-frac must be a fraction in (0, 1], e.g. 0.05, not {steps_frac}")
+    k = max(1, math.ceil(1 / steps_frac - 1e-9))
+    return torch.tensor([min(1.0, j * steps_frac) for j in range(k + 1)], dtype=torch.float64)
+
+
+def auc(curves: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+    """Trapezoid area under each row of ``curves`` over ``fractions``."""
+    import torch
+
+    return torch.trapezoid(curves.double(), fractions.double(), dim=1)
+
+
+def perturbation_curves(model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor,
+                        maps: torch.Tensor, fractions: torch.Tensor, batch_size: int
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(deletion, insertion) target probabilities, each (N, S), for pixels ranked by ``maps``
+    (N, C, H, W, summed over channels; ties in image order). All N x S x 2 images in batches."""
+    import torch
+
+    from netviz.device import model_device
+
+    n, _, h, w = x.shape
+    hw = h * w
+    order = torch.argsort(maps.double().sum(1).flatten(1), dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(hw).expand(n, hw).contiguous())
+    counts = torch.round(fractions * hw).long()
+    s = len(fractions)
+    dev = model_device(model)
+    # job j = (image, step, kind): built a batch at a time so memory stays at batch_size images
+    jobs = torch.arange(n * s * 2)
+    probs = torch.empty(n * s * 2)
+    with torch.no_grad():
+        for start in range(0, len(jobs), batch_size):
+            j = jobs[start:start + batch_size]
+            img, step, kind = j // (2 * s), (j // 2) % s, j % 2
+            top = (rank[img] < counts[step][:, None]).view(-1, 1, h, w).to(dev)
+            xs, bs = x[img].to(dev), baseline[img].to(dev)
+            deleted = torch.where(top, bs, xs)  # kind 0: the top pixels replaced by the baseline
+            inserted = torch.where(top, xs, bs)  # kind 1: the top pixels put into the baseline
+            inputs = torch.where((kind == 0).view(-1, 1, 1, 1).to(dev), deleted, inserted)
+            logits = model(inputs)
+            logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+            p = torch.softmax(logits.float(), dim=1)
+            probs[start:start + len(j)] = p.gather(1, target[img].view(-1, 1).to(dev)).squeeze(1).cpu()
+    probs = probs.view(n, s, 2)
+    return probs[..., 0], probs[..., 1]
+
+
+def sanity_correlation(model: nn.Module, x: torch.Tensor, method: Any, original: Any,
+                       kwargs: dict[str, Any], layers: int, seed: int) -> torch.Tensor:
+    """Spearman of |map| between ``original`` (the model's) and the map of a copy whose top
+    ``layers`` are re-initialised."""
+    import torch
+
+    from netviz.attribute import model_randomisation, parameter_layers
+
+    names = parameter_layers(model)[:max(1, layers)]
+    result = model_randomisation(model, x, method.function, original.target, layers=names,
+                                 method_kwargs=kwargs, seed=seed, original=original)
+    return result.rank_correlation[-1].to(torch.float64)
+
+
+def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images: Sequence[str | os.PathLike] = (),
+                 indices: str | Sequence[int] | None = None, steps_frac: float = 0.05,
+                 baseline: str = "black", layer: str | int | None = None, batch_size: int = 256,
+                 sanity: bool = True, sanity_layers: int | None = None, data_dir: str | os.PathLike | None = None,
+                 seed: int = 0, quiet: bool = True) -> Evaluation:
+    """Score ``methods`` (default :data:`DEFAULT_METHODS`) on the run's eval images ``indices``
+    (default 0-49) or on image files; every method explains the same target (the prediction)."""
+    import torch
+
+    from netviz.attribute import get_method
+    from netviz.attribute._common import eval_mode, forward_scores, make_baseline
+    from netviz.attribute._run import load_baseline, method_options
+    from netviz.data import normalise
+    from netviz.device import seed_everything
+    from netviz.inputs import select_inputs
+    from netviz.layers import weight_layers
+    from netviz.progress import progress, say
+
+    names = parse_methods(methods)
+    chosen = [get_method(name) for name in names]
+    if baseline not in CURVE_BASELINES:
+        raise NetvizError(f"unknown --baseline '{baseline}' for the curves: use one of {', '.join(CURVE_BASELINES)}")
+    if batch_size < 1:
+        raise NetvizError(f"--batch-size must be positive, not {batch_size}")
+    seed_everything(seed)
+    inputs = select_inputs(run, images, indices, data_dir, default="0-49")
+    spec, model = run.spec, run.model
+    x = normalise(inputs.images, spec)
+    fractions = fraction_steps(steps_frac, x.shape[2] * x.shape[3])
+    base = make_baseline(x, load_baseline(baseline, run, data_dir), spec=spec, seed=seed)
+    with eval_mode(model):
+        _, targets = forward_scores(model, x, None, "logit", batch_size)
+    top = sanity_layers if sanity_layers is not None else math.ceil(len(weight_layers(model)) / 2)
+    notes = list(inputs.notes)
+    scores: dict[str, MethodScores] = {}
+    for method in progress(chosen, quiet=quiet, desc="methods", unit="method"):
+        kwargs = method_options(method, run, dict(score="logit", batch_size=batch_size, baseline=baseline,
+                                                  layer=layer, seed=seed), data_dir, notes)
+        start = time.perf_counter()
+        with eval_mode(model):
+            result = method.function(model, x, targets, quiet=True, **kwargs)
+        seconds = time.perf_counter() - start
+        with eval_mode(model):
+            deletion, insertion = perturbation_curves(model, x, base, targets, result.attributions,
+                                                      fractions, batch_size)
+        corr = (sanity_correlation(model, x, method, result, kwargs, top, seed) if sanity
+                else torch.full((len(x),), float("nan"), dtype=torch.float64))
+        scores[method.name] = MethodScores(method.name, deletion, insertion, auc(deletion, fractions),
+                                           auc(insertion, fractions), corr, seconds)
+    for note in notes:
+        say(f"note: {note}", quiet)
+    settings = {"methods": names, "steps_frac": steps_frac, "steps": len(fractions) - 1, "baseline": baseline,
+                "batch_size": batch_size, "sanity": sanity, "sanity_layers": top if sanity else 0, "seed": seed,
+                "images": len(inputs), "target": "the predicted class", "score": "softmax probability"}
+    return Evaluation(scores, fractions, inputs, targets, spec, settings, notes)
+
+
+def parse_methods(methods: str | Sequence[str] | None) -> list[str]:
+    """``"integrated,gradcam,random"`` (or a sequence; None: every method that can be scored)."""
+    from netviz.attribute import get_method
+
+    if methods is None:
+        return list(DEFAULT_METHODS)
+    names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
+    names = [m for m in names if m]
+    if not names:
+        raise NetvizError("--methods is empty: name one or more, e.g. --methods integrated,gradcam,random")
+    for name in names:
+        if not get_method(name).evaluate:
+            raise NetvizError(f"method {name} gives no single map per image and cannot be scored: "
+                              "leave it out of --methods")
+    return list(dict.fromkeys(names))

@@ -1,0 +1,80 @@
+"""The images a command looks at: image files, or samples of the run's evaluation data by index.
+
+One place for `attribute`, `evaluate` (and the sharding of `torchrun`): :func:`select_inputs`
+returns them as uint8 tensors with their names, data-set indices and true labels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from netviz.errors import NetvizError
+from netviz.selection import parse_int_list
+
+if TYPE_CHECKING:
+    import torch
+
+    from netviz.registry import ModelSpec
+    from netviz.runs import Run
+
+
+@dataclass
+class Inputs:
+    """``images`` uint8 (N, C, H, W) fitted to the model; per image its name, index, label."""
+
+    images: torch.Tensor
+    names: list[str]  # "index 12" or the file name
+    indices: list[int | None]  # index in the eval data, None for a file
+    labels: list[int | None]  # the true class when known
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def parse_indices(text: str, n: int) -> list[int]:
+    """"0-99", "7" or "1,3,10-12" -> indices, checked against a data set of ``n`` images."""
+    out = parse_int_list(text, "--index")
+    if max(out) >= n:
+        raise NetvizError(f"index {max(out)} is out of range: the eval set has {n} images (0..{n - 1})")
+    return out
+
+
+def label_from_folder(path: Path, spec: ModelSpec) -> int | None:
+    """The class of an image kept in a folder named after it (``cat/001.png``), if there is one."""
+    names = list(spec.class_names)
+    return names.index(path.parent.name) if path.parent.name in names else None
+
+
+def select_inputs(run: Run, images: Sequence[str | os.PathLike] = (),
+                  indices: str | Sequence[int] | None = None, data_dir: str | os.PathLike | None = None,
+                  default: str = "0-7") -> Inputs:
+    """Image files, or eval-data samples (``indices``, default ``default``); never both."""
+    import torch
+
+    from netviz.data import conform, load_image
+
+    spec = run.spec
+    if images and indices is not None:
+        raise NetvizError("pass --image or --index, not both")
+    if images:
+        loaded, notes = [], []
+        for p in images:
+            pixels, note = load_image(p, spec)
+            if note:
+                notes.append(f"{Path(p).name}: {note}")
+            loaded.append(pixels)
+        return Inputs(torch.cat(loaded), [Path(p).name for p in images], [None] * len(images),
+                      [label_from_folder(Path(p), spec) for p in images], notes)
+    data = run.eval_data(data_dir)
+    indices = default if indices is None else indices
+    chosen = parse_indices(indices, len(data)) if isinstance(indices, str) else [int(i) for i in indices]
+    if any(not 0 <= i < len(data) for i in chosen):
+        raise NetvizError(f"index out of range: the eval set has {len(data)} images")
+    pixels, note = conform(data.images[chosen], spec)
+    return Inputs(pixels, [f"index {i}" for i in chosen], list(chosen),
+                  [int(data.labels[i]) for i in chosen], [note] if note else [])
