@@ -139,12 +139,13 @@ def full(args, device: torch.device) -> None:
     for config in ("mnist-fast.toml", "mnist-fast-994.toml"):
         rows += [recipe_run(config, seed, device) for seed in seeds]
     ref = rows[0]["to_99"]
-    print(f"{'config':<22} {'seed':>4} {'epochs':>6} {'final acc':>9} {'to 99 %':>10} {'ratio':>6} {'img/s':>8}")
+    print(f"{'config':<22} {'seed':>4} {'epochs':>6} {'final acc':>9} {'to 99 %':>10} {'at epoch':>8} {'ratio':>6} "
+          f"{'img/s':>8}")
     for r in rows:
         to99 = f"{r['to_99']:.1f} s" if r["to_99"] is not None else "never"
         ratio = f"{r['to_99'] / ref:.3f}" if r["to_99"] is not None and ref else "-"
         print(f"{r['config']:<22} {r['seed']:>4} {r['epochs']:>6} {r['final_acc']:>9.4f} {to99:>10} "
-              f"{ratio:>6} {r['images_per_second']:>8,.0f}")
+              f"{r['epoch_99'] or '-':>8} {ratio:>6} {r['images_per_second']:>8,.0f}")
     fast = [r for r in rows if r["config"] == "mnist-fast.toml"]
     if ref and all(r["to_99"] for r in fast):
         ratio = statistics.median(r["to_99"] / ref for r in fast)

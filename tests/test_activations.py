@@ -105,8 +105,11 @@ def test_cli_mnist_index_top_images(mnist_run, tmp_path: Path) -> None:
     names = sorted(p.name for p in paths)
     assert names == sorted(["activations.png", "layer-relu1.png", "layer-pool.png", "layer-fc1.png",
                             "activations.gif", "top-relu1.png", "top-pool.png", "top-fc1.png",
-                            "activations.json"])
+                            "activations.json", "manifest.json"])
     assert all(p.is_file() and p.stat().st_size > 0 and p.parent == out for p in paths)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [f["path"] for f in manifest["files"]] == [p.name for p in paths[:-1]]
+    assert manifest["summary"]["images"][0]["predicted"] == "7"
     assert "mnist:test[8000:] #3 (true 7): predicted 7" in result.stderr
 
     record = json.loads((out / "activations.json").read_text())
@@ -143,7 +146,7 @@ def test_cli_allconv_image_rgb(allconv_run, cifar_cat: Path, tmp_path: Path) -> 
     out = tmp_path / "o"
     assert {p.name for p in out.iterdir()} == {
         "activations.png", "layer-conv3.png", "layer-conv6.png", "layer-conv9.png",
-        "activations.gif", "activations.json"}
+        "activations.gif", "activations.json", "manifest.json"}
     record = json.loads((out / "activations.json").read_text())
     assert [(ly["name"], ly["tiles"], len(ly["shown_channels"])) for ly in record["layers"]] == [
         ("conv3", "rgb", 27), ("conv6", "rgb", 27), ("conv9", "grey", 10)]
@@ -169,8 +172,8 @@ def test_cli_several_indices_and_reproducible(allconv_run, tmp_path: Path) -> No
             "--top-images", "2", "--device", "cpu", "--seed", "3"]
     first = invoke(*args, "--out", str(tmp_path / "a"))
     assert first.exit_code == 0, first.output
-    assert {p.name for p in (tmp_path / "a").iterdir()} == {"index-0", "index-7"}
-    assert len(first.stdout.split()) == 2 * 5
+    assert {p.name for p in (tmp_path / "a").iterdir()} == {"index-0", "index-7", "manifest.json"}
+    assert len(first.stdout.split()) == 2 * 5 + 1
     second = invoke(*args, "--out", str(tmp_path / "b"))
     assert second.exit_code == 0, second.output
     for sub in ("index-0", "index-7"):

@@ -98,9 +98,9 @@ def test_mean_baseline_and_baseline_file(mnist_run, tmp_path):
     Image.fromarray(np.full((28, 28), 40, np.uint8)).save(tmp_path / "grey28.png")
     for baseline in ("mean", tmp_path / "grey28.png"):
         result = invoke("attribute", mnist_run.path, "--index", "1", "--steps", "16",
-                        "--baseline", baseline, "--out", tmp_path / "b", "-q")
+                        "--baseline", baseline, "--out", tmp_path / Path(baseline).stem, "-q")
         assert result.exit_code == 0, result.output
-        image = json.loads((tmp_path / "b" / "attribute.json").read_text())["images"][0]
+        image = json.loads((tmp_path / Path(baseline).stem / "attribute.json").read_text())["images"][0]
         assert image["completeness_error"] < 0.05
 
 

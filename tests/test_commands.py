@@ -16,7 +16,10 @@ from netviz.runs import load_run
 def test_notebook_flow_writes_what_the_cli_writes(mnist_run, tmp_path: Path) -> None:
     run = load_run(mnist_run.path, device="cpu")
     kernels = commands.kernels(run, tmp_path / "k", quiet=True)
-    assert sorted(p.name for p in kernels) == ["kernels-conv1.json", "kernels-conv1.png"]
+    assert sorted(p.name for p in kernels) == ["kernels-conv1.json", "kernels-conv1.png", "manifest.json"]
+    manifest = json.loads((tmp_path / "k" / "manifest.json").read_text())
+    assert manifest["command_line"] == "netviz.commands.kernels(run, scale='kernel', max_kernels=256, " \
+                                       "max_out=32, max_in=32)"
     paths = commands.attribute(run, "saliency", tmp_path / "a", indices="0-1", quiet=True)
     record = json.loads((tmp_path / "a" / "attribute.json").read_text())
     assert len(record["images"]) == 2 and all(p.is_file() for p in paths)
@@ -31,8 +34,8 @@ def test_seed_fixes_a_bare_models_initialisation(tmp_path: Path) -> None:
         data = json.loads((tmp_path / out / "histogram.json").read_text())
         return [layer["model"]["std"] for layer in data["layers"].values()]
 
-    assert stds(3, "a") == stds(3, "b")
-    assert stds(3, "a") != stds(4, "c")
+    a, b, c = stds(3, "a"), stds(3, "b"), stds(4, "c")
+    assert a == b and a != c
 
 
 def test_dream_batch_size_one_makes_each_class_independent(mnist_run, tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def test_class_all_paper_recipe_is_read_back_from_the_png(mnist_run, tmp_path: P
                     "--gif")
     assert result.exit_code == 0, result.output
     names = {p.name for p in printed(result)}
-    assert names == {f"class_{k}.png" for k in range(10)} | {"dream.json", "grid.png", "dream.gif"}
+    assert names == {f"class_{k}.png" for k in range(10)} | {"dream.json", "grid.png", "dream.gif", "manifest.json"}
 
     images = torch.cat([load_image(out / f"class_{k}.png", mnist_run.spec)[0] for k in range(10)])
     assert images.shape == (10, 1, 28, 28) and images.dtype == torch.uint8
@@ -148,7 +148,7 @@ def test_allconv_conv3_channel_grows_tenfold(allconv_run, tmp_path: Path) -> Non
     out = tmp_path / "conv3"
     result = invoke("dream", str(allconv_run.path), "--layer", "conv3", "--channel", "5", "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert {p.name for p in printed(result)} == {"conv3_channel_5.png", "dream.json", "grid.png"}
+    assert {p.name for p in printed(result)} == {"conv3_channel_5.png", "dream.json", "grid.png", "manifest.json"}
     record = json.loads((out / "dream.json").read_text())
     entry = record["images"][0]
     assert record["settings"]["steps"] == 256 and record["settings"]["optimizer"] == "normgrad"

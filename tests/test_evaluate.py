@@ -38,7 +38,7 @@ def test_random_ranks_last_on_deletion_and_insertion(mnist_run, tmp_path: Path) 
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["rank", "method", "deletion"]
     assert [line.split()[1] for line in lines[1:5]] == record["ranking"]
-    assert lines[-2:] == [str(out / "evaluate.json"), str(out / "curves.png")]
+    assert lines[-3:] == [str(out / "evaluate.json"), str(out / "curves.png"), str(out / "manifest.json")]
     assert (out / "curves.png").stat().st_size > 20_000
 
 

@@ -94,9 +94,9 @@ def test_cli_mnist_run_writes_every_file(mnist_run, tmp_path: Path) -> None:
     out = tmp_path / "hist"
     result = _invoke(str(mnist_run.path), "--out", str(out))
     assert result.exit_code == 0, result.output
-    names = ["histogram.json", "histogram.png", "distributions.png", "ridgeline.png"]
+    names = ["histogram.json", "histogram.png", "distributions.png", "ridgeline.png", "manifest.json"]
     assert result.stdout.split() == [str(out / n) for n in names]
-    for name in names[1:]:
+    for name in names[1:-1]:
         assert (out / name).stat().st_size > 20_000
     data = _strict_json(out / "histogram.json")
     assert data["snapshots"] == {"init": "before training", "final": "after training"}
@@ -115,7 +115,7 @@ def test_cli_allconv_grid_layers_and_bias(allconv_run, tmp_path: Path) -> None:
     result = _invoke(str(allconv_run.path), "--out", str(out), "--layout", "grid", "--log-y",
                      "--bins", "30", "--no-evolution")
     assert result.exit_code == 0, result.output
-    assert result.stdout.split() == [str(out / "histogram.json"), str(out / "histogram.png")]
+    assert result.stdout.split() == [str(out / n) for n in ("histogram.json", "histogram.png", "manifest.json")]
     data = _strict_json(out / "histogram.json")
     assert list(data["layers"]) == [f"conv{i}.weight" for i in range(1, 10)]
     assert all(len(e["final"]["counts"]) == 30 for e in data["layers"].values())
@@ -183,8 +183,8 @@ def test_single_layer_zero_variance_and_nonfinite(tmp_path: Path) -> None:
     assert sum(layer.shared_counts["init"]) == 12 and sum(layer.shared_counts["final"]) == 9
     assert "0 after: 1 NaN, 2 Inf" in h.nonfinite_summary()
     for layout in ("panels", "grid"):
-        paths = write_histograms(h, tmp_path / layout, layout=layout, log_y=True)
-        assert all(p.stat().st_size > 0 for p in paths)
+        written = write_histograms(h, tmp_path / layout, layout=layout, log_y=True)
+        assert all(a.path.stat().st_size > 0 and a.caption for a in written)
         data = _strict_json(tmp_path / layout / "histogram.json")
         assert data["layers"]["0.weight"]["final"]["nan"] == 1
     # a tensor with no finite value at all still draws (nothing to bin)
@@ -227,7 +227,7 @@ def test_run_without_init_checkpoint_draws_one_snapshot(mnist_run, tmp_path: Pat
                                       "--layer", "fc2"])
     assert result.exit_code == 0, result.output
     assert "no checkpoints/init.pt" in result.stderr
-    data = _strict_json(run_dir / "histogram" / "histogram.json")
+    data = _strict_json(run_dir / "histogram" / "latest" / "histogram.json")
     assert list(data["snapshots"]) == ["final"]
 
 

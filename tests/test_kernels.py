@@ -29,7 +29,8 @@ def test_cli_mnist_first_layer_before_after(mnist_run, tmp_path: Path) -> None:
     out = tmp_path / "k"
     result = _invoke(str(mnist_run.path), "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert result.stdout.split() == [str(out / f"kernels-conv1.{ext}") for ext in ("json", "png")]
+    assert result.stdout.split() == [str(out / name) for name in ("kernels-conv1.json", "kernels-conv1.png",
+                                                                   "manifest.json")]
     data = json.loads((out / "kernels-conv1.json").read_text())
     assert data["layer"] == "conv1" and data["mode"] == "grey"
     assert data["weight_shape"] == [32, 1, 3, 3] and data["shown_out"] == 32
@@ -106,7 +107,7 @@ def test_other_input_channels_and_nonfinite(tmp_path: Path) -> None:
     state["0.weight"][1, 0, 2, 2] = math.nan
     ks = layer_kernels(model, {"model": state})
     assert ks.layer == "0" and ks.mode == "channels" and ks.kernels["model"].shape == (4, 2, 5, 5)
-    paths = write_kernels(ks, tmp_path, model_name="tiny")
+    paths = [a.path for a in write_kernels(ks, tmp_path, model_name="tiny")]
     data = json.loads(paths[0].read_text())
     assert data["snapshots"]["model"]["nonfinite"] == 1
     assert data["snapshots"]["model"]["kernel_norms"][1] is None

@@ -25,6 +25,16 @@ class NetvizGroup(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        from netviz.outputs import set_command_line
+
+        set_command_line(list(args) if args is not None else sys.argv[1:])  # for the manifests
+        try:
+            return self._run(args, prog_name, complete_var, standalone_mode, **extra)
+        finally:
+            set_command_line(None)
+
+    def _run(self, args: Any, prog_name: str | None, complete_var: str | None, standalone_mode: bool,
+             **extra: Any) -> Any:
         try:
             rv = super().main(args=args, prog_name=prog_name or "netviz", complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -84,8 +94,14 @@ seed_option = click.option("--seed", type=int, default=0, show_default=True,
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
 common_options = _compose(device_option, seed_option, quiet_option)
 
-out_option = click.option("--out", type=click.Path(file_okay=False), default=None,
-                          help="Output folder (default: <run>/<command>/).")
+out_option = _compose(
+    click.option("--out", type=click.Path(file_okay=False), default=None,
+                 help="Output folder (default: a new <run>/<command>/NNN-<what>/, with "
+                      "<run>/<command>/latest pointing at it)."),
+    click.option("--overwrite", is_flag=True,
+                 help="Replace the results already in --out (otherwise a folder holding results "
+                      "is refused)."),
+)
 data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                                help="Data root (default: $NETVIZ_DATA, else ~/.cache/netviz/data).")
 runs_dir_option = click.option("--runs-dir", type=click.Path(file_okay=False), default=None,
@@ -316,7 +332,7 @@ def layers_cmd(source: SourceArgs, as_json: bool, device: str) -> None:
 @common_options
 def activations_cmd(source: SourceArgs, image: str | None, index: str | None, split: str | None, layers: str | None,
                     channels: str, mode: str, colorbar: bool, top_images: int, batch_size: int,
-                    data_dir: str | None, out: str | None, device: str, seed: int,
+                    data_dir: str | None, out: str | None, overwrite: bool, device: str, seed: int,
                     quiet: bool) -> None:
     """Draw what chosen layers output for an image: a tile per channel, a GIF, the numbers.
 
@@ -331,7 +347,7 @@ def activations_cmd(source: SourceArgs, image: str | None, index: str | None, sp
     print_paths(commands.activations(
         run, out, image=image, index=index, layers=layers, channels=channels, mode=mode,
         colorbar=colorbar, top_images=top_images, data_dir=data_dir, split=split,
-        batch_size=batch_size, quiet=quiet))
+        batch_size=batch_size, quiet=quiet, overwrite=overwrite))
 
 
 # -- histogram, kernels (issue 3) --------------------------------------------------------------
@@ -361,7 +377,7 @@ def activations_cmd(source: SourceArgs, image: str | None, index: str | None, sp
 @out_option
 @common_options
 def histogram_cmd(source: SourceArgs, layers: str | None, layout: str, per_panel: int | None, bins: int, log_y: bool,
-                  include_bias: bool, evolution: bool, tensorboard: str | None, out: str | None,
+                  include_bias: bool, evolution: bool, tensorboard: str | None, out: str | None, overwrite: bool,
                   device: str, seed: int, quiet: bool) -> None:
     """Per-layer weight histograms before vs after training, and their evolution per epoch.
 
@@ -376,7 +392,7 @@ def histogram_cmd(source: SourceArgs, layers: str | None, layout: str, per_panel
     print_paths(commands.histogram(
         run, out, layers=layers, bins=bins, include_bias=include_bias, layout=layout,
         per_panel=per_panel, log_y=log_y, evolution=evolution, tensorboard=tensorboard,
-        quiet=quiet))
+        quiet=quiet, overwrite=overwrite))
 
 
 @cli.command("kernels")
@@ -398,7 +414,7 @@ def histogram_cmd(source: SourceArgs, layers: str | None, layout: str, per_panel
 @out_option
 @common_options
 def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: int, max_out: int, max_in: int,
-                out: str | None, device: str, seed: int, quiet: bool) -> None:
+                out: str | None, overwrite: bool, device: str, seed: int, quiet: bool) -> None:
     """Draw a convolution layer's kernels as small images, before vs after training.
 
     Each kernel is scaled symmetrically around zero (mid-grey = 0) so its sign shows; RGB tiles
@@ -410,7 +426,7 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
     run = open_source(source, device, seed, quiet)
     print_paths(commands.kernels(
         run, out, layer=layer, scale=scale, max_kernels=max_kernels, max_out=max_out,
-        max_in=max_in, quiet=quiet))
+        max_in=max_in, quiet=quiet, overwrite=overwrite))
 
 
 # -- attribute (issue 6) -----------------------------------------------------------------------
@@ -470,7 +486,7 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
                   tolerance: float | None, max_steps: int, batch_size: int, alphas: str | None,
                   layer: str | None, window: int, stride: int,
                   samples: int, noise: float, sanity: bool, style: str, percentile: float,
-                  data_dir: str | None, out: str | None, device: str, seed: int,
+                  data_dir: str | None, out: str | None, overwrite: bool, device: str, seed: int,
                   quiet: bool) -> None:
     """Which pixels made the model's score: gradients, paths, class-activation maps, occlusion.
 
@@ -489,7 +505,7 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
         target=target, score=score, baseline=baseline, steps=steps, quadrature=quadrature,
         batch_size=batch_size, tolerance=tolerance, max_steps=max_steps, alphas=alphas,
         layer=layer, window=window, stride=stride, samples=samples, noise=noise, sanity=sanity,
-        data_dir=data_dir, seed=seed, quiet=quiet))
+        data_dir=data_dir, seed=seed, quiet=quiet, overwrite=overwrite))
 
 
 # -- evaluate (issue 12) -----------------------------------------------------------------------
@@ -519,7 +535,8 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
 @common_options
 def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...], index: str | None,
                  steps_frac: float, baseline: str, layer: str | None, batch_size: int, sanity: bool,
-                 sanity_layers: int | None, data_dir: str | None, out: str | None, device: str,
+                 sanity_layers: int | None, data_dir: str | None, out: str | None, overwrite: bool,
+                 device: str,
                  seed: int, quiet: bool) -> None:
     """Which attribution method to trust: deletion and insertion curves (RISE), a randomisation
     check and the time per image, for every method on the same images, ranked.
@@ -535,9 +552,67 @@ def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...
     paths, text = commands.evaluate(
         run, out, methods=methods, images=images, indices=index, steps_frac=steps_frac, baseline=baseline,
         layer=layer, batch_size=batch_size, sanity=sanity, sanity_layers=sanity_layers, data_dir=data_dir,
-        seed=seed, quiet=quiet)
+        seed=seed, quiet=quiet, overwrite=overwrite)
     click.echo(text)
     print_paths(paths)
+
+
+# -- neurons, report (issue 13) ----------------------------------------------------------------
+
+@cli.command("neurons")
+@source_options
+@click.option("--layer", default=None,
+              help="A layer with a spatial output (default: the model's middle default layer).")
+@click.option("--channels", default=None, help="Channels: 0-7 (the default), 3 or 1,4,9.")
+@click.option("--top", type=int, default=6, show_default=True, help="Data-set images per channel.")
+@click.option("--recipe", type=click.Choice(["deepdream", "lucent", "paper"]), default="deepdream",
+              show_default=True, help="How each channel's dream is made (see `netviz dream`).")
+@click.option("--steps", type=int, default=None, help="Dream updates (the recipe's by default).")
+@click.option("--split", default=None, help="The data split searched (default: the run's eval split).")
+@click.option("--batch-size", type=int, default=256, show_default=True,
+              help="Images per forward pass of the search.")
+@data_dir_option
+@out_option
+@common_options
+def neurons_cmd(source: SourceArgs, layer: str | None, channels: str | None, top: int, recipe: str,
+                steps: int | None, split: str | None, batch_size: int, data_dir: str | None, out: str | None,
+                overwrite: bool, device: str, seed: int, quiet: bool) -> None:
+    """Neuron cards: per channel, the input it responds to most beside the data-set images that
+    excite it most, with where in each it fires (OpenAI Microscope, for any model, offline).
+
+    Writes card-<layer>-<channel>.png per channel and neurons.json.
+    """
+    from netviz import commands
+
+    run = open_source(source, device, seed, quiet)
+    print_paths(commands.neurons(
+        run, out, layer=layer, channels=channels, top=top, recipe=recipe, steps=steps, data_dir=data_dir,
+        split=split, batch_size=batch_size, seed=seed, quiet=quiet, overwrite=overwrite))
+
+
+@cli.command("report")
+@source_options
+@click.option("--all", "run_all", is_flag=True,
+              help="First run, with their defaults, the analyses the run does not have yet.")
+@click.option("--neurons", default=None, metavar="LAYER[:CHANNELS]",
+              help="Neuron cards for these channels, e.g. relu2:0-7 (made when missing; with --all "
+                   "the default is 8 channels of the model's middle default layer).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder of index.html (default: <run>/report/).")
+@click.option("--open", "open_page", is_flag=True, help="Open the page in the default browser.")
+@common_options
+def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str | None, open_page: bool,
+               device: str, seed: int, quiet: bool) -> None:
+    """One self-contained HTML page of everything netviz knows about a run: training, weights,
+    kernels, activations, dreams, neuron cards, attributions and their evaluation.
+
+    Every image is embedded, the CSS is inline, nothing is fetched from outside: the page opens
+    offline in any browser, with JavaScript off. Writes <run>/report/index.html.
+    """
+    from netviz.report import write_report
+
+    run = open_source(source, device, seed, quiet)
+    print_paths([write_report(run, out, run_all=run_all, neurons=neurons, open_page=open_page, quiet=quiet)])
 
 
 # -- dream (issue 5) ---------------------------------------------------------------------------
@@ -602,7 +677,7 @@ def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...
 @common_options
 def dream_cmd(source: SourceArgs, classes: str | None, layer: str | None, channels: str | None, neuron: str | None,
               recipe: str | None, scale: str | None, gif: bool, gif_every: int | None,
-              batch_size: int, out: str | None, device: str, seed: int, quiet: bool,
+              batch_size: int, out: str | None, overwrite: bool, device: str, seed: int, quiet: bool,
               **settings: Any) -> None:
     """Inputs the network likes most: maximise a class, or a channel/neuron of a layer.
 
@@ -616,4 +691,5 @@ def dream_cmd(source: SourceArgs, classes: str | None, layer: str | None, channe
     print_paths(commands.dream(
         run, out, classes=classes, layer=layer, channels=channels, neuron=neuron, recipe=recipe,
         scale=scale, gif=gif, gif_every=gif_every, batch_size=batch_size, seed=seed, quiet=quiet,
+        overwrite=overwrite,
         **settings))

@@ -1,4 +1,4 @@
-"""Every `netviz` command as a plain function: compute, then draw, then return the paths written.
+"""Every `netviz` command as a plain function: options in, compute, draw, publish the folder.
 
 This is the layer between the CLI and the techniques. The CLI only parses options, opens the Run
 (:func:`netviz.runs.load_run`) and prints what these return; a notebook user calls them the same
@@ -10,14 +10,16 @@ way::
     commands.histogram(run, layout="grid")
     commands.attribute(run, "integrated", indices="0-15", tolerance=0.01)
 
-Each function checks its options first, calls the technique's compute module (pure functions
-returning small dataclasses), then the matching ``netviz.draw`` module, which writes into
-``<run>/<command>/`` (or ``out``).
+Each function follows one contract: check its options, call the technique's compute module
+(a result dataclass that writes its own record), have the matching ``netviz.draw`` module draw
+it into a folder of its own (:func:`netviz.outputs.open_output`: ``<run>/<command>/NNN-<what>/``
+or ``out``), then publish that folder with its ``manifest.json``; it returns the paths written.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,25 @@ from netviz.errors import NetvizError
 
 if TYPE_CHECKING:
     from netviz.runs import Run
+
+# One line per command on how to read what it wrote (manifests, the report).
+HOW_TO_READ = {
+    "histogram": "Each layer's weights before and after training: training usually widens the first "
+                 "layers' bells; a layer whose histogram did not move did not learn.",
+    "kernels": "Each first-layer kernel as an image, mid-grey = 0, lighter = positive: trained kernels "
+               "look like edge and blob detectors, untrained ones like noise.",
+    "activations": "Each tile is one channel's output for the input; bright = strong response. Deeper "
+                   "layers are coarser and respond to larger, more abstract patterns.",
+    "attribute": "Green pixels raised the class score, red ones lowered it (non-negative maps: greener "
+                 "is more); the completeness error says how exactly integrated gradients add up.",
+    "dream": "The input each class or channel responds to most, optimised from a start image and "
+             "measured on the saved PNG: what the network looks for, not what the data looks like.",
+    "evaluate": "Deletion AUC low and insertion AUC high mean the map found what the model uses; a "
+                "method no better than random explains nothing; sanity rho low means it depends on "
+                "the model.",
+    "neurons": "For each channel: the input it responds to most (its dream) beside the data-set images "
+               "that excite it most, with where in each image it fires.",
+}
 
 
 def _snapshot_label(run: Run) -> str:
@@ -37,7 +58,7 @@ def histogram(run: Run, out: str | os.PathLike | None = None, *,
               layers: str | Sequence[str] | None = None, bins: int = 60, include_bias: bool = False,
               layout: str = "panels", per_panel: int | None = None, log_y: bool = False,
               evolution: bool = True, tensorboard: str | os.PathLike | None = None,
-              quiet: bool = False) -> list[Path]:
+              quiet: bool = False, overwrite: bool = False) -> list[Path]:
     """`netviz histogram`: weight histograms before vs after training, and their evolution.
 
     Writes histogram.json, histogram.png and, when the run recorded two or more epochs,
@@ -45,9 +66,12 @@ def histogram(run: Run, out: str | os.PathLike | None = None, *,
     """
     from netviz.draw.histogram import LAYOUTS, write_histograms, write_tensorboard
     from netviz.histogram import run_evolution, run_histograms
+    from netviz.outputs import open_output
     from netviz.progress import say
-    from netviz.runs import output_dir
 
+    started = time.time()
+    options = dict(layers=layers, bins=bins, include_bias=include_bias, layout=layout, per_panel=per_panel,
+                   log_y=log_y, evolution=evolution, tensorboard=tensorboard)
     if layout not in LAYOUTS:  # check options before any work
         raise NetvizError(f"unknown layout '{layout}': use one of {', '.join(LAYOUTS)}")
     if per_panel is not None and per_panel < 1:
@@ -61,36 +85,39 @@ def histogram(run: Run, out: str | os.PathLike | None = None, *,
     if evolution and evo is None and run.path is not None:
         say("no per-epoch weight statistics with two or more epochs: skipping the evolution "
             "figures", quiet)
-    folder = output_dir(run.path, "histogram", out, run.spec.name)
+    output = open_output(run, "histogram", out, layout, overwrite, started)
     run_name = run.name if run.path is not None else None
-    paths = write_histograms(hists, folder, evolution=evo if evolution else None, layout=layout,
-                             per_panel=per_panel, log_y=log_y, run_name=run_name)
+    written = write_histograms(hists, output.path, evolution=evo if evolution else None, layout=layout,
+                               per_panel=per_panel, log_y=log_y, run_name=run_name)
+    extra = []
     if tensorboard is not None:
-        if evo is not None:
-            paths += write_tensorboard(tensorboard, evolution=evo)
-        else:
-            paths += write_tensorboard(tensorboard, histograms=hists)
-    return paths
+        extra = write_tensorboard(tensorboard, **({"evolution": evo} if evo is not None else {"histograms": hists}))
+    return output.publish(written, run=run, options=options, summary=hists.summary(),
+                          how_to_read=HOW_TO_READ["histogram"]) + extra
 
 
 def kernels(run: Run, out: str | os.PathLike | None = None, *, layer: str | int | None = None,
             scale: str = "kernel", max_kernels: int = 256, max_out: int = 32, max_in: int = 32,
-            quiet: bool = False) -> list[Path]:
+            quiet: bool = False, overwrite: bool = False) -> list[Path]:
     """`netviz kernels`: a convolution's kernels as images; writes kernels-<layer>.png and .json."""
     from netviz.draw.kernels import SCALES, write_kernels
     from netviz.kernels import run_kernels
+    from netviz.outputs import open_output
     from netviz.progress import say
-    from netviz.runs import output_dir
 
+    started = time.time()
+    options = dict(layer=layer, scale=scale, max_kernels=max_kernels, max_out=max_out, max_in=max_in)
     if scale not in SCALES:
         raise NetvizError(f"unknown scale '{scale}': use one of {', '.join(SCALES)}")
     ks = run_kernels(run, layer=layer, max_kernels=max_kernels, max_out=max_out, max_in=max_in,
                      model_label=_snapshot_label(run))
     if ks.note:
         say(ks.note, quiet)
-    folder = output_dir(run.path, "kernels", out, run.spec.name)
-    return write_kernels(ks, folder, scale=scale, model_name=run.spec.name,
-                         run_name=run.name if run.path is not None else None)
+    output = open_output(run, "kernels", out, ks.layer, overwrite, started)
+    written = write_kernels(ks, output.path, scale=scale, model_name=run.spec.name,
+                            run_name=run.name if run.path is not None else None)
+    return output.publish(written, run=run, options=options, summary=ks.summary(),
+                          how_to_read=HOW_TO_READ["kernels"])
 
 
 def activations(run: Run, out: str | os.PathLike | None = None, *,
@@ -100,10 +127,10 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
                 channels: str | int | Sequence[int] | None = None, mode: str = "grey",
                 colorbar: bool = False, top_images: int = 0,
                 data_dir: str | os.PathLike | None = None, split: str | None = None,
-                batch_size: int = 256, quiet: bool = False) -> list[Path]:
+                batch_size: int = 256, quiet: bool = False, overwrite: bool = False) -> list[Path]:
     """`netviz activations`: what ``layers`` output for an image file or eval-set samples.
 
-    One image writes into ``<run>/activations/`` (or ``out``); several ``index`` values write one
+    One image writes into its output folder directly; several ``index`` values write one
     sub-folder ``index-<N>/`` each. Images are computed and drawn one at a time, so only one
     image's activations are held in memory.
     """
@@ -111,9 +138,12 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
     from netviz.data import conform, load_image
     from netviz.draw.activations import check_mode, uses_rgb, write_activation_set
     from netviz.layers import resolve_layers
+    from netviz.outputs import open_output
     from netviz.progress import progress, say
-    from netviz.runs import output_dir
 
+    started = time.time()
+    options = dict(image=image, index=index, layers=layers, channels=channels, mode=mode, colorbar=colorbar,
+                   top_images=top_images, split=split, batch_size=batch_size)
     mode = check_mode(mode, colorbar)
     if image is not None and index is not None:
         raise NetvizError("pass either --image or --index, not both")
@@ -137,7 +167,6 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
             pixels, note = conform(data.images[i:i + 1], spec)
             inputs.append({"image": pixels, "label": int(data.labels[i]),
                            "source": f"{data.name} #{i}", "index": i, "note": note})
-    root = output_dir(run.path, "activations", out, spec.name)
     said: set[str] = set()
 
     def note_once(text: str | None) -> None:
@@ -145,10 +174,13 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
             said.add(text)
             say(f"note: {text}", quiet)
 
-    paths: list[Path] = []
+    label = "image" if image is not None else "index-" + "-".join(str(i["index"]) for i in inputs[:4])
+    output = open_output(run, "activations", out, label, overwrite, started)
+    written = []
     top = None
     top_pixels = None
     several = len(inputs) > 1
+    summary: dict[str, Any] = {"layers": names, "images": []}
     for inp in progress(inputs, quiet=quiet or not several, desc="images"):
         act = image_activations(model, spec, inp["image"], names, channels, label=inp["label"],
                                 class_names=class_names, source=inp["source"], index=inp["index"],
@@ -168,84 +200,122 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
                 note_once(f"--top-images {top_images}: {data.name} has only {len(data)} images")
         truth = f" (true {act.label_name})" if act.label_name is not None else ""
         say(f"{act.source}{truth}: predicted {act.predicted_name} ({act.probability:.1%})", quiet)
-        folder = root / f"index-{act.index}" if several else root
-        paths += write_activation_set(act, folder, mode=mode, colorbar=colorbar, top=top,
-                                      top_data_images=top_pixels, run=run)
-    return paths
+        summary["images"].append({"source": act.source, "label": act.label_name, "predicted": act.predicted_name,
+                                  "probability": round(act.probability, 4)})
+        folder = output.path / f"index-{act.index}" if several else output.path
+        written += write_activation_set(act, folder, mode=mode, colorbar=colorbar, top=top,
+                                        top_data_images=top_pixels, run=run)
+    return output.publish(written, run=run, options=options, summary=summary,
+                          how_to_read=HOW_TO_READ["activations"])
 
 
 def attribute(run: Run, method: str = "integrated", out: str | os.PathLike | None = None, *,
-              style: str = "overlay", percentile: float = 99.0, **options: Any) -> list[Path]:
+              style: str = "overlay", percentile: float = 99.0, overwrite: bool = False,
+              **options: Any) -> list[Path]:
     """`netviz attribute`: attributions of ``method`` for images; ``options`` are those of
-    :func:`netviz.attribute.attribute_run` (images, indices, target, score, baseline, steps, ...).
-
-    Writes attribute.json and the figures (see the README) into ``<run>/attribute/``.
+    :func:`netviz.attribute.attribute_run` (images, indices, target, score, baseline, steps, layer,
+    window, stride, ...). Writes attribute.json and the method's figures (see the README).
     """
     from netviz.attribute import attribute_run, check_method
     from netviz.draw.attribute import check_drawing, write_attribution
-    from netviz.runs import output_dir
+    from netviz.outputs import open_output
 
+    started = time.time()
     check_method(method)
     check_drawing(style, percentile)
-    folder = output_dir(run.path, "attribute", out, run.spec.name)
     report = attribute_run(run, method, **options)
-    return write_attribution(report, folder, style, percentile)
+    output = open_output(run, "attribute", out, method, overwrite, started)
+    written = write_attribution(report, output.path, style, percentile)
+    return output.publish(written, run=run, options=dict(method=method, style=style, percentile=percentile,
+                                                         **options),
+                          summary=report.summary(), how_to_read=HOW_TO_READ["attribute"])
 
 
 def evaluate(run: Run, out: str | os.PathLike | None = None, *, methods: str | Sequence[str] | None = None,
-             quiet: bool = False, **options: Any) -> tuple[list[Path], str]:
+             quiet: bool = False, overwrite: bool = False, **options: Any) -> tuple[list[Path], str]:
     """`netviz evaluate`: deletion/insertion AUCs, sanity and speed of ``methods`` on the same images;
     ``options`` are those of :func:`netviz.evaluate.evaluate_run`. Returns the paths written
-    (evaluate.json, curves.png) and the ranked table."""
+    (evaluate.json, curves.png, the manifest) and the ranked table."""
     from netviz.draw.evaluate import table, write_evaluation
     from netviz.evaluate import evaluate_run, parse_methods
-    from netviz.runs import output_dir
+    from netviz.outputs import open_output
 
-    parse_methods(methods)  # check before any work
+    started = time.time()
+    names = parse_methods(methods)  # check before any work
     ev = evaluate_run(run, methods, quiet=quiet, **options)
-    folder = output_dir(run.path, "evaluate", out, run.spec.name)
-    return write_evaluation(ev, folder), table(ev)
+    output = open_output(run, "evaluate", out, f"{len(names)}-methods", overwrite, started)
+    written = write_evaluation(ev, output.path)
+    paths = output.publish(written, run=run, options=dict(methods=names, **options), summary=ev.summary(),
+                           how_to_read=HOW_TO_READ["evaluate"])
+    return paths, table(ev)
 
 
 def dream(run: Run, out: str | os.PathLike | None = None, *, classes: str | None = None,
           layer: str | int | None = None, channels: str | None = None, neuron: str | None = None,
           recipe: str | None = None, scale: str | None = None, gif: bool = False,
           gif_every: int | None = None, batch_size: int = 64, seed: int = 0,
-          quiet: bool = False, **settings: Any) -> list[Path]:
+          quiet: bool = False, overwrite: bool = False, **settings: Any) -> list[Path]:
     """`netviz dream`: maximise classes (default: all), or channels / a neuron of ``layer``.
 
     ``settings`` override the recipe (steps, lr, optimizer, param, init, jitter, rotate, tv, l2,
-    blur_every, ...; see :func:`netviz.dream.dream_classes`). Writes the images, grid.png,
-    dream.json (measured on the saved PNGs) and, with ``gif``, dream.gif.
+    blur_every, until, max_steps, ...; see :func:`netviz.dream.dream_classes`). Writes the images,
+    grid.png, dream.json (measured on the saved PNGs) and, with ``gif``, dream.gif.
     """
     from netviz.draw.dream import write_dream
     from netviz.dream import dream_channels, dream_classes, parse_neuron, parse_scale
+    from netviz.outputs import open_output
     from netviz.progress import say
-    from netviz.runs import output_dir
 
+    started = time.time()
+    options = dict(classes=classes, layer=layer, channels=channels, neuron=neuron, recipe=recipe, scale=scale,
+                   gif=gif, gif_every=gif_every, batch_size=batch_size, seed=seed, **settings)
     if layer is None and (channels is not None or neuron is not None):
         raise NetvizError("--channel and --neuron need --layer NAME (see `netviz layers`)")
     if layer is not None and classes is not None:
         raise NetvizError("use either --class or --layer, not both")
     if channels is not None and neuron is not None:
         raise NetvizError("use either --channel or --neuron, not both")
-    options = dict(seed=seed, quiet=quiet, batch_size=batch_size, scale=parse_scale(scale),
-                   gif_every=gif_every if gif_every is not None else (-1 if gif else None),
-                   **settings)
+    compute = dict(seed=seed, quiet=quiet, batch_size=batch_size, scale=parse_scale(scale),
+                   gif_every=gif_every if gif_every is not None else (-1 if gif else None), **settings)
     say(f"dream: {run.name} on {run.device}", quiet)
     if layer is None:
-        result = dream_classes(run, classes or "all", recipe=recipe or "paper", **options)
+        result = dream_classes(run, classes or "all", recipe=recipe or "paper", **compute)
+        label = f"class-{classes or 'all'}"
     elif neuron is not None:
         picked, position = parse_neuron(neuron)
         result = dream_channels(run, layer, picked, position=position,
-                                recipe=recipe or "deepdream", **options)
+                                recipe=recipe or "deepdream", **compute)
+        label = f"{result.targets[0].layer}-neuron-{picked}"
     else:
-        result = dream_channels(run, layer, channels or "0", recipe=recipe or "deepdream",
-                                **options)
+        result = dream_channels(run, layer, channels or "0", recipe=recipe or "deepdream", **compute)
+        label = f"{result.targets[0].layer}-channel-{channels or '0'}"
     s = result.settings
     for target, stopped in zip(result.targets, result.stopped_at, strict=True):
         if s.until is not None and stopped is None:
             say(f"class {target.label} did not reach p >= {s.until:g} within {s.budget} steps "
                 "(dream.json has its probability; raise --max-steps)", quiet)
-    folder = output_dir(run.path, "dream", out, run.spec.name)
-    return write_dream(result, run, folder, gif=gif or bool(gif_every))
+    output = open_output(run, "dream", out, label, overwrite, started)
+    written = write_dream(result, run, output.path, gif=gif or bool(gif_every))
+    return output.publish(written, run=run, options=options, summary=result.summary(),
+                          how_to_read=HOW_TO_READ["dream"])
+
+
+def neurons(run: Run, out: str | os.PathLike | None = None, *, layer: str | int | None = None,
+            channels: str | None = None, top: int = 6, recipe: str = "deepdream", steps: int | None = None,
+            data_dir: str | os.PathLike | None = None, split: str | None = None, batch_size: int = 256,
+            seed: int = 0, quiet: bool = False, overwrite: bool = False) -> list[Path]:
+    """`netviz neurons`: a card per channel of ``layer`` (default: the model's middle default layer):
+    its dream beside the ``top`` data-set images that excite it most, with where it fires."""
+    from netviz.draw.neurons import write_neurons
+    from netviz.neurons import neuron_cards
+    from netviz.outputs import open_output
+
+    started = time.time()
+    options = dict(layer=layer, channels=channels, top=top, recipe=recipe, steps=steps, split=split,
+                   batch_size=batch_size, seed=seed)
+    cards = neuron_cards(run, layer, channels, top=top, recipe=recipe, steps=steps, data_dir=data_dir,
+                         split=split, batch_size=batch_size, seed=seed, quiet=quiet)
+    output = open_output(run, "neurons", out, f"{cards.layer}-{channels or 'default'}", overwrite, started)
+    written = write_neurons(cards, output.path)
+    return output.publish(written, run=run, options=options, summary=cards.summary(),
+                          how_to_read=HOW_TO_READ["neurons"])

@@ -75,6 +75,12 @@ class Evaluation:
 
         return sorted(self.methods, key=key, reverse=True)
 
+    def summary(self) -> dict[str, Any]:
+        """Key numbers: the ranking with each method's AUCs."""
+        n = len(self.inputs)
+        return {"images": n, "ranking": [{"method": name, **self.methods[name].summary(n)}
+                                         for name in self.ranked()]}
+
     def record(self) -> dict[str, Any]:
         """The contents of evaluate.json."""
         n = len(self.inputs)

@@ -71,7 +71,14 @@ class WeightHistograms:
                 parts.append(f"{layer.label} {labels[key]}: {what}")
         return "; ".join(parts)
 
-    def to_json(self) -> dict[str, Any]:
+    def summary(self, most: int = 12) -> dict[str, Any]:
+        """Key numbers: each layer's weight std in each snapshot (the first ``most`` layers)."""
+        return {"std": {layer.label: {s.label: _json_safe(layer.stats[s.key]["std"]) for s in self.snapshots}
+                        for layer in self.layers[:most]},
+                "layers": len(self.layers)}
+
+    def record(self) -> dict[str, Any]:
+        """What histogram.json holds."""
         return {
             "model": self.model, "bins": self.bins, "percentiles": list(PERCENTILES),
             "snapshots": {s.key: s.label for s in self.snapshots},

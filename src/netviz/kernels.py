@@ -48,7 +48,17 @@ class KernelSet:
     def shown_in(self) -> int:
         return next(iter(self.kernels.values())).shape[1]
 
-    def to_json(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """Key numbers: the layer, the largest |weight| per snapshot, the relative change."""
+        import numpy as np
+
+        return {"layer": self.layer,
+                "max_abs": {label: _finite_or_none(float(np.abs(self.kernels[key]).max()))
+                            for key, label in self.snapshots.items()},
+                "relative_change": self.relative_change()}
+
+    def record(self) -> dict[str, Any]:
+        """What kernels-<layer>.json holds."""
         import numpy as np
 
         snaps: dict[str, Any] = {}

@@ -210,7 +210,7 @@ class ModelSource:
 
 def load_card(path: str | os.PathLike) -> ModelSource:
     """A model card: TOML with the keys of :data:`CARD_KEYS`; relative paths are the card's."""
-    from netviz.runs import read_toml
+    from netviz.files import read_toml
 
     path = Path(path).expanduser()
     if not path.is_file():

@@ -105,8 +105,8 @@ class TrainConfig:
 def resolve_config(model: str | None = None, config_file: str | Path | None = None,
                    **overrides: Any) -> TrainConfig:
     """Defaults < the model's recipe < the config file < explicit overrides (None = not given)."""
+    from netviz.files import read_toml
     from netviz.registry import get_spec
-    from netviz.runs import read_toml
     from netviz.sources import ModelSource
 
     values: dict[str, Any] = {}
@@ -358,7 +358,8 @@ class TrainingInterrupted(NetvizError):
 
 def _resume_config(resume: str | Path, model: str | None, overrides: dict[str, Any]
                    ) -> tuple[TrainConfig, RunFolder, dict[str, Any]]:
-    from netviz.runs import RunFolder, load_checkpoint, read_toml
+    from netviz.files import read_toml
+    from netviz.runs import RunFolder, load_checkpoint
 
     resume = Path(resume)
     folder = RunFolder(resume.parent.parent if resume.is_file() else resume)
@@ -414,19 +415,13 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
 
     from netviz.device import memory_format, resolve_device, seed_everything
     from netviz.draw.curves import plot_curves
+    from netviz.files import dump_toml, read_json, write_json, write_text
+    from netviz.outputs import write_manifest
     from netviz.progress import say
-    from netviz.runs import (
-        Run,
-        dump_toml,
-        load_weights,
-        read_json,
-        save_checkpoint,
-        set_latest,
-        write_json,
-        write_text,
-    )
+    from netviz.runs import Run, load_weights, run_artifacts, save_checkpoint, set_latest
     from netviz.stats import state_stats
 
+    started = time.time()
     # 1. config: the recipe, a config file and options; or the interrupted run's own
     if resume is not None:
         cfg, folder, saved = _resume_config(resume, model, overrides)
@@ -537,6 +532,10 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
                 title=f"{cfg.model}: train {data.train_name}, eval {data.eval_name}")
     summary = summary_record(cfg, state, data)
     write_json(folder.summary, summary)
+    write_manifest(folder.path, "train", run_artifacts(folder), run_path=folder.path, model=spec.name,
+                   options={k: v for k, v in dataclasses.asdict(cfg).items() if v is not None},
+                   summary={k: summary[k] for k in ("final_eval_acc", "best_eval_acc", "epochs", "seconds")},
+                   started=started)
     say(milestone_line(summary["milestones"]), quiet)
     return Run(spec=spec, model=net.eval(), device=device, path=folder.path,
                checkpoint=folder.checkpoint("final"), config=dataclasses.asdict(cfg),

@@ -49,6 +49,22 @@ class AttributeReport:
     def spec_method(self) -> Method:
         return get_method(self.method)
 
+    def summary(self) -> dict[str, Any]:
+        """Key numbers: the method, images, predictions, and the completeness error when known."""
+        out: dict[str, Any] = {"method": self.method, "images": len(self.names),
+                               "correct": sum(p == lbl for p, lbl in zip(self.preds, self.labels, strict=True)
+                                              if lbl is not None),
+                               "labelled": sum(lbl is not None for lbl in self.labels)}
+        layer = getattr(self.result, "layer", None)
+        if layer:
+            out["layer"] = layer
+        err = getattr(self.result, "completeness_error", None)
+        if err is not None:
+            out["completeness_error_max"] = float(err.max())
+            out["completeness_error_mean"] = float(err.mean())
+            out["mean_steps"] = float(self.result.steps.double().mean())
+        return out
+
 
 def load_baseline(baseline: str | None, run: Run, data_dir: str | os.PathLike | None
                   ) -> str | torch.Tensor | None:

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from netviz.draw.common import minmax, mosaic, pyplot, save_figure, save_gif, to_uint8, upscale
 from netviz.errors import NetvizError
+from netviz.outputs import file_stem
 
 if TYPE_CHECKING:
     import numpy as np
 
     from netviz.activations import ImageActivations, LayerActivation, TopImages
+    from netviz.outputs import Artifact
     from netviz.runs import Run
 
 MODES = ("grey", "rgb")
@@ -379,21 +381,28 @@ def activation_record(act: ImageActivations, run: Run | None = None, mode: str =
 
 def write_activation_set(act: ImageActivations, folder: str | os.PathLike, *, mode: str = "grey",
                          colorbar: bool = False, top: dict[str, TopImages] | None = None,
-                         top_data_images: Any = None, run: Run | None = None) -> list[Path]:
+                         top_data_images: Any = None, run: Run | None = None) -> list[Artifact]:
     """activations.png, layer-<name>.png per layer, activations.gif, top-<name>.png (with
     ``top``) and activations.json for one image, into ``folder``."""
-    from netviz.runs import write_json
+    from netviz.files import write_json
+    from netviz.outputs import Artifact
 
     mode = check_mode(mode, colorbar)
     folder = Path(folder)
-    paths = [plot_combined(act, folder / "activations.png", mode, colorbar)]
+    what = f"{act.source}: predicted {act.predicted_name} ({act.probability:.1%})"
+    written = [Artifact(plot_combined(act, folder / "activations.png", mode, colorbar),
+                        f"{what}; the input and one row of channel tiles per layer")]
     for layer in act.layers:
-        paths.append(plot_layer(act, layer, folder / f"layer-{layer.name}.png", mode, colorbar))
-    paths.append(save_gif(gif_frames(act, mode), folder / "activations.gif", duration_ms=900))
+        written.append(Artifact(plot_layer(act, layer, folder / f"layer-{file_stem(layer.name)}.png", mode, colorbar),
+                                f"{layer.name}: {len(layer.channels)} channel(s) for {act.source}"))
+    written.append(Artifact(save_gif(gif_frames(act, mode), folder / "activations.gif", duration_ms=900),
+                            f"{act.source} passing through the layers, one frame each"))
     if top:
         for layer in act.layers:
             if layer.name in top:
-                paths.append(plot_top_images(act, layer, top[layer.name], top_data_images,
-                                             folder / f"top-{layer.name}.png"))
-    paths.append(write_json(folder / "activations.json", activation_record(act, run, mode, top)))
-    return paths
+                path = folder / f"top-{file_stem(layer.name)}.png"
+                written.append(Artifact(plot_top_images(act, layer, top[layer.name], top_data_images, path),
+                                        f"{layer.name}: the data-set images each channel responds to most"))
+    written.append(Artifact(write_json(folder / "activations.json", activation_record(act, run, mode, top)),
+                            f"{what}; per-channel mean and max of every layer"))
+    return written

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.draw.common import pyplot, save_figure, save_gif, save_png, to_uint8, upscale
-from netviz.runs import write_json
+from netviz.files import write_json
+from netviz.outputs import Artifact
 
 if TYPE_CHECKING:
     import numpy as np
@@ -410,48 +411,57 @@ def check_drawing(style: str, percentile: float) -> None:
         raise NetvizError(f"clip percentile must be in (0, 100], not {percentile}")
 
 
-def _grid_figure(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Path]:
-    return [plot_grid(report, out / f"{report.method}.png", style, percentile)]
+def _grid_figure(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Artifact]:
+    return [Artifact(plot_grid(report, out / f"{report.method}.png", style, percentile),
+                     f"{report.method} for {len(report.names)} image(s), with true and predicted labels")]
 
 
-def _panels(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Path]:
+def _panels(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Artifact]:
     """One [image | overlay | heat map] PNG per image, its caption under it."""
-    paths = []
+    written = []
     for i, name in enumerate(report.names):
         caption = _caption(report, i)[0].replace("\n", "  |  ")
         panel = image_panel(report.pixels[i], report.result.attributions[i], percentile)
-        paths.append(save_png(_label(panel, f"{report.method}: {caption}"),
-                              out / f"{report.method}_{slug(name)}.png"))
-    return paths
+        written.append(Artifact(save_png(_label(panel, f"{report.method}: {caption}"),
+                                         out / f"{report.method}_{slug(name)}.png"),
+                                f"{report.method}, {caption}: image | overlay | heat map"))
+    return written
 
 
-def _completeness_figure(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Path]:
-    return [plot_completeness(report, out / "completeness.png")]
+def _completeness_figure(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Artifact]:
+    return [Artifact(plot_completeness(report, out / "completeness.png"),
+                     "each image's completeness error |sum - (F(x) - F(b))| / |F(x) - F(b)| and steps")]
 
 
-def _interior_figures(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Path]:
-    paths = [plot_interior_scores(report, out / "interior_scores.png")]
+def _interior_figures(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Artifact]:
+    written = [Artifact(plot_interior_scores(report, out / "interior_scores.png"),
+                        "the score and the gradient norm at each scaled input alpha * x")]
     for i in range(min(len(report.names), STRIP_MAX)):
         s = slug(report.names[i])
-        paths.append(plot_interior_strip(report, i, out / f"interior_{s}.png", percentile))
-        paths.append(save_gif(interior_frames(report, i, percentile), out / f"interior_{s}.gif"))
-    return paths
+        written.append(Artifact(plot_interior_strip(report, i, out / f"interior_{s}.png", percentile),
+                                f"{report.names[i]}: scaled inputs and their gradients, one column per alpha"))
+        written.append(Artifact(save_gif(interior_frames(report, i, percentile), out / f"interior_{s}.gif"),
+                                f"{report.names[i]}: from black to the image, with the gradient"))
+    return written
 
 
-# What a method's `figures` name: each draws into the folder and returns the paths.
+# What a method's `figures` name: each draws into the folder and returns what it wrote.
 FIGURES = {"grid": _grid_figure, "panels": _panels, "completeness": _completeness_figure,
            "interior": _interior_figures}
 
 
 def write_attribution(report: AttributeReport, out_dir: str | os.PathLike,
-                      style: str = "overlay", percentile: float = 99.0) -> list[Path]:
-    """Write attribute.json and the figures the report's method asks for; return the paths."""
+                      style: str = "overlay", percentile: float = 99.0) -> list[Artifact]:
+    """Write attribute.json and the figures the report's method asks for."""
     check_drawing(style, percentile)
     out = Path(out_dir)
-    paths = [write_json(out / "attribute.json", report_json(report))]
+    written = [Artifact(write_json(out / "attribute.json", report_json(report)),
+                        f"{report.method}: per image the target, scores and attribution totals")]
     for figure in report.spec_method.figures:
-        paths += FIGURES[figure](report, out, style, percentile)
+        written += FIGURES[figure](report, out, style, percentile)
     if report.sanity is not None:
-        paths.append(write_json(out / "sanity.json", sanity_json(report.sanity, report)))
-        paths.append(plot_sanity(report.sanity, report, out / "sanity.png", percentile))
-    return paths
+        written.append(Artifact(write_json(out / "sanity.json", sanity_json(report.sanity, report)),
+                                "Spearman correlation with the original map as layers are randomised"))
+        written.append(Artifact(plot_sanity(report.sanity, report, out / "sanity.png", percentile),
+                                "model randomisation: the maps and their correlation, layer by layer"))
+    return written

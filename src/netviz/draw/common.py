@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from netviz.runs import atomic_write
+from netviz.files import atomic_write
 
 if TYPE_CHECKING:
     import numpy as np

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.draw.common import pyplot, save_figure, save_gif, save_png, to_uint8, upscale
-from netviz.runs import write_json
+from netviz.files import write_json
+from netviz.outputs import Artifact
 
 if TYPE_CHECKING:
     import numpy as np
@@ -161,7 +162,7 @@ def dream_record(result: DreamResult, run: Run, files: list[Path], after: Measur
 
 
 def write_dream(result: DreamResult, run: Run, out_dir: str | os.PathLike,
-                gif: bool = False) -> list[Path]:
+                gif: bool = False) -> list[Artifact]:
     """Write the PNGs, re-measure them from disk, then dream.json, grid.png (and dream.gif)."""
     import torch
 
@@ -174,9 +175,13 @@ def write_dream(result: DreamResult, run: Run, out_dir: str | os.PathLike,
     reloaded = torch.cat([load_image(p, run.spec)[0] for p in files])
     after = measure_result(run.model, run.spec, result, reloaded)
     before = measure_result(run.model, run.spec, result, result.start)
-    paths = list(files)
-    paths.append(write_json(out / "dream.json", dream_record(result, run, files, after, before)))
-    paths.append(plot_grid(result, after, before, run, out / "grid.png"))
+    written = [Artifact(p, f"{t.label}: {_tile_label(result, i, after, before, run).replace(chr(10), ', ')}")
+               for i, (t, p) in enumerate(zip(result.targets, files, strict=True))]
+    written.append(Artifact(write_json(out / "dream.json", dream_record(result, run, files, after, before)),
+                            "per image the target, the objective and the class probabilities, measured "
+                            "on the saved PNG"))
+    written.append(Artifact(plot_grid(result, after, before, run, out / "grid.png"),
+                            f"all {len(result.targets)} image(s) with their labels"))
     if gif and result.frames:
-        paths.append(write_gif(result, out / "dream.gif"))
-    return paths
+        written.append(Artifact(write_gif(result, out / "dream.gif"), "the optimisation, step by step"))
+    return written

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netviz.draw.common import pyplot, save_figure
-from netviz.runs import write_json
+from netviz.files import write_json
+from netviz.outputs import Artifact
 
 if TYPE_CHECKING:
     from netviz.evaluate import Evaluation
@@ -56,7 +57,10 @@ def table(ev: Evaluation) -> str:
     return "\n".join(lines + ["(deletion: lower is better; insertion: higher; sanity rho: lower)"])
 
 
-def write_evaluation(ev: Evaluation, out_dir: str | os.PathLike) -> list[Path]:
+def write_evaluation(ev: Evaluation, out_dir: str | os.PathLike) -> list[Artifact]:
     """evaluate.json and curves.png into ``out_dir``."""
     out = Path(out_dir)
-    return [write_json(out / "evaluate.json", ev.record()), plot_curves(ev, out / "curves.png")]
+    return [Artifact(write_json(out / "evaluate.json", ev.record()),
+                     "per method: deletion and insertion AUC, sanity correlation, seconds per image, curves"),
+            Artifact(plot_curves(ev, out / "curves.png"),
+                     f"mean deletion and insertion curves of {len(ev.methods)} method(s)")]

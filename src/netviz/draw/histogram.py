@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from netviz.draw.common import pyplot, save_figure
 from netviz.errors import NetvizError
-from netviz.runs import write_json
+from netviz.files import write_json
+from netviz.outputs import Artifact
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -276,23 +277,28 @@ def _add_raw(writer: Any, param: str, step: int, edges: list[float], counts: lis
 def write_histograms(h: WeightHistograms, out_dir: str | os.PathLike, *,
                      evolution: WeightEvolution | None = None, layout: str = "panels",
                      per_panel: int | None = None, log_y: bool = False,
-                     run_name: str | None = None) -> list[Path]:
+                     run_name: str | None = None) -> list[Artifact]:
     """histogram.json + histogram.png (+ distributions.png, ridgeline.png from the evolution)."""
     if layout not in LAYOUTS:
         raise NetvizError(f"unknown layout '{layout}': use one of {', '.join(LAYOUTS)}")
     if per_panel is not None and per_panel < 1:
         raise NetvizError(f"--per-panel must be at least 1, not {per_panel}")
     out = Path(out_dir)
-    data = h.to_json()
+    data = h.record()
     if evolution is not None:
         data["epochs"] = evolution.epochs
-    paths = [write_json(out / "histogram.json", data)]
+    snapshots = " vs ".join(s.label for s in h.snapshots)
+    written = [Artifact(write_json(out / "histogram.json", data),
+                        "per layer and snapshot: count, mean, std, min, max, percentiles, bins")]
     if layout == "panels":
-        paths.append(plot_panels(h, out / "histogram.png", per_panel=per_panel, log_y=log_y,
-                                 run_name=run_name))
+        written.append(Artifact(plot_panels(h, out / "histogram.png", per_panel=per_panel, log_y=log_y,
+                                            run_name=run_name), f"weight histograms per layer: {snapshots}"))
     else:
-        paths.append(plot_grid(h, out / "histogram.png", log_y=log_y, run_name=run_name))
+        written.append(Artifact(plot_grid(h, out / "histogram.png", log_y=log_y, run_name=run_name),
+                                f"one panel per layer, {snapshots} overlaid on shared bins"))
     if evolution is not None:
-        paths.append(plot_distributions(evolution, out / "distributions.png", run_name=run_name))
-        paths.append(plot_ridgeline(evolution, out / "ridgeline.png", run_name=run_name))
-    return paths
+        written.append(Artifact(plot_distributions(evolution, out / "distributions.png", run_name=run_name),
+                                "each layer's weight percentiles (min/7/16/31/50/69/84/93/max) per epoch"))
+        written.append(Artifact(plot_ridgeline(evolution, out / "ridgeline.png", run_name=run_name),
+                                "each layer's weight histogram per epoch, stacked"))
+    return written

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from netviz.draw.common import mosaic, pyplot, save_figure
 from netviz.errors import NetvizError
-from netviz.runs import write_json
+from netviz.files import write_json
+from netviz.outputs import Artifact, file_stem
 
 if TYPE_CHECKING:
     import numpy as np
@@ -143,11 +144,14 @@ def plot_kernels(ks: KernelSet, path: str | os.PathLike, *, scale: str = "kernel
 
 
 def write_kernels(ks: KernelSet, out_dir: str | os.PathLike, *, scale: str = "kernel",
-                  model_name: str = "", run_name: str | None = None) -> list[Path]:
+                  model_name: str = "", run_name: str | None = None) -> list[Artifact]:
     """kernels-<layer>.png and kernels-<layer>.json in ``out_dir``."""
     out = Path(out_dir)
-    data = ks.to_json()
+    data = ks.record()
     data["scale"] = scale
-    png = plot_kernels(ks, out / f"kernels-{ks.layer}.png", scale=scale, model_name=model_name,
+    png = plot_kernels(ks, out / f"kernels-{file_stem(ks.layer)}.png", scale=scale, model_name=model_name,
                        run_name=run_name)
-    return [write_json(out / f"kernels-{ks.layer}.json", data), png]
+    return [Artifact(write_json(out / f"kernels-{file_stem(ks.layer)}.json", data),
+                     f"{ks.layer}: per snapshot max |w|, mean, std, per-kernel norms, relative change"),
+            Artifact(png, f"{ks.layer}'s kernels as images (mid-grey = 0, lighter = positive), "
+                          f"{' vs '.join(ks.snapshots.values())}")]

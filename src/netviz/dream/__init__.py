@@ -32,6 +32,7 @@ from netviz.dream.objectives import (
 )
 from netviz.dream.param import INITS, PARAMS
 from netviz.errors import NetvizError, close_matches
+from netviz.outputs import file_stem
 from netviz.selection import RANGE_RE, parse_int_list
 
 if TYPE_CHECKING:
@@ -199,6 +200,16 @@ class DreamResult:
     # with settings.until: the step at which each image's saved PNG first had p >= until
     # (0 = the start image already did), None where it never did within settings.max_steps
     stopped_at: list[int | None] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """Key numbers: each target with its objective before and after (and its stopping step)."""
+        out = {"recipe": self.settings.recipe, "seed": self.seed, "images": [
+            {"target": t.label, "objective_start": round(a, 6), "objective_final": round(b, 6)}
+            for t, a, b in zip(self.targets, self.objective_start, self.objective_final, strict=True)]}
+        if self.settings.until is not None:
+            for entry, stopped in zip(out["images"], self.stopped_at, strict=True):
+                entry["stopped_at_step"] = stopped
+        return out
 
     def settings_dict(self) -> dict[str, Any]:
         d = asdict(self.settings)
@@ -482,7 +493,7 @@ def dream_channels(run: Run, layer: str | int, channels: str | int | Sequence[in
                           "a (channels,) or (channels, height, width) output")
     picked = parse_indices(channels, shape[0], "channel", f"layer {name}")
     if position is None:
-        targets = [DreamTarget("channel", c, f"{name} ch {c}", f"{name}_channel_{c}", name)
+        targets = [DreamTarget("channel", c, f"{name} ch {c}", f"{file_stem(name)}_channel_{c}", name)
                    for c in picked]
         return _batched(model, spec, lambda ch: channel(name, [t.index for t in ch]), targets,
                         settings, seed, quiet, batch_size)
@@ -494,7 +505,7 @@ def dream_channels(run: Run, layer: str | int, channels: str | int | Sequence[in
     if not (0 <= y < h and 0 <= x < w):
         raise NetvizError(f"neuron position ({y}, {x}) is outside layer {name}'s {h}x{w} map "
                           f"(rows 0..{h - 1}, columns 0..{w - 1})")
-    targets = [DreamTarget("neuron", c, f"{name} ch {c} @{y},{x}", f"{name}_neuron_{c}_{y}_{x}",
+    targets = [DreamTarget("neuron", c, f"{name} ch {c} @{y},{x}", f"{file_stem(name)}_neuron_{c}_{y}_{x}",
                            name, (y, x)) for c in picked]
     return _batched(model, spec, lambda ch: neuron(name, [t.index for t in ch], y, x), targets,
                     settings, seed, quiet, batch_size)

@@ -1,0 +1,88 @@
+"""Files that are never half-written: atomic writes (temp file, then rename), JSON and TOML.
+
+A crash, a Ctrl-C or a full disk leaves either the old file or the new one, never part of one;
+a write that fails says which file and why, as a :class:`~netviz.errors.NetvizError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from netviz.errors import NetvizError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash or Ctrl-C leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise NetvizError(f"cannot write to {path.parent}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a quota, a folder removed under us: say which file
+        Path(tmp).unlink(missing_ok=True)
+        raise NetvizError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise NetvizError(f"cannot read {path}: {exc}") from exc
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """A dict of str/int/float/bool/list/dict values as TOML, dicts as inline tables (None values
+    are left out)."""
+
+    def key(k: Any) -> str:
+        k = str(k)
+        return k if k and all(c.isalnum() and c.isascii() or c in "_-" for c in k) else json.dumps(k)
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{key(k)} = {value(x)}" for k, x in v.items() if x is not None) + "}"
+        return json.dumps(str(v))
+
+    return "".join(f"{key(k)} = {value(v)}\n" for k, v in data.items() if v is not None)
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise NetvizError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise NetvizError(f"config {path} is not valid TOML: {exc}") from exc

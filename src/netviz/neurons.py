@@ -1,0 +1,121 @@
+"""Neuron cards: for each chosen channel, the input it responds to most beside the data that excite it.
+
+What OpenAI Microscope showed for a few ImageNet models, for any model: per channel of a layer,
+its feature visualisation (:func:`netviz.dream.dream_channels`), the ``k`` data-set images with
+the highest mean activation (:func:`netviz.activations.top_activating`) and, over each, the map
+of where in the image the channel fires. Pure compute; ``netviz.draw.neurons`` draws the cards.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from netviz.errors import NetvizError
+
+if TYPE_CHECKING:
+    import torch
+
+    from netviz.runs import Run
+
+DEFAULT_CHANNELS = "0-7"
+DEFAULT_TOP = 6
+
+
+@dataclass
+class NeuronCard:
+    """One channel: its dream, its top data-set images and where it fires in each."""
+
+    channel: int
+    dream: torch.Tensor  # (C, H, W) pixels in [0, 1]
+    dream_activation: float  # the channel's total squared activation on the dream
+    top_indices: list[int]
+    top_scores: list[float]  # the mean activation of each top image
+    top_images: torch.Tensor  # uint8 (k, C, H, W)
+    top_maps: torch.Tensor  # (k, h, w) the channel's output on each top image
+    top_labels: list[str]
+
+
+@dataclass
+class NeuronCards:
+    layer: str
+    cards: list[NeuronCard]
+    dataset: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """What neurons.json holds."""
+        return {"layer": self.layer, "dataset": self.dataset, "settings": self.settings,
+                "channels": [{"channel": c.channel, "dream_activation": c.dream_activation,
+                              "top": [{"index": i, "mean_activation": s, "label": lbl}
+                                      for i, s, lbl in zip(c.top_indices, c.top_scores, c.top_labels, strict=True)]}
+                             for c in self.cards]}
+
+    def summary(self) -> dict[str, Any]:
+        return {"layer": self.layer, "channels": [c.channel for c in self.cards], "dataset": self.dataset,
+                "top_labels": {str(c.channel): c.top_labels for c in self.cards}}
+
+
+def parse_neurons(text: str | None) -> tuple[str | None, str | None]:
+    """``"relu2:0-7"`` -> ("relu2", "0-7"); ``"relu2"`` -> ("relu2", None); None -> (None, None)."""
+    if text is None or not text.strip():
+        return None, None
+    layer, _, channels = text.strip().partition(":")
+    if not layer:
+        raise NetvizError(f"cannot read --neurons '{text}': use LAYER or LAYER:CHANNELS, e.g. relu2:0-7")
+    return layer, channels or None
+
+
+def default_layer(run: Run) -> str:
+    """The model's middle default layer (the one `netviz activations` shows in the middle)."""
+    from netviz.activations import default_layers
+
+    layers = default_layers(run.model, run.spec)
+    return layers[len(layers) // 2]
+
+
+def neuron_cards(run: Run, layer: str | int | None = None, channels: str | None = None, *, top: int = DEFAULT_TOP,
+                 recipe: str = "deepdream", steps: int | None = None, data_dir: str | os.PathLike | None = None,
+                 split: str | None = None, batch_size: int = 256, seed: int = 0,
+                 quiet: bool = True) -> NeuronCards:
+    """Cards for ``channels`` (default the first 8) of ``layer`` (default :func:`default_layer`)."""
+    import torch
+
+    from netviz.activations import top_activating
+    from netviz.data import conform, normalise
+    from netviz.dream import dream_channels, layer_output_shape, measure_result, saved_pixels
+    from netviz.layers import forward_to, resolve_layer
+
+    if top < 1:
+        raise NetvizError(f"--top {top}: ask for at least one image per channel")
+    model, spec = run.model, run.spec
+    name = resolve_layer(model, layer if layer is not None else default_layer(run))
+    shape = layer_output_shape(model, spec, name)
+    if len(shape) != 3:
+        raise NetvizError(f"layer {name} gives {tuple(shape)} per image: neuron cards need a layer with "
+                          "channels x height x width (see `netviz layers`)")
+    count = shape[0]
+    wanted = channels or (DEFAULT_CHANNELS if count >= 8 else f"0-{count - 1}")
+    data = run.eval_data(data_dir, split)
+    dreams = dream_channels(run, name, wanted, recipe=recipe, steps=steps, seed=seed, quiet=quiet)
+    picked = [t.index for t in dreams.targets]
+    energy = measure_result(model, spec, dreams, saved_pixels(dreams.images)).objective
+    best = top_activating(model, spec, data, {name: picked}, k=top, batch_size=batch_size, quiet=quiet)[name]
+    images = conform(data.images, spec)[0]
+    cards = []
+    was_training = model.training
+    model.eval()
+    try:
+        for row, channel in enumerate(picked):
+            idx = best.indices[row].tolist()
+            with torch.no_grad():
+                maps = forward_to(model, normalise(images[idx], spec, run.device), [name])[name][:, channel]
+            cards.append(NeuronCard(channel, dreams.images[row], float(energy[row]), idx,
+                                    [float(v) for v in best.scores[row]], images[idx], maps.float().cpu(),
+                                    [data.classes[int(data.labels[i])] if data.classes else str(int(data.labels[i]))
+                                     for i in idx]))
+    finally:
+        model.train(was_training)
+    return NeuronCards(name, cards, data.name, {"recipe": recipe, "steps": dreams.settings.steps, "top": top,
+                                               "seed": seed, "channels": picked})

@@ -1,0 +1,328 @@
+"""`netviz report`: one self-contained HTML page of everything netviz knows about a run.
+
+The page is built from the run folder (training) and the manifests of every command's output
+folder (:mod:`netviz.outputs`): nothing is guessed from file names. Images are embedded as data
+URIs, the CSS is inline, there is no script and no font or file from outside, so the page opens
+offline in any browser, with JavaScript off. It is rendered by a Jinja2 template with
+autoescaping: a class, file or layer name from a user's model is text, never markup.
+``--all`` first runs, in-process and with their defaults, the analyses the run does not have.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from netviz.errors import NetvizError
+
+if TYPE_CHECKING:
+    from netviz.runs import Run
+
+SECTIONS = (
+    ("train", "Training", "Loss and accuracy per epoch: eval accuracy that stops rising while train "
+                          "accuracy climbs is overfitting."),
+    ("histogram", "Weight histograms", None),
+    ("kernels", "Kernels", None),
+    ("activations", "Activations", None),
+    ("dream", "Dreams", None),
+    ("neurons", "Neuron cards", None),
+    ("attribute", "Attribution", None),
+    ("evaluate", "Which attribution to trust", None),
+)
+FIGURES_SHOWN = {"histogram": 4, "kernels": 2, "activations": 4, "dream": 3, "attribute": 5, "evaluate": 1,
+                 "neurons": 16}  # images embedded per invocation (the rest are listed by name)
+IMAGE_TYPES = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+MAX_IMAGE_BYTES = 1_500_000  # larger files are listed, not embedded: the page stays small
+
+
+@dataclass
+class Figure:
+    caption: str
+    uri: str  # a data: URI
+    name: str
+
+
+@dataclass
+class Table:
+    """Key numbers: ``columns`` heads (empty for a key/value table) and ``rows`` of cells."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    title: str = ""
+
+
+@dataclass
+class Block:
+    """One invocation of a command (one output folder), or the training run itself."""
+
+    title: str
+    folder: str
+    command_line: str
+    when: str
+    tables: list[Table]
+    figures: list[Figure]
+    files: list[tuple[str, str]]  # (relative path, caption) of everything in the folder
+    how_to_read: str = ""
+    more: list[Table] = field(default_factory=list)  # shown folded (e.g. the whole config)
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    how_to_read: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    title: str
+    model: str
+    run: str
+    created: str
+    version: str
+    sections: list[Section]
+    notes: list[str] = field(default_factory=list)
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+def data_uri(path: Path) -> str | None:
+    kind = IMAGE_TYPES.get(path.suffix.lower())
+    if kind is None or not path.is_file() or path.stat().st_size > MAX_IMAGE_BYTES:
+        return None
+    return f"data:{kind};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.4g}"
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value[:12]) + (", ..." if len(value) > 12 else "")
+    return str(value)
+
+
+def tables(summary: dict[str, Any], most: int = 24) -> list[Table]:
+    """A manifest's key numbers as tables: scalars as key/value rows, a dict of dicts or a list of
+    dicts as a table with one row each."""
+    plain = Table([], [])
+    out = [plain]
+    for key, value in summary.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            columns = list(dict.fromkeys(k for v in value.values() for k in v))
+            rows = [[str(name)] + [_cell(v.get(c)) for c in columns] for name, v in list(value.items())[:most]]
+            out.append(Table(["", *columns], rows, key))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            columns = list(dict.fromkeys(k for v in value for k in v))
+            out.append(Table(columns, [[_cell(v.get(c)) for c in columns] for v in value[:most]], key))
+        elif isinstance(value, dict):
+            plain.rows += [[f"{key} / {k}", _cell(v)] for k, v in list(value.items())[:most]]
+        else:
+            plain.rows.append([key, _cell(value)])
+    return [t for t in out if t.rows]
+
+
+def block_from_manifest(folder: Path, manifest: dict[str, Any], root: Path) -> Block:
+    command = manifest.get("command", "?")
+    shown = FIGURES_SHOWN.get(command, 4)
+    figures, files = [], []
+    for entry in manifest.get("files", []):
+        files.append((entry["path"], entry.get("caption", "")))
+        if len(figures) < shown:
+            uri = data_uri(folder / entry["path"])
+            if uri is not None:
+                figures.append(Figure(entry.get("caption", ""), uri, entry["path"]))
+    try:
+        rel = folder.relative_to(root).as_posix()
+    except ValueError:
+        rel = str(folder)
+    return Block(title=rel, folder=rel, command_line=manifest.get("command_line", ""),
+                 when=f"{manifest.get('started', '')}, {manifest.get('seconds', 0):.1f} s",
+                 tables=tables(manifest.get("summary", {})), figures=figures, files=files,
+                 how_to_read=manifest.get("how_to_read", ""))
+
+
+def train_block(run: Run) -> Block | None:
+    """The training run: curves, final numbers, milestones and the resolved config."""
+    from netviz.files import read_json
+    from netviz.outputs import MANIFEST
+    from netviz.runs import RunFolder
+
+    if run.path is None:
+        return None
+    folder = RunFolder(run.path)
+    manifest = read_json(run.path / MANIFEST) if (run.path / MANIFEST).is_file() else {}
+    summary = read_json(folder.summary) if folder.summary.is_file() else {}
+    numbers = {k: summary[k] for k in ("train", "eval", "epochs", "final_eval_acc", "best_eval_acc",
+                                       "seconds", "images_per_second") if k in summary}
+    if "milestones" in summary:
+        numbers["milestones"] = {k: (f"epoch {v['epoch']}, {v['seconds']:.1f} s" if v else "not reached")
+                                 for k, v in summary["milestones"].items()}
+    config = {k: v for k, v in run.config.items() if v is not None and k not in ("runs_dir", "name")}
+    figures = []
+    uri = data_uri(folder.curves)
+    if uri:
+        figures.append(Figure("loss and accuracy per epoch, train vs eval", uri, folder.curves.name))
+    files = [(p.relative_to(run.path).as_posix(), "") for p in folder.files()]
+    metrics = [{k: m.get(k) for k in ("epoch", "train_loss", "train_acc", "eval_loss", "eval_acc", "seconds")}
+               for m in run.metrics]
+    command = manifest.get("command_line") or _train_command(run.config)
+    return Block(title=run.name, folder=".", command_line=command, when=manifest.get("started", ""),
+                 tables=tables({**numbers, "metrics": metrics}), figures=figures, files=files,
+                 how_to_read=SECTIONS[0][2], more=[Table([], [[k, _cell(v)] for k, v in config.items()], "config")])
+
+
+def _train_command(config: dict[str, Any]) -> str:
+    """A command line that repeats a run trained before manifests existed."""
+    import shlex
+
+    keys = ("model", "dataset", "train_split", "eval_split", "epochs", "batch_size", "lr", "optimizer", "seed")
+    args = ["netviz", "train"]
+    for k in keys:
+        if config.get(k) is not None:
+            args += [f"--{k.replace('_', '-')}", str(config[k])]
+    return shlex.join(args)
+
+
+def collect(run: Run, root: Path | None = None) -> Report:
+    """Every section of the page, from the run folder and the manifests under ``root``."""
+    from netviz import __version__
+    from netviz.commands import HOW_TO_READ
+    from netviz.outputs import manifests
+
+    root = root or report_root(run)
+    sections = {sid: Section(sid, title, text or HOW_TO_READ.get(sid, "")) for sid, title, text in SECTIONS}
+    block = train_block(run)
+    if block is not None:
+        sections["train"].blocks.append(block)
+    for folder, manifest in manifests(root) if root.is_dir() else []:
+        command = manifest.get("command")
+        if command in sections and command != "train":
+            sections[command].blocks.append(block_from_manifest(folder, manifest, root))
+    return Report(title=f"netviz report: {run.name}", model=run.spec.name,
+                  run=str(run.path.resolve()) if run.path else "(no run: a model by name)",
+                  created=datetime.now().isoformat(timespec="seconds"), version=__version__,
+                  sections=list(sections.values()))
+
+
+def report_root(run: Run) -> Path:
+    """Where a run's (or a bare model's) output folders live."""
+    from netviz.outputs import slug
+
+    return run.path if run.path is not None else Path("netviz-out") / slug(run.spec.name, 80)
+
+
+# -- --all: what is missing, run in-process ---------------------------------------------------------
+
+def default_analyses(run: Run, neurons: str | None) -> dict[str, tuple[list[str] | None, Callable[[], Any]]]:
+    """The analyses ``--all`` runs when the run has none of their kind, with their defaults: per
+    command, the equivalent command line (for its manifest) and the call."""
+    from netviz import commands
+    from netviz.neurons import parse_neurons
+
+    layer, channels = parse_neurons(neurons)
+    classes = "all" if run.spec.num_classes <= 10 else "0-9"
+    methods = "integrated,saliency,gradcam,occlusion,random"
+
+    def argv(*args: str) -> list[str] | None:  # a bare model's manifests keep the Python call instead
+        return [args[0], str(run.path), *args[1:]] if run.path is not None else None
+
+    neuron_args = ["--layer", layer] if layer else []
+    neuron_args += ["--channels", channels] if channels else []
+    return {
+        "histogram": (argv("histogram"), lambda: commands.histogram(run, quiet=True)),
+        "kernels": (argv("kernels"), lambda: commands.kernels(run, quiet=True)),
+        "activations": (argv("activations", "--index", "0"), lambda: commands.activations(run, index="0", quiet=True)),
+        "dream": (argv("dream", "--class", classes, "--until", "0.99"),
+                  lambda: commands.dream(run, classes=classes, until=0.99, quiet=True)),
+        "neurons": (argv("neurons", *neuron_args),
+                    lambda: commands.neurons(run, layer=layer, channels=channels, quiet=True)),
+        "attribute": (argv("attribute", "--index", "0-7"),
+                      lambda: commands.attribute(run, "integrated", indices="0-7", quiet=True)),
+        "evaluate": (argv("evaluate", "--methods", methods, "--index", "0-19", "--sanity-layers", "1"),
+                     lambda: commands.evaluate(run, methods=methods, indices="0-19", sanity_layers=1, quiet=True)),
+    }
+
+
+def run_missing(run: Run, neurons: str | None = None, quiet: bool = True) -> list[str]:
+    """Run every analysis of :func:`default_analyses` whose command has no output yet; returns
+    notes about what could not run (e.g. a model without a data set)."""
+    from netviz.outputs import command_line_of, manifests, set_command_line
+    from netviz.progress import progress, say
+
+    root = report_root(run)
+    done = {m.get("command") for _, m in (manifests(root) if root.is_dir() else [])}
+    notes = []
+    todo = {k: v for k, v in default_analyses(run, neurons).items() if k not in done}
+    outer = command_line_of()
+    try:
+        for command, (argv, analysis) in progress(list(todo.items()), quiet=quiet, desc="analyses", unit="command"):
+            say(f"report --all: running {command}", quiet)
+            set_command_line(argv)
+            try:
+                analysis()
+            except NetvizError as exc:
+                notes.append(f"{command} could not run with its defaults: {exc}")
+    finally:
+        set_command_line(outer, joined=True)
+    return notes
+
+
+def _ensure_neurons(run: Run, neurons: str, quiet: bool) -> None:
+    """Make the cards ``neurons`` asks for, unless the run already has exactly those."""
+    from netviz import commands
+    from netviz.neurons import parse_neurons
+    from netviz.outputs import manifests
+
+    layer, channels = parse_neurons(neurons)
+    root = report_root(run)
+    for _, m in manifests(root) if root.is_dir() else []:
+        opts = m.get("options", {})
+        if m.get("command") == "neurons" and opts.get("layer") == layer and opts.get("channels") == channels:
+            return
+    commands.neurons(run, layer=layer, channels=channels, quiet=quiet)
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+def render(report: Report) -> str:
+    """The page's HTML, from the package's Jinja2 template, autoescaped."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("netviz", "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True))
+    return env.get_template("report.html.j2").render(r=report)
+
+
+def write_report(run: Run, out: str | os.PathLike | None = None, *, run_all: bool = False,
+                 neurons: str | None = None, open_page: bool = False, quiet: bool = True) -> Path:
+    """Write ``index.html`` into ``out`` (default ``<run>/report/``); with ``run_all``, first run
+    the analyses the run is missing; ``neurons`` (``relu2:0-7``) makes those cards if the run
+    has none of them. Returns the page's path."""
+    from netviz.files import write_text
+    from netviz.progress import say
+
+    if neurons:
+        _ensure_neurons(run, neurons, quiet)
+    notes = run_missing(run, neurons, quiet) if run_all else []
+    report = collect(run)
+    report.notes = notes
+    folder = Path(out) if out else report_root(run) / "report"
+    page = write_text(folder / "index.html", render(report))
+    size = page.stat().st_size
+    say(f"report: {page} ({size / 1e6:.2f} MB, {sum(len(s.blocks) for s in report.sections)} result(s))", quiet)
+    if open_page:
+        import webbrowser
+
+        webbrowser.open(page.resolve().as_uri())
+    return page
