@@ -262,15 +262,17 @@ def image_activations(model: nn.Module, spec: ModelSpec, image: torch.Tensor, la
 
 def top_activating(model: nn.Module, spec: ModelSpec, data: TensorData,
                    channels: dict[str, list[int]], k: int = 5, batch_size: int = 256,
-                   quiet: bool = True) -> dict[str, TopImages]:
+                   quiet: bool = True) -> dict[str, TopImages] | None:
     """For each layer and each of its ``channels``, the ``k`` images of ``data`` with the highest
     mean activation (mean over the channel's spatial positions), in one batched pass.
 
     The forward pass stops after the deepest wanted layer; only per-channel means are kept.
-    Ties keep data-set order (a stable sort), so the result is reproducible.
+    Ties keep data-set order (a stable sort), so the result is reproducible. Under torchrun every
+    rank scores its share of the data and rank 0 gets the result (the other ranks None).
     """
     import torch
 
+    from netviz import distributed
     from netviz.data import conform, normalise
     from netviz.layers import forward_to
     from netviz.progress import progress
@@ -281,9 +283,10 @@ def top_activating(model: nn.Module, spec: ModelSpec, data: TensorData,
         raise NetvizError(f"--batch-size {batch_size}: use a positive batch size")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     layers = list(channels)
-    images, _ = conform(data.images, spec)
+    share = distributed.shard(len(data))  # under torchrun each rank scores its share of the data
+    images, _ = conform(data.images[share.start:share.stop], spec)
     scores: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    starts = range(0, len(data), batch_size)
+    starts = range(0, len(images), batch_size)
     with torch.no_grad():
         for start in progress(starts, quiet=quiet, desc="top images", total=len(starts)):
             x = normalise(images[start:start + batch_size], spec, device)
@@ -295,10 +298,13 @@ def top_activating(model: nn.Module, spec: ModelSpec, data: TensorData,
                 out = out[:, channels[name]]
                 means = out.flatten(2).mean(2) if out.ndim > 2 else out
                 scores[name].append(means.cpu())
+    shares = distributed.gather({name: torch.cat(v) if v else None for name, v in scores.items()})
+    if shares is None:
+        return None  # another rank than 0: rank 0 ranks the whole data set
     k = min(k, len(data))
     result = {}
     for name in layers:
-        s = torch.cat(scores[name]).T  # (channels, N)
+        s = torch.cat([share[name] for share in shares if share[name] is not None]).T  # (channels, N)
         order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :k]
         result[name] = TopImages(name, list(channels[name]), order, s.gather(1, order), data.name)
     return result

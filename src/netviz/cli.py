@@ -25,6 +25,7 @@ class NetvizGroup(click.Group):
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        from netviz import distributed
         from netviz.outputs import set_command_line
 
         set_command_line(list(args) if args is not None else sys.argv[1:])  # for the manifests
@@ -32,6 +33,7 @@ class NetvizGroup(click.Group):
             return self._run(args, prog_name, complete_var, standalone_mode, **extra)
         finally:
             set_command_line(None)
+            distributed.shutdown()  # under torchrun: leave the process group, on errors too
 
     def _run(self, args: Any, prog_name: str | None, complete_var: str | None, standalone_mode: bool,
              **extra: Any) -> Any:
@@ -71,9 +73,13 @@ def _fail(message: str, code: int, prefix: str = "error: ") -> None:
 
 
 def print_paths(paths: Iterable[str | os.PathLike]) -> None:
-    """Every drawing command ends by printing the files it wrote, one per line."""
-    for p in paths:
-        click.echo(str(p))
+    """Every drawing command ends by printing the files it wrote, one per line (under torchrun,
+    rank 0 alone: the others wrote nothing)."""
+    from netviz.distributed import is_main
+
+    if is_main():
+        for p in paths:
+            click.echo(str(p))
 
 
 # -- options shared by commands ---------------------------------------------------------------
@@ -553,7 +559,8 @@ def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...
         run, out, methods=methods, images=images, indices=index, steps_frac=steps_frac, baseline=baseline,
         layer=layer, batch_size=batch_size, sanity=sanity, sanity_layers=sanity_layers, data_dir=data_dir,
         seed=seed, quiet=quiet, overwrite=overwrite)
-    click.echo(text)
+    if text:
+        click.echo(text)
     print_paths(paths)
 
 

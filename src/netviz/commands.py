@@ -136,6 +136,7 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
     """
     from netviz.activations import default_layers, image_activations, select_indices, top_activating
     from netviz.data import conform, load_image
+    from netviz.distributed import is_main
     from netviz.draw.activations import check_mode, uses_rgb, write_activation_set
     from netviz.layers import resolve_layers
     from netviz.outputs import open_output
@@ -174,17 +175,28 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
             said.add(text)
             say(f"note: {text}", quiet)
 
+    def activations_of(inp: dict[str, Any]):
+        return image_activations(model, spec, inp["image"], names, channels, label=inp["label"],
+                                 class_names=class_names, source=inp["source"], index=inp["index"],
+                                 note=inp["note"])
+
+    first = activations_of(inputs[0])  # which channels each layer shows
+    top = top_pixels = None
+    if top_images:  # under torchrun every rank scores its share of the data set
+        top = top_activating(model, spec, data, {ly.name: ly.channels for ly in first.layers},
+                             k=top_images, batch_size=batch_size, quiet=quiet)
+        top_pixels = conform(data.images, spec)[0]
+        if top_images > len(data):
+            note_once(f"--top-images {top_images}: {data.name} has only {len(data)} images")
+    if not is_main():
+        return []  # rank 0 draws and writes
     label = "image" if image is not None else "index-" + "-".join(str(i["index"]) for i in inputs[:4])
     output = open_output(run, "activations", out, label, overwrite, started)
     written = []
-    top = None
-    top_pixels = None
     several = len(inputs) > 1
     summary: dict[str, Any] = {"layers": names, "images": []}
-    for inp in progress(inputs, quiet=quiet or not several, desc="images"):
-        act = image_activations(model, spec, inp["image"], names, channels, label=inp["label"],
-                                class_names=class_names, source=inp["source"], index=inp["index"],
-                                note=inp["note"])
+    for n, inp in enumerate(progress(inputs, quiet=quiet or not several, desc="images")):
+        act = first if n == 0 else activations_of(inp)
         if inp["note"]:
             note_once(f"{inp['source']} was {inp['note']} to fit {spec.name}")
         for layer in act.layers:
@@ -192,12 +204,6 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
             if mode == "rgb" and layer.spatial and not uses_rgb(layer, mode):
                 note_once(f"{layer.name}: {len(layer.channels)} channels is not a multiple of 3, "
                           "drawn as grey tiles")
-        if top_images and top is None:
-            top = top_activating(model, spec, data, {ly.name: ly.channels for ly in act.layers},
-                                 k=top_images, batch_size=batch_size, quiet=quiet)
-            top_pixels = conform(data.images, spec)[0]
-            if top_images > len(data):
-                note_once(f"--top-images {top_images}: {data.name} has only {len(data)} images")
         truth = f" (true {act.label_name})" if act.label_name is not None else ""
         say(f"{act.source}{truth}: predicted {act.predicted_name} ({act.probability:.1%})", quiet)
         summary["images"].append({"source": act.source, "label": act.label_name, "predicted": act.predicted_name,
@@ -224,6 +230,8 @@ def attribute(run: Run, method: str = "integrated", out: str | os.PathLike | Non
     check_method(method)
     check_drawing(style, percentile)
     report = attribute_run(run, method, **options)
+    if report is None:
+        return []  # under torchrun, another rank than 0: its share is in rank 0's report
     output = open_output(run, "attribute", out, method, overwrite, started)
     written = write_attribution(report, output.path, style, percentile)
     return output.publish(written, run=run, options=dict(method=method, style=style, percentile=percentile,
@@ -243,6 +251,8 @@ def evaluate(run: Run, out: str | os.PathLike | None = None, *, methods: str | S
     started = time.time()
     names = parse_methods(methods)  # check before any work
     ev = evaluate_run(run, methods, quiet=quiet, **options)
+    if ev is None:
+        return [], ""  # under torchrun, another rank than 0
     output = open_output(run, "evaluate", out, f"{len(names)}-methods", overwrite, started)
     written = write_evaluation(ev, output.path)
     paths = output.publish(written, run=run, options=dict(methods=names, **options), summary=ev.summary(),
@@ -285,10 +295,12 @@ def dream(run: Run, out: str | os.PathLike | None = None, *, classes: str | None
         picked, position = parse_neuron(neuron)
         result = dream_channels(run, layer, picked, position=position,
                                 recipe=recipe or "deepdream", **compute)
-        label = f"{result.targets[0].layer}-neuron-{picked}"
+        label = f"{result.targets[0].layer}-neuron-{picked}" if result else ""
     else:
         result = dream_channels(run, layer, channels or "0", recipe=recipe or "deepdream", **compute)
-        label = f"{result.targets[0].layer}-channel-{channels or '0'}"
+        label = f"{result.targets[0].layer}-channel-{channels or '0'}" if result else ""
+    if result is None:
+        return []  # under torchrun, another rank than 0: its images are in rank 0's result
     s = result.settings
     for target, stopped in zip(result.targets, result.stopped_at, strict=True):
         if s.until is not None and stopped is None:
@@ -315,6 +327,8 @@ def neurons(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
                    batch_size=batch_size, seed=seed)
     cards = neuron_cards(run, layer, channels, top=top, recipe=recipe, steps=steps, data_dir=data_dir,
                          split=split, batch_size=batch_size, seed=seed, quiet=quiet)
+    if cards is None:
+        return []  # under torchrun, another rank than 0
     output = open_output(run, "neurons", out, f"{cards.layer}-{channels or 'default'}", overwrite, started)
     written = write_neurons(cards, output.path)
     return output.publish(written, run=run, options=options, summary=cards.summary(),

@@ -17,15 +17,23 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def resolve_device(spec: str | None = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are checked."""
+    """``auto`` picks cuda, then mps, then cpu; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are checked.
+
+    Under torchrun, ``auto`` and ``cuda`` mean this process's own GPU, ``cuda:LOCAL_RANK``.
+    """
     import torch
+
+    from netviz.distributed import launch_rank
 
     spec = (spec or "auto").strip().lower()
     if not _DEVICE_RE.match(spec):
         raise NetvizError(f"unknown device '{spec}': use auto, cpu, cuda, cuda:N or mps")
+    local_rank = launch_rank()[2]
+    if spec == "cuda" and local_rank:
+        spec = f"cuda:{local_rank}"
     if spec == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", local_rank)
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")

@@ -179,19 +179,20 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
                  indices: str | Sequence[int] | None = None, steps_frac: float = 0.05,
                  baseline: str = "black", layer: str | int | None = None, batch_size: int = 256,
                  sanity: bool = True, sanity_layers: int | None = None, data_dir: str | os.PathLike | None = None,
-                 seed: int = 0, quiet: bool = True) -> Evaluation:
+                 seed: int = 0, quiet: bool = True) -> Evaluation | None:
     """Score ``methods`` (default :data:`DEFAULT_METHODS`) on the run's eval images ``indices``
-    (default 0-49) or on image files; every method explains the same target (the prediction)."""
+    (default 0-49) or on image files; every method explains the same target (the prediction).
+    Under torchrun each rank scores its share of the images; rank 0 gets the whole evaluation
+    (the other ranks None)."""
     import torch
 
+    from netviz import distributed
     from netviz.attribute import get_method
-    from netviz.attribute._common import eval_mode, forward_scores, make_baseline
-    from netviz.attribute._run import load_baseline, method_options
-    from netviz.data import normalise
+    from netviz.attribute._run import _offset, method_options
     from netviz.device import seed_everything
-    from netviz.inputs import select_inputs
+    from netviz.inputs import merge_inputs, select_inputs
     from netviz.layers import weight_layers
-    from netviz.progress import progress, say
+    from netviz.progress import say
 
     names = parse_methods(methods)
     chosen = [get_method(name) for name in names]
@@ -200,36 +201,77 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
     if batch_size < 1:
         raise NetvizError(f"--batch-size must be positive, not {batch_size}")
     seed_everything(seed)
-    inputs = select_inputs(run, images, indices, data_dir, default="0-49")
     spec, model = run.spec, run.model
-    x = normalise(inputs.images, spec)
-    fractions = fraction_steps(steps_frac, x.shape[2] * x.shape[3])
-    base = make_baseline(x, load_baseline(baseline, run, data_dir), spec=spec, seed=seed)
-    with eval_mode(model):
-        _, targets = forward_scores(model, x, None, "logit", batch_size)
+    fractions = fraction_steps(steps_frac, spec.input_shape[1] * spec.input_shape[2])
     top = sanity_layers if sanity_layers is not None else math.ceil(len(weight_layers(model)) / 2)
+    inputs = select_inputs(run, images, indices, data_dir, default="0-49", shard=True)
     notes = list(inputs.notes)
-    scores: dict[str, MethodScores] = {}
-    for method in progress(chosen, quiet=quiet, desc="methods", unit="method"):
-        kwargs = method_options(method, run, dict(score="logit", batch_size=batch_size, baseline=baseline,
-                                                  layer=layer, seed=seed), data_dir, notes)
-        start = time.perf_counter()
-        with eval_mode(model):
-            result = method.function(model, x, targets, quiet=True, **kwargs)
-        seconds = time.perf_counter() - start
-        with eval_mode(model):
-            deletion, insertion = perturbation_curves(model, x, base, targets, result.attributions,
-                                                      fractions, batch_size)
-        corr = (sanity_correlation(model, x, method, result, kwargs, top, seed) if sanity
-                else torch.full((len(x),), float("nan"), dtype=torch.float64))
-        scores[method.name] = MethodScores(method.name, deletion, insertion, auc(deletion, fractions),
-                                           auc(insertion, fractions), corr, seconds)
+    options = dict(score="logit", batch_size=batch_size, baseline=baseline, layer=layer, seed=seed,
+                   offset=_offset(run, images, indices if indices is not None else "0-49"))
+    kwargs = {m.name: method_options(m, run, options, data_dir, notes) for m in chosen}
+    part = None
+    if len(inputs):
+        base = make_curve_baseline(run, inputs, baseline, data_dir, seed, options["offset"])
+        part = score_methods(run, chosen, kwargs, inputs, base, fractions, batch_size, sanity, top, seed, quiet)
+    parts = distributed.gather((inputs, part) if part is not None else None)
+    if parts is None:
+        return None  # another rank than 0
+    parts = [p for p in parts if p is not None]
     for note in notes:
         say(f"note: {note}", quiet)
+    targets = torch.cat([p[1][0] for p in parts])
+    scores = {}
+    for name in names:
+        shares = [p[1][1][name] for p in parts]
+        merged = distributed.concat(shares)
+        merged.seconds = sum(share.seconds for share in shares)  # the work of all the ranks
+        scores[name] = merged
+    inputs = merge_inputs([p[0] for p in parts])
     settings = {"methods": names, "steps_frac": steps_frac, "steps": len(fractions) - 1, "baseline": baseline,
                 "batch_size": batch_size, "sanity": sanity, "sanity_layers": top if sanity else 0, "seed": seed,
                 "images": len(inputs), "target": "the predicted class", "score": "softmax probability"}
     return Evaluation(scores, fractions, inputs, targets, spec, settings, notes)
+
+
+def make_curve_baseline(run: Run, inputs: Inputs, baseline: str, data_dir: str | os.PathLike | None,
+                        seed: int, offset: int) -> torch.Tensor:
+    """What deleted pixels become and insertion starts from, for these images (normalised)."""
+    from netviz.attribute._common import make_baseline
+    from netviz.attribute._run import load_baseline
+    from netviz.data import normalise
+
+    x = normalise(inputs.images, run.spec)
+    return make_baseline(x, load_baseline(baseline, run, data_dir), spec=run.spec, seed=seed, offset=offset)
+
+
+def score_methods(run: Run, methods: Sequence[Any], kwargs: dict[str, dict[str, Any]], inputs: Inputs,
+                  base: torch.Tensor, fractions: torch.Tensor, batch_size: int, sanity: bool, top: int,
+                  seed: int, quiet: bool) -> tuple[torch.Tensor, dict[str, MethodScores]]:
+    """(targets, per method its curves, AUCs, sanity and seconds) for one set of images."""
+    import torch
+
+    from netviz.attribute._common import eval_mode, forward_scores
+    from netviz.data import normalise
+    from netviz.progress import progress
+
+    model = run.model
+    x = normalise(inputs.images, run.spec)
+    with eval_mode(model):
+        _, targets = forward_scores(model, x, None, "logit", batch_size)
+    scores: dict[str, MethodScores] = {}
+    for method in progress(methods, quiet=quiet, desc="methods", unit="method"):
+        start = time.perf_counter()
+        with eval_mode(model):
+            result = method.function(model, x, targets, quiet=True, **kwargs[method.name])
+        seconds = time.perf_counter() - start
+        with eval_mode(model):
+            deletion, insertion = perturbation_curves(model, x, base, targets, result.attributions,
+                                                      fractions, batch_size)
+        corr = (sanity_correlation(model, x, method, result, kwargs[method.name], top, seed) if sanity
+                else torch.full((len(x),), float("nan"), dtype=torch.float64))
+        scores[method.name] = MethodScores(method.name, deletion, insertion, auc(deletion, fractions),
+                                           auc(insertion, fractions), corr, seconds)
+    return targets, scores
 
 
 def parse_methods(methods: str | Sequence[str] | None) -> list[str]:

@@ -52,29 +52,49 @@ def label_from_folder(path: Path, spec: ModelSpec) -> int | None:
 
 def select_inputs(run: Run, images: Sequence[str | os.PathLike] = (),
                   indices: str | Sequence[int] | None = None, data_dir: str | os.PathLike | None = None,
-                  default: str = "0-7") -> Inputs:
-    """Image files, or eval-data samples (``indices``, default ``default``); never both."""
+                  default: str = "0-7", shard: bool = False) -> Inputs:
+    """Image files, or eval-data samples (``indices``, default ``default``); never both.
+
+    ``shard``: under torchrun, only this rank's contiguous share (every rank checks the whole
+    selection; each loads and reports on its own files).
+    """
     import torch
 
+    from netviz import distributed
     from netviz.data import conform, load_image
 
     spec = run.spec
     if images and indices is not None:
         raise NetvizError("pass --image or --index, not both")
     if images:
+        share = distributed.shard(len(images)) if shard else range(len(images))
+        files = [images[k] for k in share]
         loaded, notes = [], []
-        for p in images:
+        for p in files:
             pixels, note = load_image(p, spec)
             if note:
                 notes.append(f"{Path(p).name}: {note}")
             loaded.append(pixels)
-        return Inputs(torch.cat(loaded), [Path(p).name for p in images], [None] * len(images),
-                      [label_from_folder(Path(p), spec) for p in images], notes)
+        empty = torch.zeros(0, *spec.input_shape, dtype=torch.uint8)
+        return Inputs(torch.cat(loaded) if loaded else empty, [Path(p).name for p in files], [None] * len(files),
+                      [label_from_folder(Path(p), spec) for p in files], notes)
     data = run.eval_data(data_dir)
     indices = default if indices is None else indices
     chosen = parse_indices(indices, len(data)) if isinstance(indices, str) else [int(i) for i in indices]
     if any(not 0 <= i < len(data) for i in chosen):
         raise NetvizError(f"index out of range: the eval set has {len(data)} images")
+    if shard:
+        chosen = [chosen[k] for k in distributed.shard(len(chosen))]
     pixels, note = conform(data.images[chosen], spec)
     return Inputs(pixels, [f"index {i}" for i in chosen], list(chosen),
                   [int(data.labels[i]) for i in chosen], [note] if note else [])
+
+
+def merge_inputs(parts: Sequence[Inputs | None]) -> Inputs | None:
+    """The ranks' shares put back together in rank (= data) order; notes said once."""
+    from netviz.distributed import concat
+
+    merged = concat(parts)
+    if merged is not None:
+        merged.notes = list(dict.fromkeys(merged.notes))
+    return merged

@@ -78,13 +78,13 @@ def default_layer(run: Run) -> str:
 def neuron_cards(run: Run, layer: str | int | None = None, channels: str | None = None, *, top: int = DEFAULT_TOP,
                  recipe: str = "deepdream", steps: int | None = None, data_dir: str | os.PathLike | None = None,
                  split: str | None = None, batch_size: int = 256, seed: int = 0,
-                 quiet: bool = True) -> NeuronCards:
+                 quiet: bool = True) -> NeuronCards | None:
     """Cards for ``channels`` (default the first 8) of ``layer`` (default :func:`default_layer`)."""
     import torch
 
     from netviz.activations import top_activating
     from netviz.data import conform, normalise
-    from netviz.dream import dream_channels, layer_output_shape, measure_result, saved_pixels
+    from netviz.dream import dream_channels, layer_output_shape, measure_result, parse_indices, saved_pixels
     from netviz.layers import forward_to, resolve_layer
 
     if top < 1:
@@ -98,10 +98,14 @@ def neuron_cards(run: Run, layer: str | int | None = None, channels: str | None 
     count = shape[0]
     wanted = channels or (DEFAULT_CHANNELS if count >= 8 else f"0-{count - 1}")
     data = run.eval_data(data_dir, split)
-    dreams = dream_channels(run, name, wanted, recipe=recipe, steps=steps, seed=seed, quiet=quiet)
-    picked = [t.index for t in dreams.targets]
+    picked = parse_indices(wanted, count, "channel", f"layer {name}")
+    # both collective under torchrun: every rank dreams and searches its share, rank 0 gets all
+    dreams = dream_channels(run, name, picked, recipe=recipe, steps=steps, seed=seed, quiet=quiet)
+    found = top_activating(model, spec, data, {name: picked}, k=top, batch_size=batch_size, quiet=quiet)
+    if found is None or dreams is None:
+        return None  # another rank than 0
     energy = measure_result(model, spec, dreams, saved_pixels(dreams.images)).objective
-    best = top_activating(model, spec, data, {name: picked}, k=top, batch_size=batch_size, quiet=quiet)[name]
+    best = found[name]
     images = conform(data.images, spec)[0]
     cards = []
     was_training = model.training

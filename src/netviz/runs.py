@@ -330,9 +330,11 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
     import torch
 
     from netviz.device import resolve_device
+    from netviz.distributed import init
     from netviz.sources import ModelSource, open_model, source_from_config
 
     dev = device if isinstance(device, torch.device) else resolve_device(device)
+    init(dev)  # under torchrun: join the process group (NCCL on CUDA, gloo on the CPU)
     notes: list[str] = []
     options = dict(model_args=model_args, input_shape=input_shape, mean=mean, std=std,
                    classes=classes, layers=layers, dataset=dataset)

@@ -78,6 +78,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast + channels_last on CUDA
+    world_size: int = 1  # processes under torchrun (recorded; the global batch stays batch_size)
     hist_bins: int = 60
     runs_dir: str | None = None
     name: str | None = None
@@ -238,13 +239,23 @@ class TrainState:
 def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sched,
                     state: TrainState, generator: torch.Generator, *, quiet: bool = False,
                     interrupt_at: int | None = None) -> None:
-    """Train from ``state.step`` to the end of the epoch; ``state`` follows every batch."""
+    """Train from ``state.step`` to the end of the epoch; ``state`` follows every batch.
+
+    Under torchrun (``model`` wrapped in DistributedDataParallel) every rank draws the same global
+    batch of ``cfg.batch_size`` (the shuffle and the augmentation come from ``generator``, seeded
+    from --seed, alike on every rank) and trains on its contiguous part of it; the loss is weighted
+    so that DDP's averaged gradient is the global batch's, whatever the world size. ``state``
+    counts this rank's images; :func:`record_epoch` sums them over the ranks.
+    """
     import torch
     from torch.nn import functional as F
 
+    from netviz import distributed
     from netviz.data import augment
     from netviz.device import autocast
     from netviz.progress import progress
+
+    ctx = distributed.context()
 
     device = data.x_train.device
     n = len(data.y_train)
@@ -265,17 +276,21 @@ def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sc
             if cfg.augment > 0:
                 k = round(cfg.augment * len(idx))
                 xb[:k] = augment(xb[:k], generator, pad=cfg.crop_pad, flip=cfg.flip)
+            part = torch.tensor_split(torch.arange(len(idx), device=device), ctx.world_size)[ctx.rank]
+            xb, yb = (xb[part], yb[part]) if ctx.active else (xb, yb)
             with autocast(device, cfg.amp):
                 logits = model(xb)
                 loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+            # DDP averages the ranks' gradients: weight each part by its share of the global batch
+            weighted = loss * (len(yb) * ctx.world_size / len(idx)) if ctx.active else loss
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            weighted.backward()
             opt.step()
             if sched is not None and cfg.scheduler == "onecycle":
                 sched.step()
-            state.loss += float(loss.detach()) * len(idx)
+            state.loss += float(loss.detach()) * len(yb)
             state.correct += int((logits.argmax(1) == yb).sum())
-            state.count += len(idx)
+            state.count += len(yb)
             state.step += 1
             bar.update(len(idx))
             if state.step % 20 == 0:
@@ -289,27 +304,36 @@ def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sc
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
              amp: bool = True) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on normalised inputs ``x`` and labels ``y``."""
+    """(mean cross-entropy, accuracy) of ``model`` on normalised inputs ``x`` and labels ``y``;
+    under torchrun each rank evaluates its share and the sums are added over the ranks."""
     import torch
     from torch.nn import functional as F
 
+    from netviz import distributed
     from netviz.device import autocast
 
     model.eval()
     loss_sum, correct = 0.0, 0
+    share = distributed.shard(len(y))
+    x, y_part = x[share.start:share.stop], y[share.start:share.stop]
     with torch.no_grad():
-        for start in range(0, len(y), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        for start in range(0, len(y_part), batch_size):
+            xb, yb = x[start:start + batch_size], y_part[start:start + batch_size]
             with autocast(xb.device, amp):
                 logits = model(xb)
             loss_sum += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
+    loss_sum, correct = distributed.all_sum([loss_sum, correct])
     return loss_sum / len(y), correct / len(y)
 
 
 def record_epoch(state: TrainState, eval_loss: float, eval_acc: float, eval_seconds: float,
                  lr: float, images: int) -> dict[str, Any]:
-    """Close the epoch in ``state``: its metrics row, and any milestone it passed first."""
+    """Close the epoch in ``state``: its metrics row, and any milestone it passed first (the
+    training sums added over the ranks under torchrun)."""
+    from netviz import distributed
+
+    state.loss, state.correct, state.count = distributed.all_sum([state.loss, state.correct, state.count])
     state.elapsed += state.seconds + eval_seconds
     row = {"epoch": state.epoch + 1, "train_loss": state.loss / state.count,
            "train_acc": state.correct / state.count, "eval_loss": eval_loss, "eval_acc": eval_acc,
@@ -406,13 +430,16 @@ def _fill_defaults(cfg: TrainConfig) -> None:
 
 def train(model: str | None = None, *, config: str | Path | None = None, resume: str | Path | None = None,
           quiet: bool = False, _interrupt_at_step: int | None = None, **overrides: Any) -> Run:
-    """Train a registry model and write a run folder; returns the loaded :class:`Run`.
+    """Train a model and write a run folder; returns the loaded :class:`Run`.
 
     Keyword overrides are :class:`TrainConfig` fields (``epochs=3``, ``train_split="test[:8000]"`` ...).
-    ``resume`` continues the run folder (or its ``last.pt``) exactly where it stopped.
+    ``resume`` continues the run folder (or its ``last.pt``) exactly where it stopped, with this
+    or another number of processes. Under torchrun the model is wrapped in
+    DistributedDataParallel (see :func:`train_one_epoch`) and rank 0 alone writes the run folder.
     """
     import torch
 
+    from netviz import distributed
     from netviz.device import memory_format, resolve_device, seed_everything
     from netviz.draw.curves import plot_curves
     from netviz.files import dump_toml, read_json, write_json, write_text
@@ -429,6 +456,16 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
         cfg, folder, saved = resolve_config(model, config, **overrides), None, None
     _fill_defaults(cfg)
     device = resolve_device(cfg.device)
+    ctx = distributed.init(device)  # under torchrun: join the group, one GPU per rank
+    cfg.world_size = ctx.world_size
+    distributed.check_world(cfg.batch_size)  # the global batch must split evenly among the ranks
+    main = ctx.is_main
+    if saved is None and cfg.name:  # every rank refuses a taken name, not just the one that writes
+        from netviz.runs import runs_root
+
+        if (runs_root(cfg.runs_dir) / cfg.name).exists():
+            raise NetvizError(f"run {runs_root(cfg.runs_dir) / cfg.name} already exists: pass another --name, "
+                              f"or --resume {runs_root(cfg.runs_dir) / cfg.name}")
     fmt = memory_format(device, cfg.amp, cfg.channels_last)
 
     # 2. data, before the run folder exists: a missing data set leaves nothing behind
@@ -455,6 +492,12 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
     if cfg.data_dir is not None:
         cfg.data_dir = str(Path(cfg.data_dir).expanduser().resolve())
     net = net.to(device, memory_format=fmt)
+    model = net
+    if ctx.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        torch.manual_seed(cfg.seed + 1000 * ctx.rank)  # dropout differs per rank; the weights do not
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     data = prepare_data(splits, spec, device, fmt)
     steps_per_epoch = -(-len(data.y_train) // cfg.batch_size)
     opt, sched = build_optimizer(cfg, net.parameters(), steps_per_epoch)
@@ -462,6 +505,8 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
     state = TrainState()
 
     def checkpoint(which: str) -> None:
+        if not main:
+            return  # rank 0 writes; the weights are the same on every rank
         payload = {"model": net.state_dict(), "epoch": state.epoch}
         if which == "last":
             payload.update(optimizer=opt.state_dict(), step=state.step, perm=state.perm,
@@ -472,14 +517,17 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
 
     # 4. the run folder: a new one, or the interrupted one with its state restored
     if saved is None:
-        folder = _new_folder(cfg)
-        write_text(folder.config, dump_toml(dataclasses.asdict(cfg)))
-        checkpoint("init")
+        from netviz.runs import RunFolder
+
+        folder = RunFolder(Path(distributed.broadcast(str(_new_folder(cfg).path) if main else None)))
         stats = {"bins": cfg.hist_bins, "epochs": [0], "layers": {
             k: [v] for k, v in state_stats(net.state_dict(), cfg.hist_bins).items()}}
-        write_json(folder.weight_stats, stats)
-        checkpoint("last")
-        set_latest(folder.path)
+        if main:
+            write_text(folder.config, dump_toml(dataclasses.asdict(cfg)))
+            checkpoint("init")
+            write_json(folder.weight_stats, stats)
+            checkpoint("last")
+            set_latest(folder.path)
     else:
         load_weights(net, saved["model"], folder.checkpoint("last"))
         opt.load_state_dict(saved["optimizer"])
@@ -500,7 +548,7 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
     # 5. epochs: train, evaluate, record, checkpoint
     try:
         while state.epoch < cfg.epochs:
-            train_one_epoch(net, data, cfg, opt, sched, state, gen, quiet=quiet,
+            train_one_epoch(model, data, cfg, opt, sched, state, gen, quiet=quiet,
                             interrupt_at=_interrupt_at_step)
             eval_start = time.perf_counter()
             eval_loss, eval_acc = evaluate(net, data.x_eval, data.y_eval, cfg.eval_batch_size, cfg.amp)
@@ -516,8 +564,9 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
             for k, v in state_stats(net.state_dict(), stats["bins"]).items():
                 stats["layers"].setdefault(k, []).append(v)
             state.next_epoch()
-            write_json(folder.metrics, state.metrics)
-            write_json(folder.weight_stats, stats)
+            if main:
+                write_json(folder.metrics, state.metrics)
+                write_json(folder.weight_stats, stats)
             checkpoint("last")
     except KeyboardInterrupt:
         checkpoint("last")
@@ -528,14 +577,17 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
 
     # 6. the end: final weights, curves, summary
     checkpoint("final")
-    plot_curves(state.metrics, folder.curves,
-                title=f"{cfg.model}: train {data.train_name}, eval {data.eval_name}")
     summary = summary_record(cfg, state, data)
-    write_json(folder.summary, summary)
-    write_manifest(folder.path, "train", run_artifacts(folder), run_path=folder.path, model=spec.name,
-                   options={k: v for k, v in dataclasses.asdict(cfg).items() if v is not None},
-                   summary={k: summary[k] for k in ("final_eval_acc", "best_eval_acc", "epochs", "seconds")},
-                   started=started)
+    if main:
+        # the config as this last session ran it (a resume may have used another world size)
+        write_text(folder.config, dump_toml(dataclasses.asdict(cfg)))
+        plot_curves(state.metrics, folder.curves,
+                    title=f"{cfg.model}: train {data.train_name}, eval {data.eval_name}")
+        write_json(folder.summary, summary)
+        write_manifest(folder.path, "train", run_artifacts(folder), run_path=folder.path, model=spec.name,
+                       options={k: v for k, v in dataclasses.asdict(cfg).items() if v is not None},
+                       summary={k: summary[k] for k in ("final_eval_acc", "best_eval_acc", "epochs", "seconds")},
+                       started=started)
     say(milestone_line(summary["milestones"]), quiet)
     return Run(spec=spec, model=net.eval(), device=device, path=folder.path,
                checkpoint=folder.checkpoint("final"), config=dataclasses.asdict(cfg),

@@ -104,7 +104,7 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def make_baseline(x: torch.Tensor, baseline: str | float | torch.Tensor | None = None, *,
                   spec: ModelSpec | None = None, mean: Sequence[float] | None = None,
-                  std: Sequence[float] | None = None, seed: int = 0) -> torch.Tensor:
+                  std: Sequence[float] | None = None, seed: int = 0, offset: int = 0) -> torch.Tensor:
     """The baseline for the batch ``x`` (normalised), broadcast to x's shape.
 
     ``None``/``"black"``: pixel 0; ``"white"``: pixel 1; ``"blur"``: x blurred with a Gaussian of
@@ -138,8 +138,8 @@ def make_baseline(x: torch.Tensor, baseline: str | float | torch.Tensor | None =
     if name == "blur":
         return _gaussian_blur(x, max(x.shape[2:]) / 8.0)
     if name == "noise":
-        g = torch.Generator().manual_seed(seed)
-        u = torch.rand(x.shape, generator=g, dtype=x.dtype).to(x.device)
+        g = torch.Generator().manual_seed(seed)  # after the draws of ``offset`` images before x
+        u = torch.rand((offset + x.shape[0], *x.shape[1:]), generator=g, dtype=x.dtype)[offset:].to(x.device)
         return _pixel(0.0, x, m, s) + u * pixel_range(x, m, s)
     if name == "mean":
         raise NetvizError(

@@ -132,6 +132,7 @@ def integrated_gradients(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     seed: int = 0,
+    offset: int = 0,
     quiet: bool = True,
 ) -> Attribution:
     """Integrated gradients of ``score`` of class ``target`` for the batch ``x`` (normalised).
@@ -169,7 +170,7 @@ def integrated_gradients(
     for n in schedule:
         quadrature_rule(quadrature, n)  # fail early, e.g. trapezoid with 1 step
 
-    b = make_baseline(x, baseline, spec=spec, mean=mean, std=std, seed=seed)
+    b = make_baseline(x, baseline, spec=spec, mean=mean, std=std, seed=seed, offset=offset)
     n_img = x.shape[0]
     with eval_mode(model):
         target, f_x = resolve_target(model, x, target, score, batch_size)
@@ -206,5 +207,5 @@ def integrated_gradients(
 register(Method("integrated", integrated_gradients,
                 "integrated gradients from a baseline, with a completeness check (Sundararajan et al. 2017)",
                 frozenset({"score", "batch_size", "baseline", "steps", "quadrature", "tolerance",
-                           "max_steps", "seed"}),
+                           "max_steps", "seed", "offset"}),
                 figures=("grid", "panels", "completeness")))

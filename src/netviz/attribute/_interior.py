@@ -93,6 +93,7 @@ def interior_gradients(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     seed: int = 0,
+    offset: int = 0,
     quiet: bool = True,
 ) -> InteriorGradients:
     """Gradients of ``score`` of ``target`` at ``baseline + alpha (x - baseline)`` for each alpha.
@@ -108,7 +109,7 @@ def interior_gradients(
     check_score(score)
     batch_size = check_batch_size(batch_size)
     alpha_t = parse_alphas(alphas)
-    b = make_baseline(x, baseline, spec=spec, mean=mean, std=std, seed=seed)
+    b = make_baseline(x, baseline, spec=spec, mean=mean, std=std, seed=seed, offset=offset)
     dev = model_device(model)
     n, a = x.shape[0], len(alpha_t)
     grads = torch.zeros((n, a, *x.shape[1:]))
@@ -137,5 +138,5 @@ def interior_gradients(
 
 register(Method("interior", interior_gradients,
                 "gradients at scaled inputs alpha * x, as a strip and a GIF (Sundararajan et al. 2016)",
-                frozenset({"score", "batch_size", "baseline", "alphas", "seed"}),
+                frozenset({"score", "batch_size", "baseline", "alphas", "seed", "offset"}),
                 figures=("interior",), evaluate=False))

@@ -57,7 +57,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | t
               window: int = 4, stride: int = 2, baseline: str | float | torch.Tensor | None = None, *,
               score: str = "logit", batch_size: int | None = None, spec: ModelSpec | None = None,
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None, seed: int = 0,
-              quiet: bool = True) -> Attribution:
+              offset: int = 0, quiet: bool = True) -> Attribution:
     """Occlusion attributions with the shape of ``x``; ``baseline`` as for integrated gradients."""
     import torch
 
@@ -67,7 +67,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | t
     check_score(score)
     batch_size = check_batch_size(batch_size)
     masks = window_masks(x.shape[2], x.shape[3], int(window), int(stride))
-    b = make_baseline(x, baseline, spec=spec, mean=mean, std=std, seed=seed)
+    b = make_baseline(x, baseline, spec=spec, mean=mean, std=std, seed=seed, offset=offset)
     dev = model_device(model)
     masks_dev = masks.to(dev)
     count = masks.sum(0)  # windows covering each pixel (>= 1 everywhere: stride <= window)
@@ -92,4 +92,5 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | t
 
 
 register(Method("occlusion", occlusion, "the score's drop when a sliding window is hidden (Zeiler & "
-                "Fergus 2014)", frozenset({"score", "batch_size", "baseline", "window", "stride", "seed"})))
+                "Fergus 2014)", frozenset({"score", "batch_size", "baseline", "window", "stride", "seed",
+                                                  "offset"})))

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def random_map(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None,
-               *, seed: int = 0, score: str = "logit", spec: ModelSpec | None = None,
+               *, seed: int = 0, offset: int = 0, score: str = "logit", spec: ModelSpec | None = None,
                quiet: bool = True) -> Attribution:
     """Uniform noise in [0, 1) with the shape of ``x``, from a generator seeded with ``seed``: it
     says nothing about the model (its sanity correlation is 1: randomising layers cannot move it)."""
@@ -25,9 +25,10 @@ def random_map(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
     x = check_input(x)
     with eval_mode(model):
         t, f_x = resolve_target(model, x, target, score)
-    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed))
+    # the draws of the ``offset`` images before x (another rank's share) come first, as alone
+    noise = torch.rand((offset + x.shape[0], *x.shape[1:]), generator=torch.Generator().manual_seed(seed))[offset:]
     return Attribution(noise, "random", t, score, score_input=f_x, settings={"seed": seed})
 
 
 register(Method("random", random_map, "a random map from --seed: the control for `netviz evaluate`",
-                frozenset({"score", "seed"}), signed=False))
+                frozenset({"score", "seed", "offset"}), signed=False))

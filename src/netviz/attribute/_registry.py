@@ -14,7 +14,10 @@ from netviz.errors import NetvizError, close_matches
 
 # The options `netviz attribute` and `netviz evaluate` know; a method declares which it takes.
 OPTIONS = ("score", "batch_size", "baseline", "steps", "quadrature", "tolerance", "max_steps", "alphas",
-           "samples", "noise", "layer", "window", "stride", "seed")
+           "samples", "noise", "layer", "window", "stride", "seed", "offset")
+# offset: where x starts in the whole selection (a rank's share under torchrun): a method that
+# draws random numbers per image skips the draws of the images before it, so each image gets
+# the numbers it gets alone.
 
 
 @dataclass(frozen=True)

@@ -137,15 +137,20 @@ def attribute_run(
     data_dir: str | os.PathLike | None = None,
     seed: int = 0,
     quiet: bool = False,
-) -> AttributeReport:
+) -> AttributeReport | None:
     """Attribute the run's eval images ``indices`` (default 0-7) or the files ``images``.
 
     Each method takes the options its registered :class:`Method` declares; the others are
-    ignored (``settings`` in the report records what it used)."""
+    ignored (``settings`` in the report records what it used). Under torchrun every rank
+    attributes its share and the report (rank 0's) holds all images in order; the other ranks
+    get None."""
+    import torch
+
+    from netviz import distributed
     from netviz.attribute._common import eval_mode, forward_scores
     from netviz.data import normalise
     from netviz.device import seed_everything
-    from netviz.inputs import select_inputs
+    from netviz.inputs import merge_inputs, select_inputs
     from netviz.progress import say
 
     m = get_method(method)
@@ -154,29 +159,57 @@ def attribute_run(
         raise NetvizError(f"--sanity needs a method with one map per image, not {method}")
     seed_everything(seed)
     spec = run.spec
-    inputs = select_inputs(run, images, indices, data_dir, default=DEFAULT_INDICES)
+    # under torchrun each rank attributes its own share of the images; rank 0 gathers them
+    inputs = select_inputs(run, images, indices, data_dir, default=DEFAULT_INDICES, shard=True)
+    offset = _offset(run, images, indices)
     notes = list(inputs.notes)
-    x = normalise(inputs.images, spec)
-    model = run.model
-    with eval_mode(model):
-        _, preds = forward_scores(model, x, None, "logit", batch_size or 256)
     given = dict(score=score, batch_size=batch_size, baseline=baseline, steps=steps, quadrature=quadrature,
                  tolerance=tolerance, max_steps=max_steps, alphas=alphas, samples=samples, noise=noise,
-                 layer=layer, window=window, stride=stride, seed=seed)
+                 layer=layer, window=window, stride=stride, seed=seed, offset=offset)
     kwargs = method_options(m, run, given, data_dir, notes)
     for note in notes:
         say(f"note: {note}", quiet)
-    result = m.function(model, x, target, quiet=quiet, **kwargs)
-    sanity_result = None
-    if sanity:
-        say("sanity check: randomising the layers from the top down", quiet)
-        sanity_result = model_randomisation(model, x, m.function, result.target, method_kwargs=kwargs,
-                                            seed=seed, quiet=quiet)
-    settings = {"method": method, "target": target, **recorded(m.kwargs(given))}
+    part = None
+    if len(inputs):
+        x = normalise(inputs.images, spec)
+        model = run.model
+        with eval_mode(model):
+            _, preds = forward_scores(model, x, None, "logit", batch_size or 256)
+        result = m.function(model, x, target, quiet=quiet, **kwargs)
+        sanity_result = None
+        if sanity:
+            say("sanity check: randomising the layers from the top down", quiet)
+            sanity_result = model_randomisation(model, x, m.function, result.target, method_kwargs=kwargs,
+                                                seed=seed, quiet=quiet)
+        part = (inputs, preds, result, sanity_result)
+    parts = distributed.gather(part)
+    if parts is None:
+        return None  # another rank than 0: rank 0 draws and writes
+    parts = [p for p in parts if p is not None]
+    inputs = merge_inputs([p[0] for p in parts])
+    preds = torch.cat([p[1] for p in parts])
+    result = distributed.concat([p[2] for p in parts], keep=("alphas",))
+    sanity_result = distributed.concat([p[3] for p in parts], keep=("layers",),
+                                       dims={"rank_correlation": 1, "signed_correlation": 1, "maps": 1})
+    settings = {"method": method, "target": target, **recorded(m.kwargs({**given, "offset": None}))}
     if isinstance(result, InteriorGradients):
         settings["alphas"] = list(result.alphas)
     settings.update(result.settings)
     return AttributeReport(spec=spec, run_path=run.path, method=method, names=inputs.names,
                            indices=inputs.indices, labels=inputs.labels, preds=[int(p) for p in preds],
                            pixels=inputs.images.float() / 255.0, result=result, sanity=sanity_result,
-                           settings=settings, notes=notes)
+                           settings=settings, notes=list(dict.fromkeys(notes + inputs.notes)))
+
+
+def _offset(run: Run, images: Sequence[str | os.PathLike], indices: str | Sequence[int] | None) -> int:
+    """Where this rank's share starts in the whole selection (0 outside torchrun)."""
+    from netviz import distributed
+    from netviz.inputs import parse_indices
+
+    if not distributed.context().active:
+        return 0
+    if images:
+        return distributed.shard(len(images)).start
+    chosen = indices if indices is not None else DEFAULT_INDICES
+    count = len(parse_indices(chosen, 10**12)) if isinstance(chosen, str) else len(list(chosen))
+    return distributed.shard(count).start

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 def smoothgrad(model: nn.Module, x: torch.Tensor,
                target: int | Sequence[int] | torch.Tensor | None = None, *, samples: int = 50,
-               noise: float = 0.15, absolute: bool = False, seed: int = 0,
+               noise: float = 0.15, absolute: bool = False, seed: int = 0, offset: int = 0,
                score: str = "logit", batch_size: int | None = None,
                spec: ModelSpec | None = None, mean: Sequence[float] | None = None,
                std: Sequence[float] | None = None, quiet: bool = True) -> Attribution:
@@ -56,6 +56,8 @@ def smoothgrad(model: nn.Module, x: torch.Tensor,
     m, s = norm_params(spec, mean, std)
     sigma = (noise * pixel_range(x, m, s)).expand(samples, *x.shape[1:]).contiguous()
     gen = torch.Generator().manual_seed(seed)
+    for _ in range(offset):  # the draws of the images before x (another rank's share), as alone
+        torch.normal(0.0, sigma, generator=gen)
     dev = model_device(model)
     out = torch.zeros_like(x)
     with eval_mode(model):
@@ -83,4 +85,4 @@ def smoothgrad(model: nn.Module, x: torch.Tensor,
 
 
 register(Method("smoothgrad", smoothgrad, "gradient averaged over noisy copies (Smilkov et al. 2017)",
-                frozenset({"score", "batch_size", "samples", "noise", "seed"})))
+                frozenset({"score", "batch_size", "samples", "noise", "seed", "offset"})))

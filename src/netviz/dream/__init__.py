@@ -425,15 +425,39 @@ def _run_parts(run: Run) -> tuple[nn.Module, ModelSpec]:
 
 def _batched(model: nn.Module, spec: ModelSpec, objective_for: Callable[[list[DreamTarget]], Objective],
              targets: list[DreamTarget], settings: DreamSettings, seed: int, quiet: bool,
-             batch_size: int) -> DreamResult:
-    import torch
+             batch_size: int) -> DreamResult | None:
+    """Optimise ``targets`` ``batch_size`` at a time. Under torchrun each rank optimises its share
+    of the targets (an image depends on its target and seed alone) and rank 0 gets them all, in
+    order; the other ranks get None."""
+    from netviz import distributed
 
     if batch_size <= 0:
         raise NetvizError(f"--batch-size must be positive, not {batch_size}")
-    parts = []
-    for start in range(0, len(targets), batch_size):
-        chunk = targets[start:start + batch_size]
-        parts.append(optimise(model, spec, objective_for, chunk, settings, seed, quiet))
+    share = distributed.shard(len(targets))
+    own = targets[share.start:share.stop]
+    parts = [optimise(model, spec, objective_for, own[k:k + batch_size], settings, seed, quiet)
+             for k in range(0, len(own), batch_size)]
+    if not distributed.context().active:
+        return _merge(parts, targets, objective_for)
+    # the objectives are closures, which do not travel between processes: send the numbers only
+    plain = [{f: getattr(p, f) for f in _TRAVELS} for p in parts]
+    gathered = distributed.gather(plain)
+    if gathered is None:
+        return None
+    rebuilt = [DreamResult(objective=objective_for(p["targets"]), make_objective=objective_for, **p)
+               for rank_parts in gathered for p in rank_parts]
+    return _merge(rebuilt, targets, objective_for)
+
+
+_TRAVELS = ("targets", "settings", "seed", "start", "images", "objective_start", "objective_final", "history",
+            "frames", "frame_steps", "seconds", "stopped_at")
+
+
+def _merge(parts: list[DreamResult], targets: list[DreamTarget],
+           objective_for: Callable[[list[DreamTarget]], Objective]) -> DreamResult:
+    """One result from results of consecutive chunks of ``targets``."""
+    import torch
+
     if len(parts) == 1:
         return parts[0]
     # With --until the chunks may stop at different steps: pad the shorter histories with NaN
@@ -445,8 +469,9 @@ def _batched(model: nn.Module, spec: ModelSpec, objective_for: Callable[[list[Dr
     frames = []
     for k in range(len(longest.frames)):
         frames.append(torch.cat([p.frames[min(k, len(p.frames) - 1)] for p in parts]))
+    first = parts[0]
     return DreamResult(
-        targets=targets, settings=settings, seed=seed, objective=objective_for(targets),
+        targets=targets, settings=first.settings, seed=first.seed, objective=objective_for(targets),
         make_objective=objective_for,
         start=torch.cat([p.start for p in parts]), images=torch.cat([p.images for p in parts]),
         objective_start=[v for p in parts for v in p.objective_start],
@@ -458,7 +483,7 @@ def _batched(model: nn.Module, spec: ModelSpec, objective_for: Callable[[list[Dr
 
 def dream_classes(run: Run, classes: str | int | Sequence[int] = "all", recipe: str = "paper",
                   seed: int = 0, quiet: bool = True, batch_size: int = 64,
-                  **overrides: Any) -> DreamResult:
+                  **overrides: Any) -> DreamResult | None:
     """Images that maximise classes (default: the MNIST post's recipe, all classes in one batch)."""
     model, spec = _run_parts(run)
     settings = recipe_settings(recipe, spec.input_shape, **overrides)
@@ -474,7 +499,7 @@ def dream_classes(run: Run, classes: str | int | Sequence[int] = "all", recipe: 
 def dream_channels(run: Run, layer: str | int, channels: str | int | Sequence[int] = 0,
                    position: tuple[int, int] | str | None = None, recipe: str = "deepdream",
                    seed: int = 0, quiet: bool = True, batch_size: int = 64,
-                   **overrides: Any) -> DreamResult:
+                   **overrides: Any) -> DreamResult | None:
     """Images that maximise the total squared activation of channels of ``layer``.
 
     With ``position`` (y, x), or ``"center"``, one neuron of each channel is maximised instead
