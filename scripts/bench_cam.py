@@ -3,12 +3,13 @@
 Same machine, same process, same model, images and targets, each contender timed in turn
 (median of --repeats), after a warm-up; the results are checked to agree. Contenders:
 
-- occlusion, window 4 x 4, stride 2 (the MNIST net, 169 windows per image): netviz (all windows of
-  all images in batches of --batch-size), Captum ``Occlusion`` with its default
-  ``perturbations_per_eval=1`` and with ``perturbations_per_eval=--batch-size``;
+- occlusion, window 4 x 4, stride 2 (the MNIST net, 169 windows per image): netviz with its
+  defaults (the windows of all images in batches of 64 on a CPU; a window that covers only
+  baseline pixels needs no forward pass), Captum ``Occlusion`` with its default
+  ``perturbations_per_eval=1`` (one window of all the images per pass) and with 4;
 - Score-CAM on the MNIST net's ``pool`` (64 channels) and on a torchvision ResNet-18's ``layer4``
-  (512 channels, 224 x 224, random weights): netviz (masked inputs in batches of --batch-size)
-  and the grad-cam package's ``ScoreCAM`` with its default batch of 16 and with --batch-size.
+  (512 channels, 224 x 224, random weights): netviz with its defaults and the grad-cam
+  package's ``ScoreCAM`` with its default batch of 16 and with 64.
 
     NETVIZ_DATA=../shared/data python scripts/bench_cam.py --run runs/mnist-3ep [--images 64]
 """
@@ -23,15 +24,21 @@ from collections.abc import Callable
 import torch
 
 
-def timed(fn: Callable[[], torch.Tensor], repeats: int, warm_up: bool = True) -> tuple[float, torch.Tensor]:
+def paired(contenders: dict[str, Callable[[], torch.Tensor]], repeats: int,
+           warm_up: bool = True) -> dict[str, tuple[float, torch.Tensor]]:
+    """Median seconds and the result of each contender, run in turn ``repeats`` times (interleaved,
+    so a slower minute of a shared machine weighs on all of them alike)."""
     if warm_up:
-        fn()  # oneDNN kernels, allocator
-    times, out = [], None
+        for fn in contenders.values():
+            fn()  # oneDNN kernels, allocator
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    out: dict[str, torch.Tensor] = {}
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            out[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(t), out[name]) for name, t in times.items()}
 
 
 def scaled(maps: torch.Tensor) -> torch.Tensor:
@@ -55,7 +62,6 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--resnet-images", type=int, default=1,
                         help="ResNet images (each is 512 forward passes at 224 x 224: minutes on a CPU)")
-    parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_grad_enabled(True)
@@ -64,17 +70,21 @@ def main() -> None:
     x = normalise(run.eval_data().images[:args.images], spec)
     with torch.no_grad():
         target = model(x).argmax(1)
-    n, bs = len(x), args.batch_size
+    n = len(x)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; MNIST net, {n} test images")
 
     rows = []
     black = A.make_baseline(x, "black", spec=spec)
-    ours_t, ours = timed(lambda: A.occlusion(model, x, target, window=4, stride=2, spec=spec,
-                                               batch_size=bs).attributions, args.repeats)
-    for ppe in (1, bs):
-        t, ref = timed(lambda ppe=ppe: Occlusion(model).attribute(
-            x, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2), baselines=black, target=target,
-            perturbations_per_eval=ppe), args.repeats)
+
+    def captum(ppe: int):
+        return lambda: Occlusion(model).attribute(x, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2),
+                                                  baselines=black, target=target, perturbations_per_eval=ppe)
+
+    timed = paired({"netviz": lambda: A.occlusion(model, x, target, window=4, stride=2, spec=spec).attributions,
+                    "captum1": captum(1), "captum4": captum(4)}, args.repeats)
+    ours_t, ours = timed["netviz"]
+    for ppe in (1, 4):
+        t, ref = timed[f"captum{ppe}"]
         diff = float((ours - ref).abs().max() / ref.abs().max())
         rows.append(("occlusion 4x4/2, MNIST", f"Captum Occlusion, perturbations_per_eval={ppe}", ours_t / n,
                      t / n, diff))
@@ -103,12 +113,15 @@ def main() -> None:
         tr = resnet(xr).argmax(1)
     cases.append(("Score-CAM layer4 (512 ch), ResNet-18 224x224", resnet, "layer4", xr, tr, len(xr), 1))
     for label, net, layer, inputs, t, count, repeats in cases:
-        warm = repeats > 1
-        ours_t, ours = timed(lambda net=net, layer=layer, inputs=inputs, t=t: A.score_cam(
-            net, inputs, t, layer, batch_size=bs).attributions[:, 0], repeats, warm)
-        for batch in (16, bs):
-            ref_t, ref = timed(lambda net=net, layer=layer, inputs=inputs, t=t, batch=batch: grad_cam_package(
-                net, layer, inputs, t, batch), repeats, warm)
+        timed = paired({
+            "netviz": lambda net=net, layer=layer, inputs=inputs, t=t: A.score_cam(net, inputs, t, layer)
+            .attributions[:, 0],
+            16: lambda net=net, layer=layer, inputs=inputs, t=t: grad_cam_package(net, layer, inputs, t, 16),
+            64: lambda net=net, layer=layer, inputs=inputs, t=t: grad_cam_package(net, layer, inputs, t, 64),
+        }, repeats, warm_up=repeats > 1)
+        ours_t, ours = timed["netviz"]
+        for batch in (16, 64):
+            ref_t, ref = timed[batch]
             # the package resizes with OpenCV, netviz with torch: compare the [0, 1]-scaled maps
             diff = float((scaled(ours) - scaled(ref)).abs().max())
             rows.append((label, f"grad-cam ScoreCAM, batch_size={batch}", ours_t / count, ref_t / count, diff))

@@ -462,8 +462,10 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
                    "above this (e.g. 0.01) are redone with twice the steps.")
 @click.option("--max-steps", type=int, default=1024, show_default=True,
               help="integrated: the most steps --tolerance may use.")
-@click.option("--batch-size", type=int, default=256, show_default=True,
-              help="At most this many (interpolated or noisy) inputs per forward/backward.")
+@click.option("--batch-size", type=int, default=None,
+              help="At most this many (interpolated, noisy, masked or occluded) inputs per forward "
+                   "pass (default: 256 on a GPU; on a CPU 64 MNIST-sized images, fewer for larger ones, "
+                   "which keeps them in cache).")
 @click.option("--alphas", default=None,
               help="interior: scale factors, e.g. 0.01,0.1,0.5,1 (default: 0.01, 0.02, 0.03, "
                    "0.04, 0.1, 0.5, 0.6, 0.7, 0.8, 1.0).")
@@ -489,7 +491,7 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
 @common_options
 def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], index: str | None, target: int | None,
                   score: str, baseline: str, steps: int | None, quadrature: str,
-                  tolerance: float | None, max_steps: int, batch_size: int, alphas: str | None,
+                  tolerance: float | None, max_steps: int, batch_size: int | None, alphas: str | None,
                   layer: str | None, window: int, stride: int,
                   samples: int, noise: float, sanity: bool, style: str, percentile: float,
                   data_dir: str | None, out: str | None, overwrite: bool, device: str, seed: int,
@@ -530,8 +532,9 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
               show_default=True,
               help="What deleted pixels become and insertion starts from (and the methods' own baseline).")
 @click.option("--layer", default=None, help="The layer of the CAM methods (default: the last spatial one).")
-@click.option("--batch-size", type=int, default=256, show_default=True,
-              help="Images per forward pass of the curves and of the methods.")
+@click.option("--batch-size", type=int, default=None,
+              help="Images per forward pass of the curves and of the methods (default as for "
+                   "`netviz attribute`).")
 @click.option("--sanity/--no-sanity", default=True, show_default=True,
               help="Also the randomisation check (one more map per method).")
 @click.option("--sanity-layers", type=int, default=None,
@@ -540,7 +543,7 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
 @out_option
 @common_options
 def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...], index: str | None,
-                 steps_frac: float, baseline: str, layer: str | None, batch_size: int, sanity: bool,
+                 steps_frac: float, baseline: str, layer: str | None, batch_size: int | None, sanity: bool,
                  sanity_layers: int | None, data_dir: str | None, out: str | None, overwrite: bool,
                  device: str,
                  seed: int, quiet: bool) -> None:

@@ -198,7 +198,7 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
     for n, inp in enumerate(progress(inputs, quiet=quiet or not several, desc="images")):
         act = first if n == 0 else activations_of(inp)
         if inp["note"]:
-            note_once(f"{inp['source']} was {inp['note']} to fit {spec.name}")
+            note_once(f"{inp['source']}: {inp['note']} (to fit {spec.name})")
         for layer in act.layers:
             note_once(layer.note)
             if mode == "rgb" and layer.spatial and not uses_rgb(layer, mode):

@@ -131,6 +131,7 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, baseline: torch.Tenso
     (N, C, H, W, summed over channels; ties in image order). All N x S x 2 images in batches."""
     import torch
 
+    from netviz.attribute._common import fast_format
     from netviz.device import model_device
 
     n, _, h, w = x.shape
@@ -141,10 +142,11 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, baseline: torch.Tenso
     counts = torch.round(fractions * hw).long()
     s = len(fractions)
     dev = model_device(model)
+    layout = fast_format(model, x)
     # job j = (image, step, kind): built a batch at a time so memory stays at batch_size images
     jobs = torch.arange(n * s * 2)
     probs = torch.empty(n * s * 2)
-    with torch.no_grad():
+    with torch.inference_mode():
         for start in range(0, len(jobs), batch_size):
             j = jobs[start:start + batch_size]
             img, step, kind = j // (2 * s), (j // 2) % s, j % 2
@@ -153,7 +155,7 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, baseline: torch.Tenso
             deleted = torch.where(top, bs, xs)  # kind 0: the top pixels replaced by the baseline
             inserted = torch.where(top, xs, bs)  # kind 1: the top pixels put into the baseline
             inputs = torch.where((kind == 0).view(-1, 1, 1, 1).to(dev), deleted, inserted)
-            logits = model(inputs)
+            logits = model(inputs.contiguous(memory_format=layout))
             logits = logits[0] if isinstance(logits, (tuple, list)) else logits
             p = torch.softmax(logits.float(), dim=1)
             probs[start:start + len(j)] = p.gather(1, target[img].view(-1, 1).to(dev)).squeeze(1).cpu()
@@ -177,7 +179,7 @@ def sanity_correlation(model: nn.Module, x: torch.Tensor, method: Any, original:
 
 def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images: Sequence[str | os.PathLike] = (),
                  indices: str | Sequence[int] | None = None, steps_frac: float = 0.05,
-                 baseline: str = "black", layer: str | int | None = None, batch_size: int = 256,
+                 baseline: str = "black", layer: str | int | None = None, batch_size: int | None = None,
                  sanity: bool = True, sanity_layers: int | None = None, data_dir: str | os.PathLike | None = None,
                  seed: int = 0, quiet: bool = True) -> Evaluation | None:
     """Score ``methods`` (default :data:`DEFAULT_METHODS`) on the run's eval images ``indices``
@@ -198,10 +200,16 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
     chosen = [get_method(name) for name in names]
     if baseline not in CURVE_BASELINES:
         raise NetvizError(f"unknown --baseline '{baseline}' for the curves: use one of {', '.join(CURVE_BASELINES)}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise NetvizError(f"--batch-size must be positive, not {batch_size}")
     seed_everything(seed)
     spec, model = run.spec, run.model
+    if batch_size is None:
+        import torch
+
+        from netviz.attribute._common import auto_batch_size
+
+        batch_size = auto_batch_size(model, torch.zeros(1, *spec.input_shape))
     fractions = fraction_steps(steps_frac, spec.input_shape[1] * spec.input_shape[2])
     top = sanity_layers if sanity_layers is not None else math.ceil(len(weight_layers(model)) / 2)
     inputs = select_inputs(run, images, indices, data_dir, default="0-49", shard=True)

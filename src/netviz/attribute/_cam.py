@@ -90,7 +90,7 @@ def class_activation_maps(model: nn.Module, x: torch.Tensor,
 
     x = check_input(x)
     check_score(score)
-    batch_size = check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size, model, x)
     dev = model_device(model)
     name = cam_layer(model, layer, x.shape[1:])
     maps = []

@@ -157,7 +157,7 @@ def integrated_gradients(
     x = check_input(x)
     check_quadrature(quadrature)
     check_score(score)
-    batch_size = check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size, model, x)
     if tolerance is not None and not tolerance > 0:
         raise NetvizError(f"tolerance must be a positive number such as 0.01, not {tolerance}")
     first = check_steps(steps if steps is not None else

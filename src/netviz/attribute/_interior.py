@@ -107,7 +107,7 @@ def interior_gradients(
 
     x = check_input(x)
     check_score(score)
-    batch_size = check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size, model, x)
     alpha_t = parse_alphas(alphas)
     b = make_baseline(x, baseline, spec=spec, mean=mean, std=std, seed=seed, offset=offset)
     dev = model_device(model)

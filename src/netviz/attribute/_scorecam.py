@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from netviz.attribute._cam import CAM_OPTIONS, LayerReading, class_activation_maps
-from netviz.attribute._common import score_of
+from netviz.attribute._common import fast_format, score_of
 from netviz.attribute._registry import Method, register
 
 if TYPE_CHECKING:
@@ -30,12 +30,14 @@ def weigh(r: LayerReading) -> torch.Tensor:
     lo, hi = flat.min(2).values[..., None, None], flat.max(2).values[..., None, None]
     masks = (masks - lo) / (hi - lo + 1e-8)
     owner = torch.arange(n, device=r.x.device).repeat_interleave(k)
+    layout = fast_format(r.model, r.x)
     scores = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for start in range(0, n * k, r.batch_size):
             who = owner[start:start + r.batch_size]
             m = masks.flatten(0, 1)[start:start + r.batch_size, None]
-            scores.append(score_of(r.model(r.x[who] * m), r.target[who], r.score).float())
+            masked = (r.x[who] * m).contiguous(memory_format=layout)
+            scores.append(score_of(r.model(masked), r.target[who], r.score).float())
     return torch.softmax(torch.cat(scores).view(n, k), dim=1)
 
 

@@ -47,7 +47,7 @@ def smoothgrad(model: nn.Module, x: torch.Tensor,
 
     x = check_input(x)
     check_score(score)
-    batch_size = check_batch_size(batch_size)
+    batch_size = check_batch_size(batch_size, model, x)
     if isinstance(samples, bool) or int(samples) != samples or samples <= 0:
         raise NetvizError(f"samples must be a positive whole number, not {samples}")
     if not noise >= 0:
