@@ -38,6 +38,8 @@ def invoke(*args: str):
 
 def test_select_channels_and_indices() -> None:
     assert select_channels(None, 128, "conv3") == (list(range(27)), None)
+    # the default is no request: a narrower layer shows all its channels without a note
+    assert select_channels(None, 16, "conv1") == (list(range(16)), None)
     assert select_channels("5", 128, "conv3") == ([0, 1, 2, 3, 4], None)
     assert select_channels("all", 10, "conv9") == (list(range(10)), None)
     assert select_channels("3,1,5-7", 128, "conv3") == ([3, 1, 5, 6, 7], None)
@@ -150,7 +152,7 @@ def test_cli_allconv_image_rgb(allconv_run, cifar_cat: Path, tmp_path: Path) -> 
     record = json.loads((out / "activations.json").read_text())
     assert [(ly["name"], ly["tiles"], len(ly["shown_channels"])) for ly in record["layers"]] == [
         ("conv3", "rgb", 27), ("conv6", "rgb", 27), ("conv9", "grey", 10)]
-    assert "conv9 has 10 channels: showing all 10" in result.stderr
+    assert "conv9 has 10 channels" not in result.stderr  # the default 27 is no request to complain of
     assert "not a multiple of 3, drawn as grey" in result.stderr
     pixels, note = load_image(cifar_cat, allconv_run.spec)
     assert note is None

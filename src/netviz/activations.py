@@ -123,8 +123,8 @@ def select_channels(spec: str | int | Sequence[int] | None, num_channels: int, l
     ``spec``: None (the first 27), a count (``27`` or ``"27"``: the first N), ``"all"``, or a
     list/range (``"0-9"``, ``"3,5,7"``; a single channel is ``"5-5"``).
     """
-    if spec is None:
-        spec = DEFAULT_CHANNELS
+    if spec is None:  # the default is no request: a layer with fewer channels shows them all, unsaid
+        return list(range(min(DEFAULT_CHANNELS, num_channels))), None
     if isinstance(spec, str) and spec.strip().lower() == "all":
         return list(range(num_channels)), None
     if isinstance(spec, str) and spec.strip().isdigit():

@@ -12,7 +12,7 @@ Hooks only ever live inside the context managers here, and are removed on exit.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -152,6 +152,35 @@ def capture_activations(
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def outputs_replaced(model: nn.Module, types: tuple[type, ...],
+                     replace: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> Iterator[int]:
+    """Inside the block every module of exactly one of ``types`` returns ``replace(module, z)``, ``z``
+    being its input; yields how many modules. For activations whose forward value stays the same
+    but whose backward is swapped (guided backprop, Lucid's redirected ReLU). Modules only: a
+    functional ``F.relu`` in a forward is left as it is."""
+    inputs: dict[int, list] = {}
+    handles = []
+
+    def pre_hook(module: nn.Module, args: tuple) -> None:
+        z = args[0]
+        # an in-place activation overwrites its input: keep the pre-activation
+        inputs.setdefault(id(module), []).append(z.clone() if getattr(module, "inplace", False) else z)
+
+    def hook(module: nn.Module, args: tuple, output: object) -> object:
+        return replace(module, inputs[id(module)].pop())
+
+    try:
+        for m in model.modules():
+            if type(m) in types:
+                handles.append(m.register_forward_pre_hook(pre_hook))
+                handles.append(m.register_forward_hook(hook))
+        yield len(handles) // 2
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def forward_to(model: nn.Module, x: torch.Tensor, layers: Sequence[str], detach: bool = True

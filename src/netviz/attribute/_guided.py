@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from netviz.attribute._common import Attribution, plain_gradients
 from netviz.attribute._registry import Method, register
+from netviz.layers import outputs_replaced
 
 if TYPE_CHECKING:
     import torch
@@ -36,32 +37,13 @@ def _guided_relu():
     return GuidedReLU
 
 
-@contextlib.contextmanager
-def guided_relus(model: nn.Module) -> Iterator[int]:
+def guided_relus(model: nn.Module) -> contextlib.AbstractContextManager[int]:
     """Inside the block every ``nn.ReLU`` of ``model`` back-propagates the guided way (forward
     values unchanged); yields how many. A functional ``F.relu`` in a forward is left as it is."""
     from torch import nn
 
     fn = _guided_relu()
-    inputs: dict[int, list] = {}
-    handles = []
-
-    def pre_hook(module: nn.Module, args: tuple) -> None:
-        z = args[0]
-        inputs.setdefault(id(module), []).append(z.clone() if module.inplace else z)
-
-    def hook(module: nn.Module, args: tuple, output: object) -> object:
-        return fn.apply(inputs[id(module)].pop())
-
-    try:
-        for m in model.modules():
-            if type(m) is nn.ReLU:
-                handles.append(m.register_forward_pre_hook(pre_hook))
-                handles.append(m.register_forward_hook(hook))
-        yield len(handles) // 2
-    finally:
-        for h in handles:
-            h.remove()
+    return outputs_replaced(model, (nn.ReLU,), lambda module, z: fn.apply(z))
 
 
 def guided_backprop(model: nn.Module, x: torch.Tensor,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from netviz.errors import NetvizError
+from netviz.layers import outputs_replaced
 
 if TYPE_CHECKING:
     import torch
@@ -178,8 +179,7 @@ def _redirected_relu():
     return RedirectedReLU
 
 
-@contextlib.contextmanager
-def redirected_relus(model: nn.Module) -> Iterator[int]:
+def redirected_relus(model: nn.Module) -> contextlib.AbstractContextManager[int]:
     """Inside the block, every ``nn.ReLU`` / ``nn.ReLU6`` of ``model`` back-propagates as
     :func:`_redirected_relu` does (the forward values are unchanged). Yields how many modules.
 
@@ -188,24 +188,5 @@ def redirected_relus(model: nn.Module) -> Iterator[int]:
     from torch import nn
 
     fn = _redirected_relu()
-    inputs: dict[int, list] = {}
-    handles = []
-
-    def pre_hook(module: nn.Module, args: tuple) -> None:
-        z = args[0]
-        # an in-place ReLU overwrites its input: keep the pre-activation
-        inputs.setdefault(id(module), []).append(z.clone() if module.inplace else z)
-
-    def hook(module: nn.Module, args: tuple, output: object) -> object:
-        z = inputs[id(module)].pop()
-        return fn.apply(z, 6.0 if isinstance(module, nn.ReLU6) else None)
-
-    try:
-        for m in model.modules():
-            if type(m) in (nn.ReLU, nn.ReLU6):
-                handles.append(m.register_forward_pre_hook(pre_hook))
-                handles.append(m.register_forward_hook(hook))
-        yield len(handles) // 2
-    finally:
-        for h in handles:
-            h.remove()
+    return outputs_replaced(model, (nn.ReLU, nn.ReLU6),
+                            lambda module, z: fn.apply(z, 6.0 if isinstance(module, nn.ReLU6) else None))
