@@ -428,6 +428,221 @@ def _fill_defaults(cfg: TrainConfig) -> None:
     D.parse_split(cfg.train_split), D.parse_split(cfg.eval_split)
 
 
+def _configure(model: str | None, config: str | Path | None, resume: str | Path | None,
+               overrides: dict[str, Any]) -> tuple[TrainConfig, RunFolder | None, dict[str, Any] | None]:
+    """The recipe, a config file and options; or the interrupted run's own config, folder and
+    last checkpoint."""
+    if resume is not None:
+        cfg, folder, saved = _resume_config(resume, model, overrides)
+    else:
+        cfg, folder, saved = resolve_config(model, config, **overrides), None, None
+    _fill_defaults(cfg)
+    return cfg, folder, saved
+
+
+def _join(cfg: TrainConfig, new_run: bool) -> tuple[torch.device, Any]:
+    """The device, and under torchrun the process group (one GPU per rank); every rank checks
+    what would stop the run, so none is left waiting for the others."""
+    from netviz import distributed
+    from netviz.device import resolve_device
+    from netviz.runs import runs_root
+
+    device = resolve_device(cfg.device)
+    ctx = distributed.init(device)
+    cfg.world_size = ctx.world_size
+    distributed.check_world(cfg.batch_size)  # the global batch must split evenly among the ranks
+    taken = runs_root(cfg.runs_dir) / cfg.name if new_run and cfg.name else None
+    if taken is not None and taken.exists():
+        raise NetvizError(f"run {taken} already exists: pass another --name, or --resume {taken}")
+    return device, ctx
+
+
+def _record_model(cfg: TrainConfig, spec: ModelSpec, source: ModelSource) -> None:
+    """Write into ``cfg`` what the model is, as it was resolved, so the run reopens alone from any
+    folder with the same output width."""
+    if source.kind != "name":
+        cfg.model, cfg.model_args = source.record()["model"], dict(source.model_args)
+        cfg.input_shape, cfg.mean, cfg.std = list(spec.input_shape), list(spec.mean), list(spec.std)
+        cfg.classes = list(spec.class_names)
+    if source.weights not in (None, "default"):
+        cfg.weights = str(Path(source.weights).expanduser().resolve())
+    cfg.num_classes = spec.num_classes
+    if cfg.dataset.startswith("imagefolder:"):
+        cfg.dataset = "imagefolder:" + str(Path(cfg.dataset.split(":", 1)[1]).expanduser().resolve())
+    if cfg.data_dir is not None:
+        cfg.data_dir = str(Path(cfg.data_dir).expanduser().resolve())
+
+
+@dataclass
+class _Session:
+    """What the steps of one training session share."""
+
+    cfg: TrainConfig
+    spec: ModelSpec
+    net: nn.Module  # the model itself: its weights are what is saved
+    model: nn.Module  # what trains: ``net``, or DistributedDataParallel around it
+    data: TrainData
+    opt: Any
+    sched: Any
+    gen: torch.Generator
+    main: bool  # rank 0, the one process that writes
+    state: TrainState = field(default_factory=TrainState)
+    folder: RunFolder | None = None
+    stats: dict[str, Any] = field(default_factory=dict)  # weight_stats.json
+
+    def checkpoint(self, which: str) -> None:
+        import torch
+
+        from netviz.runs import save_checkpoint
+
+        if not self.main:
+            return  # the weights are the same on every rank
+        st = self.state
+        payload = {"model": self.net.state_dict(), "epoch": st.epoch}
+        if which == "last":
+            payload.update(optimizer=self.opt.state_dict(), step=st.step, perm=st.perm,
+                           scheduler=self.sched.state_dict() if self.sched is not None else {},
+                           generator=self.gen.get_state(), rng=torch.get_rng_state(),
+                           accum=st.accum(), milestones=st.milestones)
+        save_checkpoint(self.folder.checkpoint(which), self.spec.name, payload)
+
+    def write_config(self) -> None:
+        from netviz.files import dump_toml, write_text
+
+        if self.main:
+            write_text(self.folder.config, dump_toml(dataclasses.asdict(self.cfg)))
+
+
+def _setup(cfg: TrainConfig, splits: tuple[TensorData, TensorData], device: torch.device, ctx: Any,
+           quiet: bool) -> _Session:
+    """The model (one output per class of the data), the data fitted to it, the optimiser."""
+    import torch
+
+    from netviz.device import memory_format, seed_everything
+    from netviz.progress import say
+
+    seed_everything(cfg.seed)
+    notes: list[str] = []
+    spec, net, source = build_model(cfg, len(splits[0].classes), notes)
+    for note in notes:
+        say(f"note: {note}", quiet)
+    if source.classes is None and tuple(splits[0].classes) != spec.class_names:
+        spec = dataclasses.replace(spec, class_names=tuple(splits[0].classes))  # the data's names
+        cfg.classes = list(spec.class_names)
+    _record_model(cfg, spec, source)
+    fmt = memory_format(device, cfg.amp, cfg.channels_last)
+    net = net.to(device, memory_format=fmt)
+    model = net
+    if ctx.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        torch.manual_seed(cfg.seed + 1000 * ctx.rank)  # dropout differs per rank; the weights do not
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    data = prepare_data(splits, spec, device, fmt)
+    opt, sched = build_optimizer(cfg, net.parameters(), -(-len(data.y_train) // cfg.batch_size))
+    return _Session(cfg, spec, net, model, data, opt, sched, torch.Generator().manual_seed(cfg.seed),
+                    ctx.is_main)
+
+
+def _start_folder(s: _Session) -> None:
+    """A new run folder (made by rank 0, its name sent to the others) with the config, the
+    initial weights and their statistics."""
+    from netviz import distributed
+    from netviz.files import write_json
+    from netviz.runs import RunFolder, set_latest
+    from netviz.stats import state_stats
+
+    s.folder = RunFolder(Path(distributed.broadcast(str(_new_folder(s.cfg).path) if s.main else None)))
+    s.stats = {"bins": s.cfg.hist_bins, "epochs": [0], "layers": {
+        k: [v] for k, v in state_stats(s.net.state_dict(), s.cfg.hist_bins).items()}}
+    if s.main:
+        s.write_config()
+        s.checkpoint("init")
+        write_json(s.folder.weight_stats, s.stats)
+        s.checkpoint("last")
+        set_latest(s.folder.path)
+
+
+def _restore(s: _Session, folder: RunFolder, saved: dict[str, Any], quiet: bool) -> None:
+    """The interrupted run's weights, optimiser, schedule, random state and partial epoch."""
+    import torch
+
+    from netviz.files import read_json
+    from netviz.progress import say
+    from netviz.runs import load_weights
+
+    s.folder = folder
+    load_weights(s.net, saved["model"], folder.checkpoint("last"))
+    s.opt.load_state_dict(saved["optimizer"])
+    if s.sched is not None and saved.get("scheduler"):
+        s.sched.load_state_dict(saved["scheduler"])
+    s.gen.set_state(saved["generator"])
+    torch.set_rng_state(saved["rng"])
+    accum = saved["accum"]
+    s.state = TrainState(epoch=saved["epoch"], step=saved["step"], perm=saved.get("perm"),
+                         loss=accum["loss"], correct=accum["correct"], count=accum["count"],
+                         seconds=accum["seconds"], elapsed=accum.get("elapsed", 0.0),
+                         milestones=dict(saved.get("milestones", {})))
+    if folder.metrics.is_file():
+        s.state.metrics = [m for m in read_json(folder.metrics) if m["epoch"] <= s.state.epoch]
+    s.stats = read_json(folder.weight_stats)
+    say(f"resuming {folder.path} at epoch {s.state.epoch + 1}, step {s.state.step}", quiet)
+
+
+def _epoch(s: _Session, quiet: bool, interrupt_at: int | None) -> None:
+    """One epoch: train, evaluate, say and record the metrics and weight statistics, checkpoint."""
+    from netviz.files import write_json
+    from netviz.progress import say
+    from netviz.stats import state_stats
+
+    cfg, state = s.cfg, s.state
+    train_one_epoch(s.model, s.data, cfg, s.opt, s.sched, state, s.gen, quiet=quiet, interrupt_at=interrupt_at)
+    eval_start = time.perf_counter()
+    eval_loss, eval_acc = evaluate(s.net, s.data.x_eval, s.data.y_eval, cfg.eval_batch_size, cfg.amp)
+    passed = set(state.milestones)
+    row = record_epoch(state, eval_loss, eval_acc, time.perf_counter() - eval_start,
+                       s.opt.param_groups[0]["lr"], len(s.data.y_train))
+    say(f"epoch {row['epoch']}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
+        f"acc {row['train_acc']:.4f}  |  eval loss {eval_loss:.4f} acc {eval_acc:.4f}  |  "
+        f"{row['seconds']:.1f} s, {row['images_per_second']:,.0f} img/s", quiet)
+    for key in sorted(set(state.milestones) - passed):
+        say(f"eval accuracy passed {key} after {row['elapsed']:.1f} s (epoch {row['epoch']})", quiet)
+    s.stats["epochs"].append(row["epoch"])
+    for k, v in state_stats(s.net.state_dict(), s.stats["bins"]).items():
+        s.stats["layers"].setdefault(k, []).append(v)
+    state.next_epoch()
+    if s.main:
+        write_json(s.folder.metrics, state.metrics)
+        write_json(s.folder.weight_stats, s.stats)
+    s.checkpoint("last")
+
+
+def _finish(s: _Session, started: float, device: torch.device, quiet: bool) -> Run:
+    """The final weights, the config as this session ran it (a resume may have used another
+    number of processes), the curves, ``summary.json`` and the run's manifest."""
+    from netviz.draw.curves import plot_curves
+    from netviz.files import write_json
+    from netviz.outputs import write_manifest
+    from netviz.progress import say
+    from netviz.runs import Run, run_artifacts
+
+    cfg, folder = s.cfg, s.folder
+    s.checkpoint("final")
+    summary = summary_record(cfg, s.state, s.data)
+    if s.main:
+        s.write_config()
+        plot_curves(s.state.metrics, folder.curves,
+                    title=f"{cfg.model}: train {s.data.train_name}, eval {s.data.eval_name}")
+        write_json(folder.summary, summary)
+        write_manifest(folder.path, "train", run_artifacts(folder), run_path=folder.path, model=s.spec.name,
+                       options={k: v for k, v in dataclasses.asdict(cfg).items() if v is not None},
+                       summary={k: summary[k] for k in ("final_eval_acc", "best_eval_acc", "epochs", "seconds")},
+                       started=started)
+    say(milestone_line(summary["milestones"]), quiet)
+    return Run(spec=s.spec, model=s.net.eval(), device=device, path=folder.path,
+               checkpoint=folder.checkpoint("final"), config=dataclasses.asdict(cfg), metrics=s.state.metrics)
+
+
 def train(model: str | None = None, *, config: str | Path | None = None, resume: str | Path | None = None,
           quiet: bool = False, _interrupt_at_step: int | None = None, **overrides: Any) -> Run:
     """Train a model and write a run folder; returns the loaded :class:`Run`.
@@ -437,158 +652,28 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
     or another number of processes. Under torchrun the model is wrapped in
     DistributedDataParallel (see :func:`train_one_epoch`) and rank 0 alone writes the run folder.
     """
-    import torch
-
-    from netviz import distributed
-    from netviz.device import memory_format, resolve_device, seed_everything
-    from netviz.draw.curves import plot_curves
-    from netviz.files import dump_toml, read_json, write_json, write_text
-    from netviz.outputs import write_manifest
-    from netviz.progress import say
-    from netviz.runs import Run, load_weights, run_artifacts, save_checkpoint, set_latest
-    from netviz.stats import state_stats
-
     started = time.time()
-    # 1. config: the recipe, a config file and options; or the interrupted run's own
-    if resume is not None:
-        cfg, folder, saved = _resume_config(resume, model, overrides)
-    else:
-        cfg, folder, saved = resolve_config(model, config, **overrides), None, None
-    _fill_defaults(cfg)
-    device = resolve_device(cfg.device)
-    ctx = distributed.init(device)  # under torchrun: join the group, one GPU per rank
-    cfg.world_size = ctx.world_size
-    distributed.check_world(cfg.batch_size)  # the global batch must split evenly among the ranks
-    main = ctx.is_main
-    if saved is None and cfg.name:  # every rank refuses a taken name, not just the one that writes
-        from netviz.runs import runs_root
-
-        if (runs_root(cfg.runs_dir) / cfg.name).exists():
-            raise NetvizError(f"run {runs_root(cfg.runs_dir) / cfg.name} already exists: pass another --name, "
-                              f"or --resume {runs_root(cfg.runs_dir) / cfg.name}")
-    fmt = memory_format(device, cfg.amp, cfg.channels_last)
-
+    # 1. config and processes
+    cfg, folder, saved = _configure(model, config, resume, overrides)
+    device, ctx = _join(cfg, new_run=saved is None)
     # 2. data, before the run folder exists: a missing data set leaves nothing behind
     splits = load_splits(cfg)
-
-    # 3. model (one output per class of the data), then the data fitted to it, then the optimiser
-    seed_everything(cfg.seed)
-    notes: list[str] = []
-    spec, net, source = build_model(cfg, len(splits[0].classes), notes)
-    for note in notes:
-        say(f"note: {note}", quiet)
-    if source.classes is None and tuple(splits[0].classes) != spec.class_names:
-        spec = dataclasses.replace(spec, class_names=tuple(splits[0].classes))  # the data's names
-        cfg.classes = list(spec.class_names)
-    if source.kind != "name":  # the run reopens alone: what the model is, as it was resolved
-        cfg.model, cfg.model_args = source.record()["model"], dict(source.model_args)
-        cfg.input_shape, cfg.mean, cfg.std = list(spec.input_shape), list(spec.mean), list(spec.std)
-        cfg.classes = list(spec.class_names)
-    if source.weights not in (None, "default"):
-        cfg.weights = str(Path(source.weights).expanduser().resolve())
-    cfg.num_classes = spec.num_classes  # reopening builds the model with the same output width
-    if cfg.dataset.startswith("imagefolder:"):  # the run reopens from any folder
-        cfg.dataset = "imagefolder:" + str(Path(cfg.dataset.split(":", 1)[1]).expanduser().resolve())
-    if cfg.data_dir is not None:
-        cfg.data_dir = str(Path(cfg.data_dir).expanduser().resolve())
-    net = net.to(device, memory_format=fmt)
-    model = net
-    if ctx.active:
-        from torch.nn.parallel import DistributedDataParallel
-
-        torch.manual_seed(cfg.seed + 1000 * ctx.rank)  # dropout differs per rank; the weights do not
-        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    data = prepare_data(splits, spec, device, fmt)
-    steps_per_epoch = -(-len(data.y_train) // cfg.batch_size)
-    opt, sched = build_optimizer(cfg, net.parameters(), steps_per_epoch)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    state = TrainState()
-
-    def checkpoint(which: str) -> None:
-        if not main:
-            return  # rank 0 writes; the weights are the same on every rank
-        payload = {"model": net.state_dict(), "epoch": state.epoch}
-        if which == "last":
-            payload.update(optimizer=opt.state_dict(), step=state.step, perm=state.perm,
-                           scheduler=sched.state_dict() if sched is not None else {},
-                           generator=gen.get_state(), rng=torch.get_rng_state(),
-                           accum=state.accum(), milestones=state.milestones)
-        save_checkpoint(folder.checkpoint(which), spec.name, payload)
-
+    # 3. model, data on its device, optimiser
+    s = _setup(cfg, splits, device, ctx, quiet)
     # 4. the run folder: a new one, or the interrupted one with its state restored
     if saved is None:
-        from netviz.runs import RunFolder
-
-        folder = RunFolder(Path(distributed.broadcast(str(_new_folder(cfg).path) if main else None)))
-        stats = {"bins": cfg.hist_bins, "epochs": [0], "layers": {
-            k: [v] for k, v in state_stats(net.state_dict(), cfg.hist_bins).items()}}
-        if main:
-            write_text(folder.config, dump_toml(dataclasses.asdict(cfg)))
-            checkpoint("init")
-            write_json(folder.weight_stats, stats)
-            checkpoint("last")
-            set_latest(folder.path)
+        _start_folder(s)
     else:
-        load_weights(net, saved["model"], folder.checkpoint("last"))
-        opt.load_state_dict(saved["optimizer"])
-        if sched is not None and saved.get("scheduler"):
-            sched.load_state_dict(saved["scheduler"])
-        gen.set_state(saved["generator"])
-        torch.set_rng_state(saved["rng"])
-        accum = saved["accum"]
-        state = TrainState(epoch=saved["epoch"], step=saved["step"], perm=saved.get("perm"),
-                           loss=accum["loss"], correct=accum["correct"], count=accum["count"],
-                           seconds=accum["seconds"], elapsed=accum.get("elapsed", 0.0),
-                           milestones=dict(saved.get("milestones", {})))
-        if folder.metrics.is_file():
-            state.metrics = [m for m in read_json(folder.metrics) if m["epoch"] <= state.epoch]
-        stats = read_json(folder.weight_stats)
-        say(f"resuming {folder.path} at epoch {state.epoch + 1}, step {state.step}", quiet)
-
-    # 5. epochs: train, evaluate, record, checkpoint
+        _restore(s, folder, saved, quiet)
+    # 5. epochs; Ctrl-C keeps a resumable checkpoint
     try:
-        while state.epoch < cfg.epochs:
-            train_one_epoch(model, data, cfg, opt, sched, state, gen, quiet=quiet,
-                            interrupt_at=_interrupt_at_step)
-            eval_start = time.perf_counter()
-            eval_loss, eval_acc = evaluate(net, data.x_eval, data.y_eval, cfg.eval_batch_size, cfg.amp)
-            passed = set(state.milestones)
-            row = record_epoch(state, eval_loss, eval_acc, time.perf_counter() - eval_start,
-                               opt.param_groups[0]["lr"], len(data.y_train))
-            say(f"epoch {row['epoch']}/{cfg.epochs}  train loss {row['train_loss']:.4f} "
-                f"acc {row['train_acc']:.4f}  |  eval loss {eval_loss:.4f} acc {eval_acc:.4f}  |  "
-                f"{row['seconds']:.1f} s, {row['images_per_second']:,.0f} img/s", quiet)
-            for key in sorted(set(state.milestones) - passed):
-                say(f"eval accuracy passed {key} after {row['elapsed']:.1f} s (epoch {row['epoch']})", quiet)
-            stats["epochs"].append(row["epoch"])
-            for k, v in state_stats(net.state_dict(), stats["bins"]).items():
-                stats["layers"].setdefault(k, []).append(v)
-            state.next_epoch()
-            if main:
-                write_json(folder.metrics, state.metrics)
-                write_json(folder.weight_stats, stats)
-            checkpoint("last")
+        while s.state.epoch < cfg.epochs:
+            _epoch(s, quiet, _interrupt_at_step)
     except KeyboardInterrupt:
-        checkpoint("last")
+        s.checkpoint("last")
         raise TrainingInterrupted(
-            f"interrupted at epoch {state.epoch + 1}, step {state.step}: saved "
-            f"{folder.checkpoint('last')}; continue with `netviz train --resume {folder.path}`"
+            f"interrupted at epoch {s.state.epoch + 1}, step {s.state.step}: saved "
+            f"{s.folder.checkpoint('last')}; continue with `netviz train --resume {s.folder.path}`"
         ) from None
-
-    # 6. the end: final weights, curves, summary
-    checkpoint("final")
-    summary = summary_record(cfg, state, data)
-    if main:
-        # the config as this last session ran it (a resume may have used another world size)
-        write_text(folder.config, dump_toml(dataclasses.asdict(cfg)))
-        plot_curves(state.metrics, folder.curves,
-                    title=f"{cfg.model}: train {data.train_name}, eval {data.eval_name}")
-        write_json(folder.summary, summary)
-        write_manifest(folder.path, "train", run_artifacts(folder), run_path=folder.path, model=spec.name,
-                       options={k: v for k, v in dataclasses.asdict(cfg).items() if v is not None},
-                       summary={k: summary[k] for k in ("final_eval_acc", "best_eval_acc", "epochs", "seconds")},
-                       started=started)
-    say(milestone_line(summary["milestones"]), quiet)
-    return Run(spec=spec, model=net.eval(), device=device, path=folder.path,
-               checkpoint=folder.checkpoint("final"), config=dataclasses.asdict(cfg),
-               metrics=state.metrics)
+    # 6. final weights, curves, summary
+    return _finish(s, started, device, quiet)
