@@ -265,22 +265,17 @@ def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[D
     import torch
 
     from netviz.dream.objectives import redirected_relus
-    from netviz.dream.param import FFTParam, PixelParam, initial_pixels
-    from netviz.dream.transforms import jitter, l2_penalty, scale_rotate, total_variation
+    from netviz.dream.transforms import jitter, scale_rotate
     from netviz.progress import progress
 
     s = settings
     if s.until is not None and any(t.kind != "class" for t in targets):
         raise NetvizError("--until stops class dreams at a probability: use it with --class, "
                           "not with --layer")
+    # 1. the objective, one generator per image, the image's parameterisation and optimiser
     objective = make_objective(list(targets))
-    device = model_device(model)
-    shape = spec.input_shape
     gens = [torch.Generator().manual_seed(image_seed(seed, t.key)) for t in targets]
-    if s.param == "fft":
-        param = FFTParam(shape, spec, gens, device, decorrelate=s.decorrelate)
-    else:
-        param = PixelParam(initial_pixels(s.init, spec, gens), spec, device)
+    param = _parameterise(spec, s, gens, model_device(model))
     opt = torch.optim.Adam([param.tensor], lr=s.lr) if s.optimizer == "adam" else None
 
     def score(x: torch.Tensor) -> torch.Tensor:
@@ -288,68 +283,35 @@ def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[D
 
     was_training = model.training
     model.eval()
-    n = len(targets)
-    budget = s.budget
-    history = torch.full((budget, n), float("nan"))
-    stopped: list[int | None] = [None] * n
-    active = torch.ones(n, dtype=torch.bool)
-    frozen = param.tensor.detach().clone()
-
-    def freeze_passed(step: int) -> None:
-        """--until: freeze the images whose saved PNG now reaches the probability."""
-        p = saved_probability(model, spec, param.pixels().detach(), [t.index for t in targets])
-        passed = active & (p >= s.until)
-        for i in passed.nonzero().flatten().tolist():
-            stopped[i] = step
-        active[passed] = False
-        frozen[passed.to(frozen.device)] = param.tensor.detach()[passed.to(frozen.device)]
-
+    history = torch.full((s.budget, len(targets)), float("nan"))
+    until = _Until(model, spec, param, targets, s.until)
     t0 = time.perf_counter()
     steps_run = 0
     try:
+        # 2. where it starts
         with torch.no_grad():
             start = param.pixels().detach()
             objective_start = score(param.input()).tolist()
         frames, frame_steps = ([start.cpu()], [0]) if s.gif_every else ([], [])
-        if s.until is not None:
-            freeze_passed(0)
-        redirect = redirected_relus(model) if s.redirect_relu else contextlib.nullcontext()
-        with redirect:
-            for step in progress(range(budget), quiet=quiet, desc="dream", total=budget):
-                if not active.any():
+        until.check(0)
+        # 3. the steps: transform, score, penalise, update; --until freezes the images that passed
+        with redirected_relus(model) if s.redirect_relu else contextlib.nullcontext():
+            for step in progress(range(s.budget), quiet=quiet, desc="dream", total=s.budget):
+                if not until.active.any():
                     break
-                x = param.input()
-                x = jitter(x, gens, s.jitter)
-                x = scale_rotate(x, gens, s.scale, s.rotate)
+                x = scale_rotate(jitter(param.input(), gens, s.jitter), gens, s.scale, s.rotate)
                 value = score(x)
-                loss = -value.sum()
-                if s.tv or s.l2:
-                    pixels = param.pixels()
-                    if s.tv:
-                        loss = loss + s.tv * total_variation(pixels).sum()
-                    if s.l2:
-                        loss = loss + s.l2 * l2_penalty(pixels).sum()
-                (grad,) = torch.autograd.grad(loss, [param.tensor])
+                (grad,) = torch.autograd.grad(_loss(value, param, s), [param.tensor])
                 history[step] = value.detach().cpu()
-                if opt is not None:
-                    param.tensor.grad = grad
-                    opt.step()
-                    param.tensor.grad = None
-                else:
-                    param.normgrad_step_(-grad, s.lr)
-                param.project_()
-                if s.blur_every and (step + 1) % s.blur_every == 0:
-                    param.blur_(s.blur_sigma)
+                _update(param, opt, grad, s, step)
                 steps_run = step + 1
-                if s.until is not None:
-                    with torch.no_grad():  # frozen images keep the update that passed
-                        done = (~active).to(frozen.device)
-                        param.tensor[done] = frozen[done]
-                    freeze_passed(steps_run)
-                if s.gif_every and (steps_run % s.gif_every == 0 or steps_run == budget
-                                    or not active.any()):
+                until.keep_frozen()
+                until.check(steps_run)
+                if s.gif_every and (steps_run % s.gif_every == 0 or steps_run == s.budget
+                                    or not until.active.any()):
                     frames.append(param.pixels().detach().cpu())
                     frame_steps.append(steps_run)
+        # 4. where it ended
         with torch.no_grad():
             final = param.pixels().detach()
             objective_final = score(param.input()).tolist()
@@ -361,8 +323,79 @@ def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[D
         start=start.clamp(0, 1).cpu(), images=final.clamp(0, 1).cpu(),
         objective_start=objective_start, objective_final=objective_final,
         history=history[:steps_run], frames=[f.clamp(0, 1) for f in frames],
-        frame_steps=frame_steps, seconds=time.perf_counter() - t0, stopped_at=stopped,
+        frame_steps=frame_steps, seconds=time.perf_counter() - t0, stopped_at=until.stopped,
     )
+
+
+def _parameterise(spec: ModelSpec, s: DreamSettings, gens: list[torch.Generator], device: torch.device):
+    """The images as the optimiser sees them: Fourier coefficients or pixels."""
+    from netviz.dream.param import FFTParam, PixelParam, initial_pixels
+
+    if s.param == "fft":
+        return FFTParam(spec.input_shape, spec, gens, device, decorrelate=s.decorrelate)
+    return PixelParam(initial_pixels(s.init, spec, gens), spec, device)
+
+
+def _loss(value: torch.Tensor, param: Any, s: DreamSettings) -> torch.Tensor:
+    """What the step minimises: minus the objective, plus the recipe's penalties on the pixels."""
+    from netviz.dream.transforms import l2_penalty, total_variation
+
+    loss = -value.sum()
+    if s.tv or s.l2:
+        pixels = param.pixels()
+        if s.tv:
+            loss = loss + s.tv * total_variation(pixels).sum()
+        if s.l2:
+            loss = loss + s.l2 * l2_penalty(pixels).sum()
+    return loss
+
+
+def _update(param: Any, opt: Any, grad: torch.Tensor, s: DreamSettings, step: int) -> None:
+    """One step of Adam or of the normalised-gradient ascent, kept in range, blurred on schedule."""
+    if opt is not None:
+        param.tensor.grad = grad
+        opt.step()
+        param.tensor.grad = None
+    else:
+        param.normgrad_step_(-grad, s.lr)
+    param.project_()
+    if s.blur_every and (step + 1) % s.blur_every == 0:
+        param.blur_(s.blur_sigma)
+
+
+class _Until:
+    """``--until P``: each class image is checked as its saved 8-bit PNG would be; once its target
+    probability reaches P it is frozen (later updates are undone for it) and the step recorded."""
+
+    def __init__(self, model: nn.Module, spec: ModelSpec, param: Any, targets: Sequence[DreamTarget],
+                 until: float | None) -> None:
+        import torch
+
+        self.model, self.spec, self.param, self.until = model, spec, param, until
+        self.classes = [t.index for t in targets]
+        self.stopped: list[int | None] = [None] * len(targets)
+        self.active = torch.ones(len(targets), dtype=torch.bool)
+        self.frozen = param.tensor.detach().clone()
+
+    def check(self, step: int) -> None:
+        if self.until is None:
+            return
+        p = saved_probability(self.model, self.spec, self.param.pixels().detach(), self.classes)
+        passed = self.active & (p >= self.until)
+        for i in passed.nonzero().flatten().tolist():
+            self.stopped[i] = step
+        self.active[passed] = False
+        passed = passed.to(self.frozen.device)
+        self.frozen[passed] = self.param.tensor.detach()[passed]
+
+    def keep_frozen(self) -> None:
+        import torch
+
+        if self.until is None:
+            return
+        with torch.no_grad():  # frozen images keep the update that passed
+            done = (~self.active).to(self.frozen.device)
+            self.param.tensor[done] = self.frozen[done]
 
 
 # -- targets -------------------------------------------------------------------------------------
