@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from netviz.errors import NetvizError
 
 if TYPE_CHECKING:
+    from netviz.registry import ModelSpec
     from netviz.runs import Run
 
 # One line per command on how to read what it wrote (manifests, the report).
@@ -134,17 +135,18 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
     sub-folder ``index-<N>/`` each. Images are computed and drawn one at a time, so only one
     image's activations are held in memory.
     """
-    from netviz.activations import default_layers, image_activations, select_indices, top_activating
-    from netviz.data import conform, load_image
+    from netviz.activations import default_layers, image_activations, top_activating
+    from netviz.data import conform
     from netviz.distributed import is_main
-    from netviz.draw.activations import check_mode, uses_rgb, write_activation_set
+    from netviz.draw.activations import check_mode, write_activation_set
     from netviz.layers import resolve_layers
     from netviz.outputs import open_output
-    from netviz.progress import progress, say
+    from netviz.progress import progress
 
     started = time.time()
     options = dict(image=image, index=index, layers=layers, channels=channels, mode=mode, colorbar=colorbar,
                    top_images=top_images, split=split, batch_size=batch_size)
+    # 1. the request: mode, layers, the images
     mode = check_mode(mode, colorbar)
     if image is not None and index is not None:
         raise NetvizError("pass either --image or --index, not both")
@@ -157,39 +159,27 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
                           "(see `netviz layers`)")
     data = run.eval_data(data_dir, split) if image is None or top_images else None
     class_names = data.classes if data is not None else spec.class_names
-
-    inputs: list[dict[str, Any]] = []
-    if image is not None:
-        pixels, note = load_image(image, spec)
-        inputs.append({"image": pixels, "label": None, "source": str(image), "index": None,
-                       "note": note})
-    else:
-        for i in select_indices(index, len(data), data.name):
-            pixels, note = conform(data.images[i:i + 1], spec)
-            inputs.append({"image": pixels, "label": int(data.labels[i]),
-                           "source": f"{data.name} #{i}", "index": i, "note": note})
-    said: set[str] = set()
-
-    def note_once(text: str | None) -> None:
-        if text and text not in said:
-            said.add(text)
-            say(f"note: {text}", quiet)
+    inputs = _activation_inputs(spec, image, index, data)
+    notes = _NoteOnce(quiet)
 
     def activations_of(inp: dict[str, Any]):
         return image_activations(model, spec, inp["image"], names, channels, label=inp["label"],
                                  class_names=class_names, source=inp["source"], index=inp["index"],
                                  note=inp["note"])
 
-    first = activations_of(inputs[0])  # which channels each layer shows
+    # 2. the first image decides which channels each layer shows; the data set's top images for
+    #    them (under torchrun every rank scores its share of the data set)
+    first = activations_of(inputs[0])
     top = top_pixels = None
-    if top_images:  # under torchrun every rank scores its share of the data set
+    if top_images:
         top = top_activating(model, spec, data, {ly.name: ly.channels for ly in first.layers},
                              k=top_images, batch_size=batch_size, quiet=quiet)
         top_pixels = conform(data.images, spec)[0]
         if top_images > len(data):
-            note_once(f"--top-images {top_images}: {data.name} has only {len(data)} images")
+            notes(f"--top-images {top_images}: {data.name} has only {len(data)} images")
     if not is_main():
         return []  # rank 0 draws and writes
+    # 3. each image: compute, say, draw (one image's activations in memory at a time)
     label = "image" if image is not None else "index-" + "-".join(str(i["index"]) for i in inputs[:4])
     output = open_output(run, "activations", out, label, overwrite, started)
     written = []
@@ -197,15 +187,7 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
     summary: dict[str, Any] = {"layers": names, "images": []}
     for n, inp in enumerate(progress(inputs, quiet=quiet or not several, desc="images")):
         act = first if n == 0 else activations_of(inp)
-        if inp["note"]:
-            note_once(f"{inp['source']}: {inp['note']} (to fit {spec.name})")
-        for layer in act.layers:
-            note_once(layer.note)
-            if mode == "rgb" and layer.spatial and not uses_rgb(layer, mode):
-                note_once(f"{layer.name}: {len(layer.channels)} channels is not a multiple of 3, "
-                          "drawn as grey tiles")
-        truth = f" (true {act.label_name})" if act.label_name is not None else ""
-        say(f"{act.source}{truth}: predicted {act.predicted_name} ({act.probability:.1%})", quiet)
+        _say_activations(act, inp, mode, spec, notes, quiet)
         summary["images"].append({"source": act.source, "label": act.label_name, "predicted": act.predicted_name,
                                   "probability": round(act.probability, 4)})
         folder = output.path / f"index-{act.index}" if several else output.path
@@ -213,6 +195,53 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
                                         top_data_images=top_pixels, run=run)
     return output.publish(written, run=run, options=options, summary=summary,
                           how_to_read=HOW_TO_READ["activations"])
+
+
+class _NoteOnce:
+    """Says each note once (``note: ...`` on stderr), however many images repeat it."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.said = quiet, set()
+
+    def __call__(self, text: str | None) -> None:
+        from netviz.progress import say
+
+        if text and text not in self.said:
+            self.said.add(text)
+            say(f"note: {text}", self.quiet)
+
+
+def _activation_inputs(spec: ModelSpec, image: str | os.PathLike | None,
+                       index: str | int | Sequence[int] | None, data: Any) -> list[dict[str, Any]]:
+    """The image file, or the chosen eval-set samples, each fitted to the model."""
+    from netviz.activations import select_indices
+    from netviz.data import conform, load_image
+
+    if image is not None:
+        pixels, note = load_image(image, spec)
+        return [{"image": pixels, "label": None, "source": str(image), "index": None, "note": note}]
+    inputs = []
+    for i in select_indices(index, len(data), data.name):
+        pixels, note = conform(data.images[i:i + 1], spec)
+        inputs.append({"image": pixels, "label": int(data.labels[i]), "source": f"{data.name} #{i}",
+                       "index": i, "note": note})
+    return inputs
+
+
+def _say_activations(act: Any, inp: dict[str, Any], mode: str, spec: ModelSpec, notes: _NoteOnce,
+                     quiet: bool) -> None:
+    """The image's notes (once each) and its prediction."""
+    from netviz.draw.activations import uses_rgb
+    from netviz.progress import say
+
+    if inp["note"]:
+        notes(f"{inp['source']}: {inp['note']} (to fit {spec.name})")
+    for layer in act.layers:
+        notes(layer.note)
+        if mode == "rgb" and layer.spatial and not uses_rgb(layer, mode):
+            notes(f"{layer.name}: {len(layer.channels)} channels is not a multiple of 3, drawn as grey tiles")
+    truth = f" (true {act.label_name})" if act.label_name is not None else ""
+    say(f"{act.source}{truth}: predicted {act.predicted_name} ({act.probability:.1%})", quiet)
 
 
 def attribute(run: Run, method: str = "integrated", out: str | os.PathLike | None = None, *,
