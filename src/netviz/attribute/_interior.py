@@ -133,7 +133,7 @@ def interior_gradients(
                 done = finished
     return InteriorGradients(gradients=grads, alphas=alpha_t, scores=scores, x=x,
                              baseline=b.contiguous(), target=target, score=score,
-                             settings={"batch_size": batch_size})
+                             settings={"batch_size": batch_size, "alphas": list(alpha_t)})
 
 
 register(Method("interior", interior_gradients,

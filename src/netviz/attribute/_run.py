@@ -192,9 +192,7 @@ def attribute_run(
     sanity_result = distributed.concat([p[3] for p in parts], keep=("layers",),
                                        dims={"rank_correlation": 1, "signed_correlation": 1, "maps": 1})
     settings = {"method": method, "target": target, **recorded(m.kwargs({**given, "offset": None}))}
-    if isinstance(result, InteriorGradients):
-        settings["alphas"] = list(result.alphas)
-    settings.update(result.settings)
+    settings.update(result.settings)  # what the method itself settled on (steps, alphas, ...)
     return AttributeReport(spec=spec, run_path=run.path, method=method, names=inputs.names,
                            indices=inputs.indices, labels=inputs.labels, preds=[int(p) for p in preds],
                            pixels=inputs.images.float() / 255.0, result=result, sanity=sanity_result,
