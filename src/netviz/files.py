@@ -11,10 +11,19 @@ import os
 import tempfile
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from netviz.errors import NetvizError
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file a command wrote, and one line saying what it shows."""
+
+    path: Path
+    caption: str
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

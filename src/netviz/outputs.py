@@ -25,21 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
-from netviz.files import read_json, write_json
+from netviz.files import Artifact, read_json, write_json
 
 if TYPE_CHECKING:
     from netviz.runs import Run
 
 MANIFEST = "manifest.json"
 _COMMAND_LINE: list[str | None] = [None]  # set by the CLI for the invocation it runs
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """A file a command wrote, and one line saying what it shows."""
-
-    path: Path
-    caption: str
 
 
 def set_command_line(argv: Sequence[str] | str | None, joined: bool = False) -> None:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from netviz.data import TensorData
-    from netviz.outputs import Artifact
+    from netviz.files import Artifact
     from netviz.registry import ModelSpec
     from netviz.sources import ModelSource
 
@@ -108,7 +108,7 @@ RUN_CAPTIONS = {
 
 def run_artifacts(folder: RunFolder) -> list[Artifact]:
     """What a run folder holds, with a caption each (its manifest)."""
-    from netviz.outputs import Artifact
+    from netviz.files import Artifact
 
     return [Artifact(p, RUN_CAPTIONS.get(p.name, "")) for p in folder.files()]
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from netviz.activations import ImageActivations, LayerActivation, TopImages
-    from netviz.outputs import Artifact
+    from netviz.files import Artifact
     from netviz.runs import Run
 
 MODES = ("grey", "rgb")
@@ -384,8 +384,7 @@ def write_activation_set(act: ImageActivations, folder: str | os.PathLike, *, mo
                          top_data_images: Any = None, run: Run | None = None) -> list[Artifact]:
     """activations.png, layer-<name>.png per layer, activations.gif, top-<name>.png (with
     ``top``) and activations.json for one image, into ``folder``."""
-    from netviz.files import write_json
-    from netviz.outputs import Artifact
+    from netviz.files import Artifact, write_json
 
     mode = check_mode(mode, colorbar)
     folder = Path(folder)

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.draw.common import pyplot, save_figure, save_gif, save_png, to_uint8, upscale
-from netviz.files import write_json
-from netviz.outputs import Artifact
+from netviz.files import Artifact, write_json
 
 if TYPE_CHECKING:
     import numpy as np

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netviz.draw.common import pyplot, save_figure
-from netviz.files import write_json
-from netviz.outputs import Artifact
+from netviz.files import Artifact, write_json
 
 if TYPE_CHECKING:
     from netviz.evaluate import Evaluation

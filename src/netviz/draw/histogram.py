@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from netviz.draw.common import pyplot, save_figure
 from netviz.errors import NetvizError
-from netviz.files import write_json
-from netviz.outputs import Artifact
+from netviz.files import Artifact, write_json
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

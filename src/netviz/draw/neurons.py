@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netviz.draw.common import pyplot, save_figure
-from netviz.files import write_json
-from netviz.outputs import Artifact, file_stem
+from netviz.files import Artifact, write_json
+from netviz.outputs import file_stem
 
 if TYPE_CHECKING:
     import numpy as np
