@@ -116,6 +116,24 @@ def relative_error(total: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return err / scale.where(scale > 1e-12, scale.new_ones(()))
 
 
+def step_schedule(steps: int | None, tolerance: float | None, max_steps: int, quadrature: str) -> list[int]:
+    """The step counts to try in turn: ``[steps]`` (default 50), or with a ``tolerance`` from
+    ``steps`` (default 8) doubling up to ``max_steps``. Every count is checked against the
+    quadrature before any work (e.g. the trapezoid rule needs 2 points)."""
+    if tolerance is not None and not tolerance > 0:
+        raise NetvizError(f"tolerance must be a positive number such as 0.01, not {tolerance}")
+    first = check_steps(steps if steps is not None else
+                        (DEFAULT_STEPS if tolerance is None else ADAPTIVE_START))
+    max_steps = check_steps(max_steps)
+    schedule = [first]
+    if tolerance is not None:
+        while schedule[-1] < max_steps:
+            schedule.append(min(2 * schedule[-1], max_steps))
+    for n in schedule:
+        quadrature_rule(quadrature, n)
+    return schedule
+
+
 def integrated_gradients(
     model: nn.Module,
     x: torch.Tensor,
@@ -158,18 +176,7 @@ def integrated_gradients(
     check_quadrature(quadrature)
     check_score(score)
     batch_size = check_batch_size(batch_size, model, x)
-    if tolerance is not None and not tolerance > 0:
-        raise NetvizError(f"tolerance must be a positive number such as 0.01, not {tolerance}")
-    first = check_steps(steps if steps is not None else
-                        (DEFAULT_STEPS if tolerance is None else ADAPTIVE_START))
-    max_steps = check_steps(max_steps)
-    schedule = [first]
-    if tolerance is not None:
-        while schedule[-1] < max_steps:
-            schedule.append(min(2 * schedule[-1], max_steps))
-    for n in schedule:
-        quadrature_rule(quadrature, n)  # fail early, e.g. trapezoid with 1 step
-
+    schedule = step_schedule(steps, tolerance, max_steps, quadrature)
     b = make_baseline(x, baseline, spec=spec, mean=mean, std=std, seed=seed, offset=offset)
     n_img = x.shape[0]
     with eval_mode(model):
