@@ -35,7 +35,7 @@ SECTIONS = (
     ("attribute", "Attribution", None),
     ("evaluate", "Which attribution to trust", None),
 )
-FIGURES_SHOWN = {"histogram": 4, "kernels": 2, "activations": 4, "dream": 3, "attribute": 5, "evaluate": 1,
+FIGURES_SHOWN = {"histogram": 4, "kernels": 2, "activations": 4, "dream": 1, "attribute": 5, "evaluate": 1,
                  "neurons": 16}  # images embedded per invocation (the rest are listed by name)
 IMAGE_TYPES = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 MAX_IMAGE_BYTES = 1_500_000  # larger files are listed, not embedded: the page stays small

@@ -174,13 +174,14 @@ def write_dream(result: DreamResult, run: Run, out_dir: str | os.PathLike,
     reloaded = torch.cat([load_image(p, run.spec)[0] for p in files])
     after = measure_result(run.model, run.spec, result, reloaded)
     before = measure_result(run.model, run.spec, result, result.start)
-    written = [Artifact(p, f"{t.label}: {_tile_label(result, i, after, before, run).replace(chr(10), ', ')}")
-               for i, (t, p) in enumerate(zip(result.targets, files, strict=True))]
+    # the overview first: it is what the report shows and what a reader opens
+    written = [Artifact(plot_grid(result, after, before, run, out / "grid.png"),
+                        f"all {len(result.targets)} image(s) with their labels")]
+    written += [Artifact(p, f"{t.label}: {_tile_label(result, i, after, before, run).replace(chr(10), ', ')}")
+                for i, (t, p) in enumerate(zip(result.targets, files, strict=True))]
     written.append(Artifact(write_json(out / "dream.json", dream_record(result, run, files, after, before)),
                             "per image the target, the objective and the class probabilities, measured "
                             "on the saved PNG"))
-    written.append(Artifact(plot_grid(result, after, before, run, out / "grid.png"),
-                            f"all {len(result.targets)} image(s) with their labels"))
     if gif and result.frames:
         written.append(Artifact(write_gif(result, out / "dream.gif"), "the optimisation, step by step"))
     return written
