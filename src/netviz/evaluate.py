@@ -190,7 +190,8 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
 
     from netviz import distributed
     from netviz.attribute import get_method
-    from netviz.attribute._run import _offset, method_options
+    from netviz.attribute._common import check_batch_size
+    from netviz.attribute._run import method_options
     from netviz.device import seed_everything
     from netviz.inputs import merge_inputs, select_inputs
     from netviz.layers import weight_layers
@@ -200,26 +201,19 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
     chosen = [get_method(name) for name in names]
     if baseline not in CURVE_BASELINES:
         raise NetvizError(f"unknown --baseline '{baseline}' for the curves: use one of {', '.join(CURVE_BASELINES)}")
-    if batch_size is not None and batch_size < 1:
-        raise NetvizError(f"--batch-size must be positive, not {batch_size}")
     seed_everything(seed)
     spec, model = run.spec, run.model
-    if batch_size is None:
-        import torch
-
-        from netviz.attribute._common import auto_batch_size
-
-        batch_size = auto_batch_size(model, torch.zeros(1, *spec.input_shape))
+    batch_size = check_batch_size(batch_size, model, torch.zeros(1, *spec.input_shape))
     fractions = fraction_steps(steps_frac, spec.input_shape[1] * spec.input_shape[2])
     top = sanity_layers if sanity_layers is not None else math.ceil(len(weight_layers(model)) / 2)
     inputs = select_inputs(run, images, indices, data_dir, default="0-49", shard=True)
     notes = list(inputs.notes)
     options = dict(score="logit", batch_size=batch_size, baseline=baseline, layer=layer, seed=seed,
-                   offset=_offset(run, images, indices if indices is not None else "0-49"))
+                   offset=inputs.offset)
     kwargs = {m.name: method_options(m, run, options, data_dir, notes) for m in chosen}
     part = None
     if len(inputs):
-        base = make_curve_baseline(run, inputs, baseline, data_dir, seed, options["offset"])
+        base = make_curve_baseline(run, inputs, baseline, data_dir, seed)
         part = score_methods(run, chosen, kwargs, inputs, base, fractions, batch_size, sanity, top, seed, quiet)
     parts = distributed.gather((inputs, part) if part is not None else None)
     if parts is None:
@@ -242,14 +236,14 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
 
 
 def make_curve_baseline(run: Run, inputs: Inputs, baseline: str, data_dir: str | os.PathLike | None,
-                        seed: int, offset: int) -> torch.Tensor:
+                        seed: int) -> torch.Tensor:
     """What deleted pixels become and insertion starts from, for these images (normalised)."""
     from netviz.attribute._common import make_baseline
     from netviz.attribute._run import load_baseline
     from netviz.data import normalise
 
     x = normalise(inputs.images, run.spec)
-    return make_baseline(x, load_baseline(baseline, run, data_dir), spec=run.spec, seed=seed, offset=offset)
+    return make_baseline(x, load_baseline(baseline, run, data_dir), spec=run.spec, seed=seed, offset=inputs.offset)
 
 
 def score_methods(run: Run, methods: Sequence[Any], kwargs: dict[str, dict[str, Any]], inputs: Inputs,

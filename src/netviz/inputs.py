@@ -31,6 +31,7 @@ class Inputs:
     indices: list[int | None]  # index in the eval data, None for a file
     labels: list[int | None]  # the true class when known
     notes: list[str] = field(default_factory=list)
+    offset: int = 0  # where these images start in the whole selection (this rank's share)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -77,17 +78,17 @@ def select_inputs(run: Run, images: Sequence[str | os.PathLike] = (),
             loaded.append(pixels)
         empty = torch.zeros(0, *spec.input_shape, dtype=torch.uint8)
         return Inputs(torch.cat(loaded) if loaded else empty, [Path(p).name for p in files], [None] * len(files),
-                      [label_from_folder(Path(p), spec) for p in files], notes)
+                      [label_from_folder(Path(p), spec) for p in files], notes, share.start)
     data = run.eval_data(data_dir)
     indices = default if indices is None else indices
     chosen = parse_indices(indices, len(data)) if isinstance(indices, str) else [int(i) for i in indices]
     if any(not 0 <= i < len(data) for i in chosen):
         raise NetvizError(f"index out of range: the eval set has {len(data)} images")
-    if shard:
-        chosen = [chosen[k] for k in distributed.shard(len(chosen))]
+    share = distributed.shard(len(chosen)) if shard else range(len(chosen))
+    chosen = [chosen[k] for k in share]
     pixels, note = conform(data.images[chosen], spec)
     return Inputs(pixels, [f"index {i}" for i in chosen], list(chosen),
-                  [int(data.labels[i]) for i in chosen], [note] if note else [])
+                  [int(data.labels[i]) for i in chosen], [note] if note else [], share.start)
 
 
 def merge_inputs(parts: Sequence[Inputs | None]) -> Inputs | None:

@@ -102,6 +102,17 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+def seeded_uniform(shape: Sequence[int], seed: int, offset: int = 0, dtype: torch.dtype | None = None
+                   ) -> torch.Tensor:
+    """Uniform [0, 1) noise of ``shape`` (N, ...) from a generator seeded with ``seed``, after the
+    draws of ``offset`` images before these (another rank's share): each image gets the numbers it
+    gets when the whole selection is drawn in one process."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((offset + shape[0], *shape[1:]), generator=g, dtype=dtype)[offset:]
+
+
 def make_baseline(x: torch.Tensor, baseline: str | float | torch.Tensor | None = None, *,
                   spec: ModelSpec | None = None, mean: Sequence[float] | None = None,
                   std: Sequence[float] | None = None, seed: int = 0, offset: int = 0) -> torch.Tensor:
@@ -138,8 +149,7 @@ def make_baseline(x: torch.Tensor, baseline: str | float | torch.Tensor | None =
     if name == "blur":
         return _gaussian_blur(x, max(x.shape[2:]) / 8.0)
     if name == "noise":
-        g = torch.Generator().manual_seed(seed)  # after the draws of ``offset`` images before x
-        u = torch.rand((offset + x.shape[0], *x.shape[1:]), generator=g, dtype=x.dtype)[offset:].to(x.device)
+        u = seeded_uniform(x.shape, seed, offset, x.dtype).to(x.device)
         return _pixel(0.0, x, m, s) + u * pixel_range(x, m, s)
     if name == "mean":
         raise NetvizError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from netviz.attribute._common import Attribution, check_input, eval_mode, resolve_target
+from netviz.attribute._common import Attribution, check_input, eval_mode, resolve_target, seeded_uniform
 from netviz.attribute._registry import Method, register
 
 if TYPE_CHECKING:
@@ -20,13 +20,10 @@ def random_map(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
                quiet: bool = True) -> Attribution:
     """Uniform noise in [0, 1) with the shape of ``x``, from a generator seeded with ``seed``: it
     says nothing about the model (its sanity correlation is 1: randomising layers cannot move it)."""
-    import torch
-
     x = check_input(x)
     with eval_mode(model):
         t, f_x = resolve_target(model, x, target, score)
-    # the draws of the ``offset`` images before x (another rank's share) come first, as alone
-    noise = torch.rand((offset + x.shape[0], *x.shape[1:]), generator=torch.Generator().manual_seed(seed))[offset:]
+    noise = seeded_uniform(x.shape, seed, offset)
     return Attribution(noise, "random", t, score, score_input=f_x, settings={"seed": seed})
 
 

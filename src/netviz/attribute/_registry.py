@@ -42,9 +42,6 @@ class Method:
 
     def kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
         """The subset of ``options`` this method takes (None values left out)."""
-        unknown = set(self.options) - set(OPTIONS)
-        if unknown:
-            raise ValueError(f"method {self.name} declares unknown options {sorted(unknown)}")
         return {k: v for k, v in options.items() if k in self.options and v is not None}
 
 
@@ -52,7 +49,11 @@ METHODS: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
-    """Add a method under its name (one call per method file)."""
+    """Add a method under its name (one call per method file); the options it declares must be
+    ones the commands know."""
+    unknown = set(method.options) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"method {method.name} declares unknown options {sorted(unknown)}")
     METHODS[method.name] = method
     return method
 

@@ -161,11 +161,10 @@ def attribute_run(
     spec = run.spec
     # under torchrun each rank attributes its own share of the images; rank 0 gathers them
     inputs = select_inputs(run, images, indices, data_dir, default=DEFAULT_INDICES, shard=True)
-    offset = _offset(run, images, indices)
     notes = list(inputs.notes)
     given = dict(score=score, batch_size=batch_size, baseline=baseline, steps=steps, quadrature=quadrature,
                  tolerance=tolerance, max_steps=max_steps, alphas=alphas, samples=samples, noise=noise,
-                 layer=layer, window=window, stride=stride, seed=seed, offset=offset)
+                 layer=layer, window=window, stride=stride, seed=seed, offset=inputs.offset)
     kwargs = method_options(m, run, given, data_dir, notes)
     for note in notes:
         say(f"note: {note}", quiet)
@@ -198,16 +197,3 @@ def attribute_run(
                            pixels=inputs.images.float() / 255.0, result=result, sanity=sanity_result,
                            settings=settings, notes=list(dict.fromkeys(notes + inputs.notes)))
 
-
-def _offset(run: Run, images: Sequence[str | os.PathLike], indices: str | Sequence[int] | None) -> int:
-    """Where this rank's share starts in the whole selection (0 outside torchrun)."""
-    from netviz import distributed
-    from netviz.inputs import parse_indices
-
-    if not distributed.context().active:
-        return 0
-    if images:
-        return distributed.shard(len(images)).start
-    chosen = indices if indices is not None else DEFAULT_INDICES
-    count = len(parse_indices(chosen, 10**12)) if isinstance(chosen, str) else len(list(chosen))
-    return distributed.shard(count).start
