@@ -69,6 +69,12 @@ def file_stem(name: str) -> str:
     return slug(name, 80)
 
 
+def results_root(run: Run) -> Path:
+    """Where a run's command folders live: the run folder, or for a model that is not a run
+    ``netviz-out/<model>/`` ("net.py:Net" -> ``netviz-out/net.py-Net/``)."""
+    return run.path if run.path is not None else Path("netviz-out") / slug(run.spec.name, 80)
+
+
 def _reserve(root: Path, label: str) -> Path:
     """``root/NNN-label`` with the next free number, made with an exclusive mkdir."""
     try:
@@ -168,9 +174,7 @@ def open_output(run: Run, command: str, out: str | os.PathLike | None = None, la
 def _open(run: Run, command: str, out: str | os.PathLike | None, label: str, overwrite: bool) -> Output:
     if out:
         return _given_folder(Path(out), command, overwrite)
-    # a model that is not a run: "net.py:Net" -> netviz-out/net.py-Net/<command>/
-    root = run.path / command if run.path is not None else Path("netviz-out") / slug(run.spec.name, 80) / command
-    path = _reserve(root, label or command)
+    path = _reserve(results_root(run) / command, label or command)
     if not os.access(path, os.W_OK):
         raise NetvizError(f"output folder {path} is not writable: pass --out DIR")
     return Output(path, command, path, latest=True)

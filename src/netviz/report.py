@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
+from netviz.outputs import MANIFEST, command_line_of, manifests, results_root, set_command_line
 
 if TYPE_CHECKING:
     from netviz.runs import Run
@@ -155,7 +156,6 @@ def block_from_manifest(folder: Path, manifest: dict[str, Any], root: Path) -> B
 def train_block(run: Run) -> Block | None:
     """The training run: curves, final numbers, milestones and the resolved config."""
     from netviz.files import read_json
-    from netviz.outputs import MANIFEST
     from netviz.runs import RunFolder
 
     if run.path is None:
@@ -198,14 +198,13 @@ def collect(run: Run, root: Path | None = None) -> Report:
     """Every section of the page, from the run folder and the manifests under ``root``."""
     from netviz import __version__
     from netviz.commands import HOW_TO_READ
-    from netviz.outputs import manifests
 
-    root = root or report_root(run)
+    root = root or results_root(run)
     sections = {sid: Section(sid, title, text or HOW_TO_READ.get(sid, "")) for sid, title, text in SECTIONS}
     block = train_block(run)
     if block is not None:
         sections["train"].blocks.append(block)
-    for folder, manifest in manifests(root) if root.is_dir() else []:
+    for folder, manifest in manifests(root):
         command = manifest.get("command")
         if command in sections and command != "train":
             sections[command].blocks.append(block_from_manifest(folder, manifest, root))
@@ -213,13 +212,6 @@ def collect(run: Run, root: Path | None = None) -> Report:
                   run=str(run.path.resolve()) if run.path else "(no run: a model by name)",
                   created=datetime.now().isoformat(timespec="seconds"), version=__version__,
                   sections=list(sections.values()))
-
-
-def report_root(run: Run) -> Path:
-    """Where a run's (or a bare model's) output folders live."""
-    from netviz.outputs import slug
-
-    return run.path if run.path is not None else Path("netviz-out") / slug(run.spec.name, 80)
 
 
 # -- --all: what is missing, run in-process ---------------------------------------------------------
@@ -257,11 +249,10 @@ def default_analyses(run: Run, neurons: str | None) -> dict[str, tuple[list[str]
 def run_missing(run: Run, neurons: str | None = None, quiet: bool = True) -> list[str]:
     """Run every analysis of :func:`default_analyses` whose command has no output yet; returns
     notes about what could not run (e.g. a model without a data set)."""
-    from netviz.outputs import command_line_of, manifests, set_command_line
     from netviz.progress import progress, say
 
-    root = report_root(run)
-    done = {m.get("command") for _, m in (manifests(root) if root.is_dir() else [])}
+    root = results_root(run)
+    done = {m.get("command") for _, m in manifests(root)}
     notes = []
     todo = {k: v for k, v in default_analyses(run, neurons).items() if k not in done}
     outer = command_line_of()
@@ -282,11 +273,10 @@ def _ensure_neurons(run: Run, neurons: str, quiet: bool) -> None:
     """Make the cards ``neurons`` asks for, unless the run already has exactly those."""
     from netviz import commands
     from netviz.neurons import parse_neurons
-    from netviz.outputs import manifests
 
     layer, channels = parse_neurons(neurons)
-    root = report_root(run)
-    for _, m in manifests(root) if root.is_dir() else []:
+    root = results_root(run)
+    for _, m in manifests(root):
         opts = m.get("options", {})
         if m.get("command") == "neurons" and opts.get("layer") == layer and opts.get("channels") == channels:
             return
@@ -317,7 +307,7 @@ def write_report(run: Run, out: str | os.PathLike | None = None, *, run_all: boo
     notes = run_missing(run, neurons, quiet) if run_all else []
     report = collect(run)
     report.notes = notes
-    folder = Path(out) if out else report_root(run) / "report"
+    folder = Path(out) if out else results_root(run) / "report"
     page = write_text(folder / "index.html", render(report))
     size = page.stat().st_size
     say(f"report: {page} ({size / 1e6:.2f} MB, {sum(len(s.blocks) for s in report.sections)} result(s))", quiet)
