@@ -124,6 +124,18 @@ class _StopForward(Exception):
 
 
 @contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the block (dropout off), then every module's own mode back as it was."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+@contextlib.contextmanager
 def capture_activations(
     model: nn.Module, layers: Sequence[str], detach: bool = True
 ) -> Iterator[dict[str, torch.Tensor]]:

@@ -85,7 +85,7 @@ def neuron_cards(run: Run, layer: str | int | None = None, channels: str | None 
     from netviz.activations import top_activating
     from netviz.data import conform, normalise
     from netviz.dream import dream_channels, layer_output_shape, measure_result, parse_indices, saved_pixels
-    from netviz.layers import forward_to, resolve_layer
+    from netviz.layers import eval_mode, forward_to, resolve_layer
 
     if top < 1:
         raise NetvizError(f"--top {top}: ask for at least one image per channel")
@@ -106,20 +106,15 @@ def neuron_cards(run: Run, layer: str | int | None = None, channels: str | None 
         return None  # another rank than 0
     energy = measure_result(model, spec, dreams, saved_pixels(dreams.images)).objective
     best = found[name]
-    images = conform(data.images, spec)[0]
     cards = []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model), torch.no_grad():
         for row, channel in enumerate(picked):
             idx = best.indices[row].tolist()
-            with torch.no_grad():
-                maps = forward_to(model, normalise(images[idx], spec, run.device), [name])[name][:, channel]
+            images = conform(data.images[idx], spec)[0]  # only the top images are fitted to the model
+            maps = forward_to(model, normalise(images, spec, run.device), [name])[name][:, channel]
             cards.append(NeuronCard(channel, dreams.images[row], float(energy[row]), idx,
-                                    [float(v) for v in best.scores[row]], images[idx], maps.float().cpu(),
+                                    [float(v) for v in best.scores[row]], images, maps.float().cpu(),
                                     [data.classes[int(data.labels[i])] if data.classes else str(int(data.labels[i]))
                                      for i in idx]))
-    finally:
-        model.train(was_training)
     return NeuronCards(name, cards, data.name, {"recipe": recipe, "steps": dreams.settings.steps, "top": top,
                                                "seed": seed, "channels": picked})

@@ -7,13 +7,13 @@ taken to be 0 and pixel 1 to be 1 (an unnormalised model).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from netviz.device import model_device
 from netviz.errors import NetvizError, close_matches
+from netviz.layers import eval_mode
 
 if TYPE_CHECKING:
     import torch
@@ -191,18 +191,6 @@ def score_of(logits: torch.Tensor, target: torch.Tensor, score: str) -> torch.Te
     elif score == "prob":
         logits = torch.softmax(logits, dim=1)
     return logits.gather(1, target.view(-1, 1).to(logits.device)).squeeze(1)
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode for the block (dropout off), then every module's own mode back as it was."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def forward_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, score: str,

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netviz.draw.common import pyplot, save_figure, save_gif, save_png, to_uint8, upscale
+from netviz.draw.common import pyplot, rgb, save_figure, save_gif, save_png, to_uint8, upscale
 from netviz.files import Artifact, write_json
 
 if TYPE_CHECKING:
@@ -57,14 +57,6 @@ def grey(pixels: Any) -> np.ndarray:
     if p.shape[0] == 3:
         return 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
     return p.mean(0)
-
-
-def rgb(pixels: Any) -> np.ndarray:
-    """(C, H, W) pixels -> (H, W, 3) for display."""
-    import numpy as np
-
-    p = np.asarray(pixels.cpu().numpy() if hasattr(pixels, "cpu") else pixels, np.float64)
-    return np.repeat(p[0][..., None], 3, axis=2) if p.shape[0] == 1 else p[:3].transpose(1, 2, 0)
 
 
 def overlay(pixels: Any, attr: Any, percentile: float = 99.0) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netviz.files import atomic_write
 
@@ -47,6 +47,14 @@ def minmax(a: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     lo, hi = np.nanmin(a), np.nanmax(a)
     return np.zeros_like(a) if not np.isfinite(hi - lo) or hi == lo else (a - lo) / (hi - lo)
+
+
+def rgb(pixels: Any) -> np.ndarray:
+    """(C, H, W) pixels (a tensor or an array) -> (H, W, 3) for display."""
+    import numpy as np
+
+    p = np.asarray(pixels.cpu().numpy() if hasattr(pixels, "cpu") else pixels, np.float64)
+    return np.repeat(p[0][..., None], 3, axis=2) if p.shape[0] == 1 else p[:3].transpose(1, 2, 0)
 
 
 def upscale(image: np.ndarray, min_size: int = 256) -> np.ndarray:

@@ -6,23 +6,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from netviz.draw.common import pyplot, save_figure
+from netviz.draw.common import minmax, pyplot, rgb, save_figure
 from netviz.files import Artifact, write_json
 from netviz.outputs import file_stem
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from netviz.neurons import NeuronCard, NeuronCards
-
-
-def _rgb(pixels) -> np.ndarray:
-    """(C, H, W) in [0, 1] (or uint8) -> (H, W, 3) floats."""
-    import numpy as np
-
-    a = pixels.detach().cpu().float().numpy()
-    a = a / 255.0 if a.max() > 1.0 else a
-    return np.repeat(a[0][..., None], 3, axis=2) if a.shape[0] == 1 else a[:3].transpose(1, 2, 0)
 
 
 def plot_card(cards: NeuronCards, card: NeuronCard, path: str | os.PathLike) -> Path:
@@ -33,17 +22,14 @@ def plot_card(cards: NeuronCards, card: NeuronCard, path: str | os.PathLike) -> 
     k = len(card.top_indices)
     fig, axes = plt.subplots(1, k + 1, figsize=(1.7 * (k + 1), 2.2), squeeze=False)
     axes = axes[0]
-    axes[0].imshow(np.clip(_rgb(card.dream), 0, 1), interpolation="nearest")
+    axes[0].imshow(np.clip(rgb(card.dream), 0, 1), interpolation="nearest")
     axes[0].set_title(f"dream\nenergy {card.dream_activation:.3g}", fontsize=7)
     h, w = card.top_images.shape[2:]
     for j in range(k):
         ax = axes[j + 1]
-        ax.imshow(_rgb(card.top_images[j]), interpolation="nearest")
-        amap = card.top_maps[j].numpy()
-        span = float(amap.max() - amap.min())
-        scaled = (amap - amap.min()) / span if span > 0 else np.zeros_like(amap)
-        ax.imshow(scaled, cmap="inferno", alpha=0.55, extent=(-0.5, w - 0.5, h - 0.5, -0.5),
-                  interpolation="bilinear")
+        ax.imshow(rgb(card.top_images[j].float() / 255.0), interpolation="nearest")  # uint8 images
+        ax.imshow(minmax(card.top_maps[j].numpy()), cmap="inferno", alpha=0.55,
+                  extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="bilinear")
         ax.set_title(f"#{card.top_indices[j]} {card.top_labels[j][:10]}\nmean {card.top_scores[j]:.3g}",
                      fontsize=7)
     for ax in axes:
