@@ -18,28 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-MODEL_FILE = '''
-from torch import nn
-
-
-class Net(nn.Sequential):
-    """The PyTorch-examples MNIST net, as a user would keep it in a file of their own."""
-
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, 1)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(32, 64, 3, 1)
-        self.relu2 = nn.ReLU()
-        self.pool = nn.MaxPool2d(2)
-        self.dropout1 = nn.Dropout(0.25)
-        self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(9216, 128)
-        self.relu3 = nn.ReLU()
-        self.dropout2 = nn.Dropout(0.5)
-        self.fc2 = nn.Linear(128, num_classes)
-'''
-
 
 def timed(args: list[str]) -> float:
     start = time.perf_counter()
@@ -53,21 +31,24 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "net.py").write_text(MODEL_FILE)
         import torch
         from safetensors.torch import save_file
 
+        from netviz.models import mnist
         from netviz.registry import build_model
+
+        # the registry's MNIST net, as a user would keep it in a file of their own
+        (folder / "net.py").write_text(Path(mnist.__file__).read_text())
 
         torch.manual_seed(0)
         save_file(build_model("mnist").state_dict(), str(folder / "net.safetensors"))
-        (folder / "card.toml").write_text('model = "net.py:Net"\nweights = "net.safetensors"\n'
+        (folder / "card.toml").write_text('model = "net.py:MnistNet"\nweights = "net.safetensors"\n'
                                           'input_shape = [1, 28, 28]\nmean = [0.1307]\nstd = [0.3081]\n')
         ways = {
             "registry name (--model mnist)": ["--model", "mnist"],
-            "file (--model net.py:Net)": ["--model", str(folder / "net.py:Net"), "--input-shape", "1,28,28",
+            "file (--model net.py:MnistNet)": ["--model", str(folder / "net.py:MnistNet"), "--input-shape", "1,28,28",
                                           "--mean", "0.1307", "--std", "0.3081"],
-            "file + safetensors weights": ["--model", str(folder / "net.py:Net"), "--input-shape", "1,28,28",
+            "file + safetensors weights": ["--model", str(folder / "net.py:MnistNet"), "--input-shape", "1,28,28",
                                            "--mean", "0.1307", "--std", "0.3081", "--weights",
                                            str(folder / "net.safetensors")],
             "model card (--model card.toml)": ["--model", str(folder / "card.toml")],
