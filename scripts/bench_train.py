@@ -33,7 +33,7 @@ from torchvision import transforms
 from netviz.data import load_split
 from netviz.device import resolve_device
 from netviz.registry import build_model
-from netviz.train import train
+from netviz.training import train
 
 
 class PilMnist(Dataset):
@@ -110,7 +110,7 @@ def recipe_run(config: str, seed: int, device: torch.device, epochs: int | None 
     """Train one config on the full split; return its summary with time to 99 % and final accuracy."""
     import json
 
-    from netviz.train import RECIPES
+    from netviz.training import RECIPES
 
     with tempfile.TemporaryDirectory() as runs:
         overrides = {"epochs": epochs} if epochs else {}

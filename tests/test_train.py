@@ -16,7 +16,7 @@ from conftest import CIFAR_SAMPLE, ROOT, SHARED_DATA, assert_one_line_error, dat
 
 from netviz.cli import cli
 from netviz.runs import load_checkpoint, load_run
-from netviz.train import RECIPES, resolve_config, train
+from netviz.training import RECIPES, resolve_config, train
 
 SMALL = {"model": "mnist", "train_split": "test[:640]", "eval_split": "test[9000:9200]",
          "epochs": 2, "seed": 3, "device": "cpu", "quiet": True, "data_dir": str(SHARED_DATA)}
@@ -67,7 +67,7 @@ def test_run_folder_contents(mnist_run) -> None:
 
 
 def test_milestones_are_the_first_epoch_past_each_level() -> None:
-    from netviz.train import TrainState, milestone_line, record_epoch
+    from netviz.training import TrainState, milestone_line, record_epoch
 
     state = TrainState()
     for acc, seconds in ((0.975, 5.0), (0.991, 5.0), (0.985, 5.0), (0.996, 5.0)):

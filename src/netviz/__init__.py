@@ -1,7 +1,8 @@
 """netviz: look inside a CNN. Train it, then see its weights, activations, dreams, attributions.
 
 Heavy imports (torch, matplotlib) happen on first use, so ``import netviz`` and ``netviz --help``
-stay instant.
+stay instant. ``netviz.train`` and ``netviz.load_run`` are functions; no submodule carries their
+names, so importing any part of netviz never replaces them (training lives in ``netviz.training``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from netviz.errors import NetvizError
 
 def __getattr__(name: str) -> Any:
     if name == "load_run":
-        from netviz.runs import load_run
+        from netviz.runs import load_run as found
+    elif name == "train":
+        from netviz.training import train as found
+    else:
+        raise AttributeError(f"module 'netviz' has no attribute {name!r}")
+    globals()[name] = found  # looked up once
+    return found
 
-        return load_run
-    if name == "train":
-        from netviz.train import train
 
-        return train
-    raise AttributeError(f"module 'netviz' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

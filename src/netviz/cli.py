@@ -84,6 +84,13 @@ def print_paths(paths: Iterable[str | os.PathLike]) -> None:
 
 # -- options shared by commands ---------------------------------------------------------------
 
+# Every number is checked where it is parsed: a count below 1 is one line, never an internal error.
+COUNT = click.IntRange(min=1)
+NONNEG = click.IntRange(min=0)
+POSITIVE = click.FloatRange(min=0, min_open=True)
+NONNEG_FLOAT = click.FloatRange(min=0)
+FRACTION = click.FloatRange(0, 1)
+
 def _compose(*decorators: Callable) -> Callable:
     def apply(f: Callable) -> Callable:
         for d in reversed(decorators):
@@ -95,7 +102,7 @@ def _compose(*decorators: Callable) -> Callable:
 
 device_option = click.option("--device", default="auto", show_default=True,
                              help="auto, cpu, cuda, cuda:N or mps.")
-seed_option = click.option("--seed", type=int, default=0, show_default=True,
+seed_option = click.option("--seed", type=NONNEG, default=0, show_default=True,
                            help="Random seed; the same seed repeats a command exactly on the CPU.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
 common_options = _compose(device_option, seed_option, quiet_option)
@@ -215,11 +222,11 @@ def main() -> None:
 @data_dir_option
 @click.option("--train-split", default=None, help="e.g. train, test[:8000], train[:10%].")
 @click.option("--eval-split", default=None, help="e.g. test, test[8000:].")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
-@click.option("--lr", type=float, default=None, help="Learning rate.")
+@click.option("--epochs", type=COUNT, default=None)
+@click.option("--batch-size", type=COUNT, default=None)
+@click.option("--lr", type=POSITIVE, default=None, help="Learning rate.")
 @click.option("--optimizer", default=None, help="adadelta, adam, amsgrad, adamw or sgd.")
-@click.option("--augment", type=float, default=None,
+@click.option("--augment", type=FRACTION, default=None,
               help="Fraction of each batch given random crop + flip (0 to 1).")
 @click.option("--amp/--no-amp", default=None,
               help="bf16 autocast + channels_last on CUDA (default on).")
@@ -227,15 +234,15 @@ def main() -> None:
 @click.option("--name", default=None, help="Run folder name (default: <model>-<timestamp>).")
 @click.option("--resume", type=click.Path(), default=None, help="Continue a run folder where it stopped.")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: auto).")
-@click.option("--seed", type=int, default=None, help="Random seed (default 0).")
+@click.option("--seed", type=NONNEG, default=None, help="Random seed (default 0).")
 @quiet_option
 def train(model: str | None, config_file: str | None, resume: str | None, quiet: bool,
           model_args: tuple[str, ...], input_shape: str | None, mean: str | None, std: str | None,
           class_names: str | None, **options: Any) -> None:
     """Train a model and write a run folder (default: the MNIST net)."""
+    from netviz import commands
     from netviz.runs import RunFolder
     from netviz.sources import parse_classes, parse_floats, parse_model_args, parse_shape
-    from netviz.train import train as train_run
 
     shape = parse_shape(input_shape)
     described = {
@@ -245,7 +252,7 @@ def train(model: str | None, config_file: str | None, resume: str | None, quiet:
         "std": list(parse_floats(std, "--std") or []) or None,
         "classes": list(parse_classes(class_names) or []) or None,
     }
-    run = train_run(model, config=config_file, resume=resume, quiet=quiet, **described, **options)
+    run = commands.train(model, config=config_file, resume=resume, quiet=quiet, **described, **options)
     print_paths(RunFolder(run.path).files())
 
 
@@ -294,10 +301,11 @@ def layers_cmd(source: SourceArgs, as_json: bool, device: str) -> None:
     import dataclasses
     import json
 
-    from netviz.layers import format_layer_table, list_layers
+    from netviz import commands
+    from netviz.layers import format_layer_table
 
     run = open_source(source, device)
-    infos = list_layers(run.model, run.spec.input_shape)
+    infos = commands.layers(run)
     total = sum(p.numel() for p in run.model.parameters())
     shape = "x".join(map(str, run.spec.input_shape))
     if as_json:
@@ -330,9 +338,9 @@ def layers_cmd(source: SourceArgs, as_json: bool, device: str) -> None:
               help="grey: one tile per channel; rgb: three consecutive channels per colour tile.")
 @click.option("--colorbar", is_flag=True,
               help="One raw-value scale per layer with a colour bar, instead of min-max per tile.")
-@click.option("--top-images", type=int, default=0, show_default=True,
+@click.option("--top-images", type=NONNEG, default=0, show_default=True,
               help="Also find the K eval images with the highest mean activation per channel.")
-@click.option("--batch-size", type=int, default=256, show_default=True,
+@click.option("--batch-size", type=COUNT, default=256, show_default=True,
               help="Batch size of the --top-images pass over the eval data.")
 @data_dir_option
 @out_option
@@ -368,10 +376,10 @@ def activations_cmd(source: SourceArgs, image: str | None, index: str | None, sp
               show_default=True,
               help="panels: the post's figure, one row per snapshot, layers grouped in panels; "
                    "grid: one subplot per layer, before and after overlaid on shared bins.")
-@click.option("--per-panel", type=int, default=None,
+@click.option("--per-panel", type=COUNT, default=None,
               help="Layers per panel (3 gives the post's panels 1-3, 4-6, 7-9; default: 3, or "
                    "more so there are at most 4 panels).")
-@click.option("--bins", type=int, default=60, show_default=True, help="Histogram bins.")
+@click.option("--bins", type=COUNT, default=60, show_default=True, help="Histogram bins.")
 @click.option("--log-y", is_flag=True, help="Logarithmic y axis (shows the tails).")
 @click.option("--include-bias", is_flag=True,
               help="Also 1-D parameters (biases, normalisation scales); default: weights only.")
@@ -412,11 +420,11 @@ def histogram_cmd(source: SourceArgs, layers: str | None, layout: str, per_panel
               show_default=True,
               help="kernel: each kernel scaled by its own max |w|; layer: one scale for the "
                    "layer and all snapshots (shows growth).")
-@click.option("--max-kernels", type=int, default=256, show_default=True,
+@click.option("--max-kernels", type=COUNT, default=256, show_default=True,
               help="Most kernels drawn for a layer with 1 or 3 input channels.")
-@click.option("--max-out", type=int, default=32, show_default=True,
+@click.option("--max-out", type=COUNT, default=32, show_default=True,
               help="Most output channels (rows) in the channel grid.")
-@click.option("--max-in", type=int, default=32, show_default=True,
+@click.option("--max-in", type=COUNT, default=32, show_default=True,
               help="Most input channels (columns) in the channel grid.")
 @out_option
 @common_options
@@ -446,24 +454,24 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
               help="An image file; repeat for several (default: --index of the eval set).")
 @click.option("--index", default=None,
               help="Eval-set images: 7, 0-99 or 1,5,10-12 (default 0-7).")
-@click.option("--target", type=int, default=None,
+@click.option("--target", type=NONNEG, default=None,
               help="Class to explain (default: each image's predicted class).")
 @click.option("--score", default="logit", show_default=True,
               help="F, the function differentiated: logit, logprob or prob.")
 @click.option("--baseline", default="black", show_default=True,
               help="integrated/interior: black, white, blur, noise, mean (the data set's mean "
                    "image) or an image file of the model's size.")
-@click.option("--steps", type=int, default=None,
+@click.option("--steps", type=COUNT, default=None,
               help="integrated: quadrature points (default 50; with --tolerance the first "
                    "count tried, default 8).")
 @click.option("--quadrature", default="gauss-legendre", show_default=True,
               help="riemann-left, riemann-right, riemann-middle, trapezoid or gauss-legendre.")
-@click.option("--tolerance", type=float, default=None,
+@click.option("--tolerance", type=POSITIVE, default=None,
               help="integrated: adaptive steps; images whose relative completeness error is "
                    "above this (e.g. 0.01) are redone with twice the steps.")
-@click.option("--max-steps", type=int, default=1024, show_default=True,
+@click.option("--max-steps", type=COUNT, default=1024, show_default=True,
               help="integrated: the most steps --tolerance may use.")
-@click.option("--batch-size", type=int, default=None,
+@click.option("--batch-size", type=COUNT, default=None,
               help="At most this many (interpolated, noisy, masked or occluded) inputs per forward "
                    "pass (default: 256 on a GPU; on a CPU 64 MNIST-sized images, fewer for larger ones, "
                    "which keeps them in cache).")
@@ -473,19 +481,19 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
 @click.option("--layer", default=None,
               help="CAM methods (gradcam, gradcam++, layercam, scorecam, guided-gradcam): the layer "
                    "to read, a name or number (default: the last layer with a spatial output).")
-@click.option("--window", type=int, default=4, show_default=True,
+@click.option("--window", type=COUNT, default=4, show_default=True,
               help="occlusion: the side of the square window hidden, in pixels.")
-@click.option("--stride", type=int, default=2, show_default=True,
+@click.option("--stride", type=COUNT, default=2, show_default=True,
               help="occlusion: pixels between window positions (at most --window).")
-@click.option("--samples", type=int, default=50, show_default=True,
+@click.option("--samples", type=COUNT, default=50, show_default=True,
               help="smoothgrad: noisy copies per image.")
-@click.option("--noise", type=float, default=0.15, show_default=True,
+@click.option("--noise", type=NONNEG_FLOAT, default=0.15, show_default=True,
               help="smoothgrad: noise std as a fraction of the pixel range.")
 @click.option("--sanity", is_flag=True,
               help="Also run the cascading model-randomisation test (sanity.json, sanity.png).")
 @click.option("--style", type=click.Choice(["overlay", "heatmap"]), default="overlay",
               show_default=True, help="Grid panels: green/red on a grey image, or a heat map.")
-@click.option("--clip", "percentile", type=float, default=99.0, show_default=True,
+@click.option("--clip", "percentile", type=click.FloatRange(0, 100, min_open=True), default=99.0, show_default=True,
               help="Percentile of |attribution| drawn at full colour.")
 @data_dir_option
 @out_option
@@ -527,18 +535,18 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
 @click.option("--image", "images", multiple=True, type=click.Path(),
               help="An image file; repeat for several (default: --index of the eval set).")
 @click.option("--index", default=None, help="Eval-set images: 0-49 (the default), 7 or 1,5,10-12.")
-@click.option("--steps-frac", type=float, default=0.05, show_default=True,
+@click.option("--steps-frac", type=POSITIVE, default=0.05, show_default=True,
               help="The fraction of the pixels removed or inserted per step of the curves.")
 @click.option("--baseline", type=click.Choice(["black", "blur", "mean"]), default="black",
               show_default=True,
               help="What deleted pixels become and insertion starts from (and the methods' own baseline).")
 @click.option("--layer", default=None, help="The layer of the CAM methods (default: the last spatial one).")
-@click.option("--batch-size", type=int, default=None,
+@click.option("--batch-size", type=COUNT, default=None,
               help="Images per forward pass of the curves and of the methods (default as for "
                    "`netviz attribute`).")
 @click.option("--sanity/--no-sanity", default=True, show_default=True,
               help="Also the randomisation check (one more map per method).")
-@click.option("--sanity-layers", type=int, default=None,
+@click.option("--sanity-layers", type=COUNT, default=None,
               help="How many layers, from the top, the check re-initialises (default: half).")
 @data_dir_option
 @out_option
@@ -575,12 +583,12 @@ def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...
 @click.option("--layer", default=None,
               help="A layer with a spatial output (default: the model's middle default layer).")
 @click.option("--channels", default=None, help="Channels: 0-7 (the default), 3 or 1,4,9.")
-@click.option("--top", type=int, default=6, show_default=True, help="Data-set images per channel.")
+@click.option("--top", type=COUNT, default=6, show_default=True, help="Data-set images per channel.")
 @click.option("--recipe", type=click.Choice(["deepdream", "lucent", "paper"]), default="deepdream",
               show_default=True, help="How each channel's dream is made (see `netviz dream`).")
-@click.option("--steps", type=int, default=None, help="Dream updates (the recipe's by default).")
+@click.option("--steps", type=COUNT, default=None, help="Dream updates (the recipe's by default).")
 @click.option("--split", default=None, help="The data split searched (default: the run's eval split).")
-@click.option("--batch-size", type=int, default=256, show_default=True,
+@click.option("--batch-size", type=COUNT, default=256, show_default=True,
               help="Images per forward pass of the search.")
 @data_dir_option
 @out_option
@@ -620,10 +628,10 @@ def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str 
     Every image is embedded, the CSS is inline, nothing is fetched from outside: the page opens
     offline in any browser, with JavaScript off. Writes <run>/report/index.html.
     """
-    from netviz.report import write_report
+    from netviz import commands
 
     run = open_source(source, device, seed, quiet)
-    print_paths([write_report(run, out, run_all=run_all, neurons=neurons, open_page=open_page, quiet=quiet)])
+    print_paths([commands.report(run, out, run_all=run_all, neurons=neurons, open_page=open_page, quiet=quiet)])
 
 
 # -- dream (issue 5) ---------------------------------------------------------------------------
@@ -645,13 +653,13 @@ def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str 
               help="paper: the MNIST post (black start, Adam, 50 steps; default for --class); "
                    "deepdream: multi-scale noise, gradient steps of 1/8, jitter, 256 steps "
                    "(default for --layer); lucent: FFT image, jitter/scale/rotate, Adam.")
-@click.option("--steps", type=int, default=None, help="Number of updates (recipe default).")
-@click.option("--until", type=float, default=None,
+@click.option("--steps", type=COUNT, default=None, help="Number of updates (recipe default).")
+@click.option("--until", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="Class dreams: stop each image once its target probability, measured on the "
                    "saved 8-bit PNG, reaches P (e.g. 0.99); the others go on up to --max-steps.")
-@click.option("--max-steps", type=int, default=None,
+@click.option("--max-steps", type=COUNT, default=None,
               help="With --until: the most updates an image gets (default 4 x the recipe's steps).")
-@click.option("--lr", type=float, default=None,
+@click.option("--lr", type=POSITIVE, default=None,
               help="Adam learning rate, or the normgrad step (largest pixel change per step).")
 @click.option("--optimizer", type=click.Choice(["adam", "normgrad"]), default=None,
               help="adam, or normgrad (gradient scaled so its largest coefficient is --lr).")
@@ -661,27 +669,27 @@ def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str 
 @click.option("--init", type=click.Choice(["black", "grey", "noise", "multiscale"]), default=None,
               help="Start image of --param pixel; noise/multiscale are centred on the model's "
                    "mean pixel.")
-@click.option("--jitter", type=int, default=None,
+@click.option("--jitter", type=NONNEG, default=None,
               help="Random shift of up to N pixels every step (default: ~side/28 for "
                    "deepdream and lucent, 0 for paper).")
 @click.option("--scale", default=None,
               help="Random zoom range every step, e.g. 0.95,1.05 (1 = off).")
-@click.option("--rotate", type=float, default=None,
+@click.option("--rotate", type=NONNEG_FLOAT, default=None,
               help="Random rotation of up to +-DEG degrees every step.")
-@click.option("--tv", type=float, default=None, help="Weight of a total-variation penalty.")
-@click.option("--l2", type=float, default=None, help="Weight of an L2 penalty (distance from grey).")
-@click.option("--blur-every", type=int, default=None,
+@click.option("--tv", type=NONNEG_FLOAT, default=None, help="Weight of a total-variation penalty.")
+@click.option("--l2", type=NONNEG_FLOAT, default=None, help="Weight of an L2 penalty (distance from grey).")
+@click.option("--blur-every", type=NONNEG, default=None,
               help="Blur the image every N steps (--param pixel; 0 = never).")
-@click.option("--blur-sigma", type=float, default=None,
+@click.option("--blur-sigma", type=POSITIVE, default=None,
               help="Blur radius in pixels (default: 0.5, or side/224).")
 @click.option("--decorrelate/--no-decorrelate", default=None,
               help="fft: decorrelate the colours of 3-channel images (default on).")
 @click.option("--redirect-relu/--no-redirect-relu", default=None,
               help="Let gradients reach dead ReLUs, as Lucid does (default on, off for paper).")
 @click.option("--gif", is_flag=True, help="Also write dream.gif of the optimisation.")
-@click.option("--gif-every", type=int, default=None,
+@click.option("--gif-every", type=COUNT, default=None,
               help="GIF: one frame every K steps (default: steps/25).")
-@click.option("--batch-size", type=int, default=64, show_default=True,
+@click.option("--batch-size", type=COUNT, default=64, show_default=True,
               help="Images per forward/backward. An image's random draws and updates do not depend "
                    "on its batch; 1 also makes the CPU rounding identical to a one-target run.")
 @out_option

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from netviz.errors import NetvizError
 
 if TYPE_CHECKING:
+    from netviz.layers import LayerInfo
     from netviz.registry import ModelSpec
     from netviz.runs import Run
 
@@ -48,6 +49,31 @@ HOW_TO_READ = {
     "neurons": "For each channel: the input it responds to most (its dream) beside the data-set images "
                "that excite it most, with where in each image it fires.",
 }
+
+
+def train(model: str | None = None, **options: Any) -> Run:
+    """`netviz train`: train a model and write its run folder; ``options`` are those of
+    :func:`netviz.training.train` (config, resume, epochs, train_split, seed, ...)."""
+    from netviz.training import train as train_model
+
+    return train_model(model, **options)
+
+
+def layers(run: Run) -> list[LayerInfo]:
+    """`netviz layers`: every addressable layer of the model (number, dotted name, type, output
+    shape, parameters), the names and numbers every ``layer``/``layers`` option accepts."""
+    from netviz.layers import list_layers
+
+    return list_layers(run.model, run.spec.input_shape)
+
+
+def report(run: Run, out: str | os.PathLike | None = None, *, run_all: bool = False,
+           neurons: str | None = None, open_page: bool = False, quiet: bool = False) -> Path:
+    """`netviz report`: one self-contained HTML page of everything the run has (with ``run_all``,
+    first the analyses it is missing); returns the page's path."""
+    from netviz.report import write_report
+
+    return write_report(run, out, run_all=run_all, neurons=neurons, open_page=open_page, quiet=quiet)
 
 
 def _snapshot_label(run: Run) -> str:
@@ -86,15 +112,15 @@ def histogram(run: Run, out: str | os.PathLike | None = None, *,
     if evolution and evo is None and run.path is not None:
         say("no per-epoch weight statistics with two or more epochs: skipping the evolution "
             "figures", quiet)
-    output = open_output(run, "histogram", out, layout, overwrite, started)
-    run_name = run.name if run.path is not None else None
-    written = write_histograms(hists, output.path, evolution=evo if evolution else None, layout=layout,
-                               per_panel=per_panel, log_y=log_y, run_name=run_name)
-    extra = []
-    if tensorboard is not None:
-        extra = write_tensorboard(tensorboard, **({"evolution": evo} if evo is not None else {"histograms": hists}))
-    return output.publish(written, run=run, options=options, summary=hists.summary(),
-                          how_to_read=HOW_TO_READ["histogram"]) + extra
+    with open_output(run, "histogram", out, layout, overwrite, started) as output:
+        run_name = run.name if run.path is not None else None
+        written = write_histograms(hists, output.path, evolution=evo if evolution else None, layout=layout,
+                                   per_panel=per_panel, log_y=log_y, run_name=run_name)
+        extra = []
+        if tensorboard is not None:
+            extra = write_tensorboard(tensorboard, **({"evolution": evo} if evo is not None else {"histograms": hists}))
+        return output.publish(written, run=run, options=options, summary=hists.summary(),
+                              how_to_read=HOW_TO_READ["histogram"]) + extra
 
 
 def kernels(run: Run, out: str | os.PathLike | None = None, *, layer: str | int | None = None,
@@ -114,11 +140,11 @@ def kernels(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
                      model_label=_snapshot_label(run))
     if ks.note:
         say(ks.note, quiet)
-    output = open_output(run, "kernels", out, ks.layer, overwrite, started)
-    written = write_kernels(ks, output.path, scale=scale, model_name=run.spec.name,
-                            run_name=run.name if run.path is not None else None)
-    return output.publish(written, run=run, options=options, summary=ks.summary(),
-                          how_to_read=HOW_TO_READ["kernels"])
+    with open_output(run, "kernels", out, ks.layer, overwrite, started) as output:
+        written = write_kernels(ks, output.path, scale=scale, model_name=run.spec.name,
+                                run_name=run.name if run.path is not None else None)
+        return output.publish(written, run=run, options=options, summary=ks.summary(),
+                              how_to_read=HOW_TO_READ["kernels"])
 
 
 def activations(run: Run, out: str | os.PathLike | None = None, *,
@@ -181,20 +207,20 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
         return []  # rank 0 draws and writes
     # 3. each image: compute, say, draw (one image's activations in memory at a time)
     label = "image" if image is not None else "index-" + "-".join(str(i["index"]) for i in inputs[:4])
-    output = open_output(run, "activations", out, label, overwrite, started)
-    written = []
-    several = len(inputs) > 1
-    summary: dict[str, Any] = {"layers": names, "images": []}
-    for n, inp in enumerate(progress(inputs, quiet=quiet or not several, desc="images")):
-        act = first if n == 0 else activations_of(inp)
-        _say_activations(act, inp, mode, spec, notes, quiet)
-        summary["images"].append({"source": act.source, "label": act.label_name, "predicted": act.predicted_name,
-                                  "probability": round(act.probability, 4)})
-        folder = output.path / f"index-{act.index}" if several else output.path
-        written += write_activation_set(act, folder, mode=mode, colorbar=colorbar, top=top,
-                                        top_data_images=top_pixels, run=run)
-    return output.publish(written, run=run, options=options, summary=summary,
-                          how_to_read=HOW_TO_READ["activations"])
+    with open_output(run, "activations", out, label, overwrite, started) as output:
+        written = []
+        several = len(inputs) > 1
+        summary: dict[str, Any] = {"layers": names, "images": []}
+        for n, inp in enumerate(progress(inputs, quiet=quiet or not several, desc="images")):
+            act = first if n == 0 else activations_of(inp)
+            _say_activations(act, inp, mode, spec, notes, quiet)
+            summary["images"].append({"source": act.source, "label": act.label_name, "predicted": act.predicted_name,
+                                      "probability": round(act.probability, 4)})
+            folder = output.path / f"index-{act.index}" if several else output.path
+            written += write_activation_set(act, folder, mode=mode, colorbar=colorbar, top=top,
+                                            top_data_images=top_pixels, run=run)
+        return output.publish(written, run=run, options=options, summary=summary,
+                              how_to_read=HOW_TO_READ["activations"])
 
 
 class _NoteOnce:
@@ -261,11 +287,11 @@ def attribute(run: Run, method: str = "integrated", out: str | os.PathLike | Non
     report = attribute_run(run, method, **options)
     if report is None:
         return []  # under torchrun, another rank than 0: its share is in rank 0's report
-    output = open_output(run, "attribute", out, method, overwrite, started)
-    written = write_attribution(report, output.path, style, percentile)
-    return output.publish(written, run=run, options=dict(method=method, style=style, percentile=percentile,
-                                                         **options),
-                          summary=report.summary(), how_to_read=HOW_TO_READ["attribute"])
+    with open_output(run, "attribute", out, method, overwrite, started) as output:
+        written = write_attribution(report, output.path, style, percentile)
+        return output.publish(written, run=run, options=dict(method=method, style=style, percentile=percentile,
+                                                             **options),
+                              summary=report.summary(), how_to_read=HOW_TO_READ["attribute"])
 
 
 def evaluate(run: Run, out: str | os.PathLike | None = None, *, methods: str | Sequence[str] | None = None,
@@ -282,11 +308,11 @@ def evaluate(run: Run, out: str | os.PathLike | None = None, *, methods: str | S
     ev = evaluate_run(run, methods, quiet=quiet, **options)
     if ev is None:
         return [], ""  # under torchrun, another rank than 0
-    output = open_output(run, "evaluate", out, f"{len(names)}-methods", overwrite, started)
-    written = write_evaluation(ev, output.path)
-    paths = output.publish(written, run=run, options=dict(methods=names, **options), summary=ev.summary(),
-                           how_to_read=HOW_TO_READ["evaluate"])
-    return paths, table(ev)
+    with open_output(run, "evaluate", out, f"{len(names)}-methods", overwrite, started) as output:
+        written = write_evaluation(ev, output.path)
+        paths = output.publish(written, run=run, options=dict(methods=names, **options), summary=ev.summary(),
+                               how_to_read=HOW_TO_READ["evaluate"])
+        return paths, table(ev)
 
 
 def dream(run: Run, out: str | os.PathLike | None = None, *, classes: str | None = None,
@@ -335,10 +361,10 @@ def dream(run: Run, out: str | os.PathLike | None = None, *, classes: str | None
         if s.until is not None and stopped is None:
             say(f"class {target.label} did not reach p >= {s.until:g} within {s.budget} steps "
                 "(dream.json has its probability; raise --max-steps)", quiet)
-    output = open_output(run, "dream", out, label, overwrite, started)
-    written = write_dream(result, run, output.path, gif=gif or bool(gif_every))
-    return output.publish(written, run=run, options=options, summary=result.summary(),
-                          how_to_read=HOW_TO_READ["dream"])
+    with open_output(run, "dream", out, label, overwrite, started) as output:
+        written = write_dream(result, run, output.path, gif=gif or bool(gif_every))
+        return output.publish(written, run=run, options=options, summary=result.summary(),
+                              how_to_read=HOW_TO_READ["dream"])
 
 
 def neurons(run: Run, out: str | os.PathLike | None = None, *, layer: str | int | None = None,
@@ -358,7 +384,7 @@ def neurons(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
                          split=split, batch_size=batch_size, seed=seed, quiet=quiet)
     if cards is None:
         return []  # under torchrun, another rank than 0
-    output = open_output(run, "neurons", out, f"{cards.layer}-{channels or 'default'}", overwrite, started)
-    written = write_neurons(cards, output.path)
-    return output.publish(written, run=run, options=options, summary=cards.summary(),
-                          how_to_read=HOW_TO_READ["neurons"])
+    with open_output(run, "neurons", out, f"{cards.layer}-{channels or 'default'}", overwrite, started) as output:
+        written = write_neurons(cards, output.path)
+        return output.publish(written, run=run, options=options, summary=cards.summary(),
+                              how_to_read=HOW_TO_READ["neurons"])

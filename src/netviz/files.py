@@ -26,6 +26,13 @@ class Artifact:
     caption: str
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
 
@@ -40,6 +47,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp made it 0600: give it the usual mode
         os.replace(tmp, path)
     except OSError as exc:  # a full disk, a quota, a folder removed under us: say which file
         Path(tmp).unlink(missing_ok=True)

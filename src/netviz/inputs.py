@@ -52,7 +52,7 @@ def label_from_folder(path: Path, spec: ModelSpec) -> int | None:
 
 
 def select_inputs(run: Run, images: Sequence[str | os.PathLike] = (),
-                  indices: str | Sequence[int] | None = None, data_dir: str | os.PathLike | None = None,
+                  indices: str | int | Sequence[int] | None = None, data_dir: str | os.PathLike | None = None,
                   default: str = "0-7", shard: bool = False) -> Inputs:
     """Image files, or eval-data samples (``indices``, default ``default``); never both.
 
@@ -80,7 +80,7 @@ def select_inputs(run: Run, images: Sequence[str | os.PathLike] = (),
         return Inputs(torch.cat(loaded) if loaded else empty, [Path(p).name for p in files], [None] * len(files),
                       [label_from_folder(Path(p), spec) for p in files], notes, share.start)
     data = run.eval_data(data_dir)
-    indices = default if indices is None else indices
+    indices = default if indices is None else [indices] if isinstance(indices, int) else indices
     chosen = parse_indices(indices, len(data)) if isinstance(indices, str) else [int(i) for i in indices]
     if any(not 0 <= i < len(data) for i in chosen):
         raise NetvizError(f"index out of range: the eval set has {len(data)} images")

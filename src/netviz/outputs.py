@@ -13,6 +13,7 @@ them. The report reads manifests; a folder without one did not finish.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
-from netviz.files import Artifact, read_json, write_json
+from netviz.files import Artifact, current_umask, read_json, write_json
 
 if TYPE_CHECKING:
     from netviz.runs import Run
@@ -97,22 +98,43 @@ def _reserve(root: Path, label: str) -> Path:
 
 @dataclass
 class Output:
-    """One invocation's folder. Write into ``path``; :meth:`publish` finishes it."""
+    """One invocation's folder. Write into ``path`` (a hidden working folder beside ``final``);
+    :meth:`publish` writes the manifest and renames it into place. Used as a context manager, a
+    command that fails leaves nothing: the working folder and the reserved name are removed."""
 
     path: Path  # where the files go now
     command: str
-    final: Path  # where they are once published (== path unless --overwrite swaps them in)
+    final: Path  # where they are once published (an empty folder reserved for them, or replaced)
     latest: bool = False  # point <command>/latest at it
     started: float = field(default_factory=time.time)
+    replace: bool = False  # --overwrite: ``final`` holds older results, swapped out on publish
+    published: bool = False
+
+    def __enter__(self) -> Output:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: Any) -> None:
+        if kind is not None and not self.published:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove what this invocation wrote (an earlier run's results in ``final`` stay)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        if not self.replace:
+            with contextlib.suppress(OSError):
+                self.final.rmdir()  # the reserved name, empty again
 
     def publish(self, artifacts: Sequence[Artifact], *, run: Run | None, options: dict[str, Any],
                 summary: dict[str, Any] | None = None, how_to_read: str = "") -> list[Path]:
-        """Write manifest.json last, swap the folder in, update ``latest``; return the paths."""
+        """Write manifest.json last, move the folder into place, update ``latest``; return the paths."""
         files = write_manifest(self.path, self.command, artifacts, run_path=run.path if run else None,
                                model=run.spec.name if run else None, options=options, summary=summary,
                                how_to_read=how_to_read, started=self.started)
-        if self.path != self.final:
+        if self.replace:
             _swap_in(self.path, self.final)
+        else:
+            os.replace(self.path, self.final)  # onto the empty reserved folder: atomic on POSIX
+        self.published = True
         if self.latest:
             from netviz.runs import set_latest
 
@@ -153,9 +175,23 @@ def _jsonable(value: Any) -> Any:
     return str(value) if not hasattr(value, "shape") else "tensor"
 
 
+def make_dir(parent: Path, prefix: str) -> Path:
+    """A new hidden folder in ``parent`` with the mode the umask gives (mkdtemp's is 0700)."""
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(path, 0o777 & ~current_umask())
+    return path
+
+
+def _working_folder(final: Path) -> Path:
+    try:
+        return make_dir(final.parent, f".{final.name}.partial.")
+    except OSError as exc:
+        raise NetvizError(f"cannot create output folder in {final.parent}: {exc.strerror or exc}") from exc
+
+
 def _swap_in(new: Path, dest: Path) -> None:
     """Replace the folder ``dest`` by ``new`` (siblings): the old results go only once the new are in."""
-    old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old."))
+    old = make_dir(dest.parent, f".{dest.name}.old.")
     os.replace(dest, old / dest.name)
     os.replace(new, dest)
     shutil.rmtree(old, ignore_errors=True)
@@ -176,8 +212,19 @@ def _open(run: Run, command: str, out: str | os.PathLike | None, label: str, ove
         return _given_folder(Path(out), command, overwrite)
     path = _reserve(results_root(run) / command, label or command)
     if not os.access(path, os.W_OK):
+        path.rmdir()
         raise NetvizError(f"output folder {path} is not writable: pass --out DIR")
-    return Output(path, command, path, latest=True)
+    return _reserved(path, command, latest=True)
+
+
+def _reserved(final: Path, command: str, latest: bool = False) -> Output:
+    """An Output that writes beside the empty folder ``final`` (removed again if that fails)."""
+    try:
+        work = _working_folder(final)
+    except NetvizError:
+        final.rmdir()
+        raise
+    return Output(work, command, final, latest=latest)
 
 
 def _given_folder(dest: Path, command: str, overwrite: bool) -> Output:
@@ -188,17 +235,18 @@ def _given_folder(dest: Path, command: str, overwrite: bool) -> Output:
             held = read_json(dest / MANIFEST).get("command", "netviz")
             raise NetvizError(f"--out {dest} already holds the results of `netviz {held}`: pass another "
                               "--out, or --overwrite to replace them")
-        new = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.new."))
-        return Output(new, command, dest)
+        return Output(_working_folder(dest), command, dest, replace=True)
     if dest.is_dir() and any(dest.iterdir()):
         raise NetvizError(f"--out {dest} holds other files: pass a new or empty folder")
+    if dest.is_dir():
+        if not os.access(dest, os.W_OK) or not os.access(dest.parent, os.W_OK):
+            raise NetvizError(f"output folder {dest} is not writable: pass another --out")
+        return Output(_working_folder(dest), command, dest, replace=True)  # an empty folder of the user's
     try:
-        dest.mkdir(parents=True, exist_ok=True)
+        dest.mkdir(parents=True)
     except OSError as exc:
         raise NetvizError(f"cannot create output folder {dest}: {exc.strerror or exc}") from exc
-    if not os.access(dest, os.W_OK):
-        raise NetvizError(f"output folder {dest} is not writable: pass another --out")
-    return Output(dest, command, dest)
+    return _reserved(dest, command)
 
 
 def manifests(root: Path) -> list[tuple[Path, dict[str, Any]]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import math
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -308,7 +309,13 @@ def write_report(run: Run, out: str | os.PathLike | None = None, *, run_all: boo
     report = collect(run)
     report.notes = notes
     folder = Path(out) if out else results_root(run) / "report"
-    page = write_text(folder / "index.html", render(report))
+    made = not folder.exists()
+    try:
+        page = write_text(folder / "index.html", render(report))
+    except BaseException:
+        if made:  # a folder this call created holds the page or is not there
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     size = page.stat().st_size
     say(f"report: {page} ({size / 1e6:.2f} MB, {sum(len(s.blocks) for s in report.sections)} result(s))", quiet)
     if open_page:

@@ -277,7 +277,10 @@ def latest_run(runs_dir: str | os.PathLike | None = None) -> Path:
 def set_latest(run_path: Path) -> None:
     """Point ``<parent>/latest`` at ``run_path``, atomically (a relative symlink, or a text file)."""
     marker = run_path.parent / "latest"
-    fd, tmp_name = tempfile.mkstemp(dir=run_path.parent, prefix=".latest.", suffix=".tmp")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=run_path.parent, prefix=".latest.", suffix=".tmp")
+    except OSError as exc:
+        raise NetvizError(f"cannot point {marker} at {run_path.name}: {exc.strerror or exc}") from exc
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()

@@ -36,6 +36,8 @@ QUADRATURES = ("riemann-left", "riemann-right", "riemann-middle", "trapezoid", "
 DEFAULT_STEPS = 50
 ADAPTIVE_START = 8
 DEFAULT_MAX_STEPS = 1024
+# numpy's leggauss builds an n x n matrix: 4096 points take 128 MiB, 100,000 would take 75 GiB.
+MAX_GAUSS_LEGENDRE = 4096
 
 
 def quadrature_rule(name: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,6 +54,9 @@ def quadrature_rule(name: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     steps = check_steps(steps)
     n = steps
     if name == "gauss-legendre":
+        if n > MAX_GAUSS_LEGENDRE:
+            raise NetvizError(f"{n} Gauss-Legendre steps cannot be computed in memory: use at most "
+                              f"{MAX_GAUSS_LEGENDRE} steps, or --quadrature riemann-middle for more")
         nodes, weights = np.polynomial.legendre.leggauss(n)
         return 0.5 * (nodes + 1.0), 0.5 * weights
     if name == "trapezoid":

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netviz.attribute._common import BASELINES, Attribution, check_score, mean_baseline
+from netviz.attribute._common import BASELINES, Attribution, check_batch_size, check_score, mean_baseline
 from netviz.attribute._interior import InteriorGradients
 from netviz.attribute._registry import Method, get_method
 from netviz.attribute._sanity import SanityResult, model_randomisation
@@ -155,6 +155,8 @@ def attribute_run(
 
     m = get_method(method)
     check_score(score)
+    if batch_size is not None:
+        check_batch_size(batch_size)  # before any work: a bad size is one line, not an empty batch
     if sanity and not m.evaluate:
         raise NetvizError(f"--sanity needs a method with one map per image, not {method}")
     seed_everything(seed)

@@ -9,8 +9,13 @@ returns a :class:`netviz.runs.Run`. The run folder's layout is :class:`netviz.ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -236,9 +241,49 @@ class TrainState:
         self.loss, self.correct, self.count, self.seconds = 0.0, 0, 0, 0.0
 
 
+class _Interrupt:
+    """Ctrl-C (SIGINT) during training, taken between two steps.
+
+    A signal can land anywhere in a step: after the optimiser changed the weights but before the
+    step was counted, or halfway through the update itself. The first Ctrl-C is only noted, and
+    :func:`train_one_epoch` stops before its next step, so the checkpoint it leaves is a state
+    the uninterrupted run went through (weights, optimiser, data order, random states), and
+    ``--resume`` goes on bit for bit. A second Ctrl-C stops at once, without saving.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False  # a Ctrl-C waits for the end of the step
+        self.forced = False  # a second one stopped mid-step: the state in memory is not saved
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            self.forced = True
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[_Interrupt]:
+    """Take SIGINT between steps while training (only the main thread can set a handler: a
+    notebook's worker thread keeps Python's own, immediate KeyboardInterrupt)."""
+    interrupt = _Interrupt()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupt
+        return
+    previous = signal.signal(signal.SIGINT, interrupt.handle)
+    try:
+        yield interrupt
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sched,
                     state: TrainState, generator: torch.Generator, *, quiet: bool = False,
-                    interrupt_at: int | None = None) -> None:
+                    interrupt_at: int | None = None, interrupt: _Interrupt | None = None) -> None:
     """Train from ``state.step`` to the end of the epoch; ``state`` follows every batch.
 
     Under torchrun (``model`` wrapped in DistributedDataParallel) every rank draws the same global
@@ -269,6 +314,8 @@ def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sc
                    unit="img", unit_scale=True)
     try:
         while state.step < steps:
+            if interrupt is not None:
+                interrupt.check()  # a Ctrl-C since the last step stops here, between two steps
             if interrupt_at is not None and state.epoch * steps + state.step == interrupt_at:
                 raise KeyboardInterrupt  # tests: a Ctrl-C at a known step
             idx = state.perm[state.step * cfg.batch_size:(state.step + 1) * cfg.batch_size].to(device)
@@ -397,6 +444,9 @@ def _resume_config(resume: str | Path, model: str | None, overrides: dict[str, A
     cfg = resolve_config(saved.pop("model", None), None, **saved)
     last = resume if resume.is_file() else folder.checkpoint("last")
     state = load_checkpoint(last)
+    if folder.is_finished() and state.get("epoch", 0) >= cfg.epochs:
+        raise NetvizError(f"run {folder.path} finished all {cfg.epochs} epoch(s): nothing to resume "
+                          f"(--epochs {cfg.epochs + 1} or more trains it further)")
     if "optimizer" not in state:
         raise NetvizError(f"{last} is not resumable (no optimizer state): resume from checkpoints/last.pt")
     return cfg, folder, state
@@ -555,12 +605,17 @@ def _start_folder(s: _Session) -> None:
     s.folder = RunFolder(Path(distributed.broadcast(str(_new_folder(s.cfg).path) if s.main else None)))
     s.stats = {"bins": s.cfg.hist_bins, "epochs": [0], "layers": {
         k: [v] for k, v in state_stats(s.net.state_dict(), s.cfg.hist_bins).items()}}
-    if s.main:
+    if not s.main:
+        return
+    try:
         s.write_config()
         s.checkpoint("init")
         write_json(s.folder.weight_stats, s.stats)
         s.checkpoint("last")
-        set_latest(s.folder.path)
+    except BaseException:  # a run that could not start (a full disk, Ctrl-C) leaves nothing behind
+        shutil.rmtree(s.folder.path, ignore_errors=True)
+        raise
+    set_latest(s.folder.path)
 
 
 def _restore(s: _Session, folder: RunFolder, saved: dict[str, Any], quiet: bool) -> None:
@@ -589,14 +644,15 @@ def _restore(s: _Session, folder: RunFolder, saved: dict[str, Any], quiet: bool)
     say(f"resuming {folder.path} at epoch {s.state.epoch + 1}, step {s.state.step}", quiet)
 
 
-def _epoch(s: _Session, quiet: bool, interrupt_at: int | None) -> None:
+def _epoch(s: _Session, quiet: bool, interrupt_at: int | None, interrupt: _Interrupt | None = None) -> None:
     """One epoch: train, evaluate, say and record the metrics and weight statistics, checkpoint."""
     from netviz.files import write_json
     from netviz.progress import say
     from netviz.stats import state_stats
 
     cfg, state = s.cfg, s.state
-    train_one_epoch(s.model, s.data, cfg, s.opt, s.sched, state, s.gen, quiet=quiet, interrupt_at=interrupt_at)
+    train_one_epoch(s.model, s.data, cfg, s.opt, s.sched, state, s.gen, quiet=quiet, interrupt_at=interrupt_at,
+                    interrupt=interrupt)
     eval_start = time.perf_counter()
     eval_loss, eval_acc = evaluate(s.net, s.data.x_eval, s.data.y_eval, cfg.eval_batch_size, cfg.amp)
     passed = set(state.milestones)
@@ -665,15 +721,25 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
         _start_folder(s)
     else:
         _restore(s, folder, saved, quiet)
-    # 5. epochs; Ctrl-C keeps a resumable checkpoint
-    try:
-        while s.state.epoch < cfg.epochs:
-            _epoch(s, quiet, _interrupt_at_step)
-    except KeyboardInterrupt:
-        s.checkpoint("last")
+    # 5. epochs; Ctrl-C keeps a resumable checkpoint, taken between two steps
+    with _interrupts() as interrupt:
+        try:
+            while s.state.epoch < cfg.epochs:
+                _epoch(s, quiet, _interrupt_at_step, interrupt)
+        except KeyboardInterrupt:
+            _save_interrupted(s, interrupt)
+    # 6. final weights, curves, summary
+    return _finish(s, started, device, quiet)
+
+
+def _save_interrupted(s: _Session, interrupt: _Interrupt) -> None:
+    """Keep a resumable checkpoint of where training stopped and say how to go on."""
+    if interrupt.forced:  # stopped mid-step: last.pt still holds the end of the previous epoch
         raise TrainingInterrupted(
+            f"interrupted twice: stopped at once, without saving; `netviz train --resume "
+            f"{s.folder.path}` continues from {s.folder.checkpoint('last')}") from None
+    s.checkpoint("last")
+    raise TrainingInterrupted(
             f"interrupted at epoch {s.state.epoch + 1}, step {s.state.step}: saved "
             f"{s.folder.checkpoint('last')}; continue with `netviz train --resume {s.folder.path}`"
         ) from None
-    # 6. final weights, curves, summary
-    return _finish(s, started, device, quiet)
