@@ -216,3 +216,31 @@ def test_cli_errors_are_one_line(mnist_run, tmp_path: Path, args: list[str],
     assert message in result.stderr
     assert result.stdout == ""
     assert not has_hooks(mnist_run.model)
+
+
+def test_drawn_text_has_glyphs_for_non_ascii_class_names() -> None:
+    # PIL's default font draws "ï" as the missing-glyph box; netviz's one font (DejaVu Sans) does not.
+    import numpy as np
+
+    from netviz.draw.activations import _frame
+
+    picture = np.zeros((40, 40, 3), dtype=np.uint8)
+
+    def caption(text: str) -> np.ndarray:
+        return _frame(picture, text, (40, 320), band=24)[:24]
+
+    missing = caption("b\U0010fffdrd")  # a code point no font has: the box
+    for name in ("bïrd", "Ωμέγα", "кошка"):
+        assert not np.array_equal(caption(name), missing), name
+    assert not np.array_equal(caption("bïrd"), caption("bird"))  # the diaeresis is drawn
+
+
+def test_gif_frames_keep_a_margin(mnist_run) -> None:
+    from netviz.activations import image_activations
+    from netviz.draw.activations import gif_frames
+
+    data = mnist_run.eval_data()
+    act = image_activations(mnist_run.model, mnist_run.spec, data.images[:1], ["relu1", "fc1"], None)
+    for frame in gif_frames(act):
+        body = frame[24:]  # under the caption band
+        assert body[:, :4].max() == 0 and body[:, -4:].max() == 0 and body[-4:].max() == 0

@@ -368,3 +368,24 @@ def test_model_args_are_toml_values() -> None:
         with pytest.raises(NetvizError, match="cannot read --input-shape"):
             parse_shape(bad)
     sys.modules.pop("manual_user_net", None)
+
+
+def test_class_names_have_one_source_and_a_note_when_the_data_disagrees(user, saved, tmp_path) -> None:
+    # A card that calls class 0 "bird" over an image folder whose folder is "shape0": every command
+    # shows the card's name, and says once that the data set calls it otherwise.
+    card_dir = saved["card"].parent
+    (card_dir / "renamed.txt").write_text("\n".join(["bïrd", *CLASSES[1:]]) + "\n", encoding="utf-8")
+    card = card_dir / "renamed.toml"
+    card.write_text(saved["card"].read_text().replace('"classes.txt"', '"renamed.txt"'))
+    act = invoke("activations", "--model", card, "--index", "0", "--layers", "head", "--out", tmp_path / "a")
+    att = invoke("attribute", "--model", card, "--method", "saliency", "--index", "0", "--out", tmp_path / "b")
+    for result in (act, att):
+        ok(result)
+        assert "names its classes otherwise than the model: 'shape0' is 'bïrd'" in result.stderr, result.stderr
+    shown = json.loads((tmp_path / "a" / "activations.json").read_text(encoding="utf-8"))
+    attributed = json.loads((tmp_path / "b" / "attribute.json").read_text(encoding="utf-8"))
+    names = ["bïrd", *CLASSES[1:]]
+    label = attributed["images"][0]["label"]
+    assert attributed["images"][0]["label_name"] == names[label]
+    assert shown["label_name"] == names[label] and shown["predicted_name"] in names
+    assert [c["name"] for c in shown["top_classes"]] == [names[c["class"]] for c in shown["top_classes"]]

@@ -187,6 +187,7 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
     class_names = data.classes if data is not None else spec.class_names
     inputs = _activation_inputs(spec, image, index, data)
     notes = _NoteOnce(quiet)
+    notes(data.note if data is not None else None)
 
     def activations_of(inp: dict[str, Any]):
         return image_activations(model, spec, inp["image"], names, channels, label=inp["label"],

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netviz.errors import NetvizError
+from netviz.network import offline
 
 if TYPE_CHECKING:
     import torch
@@ -41,14 +42,12 @@ class TensorData:
     labels: torch.Tensor
     classes: tuple[str, ...]
     name: str  # e.g. "mnist:test[8000:]"
+    note: str | None = None  # e.g. that the model names the classes otherwise
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
 
-def offline() -> bool:
-    """``NETVIZ_OFFLINE=1``: never download a data set (tests, air-gapped machines)."""
-    return os.environ.get("NETVIZ_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:

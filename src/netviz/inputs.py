@@ -88,7 +88,7 @@ def select_inputs(run: Run, images: Sequence[str | os.PathLike] = (),
     chosen = [chosen[k] for k in share]
     pixels, note = conform(data.images[chosen], spec)
     return Inputs(pixels, [f"index {i}" for i in chosen], list(chosen),
-                  [int(data.labels[i]) for i in chosen], [note] if note else [], share.start)
+                  [int(data.labels[i]) for i in chosen], [n for n in (data.note, note) if n], share.start)
 
 
 def merge_inputs(parts: Sequence[Inputs | None]) -> Inputs | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError, close_matches
@@ -175,6 +176,26 @@ def get_spec(name: str) -> ModelSpec:
     return register_model(spec)
 
 
+def _check_cached(spec: ModelSpec, weights: str) -> None:
+    """Pretrained torchvision weights not in the torch cache, and no network to get them: say
+    where to put the file now, instead of a download that cannot succeed."""
+    if spec.extra.get("origin") != "torchvision":
+        return
+    import torch.hub
+    from torchvision import models as tvm
+
+    from netviz.network import may_download
+
+    try:
+        url = tvm.get_model_weights(spec.name)[weights].url
+    except (KeyError, ValueError, AttributeError):
+        return  # an unknown weights name: torchvision says so below
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not cached.is_file() and not may_download(url):
+        raise NetvizError(f"no pretrained weights for '{spec.name}' here and no network (or NETVIZ_OFFLINE=1): "
+                          f"put {Path(url).name} from {url} into {cached.parent}, or pass --weights FILE")
+
+
 def build_model(spec: ModelSpec | str, weights: str | None = None, **model_args: Any) -> nn.Module:
     """Build a model in eval mode on the CPU.
 
@@ -192,6 +213,7 @@ def build_model(spec: ModelSpec | str, weights: str | None = None, **model_args:
                 f"--model {spec.name}` or pass --weights none (or --weights FILE)"
             )
         weights = "DEFAULT" if weights.lower() == "default" else weights
+        _check_cached(spec, weights)
         try:
             model = spec.factory(weights, **model_args)
         except Exception as exc:  # no network, proxy, corrupt cache ...

@@ -254,7 +254,21 @@ class Run:
                 "(or give it one: --dataset imagefolder:PATH in a model card)"
             )
         split = split or self.config.get("eval_split") or default_splits(dataset)[1]
-        return load_split(dataset, split, data_dir or self.config.get("data_dir"))
+        data = load_split(dataset, split, data_dir or self.config.get("data_dir"))
+        return self._named_by_model(data)
+
+    def _named_by_model(self, data: TensorData) -> TensorData:
+        """The data with the model's class names: one source of names for every command, and a
+        note where the data set calls them otherwise (a card's "bird" over a folder "bïrd")."""
+        import dataclasses
+
+        ours, theirs = tuple(self.spec.class_names), tuple(data.classes)
+        if len(ours) != len(theirs) or ours == theirs:
+            return data  # the same names, or other classes altogether (labels name the data's)
+        differ = [(a, b) for a, b in zip(ours, theirs, strict=True) if a != b]
+        said = ", ".join(f"{b!r} is {a!r}" for a, b in differ[:3]) + (" ..." if len(differ) > 3 else "")
+        note = f"{data.name} names its classes otherwise than the model: {said}; showing the model's names"
+        return dataclasses.replace(data, classes=ours, note=note)
 
 
 def latest_run(runs_dir: str | os.PathLike | None = None) -> Path:

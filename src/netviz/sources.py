@@ -348,6 +348,10 @@ def _call(fn: Callable[..., Any], what: str, kwargs: dict[str, Any]) -> nn.Modul
 
 def _timm(source: ModelSource, num_classes: int | None) -> tuple[nn.Module, dict[str, Any]]:
     """A timm model; pretrained weights only from the local cache (never a download)."""
+    if source.weights == "default":
+        from netviz.network import hub_offline
+
+        hub_offline()  # before timm imports the hub: its cache only, no minute of retries
     try:
         import timm
     except ImportError as exc:
@@ -359,15 +363,15 @@ def _timm(source: ModelSource, num_classes: int | None) -> tuple[nn.Module, dict
     if num_classes is not None:
         kwargs.setdefault("num_classes", num_classes)
     pretrained = source.weights == "default"
-    if pretrained:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # only what is cached: netviz never downloads weights
     try:
         model = timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as exc:
         if pretrained:
-            raise NetvizError(f"no pretrained weights for timm:{name} in the local cache "
-                              f"({type(exc).__name__}); download them once with timm on a machine "
-                              "with internet, or pass --weights none") from exc
+            from huggingface_hub.constants import HF_HUB_CACHE
+
+            raise NetvizError(f"no pretrained weights for timm:{name} in the Hugging Face cache {HF_HUB_CACHE} "
+                              f"({type(exc).__name__}): download them once with timm on a machine with "
+                              "internet (timm.create_model(name, pretrained=True)), or pass --weights FILE") from exc
         raise NetvizError(f"building timm:{name} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     return model, cfg

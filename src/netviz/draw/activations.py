@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netviz.draw.common import minmax, mosaic, pyplot, save_figure, save_gif, to_uint8, upscale
+from netviz.draw.common import font, minmax, mosaic, pyplot, save_figure, save_gif, to_uint8, upscale
 from netviz.errors import NetvizError
 from netviz.outputs import file_stem
 
@@ -287,26 +287,21 @@ def plot_top_images(act: ImageActivations, layer: LayerActivation, top: TopImage
 
 # -- GIF ---------------------------------------------------------------------------------------
 
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: a fixed bitmap font
-        return ImageFont.load_default()
+_MARGIN_GIF = 8  # black pixels around every frame's picture: the largest one touches no edge
 
 
 def _frame(image: np.ndarray, caption: str, size: tuple[int, int], band: int) -> np.ndarray:
-    """``image`` (uint8 RGB) centred on a black canvas of ``size`` under a caption band."""
+    """``image`` (uint8 RGB) centred on a black canvas of ``size`` plus a margin, under a caption band."""
     import numpy as np
     from PIL import Image, ImageDraw
 
     h, w = size
-    canvas = np.zeros((h + band, w, 3), dtype=np.uint8)
-    y, x = band + (h - image.shape[0]) // 2, (w - image.shape[1]) // 2
+    m = _MARGIN_GIF
+    canvas = np.zeros((band + h + 2 * m, w + 2 * m, 3), dtype=np.uint8)
+    y, x = band + m + (h - image.shape[0]) // 2, m + (w - image.shape[1]) // 2
     canvas[y:y + image.shape[0], x:x + image.shape[1]] = image
     pil = Image.fromarray(canvas)
-    ImageDraw.Draw(pil).text((6, 4), caption, fill=(235, 235, 235), font=_font(band - 8))
+    ImageDraw.Draw(pil).text((6 + m, 4), caption, fill=(235, 235, 235), font=font(band - 8))
     return np.asarray(pil)
 
 

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netviz.draw.common import pyplot, rgb, save_figure, save_gif, save_png, to_uint8, upscale
+from netviz.draw.common import font, pyplot, rgb, save_figure, save_gif, save_png, to_uint8, upscale
 from netviz.files import Artifact, write_json
 
 if TYPE_CHECKING:
@@ -234,16 +234,12 @@ def interior_frames(report: AttributeReport, i: int, percentile: float = 99.0
 def _label(frame: np.ndarray, text: str) -> np.ndarray:
     """A white band with ``text`` under a uint8 (H, W, 3) frame."""
     import numpy as np
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     band = 24
     im = Image.new("RGB", (frame.shape[1], frame.shape[0] + band), "white")
     im.paste(Image.fromarray(frame), (0, 0))
-    try:
-        font = ImageFont.load_default(size=16)
-    except TypeError:  # Pillow < 10.1 has one fixed-size default font
-        font = ImageFont.load_default()
-    ImageDraw.Draw(im).text((6, frame.shape[0] + 3), text, fill="black", font=font)
+    ImageDraw.Draw(im).text((6, frame.shape[0] + 3), text, fill="black", font=font(16))
     return np.asarray(im)
 
 

@@ -33,6 +33,15 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
         plt.close(fig)
 
 
+def font(size: int):
+    """The one font of every text netviz draws with PIL: matplotlib's DejaVu Sans, which covers
+    accented, Greek and Cyrillic class names (PIL's default font draws them as boxes)."""
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Floats in [0, 1] (H, W) or (H, W, C) -> uint8."""
     import numpy as np

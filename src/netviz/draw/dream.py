@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netviz.draw.common import pyplot, save_figure, save_gif, save_png, to_uint8, upscale
+from netviz.draw.common import font, pyplot, save_figure, save_gif, save_png, to_uint8, upscale
 from netviz.files import Artifact, write_json
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def _frame(images: torch.Tensor, step: int, steps: int, cols: int) -> np.ndarray
         y, x = header + gap + r * (h + gap), gap + c * (w + gap)
         canvas[y:y + h, x:x + w] = tile
     image = Image.fromarray(canvas)
-    ImageDraw.Draw(image).text((gap, 3), f"step {step}/{steps}", fill=(235, 235, 235))
+    ImageDraw.Draw(image).text((gap, 3), f"step {step}/{steps}", fill=(235, 235, 235), font=font(12))
     return np.asarray(image)
 
 
