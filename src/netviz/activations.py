@@ -131,7 +131,8 @@ def select_channels(spec: str | int | Sequence[int] | None, num_channels: int, l
         spec = int(spec.strip())
     if isinstance(spec, int):
         if spec < 1:
-            raise NetvizError(f"--channels {spec}: ask for at least one channel")
+            raise NetvizError(f"--channels {spec}: a bare number N shows the first N channels, so use 1 or "
+                              f"more; for channel numbers give a range or list (0-0 is channel 0, 3,5,7) or 'all'")
         if spec > num_channels:
             return list(range(num_channels)), (
                 f"{layer} has {num_channels} channels: showing all {num_channels} "

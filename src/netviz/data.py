@@ -74,7 +74,18 @@ def parse_split(split: str) -> tuple[str, str | None, str | None]:
             f"malformed split '{split}': use a split name with an optional slice, "
             "e.g. train, test[:8000], test[8000:] or train[:10%]"
         )
+    for bound in (m.group(2), m.group(3)):
+        if bound is not None and bound.endswith("%") and abs(int(bound[:-1])) > 100:
+            raise NetvizError(f"split '{split}': {bound} is more than the whole split; a percentage "
+                              "is between 0% and 100%")
     return m.group(1), m.group(2), m.group(3)
+
+
+def split_overlap(a: str, b: str, n: int) -> int:
+    """How many images the splits ``a`` and ``b`` of one data set (``n`` images each base) share."""
+    if parse_split(a)[0] != parse_split(b)[0]:
+        return 0
+    return len(set(slice_indices(a, n)) & set(slice_indices(b, n)))
 
 
 def _bound(text: str | None, n: int) -> int | None:

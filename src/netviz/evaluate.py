@@ -205,7 +205,11 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
     spec, model = run.spec, run.model
     batch_size = check_batch_size(batch_size, model, torch.zeros(1, *spec.input_shape))
     fractions = fraction_steps(steps_frac, spec.input_shape[1] * spec.input_shape[2])
-    top = sanity_layers if sanity_layers is not None else math.ceil(len(weight_layers(model)) / 2)
+    n_layers = len(weight_layers(model))
+    top = sanity_layers if sanity_layers is not None else math.ceil(n_layers / 2)
+    if sanity and not 1 <= top <= n_layers:
+        raise NetvizError(f"--sanity-layers {top}: {spec.name} has {n_layers} layers with weights, so "
+                          f"use 1 to {n_layers}")
     inputs = select_inputs(run, images, indices, data_dir, default="0-49", shard=True)
     notes = list(inputs.notes)
     options = dict(score="logit", batch_size=batch_size, baseline=baseline, layer=layer, seed=seed,

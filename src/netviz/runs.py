@@ -250,8 +250,9 @@ class Run:
         dataset = self.config.get("dataset") or self.spec.default_dataset
         if dataset is None:
             raise NetvizError(
-                f"model '{self.spec.name}' has no data set: pass --image PATH instead of --index "
-                "(or give it one: --dataset imagefolder:PATH in a model card)"
+                f"model '{self.spec.name}' has no data set to take images from: give it one (dataset = "
+                "\"imagefolder:PATH\" in a model card, or a run trained on data), or use image files where "
+                "the command takes them (--image)"
             )
         split = split or self.config.get("eval_split") or default_splits(dataset)[1]
         data = load_split(dataset, split, data_dir or self.config.get("data_dir"))

@@ -128,10 +128,24 @@ def resolve_config(model: str | None = None, config_file: str | Path | None = No
     unknown = sorted(set(values) - fields)
     if unknown:
         raise NetvizError(f"unknown config key(s) {', '.join(unknown)}: known keys are {', '.join(sorted(fields))}")
-    try:
-        return TrainConfig(**values).validate()
-    except TypeError as exc:
-        raise NetvizError(f"bad config value: {exc}") from exc
+    _check_types(values)
+    return TrainConfig(**values).validate()
+
+
+_KINDS = {int: ("a whole number", (int,)), float: ("a number", (int, float)), str: ("a string", (str,)),
+          bool: ("true or false", (bool,))}
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """Each config value of the type its field wants: ``epochs = "three"`` names the key."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for key, value in values.items():
+        kind = type(defaults.get(key))
+        if kind not in _KINDS or value is None:
+            continue  # lists, dicts and optional fields are checked where they are used
+        wanted, accepted = _KINDS[kind]
+        if not isinstance(value, accepted) or (kind is not bool and isinstance(value, bool)):
+            raise NetvizError(f"config key '{key}' must be {wanted}, not {value!r}")
 
 
 # -- the steps ---------------------------------------------------------------------------------
@@ -478,6 +492,23 @@ def _fill_defaults(cfg: TrainConfig) -> None:
     D.parse_split(cfg.train_split), D.parse_split(cfg.eval_split)
 
 
+SPLIT_SIZES = {"mnist": {"train": 60000, "test": 10000}, "cifar10": {"train": 50000, "test": 10000}}
+
+
+def _say_overlap(cfg: TrainConfig, quiet: bool) -> None:
+    """Training images that are also evaluation images make the eval accuracy a training one."""
+    from netviz.data import parse_split, split_overlap
+    from netviz.progress import say
+
+    base = parse_split(cfg.train_split)[0]
+    n = SPLIT_SIZES.get(cfg.dataset or "", {}).get(base)
+    shared = split_overlap(cfg.train_split, cfg.eval_split, n) if n else 0
+    if shared:
+        say(f"note: the train split {cfg.train_split} and the eval split {cfg.eval_split} share {shared:,} "
+            "images: the eval accuracy is partly measured on training images (pass --eval-split with "
+            "other images, e.g. the rest of the split)", quiet)
+
+
 def _configure(model: str | None, config: str | Path | None, resume: str | Path | None,
                overrides: dict[str, Any]) -> tuple[TrainConfig, RunFolder | None, dict[str, Any] | None]:
     """The recipe, a config file and options; or the interrupted run's own config, folder and
@@ -676,6 +707,7 @@ def _epoch(s: _Session, quiet: bool, interrupt_at: int | None, interrupt: _Inter
 def _finish(s: _Session, started: float, device: torch.device, quiet: bool) -> Run:
     """The final weights, the config as this session ran it (a resume may have used another
     number of processes), the curves, ``summary.json`` and the run's manifest."""
+    from netviz.commands import HOW_TO_READ
     from netviz.draw.curves import plot_curves
     from netviz.files import write_json
     from netviz.outputs import write_manifest
@@ -693,7 +725,7 @@ def _finish(s: _Session, started: float, device: torch.device, quiet: bool) -> R
         write_manifest(folder.path, "train", run_artifacts(folder), run_path=folder.path, model=s.spec.name,
                        options={k: v for k, v in dataclasses.asdict(cfg).items() if v is not None},
                        summary={k: summary[k] for k in ("final_eval_acc", "best_eval_acc", "epochs", "seconds")},
-                       started=started)
+                       how_to_read=HOW_TO_READ["train"], started=started)
     say(milestone_line(summary["milestones"]), quiet)
     return Run(spec=s.spec, model=s.net.eval(), device=device, path=folder.path,
                checkpoint=folder.checkpoint("final"), config=dataclasses.asdict(cfg), metrics=s.state.metrics)
@@ -714,6 +746,7 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
     device, ctx = _join(cfg, new_run=saved is None)
     # 2. data, before the run folder exists: a missing data set leaves nothing behind
     splits = load_splits(cfg)
+    _say_overlap(cfg, quiet)
     # 3. model, data on its device, optimiser
     s = _setup(cfg, splits, device, ctx, quiet)
     # 4. the run folder: a new one, or the interrupted one with its state restored

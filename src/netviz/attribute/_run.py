@@ -77,6 +77,9 @@ def load_baseline(baseline: str | None, run: Run, data_dir: str | os.PathLike | 
     if baseline.lower() == "mean":
         return mean_baseline(run.eval_data(data_dir).images, run.spec)
     path = Path(baseline)
+    if not path.is_file() and (path.suffix or len(path.parts) > 1):  # meant as a file
+        raise NetvizError(f"baseline image {baseline} does not exist: give an image file, or one of "
+                          f"{', '.join(BASELINES)}")
     if not path.is_file():
         raise NetvizError(f"unknown baseline '{baseline}': use one of {', '.join(BASELINES)} or an "
                           f"image file{close_matches(baseline, BASELINES)}")

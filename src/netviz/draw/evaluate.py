@@ -32,7 +32,9 @@ def plot_curves(ev: Evaluation, path: str | os.PathLike) -> Path:
     for ax in (ax_del, ax_ins):
         ax.set_xlabel("fraction of pixels, in the order of the method's map")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, title="method (AUC)", title_fontsize=7)
+        # under the plot, never over a curve
+        ax.legend(fontsize=7, title="method (AUC)", title_fontsize=7, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
         ax.set_xlim(0, 1)
     ax_del.set_ylabel("probability of the target class (mean)")
     fig.suptitle(f"{ev.spec.name}: {n} image(s), baseline {ev.settings['baseline']}, "

@@ -91,7 +91,8 @@ def plot_panels(h: WeightHistograms, path: str | os.PathLike, *, per_panel: int 
                 else:
                     ax.plot([], [], color=colour, label=_legend_label(layer, ", no finite"))
             _finish_axes(ax, log_y)
-            ax.legend(fontsize=7, loc="best", framealpha=0.8)
+            if r == len(h.snapshots) - 1:  # one legend per panel, under it: never over a histogram
+                ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), frameon=False)
             if c == 0:
                 ax.set_ylabel(f"{snap.label}\ndensity{' (log)' if log_y else ''}", fontsize=9)
             if r == rows - 1:
