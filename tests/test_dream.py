@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -268,3 +269,35 @@ def test_settings_scale_with_the_input_size() -> None:
     assert recipe_settings("paper", (1, 28, 28), steps=7, gif_every=-1).gif_every == 1
     with pytest.raises(NetvizError, match="--jitter must be between 0 and 27"):
         recipe_settings("deepdream", (1, 28, 28), jitter=28)
+
+
+def _post_loop(model: nn.Module, target: int, steps: int = 50, lr: float = 0.1) -> torch.Tensor:
+    """The 2019 post's class visualisation, read literally, in plain PyTorch: every iteration turns
+    the 8-bit image into a normalised tensor, makes a new Adam over it, takes one step on
+    -10 logp[target] + sum(logp), and rounds the image back to 8-bit pixels."""
+    mean, std = 0.1307, 0.3081
+    image = torch.zeros(28, 28, dtype=torch.uint8)
+    for _ in range(steps):
+        x = ((image.float() / 255 - mean) / std).view(1, 1, 28, 28).requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=lr)
+        opt.zero_grad()
+        logp = torch.log_softmax(model(x), dim=1)
+        loss = -10 * logp[0, target] + logp.sum()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            image = torch.round((x * std + mean).clamp(0, 1) * 255).to(torch.uint8).view(28, 28)
+    return image
+
+
+def test_paper_recipe_is_the_posts_loop_pixel_for_pixel(mnist_run, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["dream", str(mnist_run.path), "--class", "all", "--recipe", "paper",
+                                      "--batch-size", "1", "--out", str(tmp_path / "d"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    model = mnist_run.model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for k in range(10):
+        ours = torch.from_numpy(np.array(Image.open(tmp_path / "d" / f"class_{k}.png").convert("L")))
+        theirs = _post_loop(model, k)
+        assert torch.equal(ours, theirs), f"class {k}: {int((ours != theirs).sum())} pixels differ"

@@ -50,7 +50,7 @@ def test_torchvision_model_without_weights_and_weight_error() -> None:
     # No internet here: asking for pretrained weights gives one clear error (unless cached).
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     if not any(cache.glob("resnet18-*.pth")):
-        with pytest.raises(NetvizError, match="could not get pretrained weights for 'resnet18'.*--weights none"):
+        with pytest.raises(NetvizError, match="no pretrained weights for 'resnet18' here.*--weights FILE"):
             build_model(spec, weights="default")
 
 

@@ -11,12 +11,12 @@ from test_train import invoke
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["attribute", "{run}", "--index", "0", "--batch-size", "-5"], "-5 is not in the range x>=1"),
-    (["attribute", "{run}", "--index", "0", "--batch-size", "0"], "0 is not in the range x>=1"),
+    (["attribute", "{run}", "--index", "0", "--batch-size", "-5"], "--batch-size -5: use 1 or more"),
+    (["attribute", "{run}", "--index", "0", "--batch-size", "0"], "--batch-size 0: use 1 or more"),
     (["attribute", "{run}", "--index", "0", "--steps", "100000"], "use at most 4096 steps"),
-    (["attribute", "{run}", "--method", "occlusion", "--index", "0", "--window", "0"], "not in the range"),
-    (["activations", "{run}", "--top-images", "-1"], "not in the range x>=0"),
-    (["dream", "{run}", "--class", "3", "--steps", "-2"], "not in the range x>=1"),
+    (["attribute", "{run}", "--method", "occlusion", "--index", "0", "--window", "0"], "--window 0: use 1 or more"),
+    (["activations", "{run}", "--top-images", "-1"], "--top-images -1: use 0 or more"),
+    (["dream", "{run}", "--class", "3", "--until", "1.5"], "--until is a probability between 0 and 1"),
     (["evaluate", "{run}", "--methods", "saliency", "--index", "0", "--sanity-layers", "99"],
      "--sanity-layers 99: mnist has 4 layers with weights, so use 1 to 4"),
     (["attribute", "{run}", "--index", "0", "--baseline", "nosuch.png"],

@@ -84,12 +84,35 @@ def print_paths(paths: Iterable[str | os.PathLike]) -> None:
 
 # -- options shared by commands ---------------------------------------------------------------
 
-# Every number is checked where it is parsed: a count below 1 is one line, never an internal error.
-COUNT = click.IntRange(min=1)
-NONNEG = click.IntRange(min=0)
-POSITIVE = click.FloatRange(min=0, min_open=True)
-NONNEG_FLOAT = click.FloatRange(min=0)
-FRACTION = click.FloatRange(0, 1)
+class Number(click.ParamType):
+    """A number checked where it is parsed, against the least value it may take: ``--batch-size -5``
+    is one line naming the option, never an internal error later."""
+
+    def __init__(self, kind: type, least: float, strict: bool = False, most: float | None = None) -> None:
+        self.kind, self.least, self.strict, self.most = kind, least, strict, most
+        self.name = "integer" if kind is int else "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.INT.convert(value, param, ctx) if self.kind is int else click.FLOAT.convert(value, param, ctx)
+        low = number <= self.least if self.strict else number < self.least
+        if low or (self.most is not None and number > self.most):
+            option = param.opts[0] if param is not None and param.opts else "the value"
+            raise NetvizError(f"{option} {number}: {self.wanted()}")
+        return number
+
+    def wanted(self) -> str:
+        if self.most is not None:
+            return f"use a value between {self.least:g} and {self.most:g}"
+        if self.kind is int:
+            return f"use {self.least + int(self.strict)} or more"
+        return f"use a number {'above' if self.strict else 'of at least'} {self.least:g}"
+
+
+COUNT = Number(int, 1)
+NONNEG = Number(int, 0)
+POSITIVE = Number(float, 0, strict=True)
+NONNEG_FLOAT = Number(float, 0)
+FRACTION = Number(float, 0, most=1)
 
 def _compose(*decorators: Callable) -> Callable:
     def apply(f: Callable) -> Callable:
@@ -222,7 +245,7 @@ def main() -> None:
 @data_dir_option
 @click.option("--train-split", default=None, help="e.g. train, test[:8000], train[:10%].")
 @click.option("--eval-split", default=None, help="e.g. test, test[8000:].")
-@click.option("--epochs", type=COUNT, default=None)
+@click.option("--epochs", type=int, default=None)
 @click.option("--batch-size", type=COUNT, default=None)
 @click.option("--lr", type=POSITIVE, default=None, help="Learning rate.")
 @click.option("--optimizer", default=None, help="adadelta, adam, amsgrad, adamw or sgd.")
@@ -376,10 +399,10 @@ def activations_cmd(source: SourceArgs, image: str | None, index: str | None, sp
               show_default=True,
               help="panels: the post's figure, one row per snapshot, layers grouped in panels; "
                    "grid: one subplot per layer, before and after overlaid on shared bins.")
-@click.option("--per-panel", type=COUNT, default=None,
+@click.option("--per-panel", type=int, default=None,
               help="Layers per panel (3 gives the post's panels 1-3, 4-6, 7-9; default: 3, or "
                    "more so there are at most 4 panels).")
-@click.option("--bins", type=COUNT, default=60, show_default=True, help="Histogram bins.")
+@click.option("--bins", type=int, default=60, show_default=True, help="Histogram bins.")
 @click.option("--log-y", is_flag=True, help="Logarithmic y axis (shows the tails).")
 @click.option("--include-bias", is_flag=True,
               help="Also 1-D parameters (biases, normalisation scales); default: weights only.")
@@ -461,7 +484,7 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
 @click.option("--baseline", default="black", show_default=True,
               help="integrated/interior: black, white, blur, noise, mean (the data set's mean "
                    "image) or an image file of the model's size.")
-@click.option("--steps", type=COUNT, default=None,
+@click.option("--steps", type=int, default=None,
               help="integrated: quadrature points (default 50; with --tolerance the first "
                    "count tried, default 8).")
 @click.option("--quadrature", default="gauss-legendre", show_default=True,
@@ -483,7 +506,7 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
                    "to read, a name or number (default: the last layer with a spatial output).")
 @click.option("--window", type=COUNT, default=4, show_default=True,
               help="occlusion: the side of the square window hidden, in pixels.")
-@click.option("--stride", type=COUNT, default=2, show_default=True,
+@click.option("--stride", type=int, default=2, show_default=True,
               help="occlusion: pixels between window positions (at most --window).")
 @click.option("--samples", type=COUNT, default=50, show_default=True,
               help="smoothgrad: noisy copies per image.")
@@ -493,7 +516,7 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
               help="Also run the cascading model-randomisation test (sanity.json, sanity.png).")
 @click.option("--style", type=click.Choice(["overlay", "heatmap"]), default="overlay",
               show_default=True, help="Grid panels: green/red on a grey image, or a heat map.")
-@click.option("--clip", "percentile", type=click.FloatRange(0, 100, min_open=True), default=99.0, show_default=True,
+@click.option("--clip", "percentile", type=float, default=99.0, show_default=True,
               help="Percentile of |attribution| drawn at full colour.")
 @data_dir_option
 @out_option
@@ -535,7 +558,7 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
 @click.option("--image", "images", multiple=True, type=click.Path(),
               help="An image file; repeat for several (default: --index of the eval set).")
 @click.option("--index", default=None, help="Eval-set images: 0-49 (the default), 7 or 1,5,10-12.")
-@click.option("--steps-frac", type=POSITIVE, default=0.05, show_default=True,
+@click.option("--steps-frac", type=float, default=0.05, show_default=True,
               help="The fraction of the pixels removed or inserted per step of the curves.")
 @click.option("--baseline", type=click.Choice(["black", "blur", "mean"]), default="black",
               show_default=True,
@@ -586,7 +609,7 @@ def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...
 @click.option("--top", type=COUNT, default=6, show_default=True, help="Data-set images per channel.")
 @click.option("--recipe", type=click.Choice(["deepdream", "lucent", "paper"]), default="deepdream",
               show_default=True, help="How each channel's dream is made (see `netviz dream`).")
-@click.option("--steps", type=COUNT, default=None, help="Dream updates (the recipe's by default).")
+@click.option("--steps", type=int, default=None, help="Dream updates (the recipe's by default).")
 @click.option("--split", default=None, help="The data split searched (default: the run's eval split).")
 @click.option("--batch-size", type=COUNT, default=256, show_default=True,
               help="Images per forward pass of the search.")
@@ -653,8 +676,8 @@ def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str 
               help="paper: the MNIST post (black start, Adam, 50 steps; default for --class); "
                    "deepdream: multi-scale noise, gradient steps of 1/8, jitter, 256 steps "
                    "(default for --layer); lucent: FFT image, jitter/scale/rotate, Adam.")
-@click.option("--steps", type=COUNT, default=None, help="Number of updates (recipe default).")
-@click.option("--until", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--steps", type=int, default=None, help="Number of updates (recipe default).")
+@click.option("--until", type=float, default=None,
               help="Class dreams: stop each image once its target probability, measured on the "
                    "saved 8-bit PNG, reaches P (e.g. 0.99); the others go on up to --max-steps.")
 @click.option("--max-steps", type=COUNT, default=None,

@@ -330,7 +330,7 @@ def dream(run: Run, out: str | os.PathLike | None = None, *, classes: str | None
     grid.png, dream.json (measured on the saved PNGs) and, with ``gif``, dream.gif.
     """
     from netviz.draw.dream import write_dream
-    from netviz.dream import dream_channels, dream_classes, parse_neuron, parse_scale
+    from netviz.dream import DreamSettings, dream_channels, dream_classes, parse_neuron, parse_scale, recipe_settings
     from netviz.outputs import open_output
     from netviz.progress import say
 
@@ -345,6 +345,9 @@ def dream(run: Run, out: str | os.PathLike | None = None, *, classes: str | None
         raise NetvizError("use either --channel or --neuron, not both")
     compute = dict(seed=seed, quiet=quiet, batch_size=batch_size, scale=parse_scale(scale),
                    gif_every=gif_every if gif_every is not None else (-1 if gif else None), **settings)
+    settings_of = {k: v for k, v in compute.items() if k in DreamSettings.__dataclass_fields__}
+    recipe_settings(recipe or ("paper" if layer is None else "deepdream"), run.spec.input_shape,
+                    **settings_of)  # bad settings are one line before any work
     say(f"dream: {run.name} on {run.device}", quiet)
     if layer is None:
         result = dream_classes(run, classes or "all", recipe=recipe or "paper", **compute)

@@ -75,6 +75,8 @@ class DreamSettings:
     gif_every: int = 0  # keep a snapshot every k steps for a GIF, 0 = none, -1 = steps // 25
     until: float | None = None  # class dreams: stop each image once its saved PNG has p >= until
     max_steps: int | None = None  # with until: the most steps an image gets (default 4 x steps)
+    fresh_adam: bool = False  # a new Adam every step (each update is Adam's first step): the 2019 post
+    quantise: bool = False  # round the image to 8-bit pixels after every step: the 2019 post
 
     @property
     def budget(self) -> int:
@@ -92,10 +94,12 @@ def recipe_settings(recipe: str, input_shape: Sequence[int], **overrides: Any) -
         raise NetvizError(f"unknown recipe '{recipe}': use one of {', '.join(RECIPES)}")
     side = max(int(input_shape[1]), int(input_shape[2]))
     if recipe == "paper":
-        # The post: all-black start, Adam on the input, 50 iterations, clamp to valid pixels.
-        # It gives no learning rate; 0.1 (in normalised units) puts every class at p >= 0.99.
+        # The 2019 post's loop, read literally (docs/techniques.md): an all-black start; every one
+        # of its 50 iterations makes a new Adam over the normalised image, takes one step and
+        # rounds the image back to 8-bit pixels. It gives no learning rate; 0.1 in normalised
+        # units is a step of about 8 grey levels (Adam's first step is lr x sign(gradient)).
         base = DreamSettings(recipe, steps=50, lr=0.1, optimizer="adam", param="pixel",
-                             init="black", redirect_relu=False)
+                             init="black", redirect_relu=False, fresh_adam=True, quantise=True)
     elif recipe == "deepdream":
         # Multi-scale noise, gradient scaled so its largest coefficient is 1/8, jitter, 256 steps.
         base = DreamSettings(recipe, steps=256, lr=1 / 8, optimizer="normgrad", param="pixel",
@@ -152,6 +156,9 @@ def _check(s: DreamSettings, side: int) -> None:
     if s.blur_every and s.param != "pixel":
         raise NetvizError("--blur-every works with --param pixel only (an fft image is smooth "
                           "by construction): leave it out or use --param pixel")
+    if s.quantise and s.param != "pixel":
+        raise NetvizError("the paper recipe rounds the pixels after every step: it works with --param pixel "
+                          "only (use --recipe lucent for an fft image)")
     if s.gif_every < 0:  # -1 was resolved by recipe_settings
         raise NetvizError(f"--gif-every must be >= 0, not {s.gif_every}")
     if s.until is not None and not 0 < s.until < 1:
@@ -303,6 +310,8 @@ def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[D
                 value = score(x)
                 (grad,) = torch.autograd.grad(_loss(value, param, s), [param.tensor])
                 history[step] = value.detach().cpu()
+                if s.fresh_adam and opt is not None:  # the post: a new optimiser every iteration
+                    opt = torch.optim.Adam([param.tensor], lr=s.lr)
                 _update(param, opt, grad, s, step)
                 steps_run = step + 1
                 until.keep_frozen()
@@ -361,6 +370,8 @@ def _update(param: Any, opt: Any, grad: torch.Tensor, s: DreamSettings, step: in
     param.project_()
     if s.blur_every and (step + 1) % s.blur_every == 0:
         param.blur_(s.blur_sigma)
+    if s.quantise:
+        param.quantise_()
 
 
 class _Until:

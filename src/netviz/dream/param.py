@@ -90,6 +90,14 @@ class PixelParam:
         with torch.no_grad():
             self.tensor.copy_(torch.maximum(torch.minimum(self.tensor, self.hi), self.lo))
 
+    def quantise_(self) -> None:
+        """Round to the nearest 8-bit pixels, as an image saved and read back after every step."""
+        import torch
+
+        with torch.no_grad():
+            levels = torch.round((self.tensor * self.std + self.mean).clamp(0, 1) * 255)
+            self.tensor.copy_((levels / 255 - self.mean) / self.std)
+
     def normgrad_step_(self, grad: torch.Tensor, step: float) -> None:
         # The step is in pixel units: the pixel gradient is grad / std, the input moves by dp / std.
         import torch
