@@ -166,7 +166,7 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
     from netviz.activations import default_layers, image_activations, top_activating
     from netviz.data import conform
     from netviz.distributed import is_main
-    from netviz.draw.activations import check_mode, write_activation_set
+    from netviz.draw.activations import MOST_TOP_DRAWN, check_mode, write_activation_set
     from netviz.layers import resolve_layers
     from netviz.outputs import open_output
     from netviz.progress import progress
@@ -201,11 +201,14 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
     first = activations_of(inputs[0])
     top = top_pixels = None
     if top_images:
-        top = top_activating(model, spec, data, {ly.name: ly.channels for ly in first.layers},
-                             k=top_images, batch_size=batch_size, quiet=quiet)
-        top_pixels = conform(data.images, spec)[0]
         if top_images > len(data):
             notes(f"--top-images {top_images}: {data.name} has only {len(data)} images")
+        top = top_activating(model, spec, data, {ly.name: ly.channels for ly in first.layers},
+                             k=min(top_images, len(data)), batch_size=batch_size, quiet=quiet)
+        top_pixels = conform(data.images, spec)[0]
+        if min(top_images, len(data)) > MOST_TOP_DRAWN:
+            notes(f"--top-images {top_images}: the figure shows the first {MOST_TOP_DRAWN} per channel "
+                  "(activations.json lists them all)")
     if not is_main():
         return []  # rank 0 draws and writes
     # 3. each image: compute, say, draw (one image's activations in memory at a time)

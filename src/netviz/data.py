@@ -9,6 +9,7 @@ files are downloaded there unless ``NETVIZ_OFFLINE=1``.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import re
@@ -187,21 +188,35 @@ def _load_mnist(root: Path, base: str, download: bool):
 
 def _download_mnist(raw: Path, stems: tuple[str, ...]) -> None:
     """Try torchvision's mirrors; stay silent on failure (the caller reports what is missing)."""
+    from netviz.network import reachable
+
     try:
         from torchvision.datasets import MNIST
         from torchvision.datasets.utils import download_url
 
+        mirrors = [m for m in MNIST.mirrors if reachable(m)]  # no network: no minute of retries
+        if not mirrors:
+            return
         md5 = dict(MNIST.resources)
+        made = not raw.exists()
         raw.mkdir(parents=True, exist_ok=True)
-        for stem in stems:
-            for mirror in MNIST.mirrors:
-                try:
-                    download_url(f"{mirror}{stem}.gz", str(raw), md5=md5.get(f"{stem}.gz"))
-                    break
-                except Exception:
-                    continue
+        _fetch_mnist(raw, stems, mirrors, md5, download_url)
+        if made and not any(raw.iterdir()):  # nothing came: leave no empty folders behind
+            for folder in (raw, raw.parent):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     except Exception:
         return
+
+
+def _fetch_mnist(raw: Path, stems: tuple[str, ...], mirrors: list[str], md5: dict[str, str], download_url) -> None:
+    for stem in stems:
+        for mirror in mirrors:
+            try:
+                download_url(f"{mirror}{stem}.gz", str(raw), md5=md5.get(f"{stem}.gz"))
+                break
+            except Exception:
+                continue
 
 
 def _load_cifar10(root: Path, base: str, download: bool):
@@ -212,7 +227,10 @@ def _load_cifar10(root: Path, base: str, download: bool):
     try:
         from torchvision.datasets import CIFAR10
 
-        ds = CIFAR10(str(root), train=base == "train", download=download)
+        from netviz.network import reachable
+
+        present = (root / CIFAR10.base_folder).is_dir()
+        ds = CIFAR10(str(root), train=base == "train", download=download and (present or reachable(CIFAR10.url)))
     except Exception as exc:
         raise NetvizError(
             f"CIFAR-10 {base} split not found and could not be downloaded ({type(exc).__name__}): "

@@ -238,6 +238,9 @@ def _fit(tile: np.ndarray, h: int, w: int) -> np.ndarray:
     return out if out.ndim == 3 else np.repeat(out[:, :, None], 3, axis=2)
 
 
+MOST_TOP_DRAWN = 16  # images per channel in top-<layer>.png: a figure stays a figure, not 37,000 px wide
+
+
 def plot_top_images(act: ImageActivations, layer: LayerActivation, top: TopImages,
                     images: Any, path: str | os.PathLike) -> Path:
     """Per shown channel: its tile for this image, then the K data-set images exciting it most.
@@ -248,7 +251,7 @@ def plot_top_images(act: ImageActivations, layer: LayerActivation, top: TopImage
     import numpy as np
 
     plt = pyplot()
-    n, k = len(top.channels), int(top.indices.shape[1])
+    n, k = len(top.channels), min(int(top.indices.shape[1]), MOST_TOP_DRAWN)
     h, w = images.shape[-2:]
     s = max(h, w)
     blocks = 1 if n <= 10 else min(3, math.ceil(n / 10))
