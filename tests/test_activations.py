@@ -51,7 +51,7 @@ def test_select_channels_and_indices() -> None:
         select_channels("20-30", 10, "conv9")
     with pytest.raises(NetvizError, match="malformed --channels"):
         select_channels("a-b", 10, "conv9")
-    with pytest.raises(NetvizError, match="at least one channel"):
+    with pytest.raises(NetvizError, match="a bare number N shows the first N channels, so use 1 or more"):
         select_channels(0, 10, "conv9")
     assert select_indices("0-2,7", 10, "d") == [0, 1, 2, 7]
     assert select_indices(None, 10, "d") == [0]

@@ -22,7 +22,7 @@ SMALL_TRAIN = ["train", "--train-split", "test[:64]", "--eval-split", "test[64:1
 # Each command as a user runs it on a run of their own (``{run}``), inside the run or with --out.
 COMMANDS = {
     "activations": ["activations", "{run}", "--index", "0", "--layers", "relu1,fc1", "--quiet"],
-    "activations-out": ["activations", "{run}", "--index", "0-1", "--out", "{out}", "--quiet"],
+    "activations-out": ["activations", "{run}", "--index", "0-1", "--layers", "relu1", "--out", "{out}", "--quiet"],
     "kernels": ["kernels", "{run}", "--quiet"],
     "histogram-out": ["histogram", "{run}", "--out", "{out}", "--quiet"],
     "attribute": ["attribute", "{run}", "--method", "saliency", "--index", "0-1", "--quiet"],
