@@ -1,6 +1,6 @@
 """Time `netviz dream`: all classes in one batch vs one class, and vs a loop over the classes.
 
-Target (issue 5): `--class all` (10 classes, one forward/backward per step) takes at most 2x the
+Target: `--class all` (10 classes, one forward/backward per step) takes at most 2x the
 time of a single class on the CPU. Also times channel visualisation of allconv conv3 (1 channel
 vs 8 batched). Only the optimisation is timed (no model loading, no file writing); each number
 is the median of --repeats runs.

@@ -1,4 +1,4 @@
-"""Grad-CAM family, occlusion and guided backprop (issue 12), against independent oracles:
+"""Grad-CAM family, occlusion and guided backprop, against independent oracles:
 Captum's LayerGradCam, Occlusion, GuidedBackprop and GuidedGradCam, and the grad-cam package
 (pytorch-grad-cam) for Grad-CAM++, LayerCAM and Score-CAM, on the trained MNIST net and on a
 torchvision ResNet; then the registry and the one-line errors."""
@@ -148,7 +148,7 @@ def test_registry_drives_every_method(mnist):
                                "guided-backprop", "gradcam", "gradcam++", "layercam", "scorecam",
                                "guided-gradcam", "occlusion", "random"]
     for name, method in A.METHODS.items():
-        options = method.kwargs({"steps": 4, "samples": 2, "alphas": "0.5,1", "score": "logit"})
+        options = method.make_options({"steps": 4, "samples": 2, "alphas": "0.5,1", "score": "logit"}).given()
         result = A.attribute(run.model, x[:2], name, target[:2], spec=run.spec, **options)
         assert torch.equal(result.target, target[:2])
         if method.evaluate:

@@ -1,4 +1,4 @@
-"""Past one machine (issue 14): netviz under torchrun with 2 CPU processes (gloo) gives the
+"""Past one machine: netviz under torchrun with 2 CPU processes (gloo) gives the
 single-process answers, writes once, and a rank that fails ends the job with its message."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`netviz evaluate` (issue 12): deletion and insertion curves, AUCs, the sanity check, the ranking."""
+"""`netviz evaluate`: deletion and insertion curves, AUCs, the sanity check, the ranking."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Users' image files (issue 11): every common kind reads, with a note for each conversion; a
+"""Users' image files: every common kind reads, with a note for each conversion; a
 folder, an empty, truncated, fake or bomb file is one clear line."""
 
 from __future__ import annotations

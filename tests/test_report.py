@@ -1,4 +1,4 @@
-"""`netviz report` and the output folders behind it (issue 13): manifests, one folder per
+"""`netviz report` and the output folders behind it: manifests, one folder per
 invocation, the page in real headless Chromium, user names as text, runs made in parallel, a full
 disk."""
 

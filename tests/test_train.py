@@ -83,7 +83,7 @@ def test_milestones_are_the_first_epoch_past_each_level() -> None:
 
 @pytest.mark.splits
 def test_fast_recipe_reaches_99_percent_on_full_mnist(mnist_train_split: Path, tmp_path: Path) -> None:
-    # Acceptance (issue 10): `netviz train --config configs/mnist-fast.toml --seed 1` on the full
+    # Acceptance: `netviz train --config configs/mnist-fast.toml --seed 1` on the full
     # 60,000 training images: >= 99.0 % test accuracy after its one epoch, milestone recorded.
     result = invoke("train", "--config", str(ROOT / "configs" / "mnist-fast.toml"), "--seed", "1",
                     "--runs-dir", str(tmp_path), "--name", "fast", "--device", "cpu")
@@ -97,10 +97,20 @@ def test_fast_recipe_reaches_99_percent_on_full_mnist(mnist_train_split: Path, t
     assert str(tmp_path / "fast" / "summary.json") in result.stdout.split()
 
 
-def test_resume_after_interrupt_is_bitwise_identical(tmp_path: Path) -> None:
+def test_resume_after_interrupt_is_bitwise_identical(tmp_path: Path, monkeypatch) -> None:
+    import netviz.training
+
     whole = train(runs_dir=str(tmp_path), name="whole", **SMALL)
+
+    def ctrl_c_at_step_13(state, steps_per_epoch: int) -> None:
+        if state.epoch * steps_per_epoch + state.step == 13:
+            raise KeyboardInterrupt
+
+    untouched = netviz.training._before_step
+    monkeypatch.setattr(netviz.training, "_before_step", ctrl_c_at_step_13)
     with pytest.raises(Exception, match="interrupted"):
-        train(runs_dir=str(tmp_path), name="cut", _interrupt_at_step=13, **SMALL)
+        train(runs_dir=str(tmp_path), name="cut", **SMALL)
+    monkeypatch.setattr(netviz.training, "_before_step", untouched)
     assert not (tmp_path / "cut" / "checkpoints" / "final.pt").exists()
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 3
     opened = invoke("layers", str(tmp_path / "cut"))  # every command says the run never finished

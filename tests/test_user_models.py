@@ -1,4 +1,4 @@
-"""Your own model, your own checkpoint, your own images: every command from the CLI (issue 11).
+"""Your own model, your own checkpoint, your own images: every command from the CLI.
 
 A nested model netviz has never seen (ModuleDict, BatchNorm, GroupNorm, residual blocks, a
 non-square 3x24x40 input, 7 classes) lives in a file the test writes; it is trained on an image

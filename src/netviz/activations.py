@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from netviz.data import TensorData
     from netviz.registry import ModelSpec
 
-DEFAULT_CHANNELS = 27  # the post's choice: 27 grey tiles or 9 RGB tiles
+DEFAULT_CHANNELS = 27  # the 2018 all-convolutional post's choice: 27 grey tiles or 9 RGB tiles
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from netviz import __version__
-from netviz.attribute._registry import METHODS
+from netviz.attribute import METHODS, all_options
 from netviz.errors import NetvizError
 
 
@@ -161,6 +161,22 @@ model_options = _compose(
     click.option("--classes", "class_names", default=None,
                  help="Class names: a,b,c, or a file with one name a line (or a JSON list)."),
 )
+
+
+KINDS: dict[str, Any] = {"str": str, "int": int, "float": float, "count": COUNT, "positive": POSITIVE,
+                        "nonneg": NONNEG_FLOAT}
+
+
+def attribution_options(exclude: tuple[str, ...] = ()) -> Callable:
+    """One ``--name`` per option the registered attribution methods declare (their Options
+    dataclasses: default, help, kind of value), so a method's new option needs no change here."""
+    decorators = []
+    for name, f in all_options().items():
+        if f.metadata["cli"] and name not in exclude:
+            decorators.append(click.option(f"--{name.replace('_', '-')}", name, type=KINDS[f.metadata["kind"]],
+                                           default=f.default, show_default=f.default is not None,
+                                           help=f.metadata["help"]))
+    return _compose(*decorators)
 
 
 @dataclass
@@ -318,7 +334,7 @@ def models_cmd(as_json: bool) -> None:
 # -- commands of the introspection techniques are added below, one section each --------------
 
 
-# -- layers, activations (issue 4) -------------------------------------------------------------
+# -- layers, activations -----------------------------------------------------------------------
 
 @cli.command("layers")
 @source_options
@@ -328,7 +344,7 @@ def layers_cmd(source: SourceArgs, as_json: bool, device: str) -> None:
     """List every addressable layer: number, dotted name, type, output shape, parameters.
 
     Every --layer/--layers option takes a dotted name (conv3, features.3, layer2.0.conv1) or a
-    layer number: the layers that hold weights are numbered from 1, as the post counts them
+    layer number: the layers that hold weights are numbered from 1, as the 2018 all-convolutional post counts them
     (negative numbers count from the end); modules without weights go by name.
     """
     import dataclasses
@@ -398,7 +414,7 @@ def activations_cmd(source: SourceArgs, image: str | None, index: str | None, sp
         batch_size=batch_size, quiet=quiet, overwrite=overwrite))
 
 
-# -- histogram, kernels (issue 3) --------------------------------------------------------------
+# -- histogram, kernels ------------------------------------------------------------------------
 
 @cli.command("histogram")
 @source_options
@@ -407,10 +423,10 @@ def activations_cmd(source: SourceArgs, image: str | None, index: str | None, sp
                    "see `netviz layers`.")
 @click.option("--layout", type=click.Choice(["panels", "grid"]), default="panels",
               show_default=True,
-              help="panels: the post's figure, one row per snapshot, layers grouped in panels; "
+              help="panels: the 2018 all-convolutional post's figure, one row per snapshot, layers grouped in panels; "
                    "grid: one subplot per layer, before and after overlaid on shared bins.")
 @click.option("--per-panel", type=int, default=None,
-              help="Layers per panel (3 gives the post's panels 1-3, 4-6, 7-9; default: 3, or "
+              help="Layers per panel (3 gives that post's panels 1-3, 4-6, 7-9; default: 3, or "
                    "more so there are at most 4 panels).")
 @click.option("--bins", type=int, default=60, show_default=True, help="Histogram bins.")
 @click.option("--log-y", is_flag=True, help="Logarithmic y axis (shows the tails).")
@@ -477,7 +493,7 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
         max_in=max_in, quiet=quiet, overwrite=overwrite))
 
 
-# -- attribute (issue 6) -----------------------------------------------------------------------
+# -- attribute ---------------------------------------------------------------------------------
 
 @cli.command("attribute")
 @source_options
@@ -489,39 +505,7 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
               help="Eval-set images: 7, 0-99 or 1,5,10-12 (default 0-7).")
 @click.option("--target", type=NONNEG, default=None,
               help="Class to explain (default: each image's predicted class).")
-@click.option("--score", default="logit", show_default=True,
-              help="F, the function differentiated: logit, logprob or prob.")
-@click.option("--baseline", default="black", show_default=True,
-              help="integrated/interior: black, white, blur, noise, mean (the data set's mean "
-                   "image) or an image file of the model's size.")
-@click.option("--steps", type=int, default=None,
-              help="integrated: quadrature points (default 50; with --tolerance the first "
-                   "count tried, default 8).")
-@click.option("--quadrature", default="gauss-legendre", show_default=True,
-              help="riemann-left, riemann-right, riemann-middle, trapezoid or gauss-legendre.")
-@click.option("--tolerance", type=POSITIVE, default=None,
-              help="integrated: adaptive steps; images whose relative completeness error is "
-                   "above this (e.g. 0.01) are redone with twice the steps.")
-@click.option("--max-steps", type=COUNT, default=1024, show_default=True,
-              help="integrated: the most steps --tolerance may use.")
-@click.option("--batch-size", type=COUNT, default=None,
-              help="At most this many (interpolated, noisy, masked or occluded) inputs per forward "
-                   "pass (default: 256 on a GPU; on a CPU 64 MNIST-sized images, fewer for larger ones, "
-                   "which keeps them in cache).")
-@click.option("--alphas", default=None,
-              help="interior: scale factors, e.g. 0.01,0.1,0.5,1 (default: 0.01, 0.02, 0.03, "
-                   "0.04, 0.1, 0.5, 0.6, 0.7, 0.8, 1.0).")
-@click.option("--layer", default=None,
-              help="CAM methods (gradcam, gradcam++, layercam, scorecam, guided-gradcam): the layer "
-                   "to read, a name or number (default: the last layer with a spatial output).")
-@click.option("--window", type=COUNT, default=4, show_default=True,
-              help="occlusion: the side of the square window hidden, in pixels.")
-@click.option("--stride", type=int, default=2, show_default=True,
-              help="occlusion: pixels between window positions (at most --window).")
-@click.option("--samples", type=COUNT, default=50, show_default=True,
-              help="smoothgrad: noisy copies per image.")
-@click.option("--noise", type=NONNEG_FLOAT, default=0.15, show_default=True,
-              help="smoothgrad: noise std as a fraction of the pixel range.")
+@attribution_options()
 @click.option("--sanity", is_flag=True,
               help="Also run the cascading model-randomisation test (sanity.json, sanity.png).")
 @click.option("--style", type=click.Choice(["overlay", "heatmap"]), default="overlay",
@@ -532,18 +516,15 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
 @out_option
 @common_options
 def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], index: str | None, target: int | None,
-                  score: str, baseline: str, steps: int | None, quadrature: str,
-                  tolerance: float | None, max_steps: int, batch_size: int | None, alphas: str | None,
-                  layer: str | None, window: int, stride: int,
-                  samples: int, noise: float, sanity: bool, style: str, percentile: float,
-                  data_dir: str | None, out: str | None, overwrite: bool, device: str, seed: int,
-                  quiet: bool) -> None:
+                  sanity: bool, style: str, percentile: float, data_dir: str | None, out: str | None,
+                  overwrite: bool, device: str, seed: int, quiet: bool, **options: Any) -> None:
     """Which pixels made the model's score: gradients, paths, class-activation maps, occlusion.
 
     Writes attribute.json (targets, scores, and for integrated the completeness error and steps
     of every image), <method>.png (a grid with true and predicted labels), <method>_<image>.png
     (image | overlay | heat map) and completeness.png; for interior, interior_<image>.png/.gif
-    and interior_scores.png; with --sanity, sanity.json and sanity.png.
+    and interior_scores.png; with --sanity, sanity.json and sanity.png. Each method takes the
+    options its help names; the others are ignored.
     """
     from netviz import commands
     from netviz.attribute import check_method
@@ -551,14 +532,11 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
     check_method(method)  # before loading anything
     run = open_source(source, device, seed, quiet)
     print_paths(commands.attribute(
-        run, method, out, style=style, percentile=percentile, images=images, indices=index,
-        target=target, score=score, baseline=baseline, steps=steps, quadrature=quadrature,
-        batch_size=batch_size, tolerance=tolerance, max_steps=max_steps, alphas=alphas,
-        layer=layer, window=window, stride=stride, samples=samples, noise=noise, sanity=sanity,
-        data_dir=data_dir, seed=seed, quiet=quiet, overwrite=overwrite))
+        run, method, out, images=images, indices=index, target=target, sanity=sanity, data_dir=data_dir,
+        style=style, percentile=percentile, seed=seed, quiet=quiet, overwrite=overwrite, **options))
 
 
-# -- evaluate (issue 12) -----------------------------------------------------------------------
+# -- evaluate ----------------------------------------------------------------------------------
 
 @cli.command("evaluate")
 @source_options
@@ -579,6 +557,7 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
                    "`netviz attribute`).")
 @click.option("--sanity/--no-sanity", default=True, show_default=True,
               help="Also the randomisation check (one more map per method).")
+@attribution_options(exclude=("score", "baseline", "layer", "batch_size"))
 @click.option("--sanity-layers", type=COUNT, default=None,
               help="How many layers, from the top, the check re-initialises (default: half).")
 @data_dir_option
@@ -587,8 +566,7 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
 def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...], index: str | None,
                  steps_frac: float, baseline: str, layer: str | None, batch_size: int | None, sanity: bool,
                  sanity_layers: int | None, data_dir: str | None, out: str | None, overwrite: bool,
-                 device: str,
-                 seed: int, quiet: bool) -> None:
+                 device: str, seed: int, quiet: bool, **options: Any) -> None:
     """Which attribution method to trust: deletion and insertion curves (RISE), a randomisation
     check and the time per image, for every method on the same images, ranked.
 
@@ -603,13 +581,13 @@ def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...
     paths, text = commands.evaluate(
         run, out, methods=methods, images=images, indices=index, steps_frac=steps_frac, baseline=baseline,
         layer=layer, batch_size=batch_size, sanity=sanity, sanity_layers=sanity_layers, data_dir=data_dir,
-        seed=seed, quiet=quiet, overwrite=overwrite)
+        seed=seed, quiet=quiet, overwrite=overwrite, **options)
     if text:
         click.echo(text)
     print_paths(paths)
 
 
-# -- neurons, report (issue 13) ----------------------------------------------------------------
+# -- neurons, report ---------------------------------------------------------------------------
 
 @cli.command("neurons")
 @source_options
@@ -667,7 +645,7 @@ def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str 
     print_paths([commands.report(run, out, run_all=run_all, neurons=neurons, open_page=open_page, quiet=quiet)])
 
 
-# -- dream (issue 5) ---------------------------------------------------------------------------
+# -- dream -------------------------------------------------------------------------------------
 
 @cli.command("dream")
 @source_options

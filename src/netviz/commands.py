@@ -277,27 +277,35 @@ def _say_activations(act: Any, inp: dict[str, Any], mode: str, spec: ModelSpec, 
 
 
 def attribute(run: Run, method: str = "integrated", out: str | os.PathLike | None = None, *,
-              style: str = "overlay", percentile: float = 99.0, overwrite: bool = False,
-              **options: Any) -> list[Path]:
-    """`netviz attribute`: attributions of ``method`` for images; ``options`` are those of
-    :func:`netviz.attribute.attribute_run` (images, indices, target, score, baseline, steps, layer,
-    window, stride, ...). Writes attribute.json and the method's figures (see the README).
+              images: Sequence[str | os.PathLike] = (), indices: str | int | Sequence[int] | None = None,
+              target: int | None = None, sanity: bool = False, data_dir: str | os.PathLike | None = None,
+              style: str = "overlay", percentile: float = 99.0, seed: int = 0, quiet: bool = False,
+              overwrite: bool = False, **options: Any) -> list[Path]:
+    """`netviz attribute`: attributions of ``method`` for images (``indices`` of the eval set, or
+    the files ``images``). ``options`` are the method's own (``steps=64``, ``window=8``, ``layer=
+    "conv2"``...: the fields of its :class:`netviz.attribute.Options` dataclass; those of other
+    methods are ignored, so one set of options serves any method). Writes attribute.json and the
+    method's figures (see the README).
     """
-    from netviz.attribute import attribute_run, check_method
+    from netviz.attribute import attribute_run, check_method_options, get_method
     from netviz.draw.attribute import check_drawing, write_attribution
     from netviz.outputs import open_output
 
     started = time.time()
-    check_method(method)
+    m = get_method(method)
     check_drawing(style, percentile)
-    report = attribute_run(run, method, **options)
+    check_method_options(options)
+    chosen = m.make_options({**options, "seed": seed})
+    report = attribute_run(run, method, chosen, images=images, indices=indices, target=target, sanity=sanity,
+                           data_dir=data_dir, seed=seed, quiet=quiet)
     if report is None:
         return []  # under torchrun, another rank than 0: its share is in rank 0's report
     with open_output(run, "attribute", out, method, overwrite, started) as output:
         written = write_attribution(report, output.path, style, percentile)
-        return output.publish(written, run=run, options=dict(method=method, style=style, percentile=percentile,
-                                                             **options),
-                              summary=report.summary(), how_to_read=HOW_TO_READ["attribute"])
+        recorded = dict(method=method, style=style, percentile=percentile, images=images, indices=indices,
+                        target=target, sanity=sanity, data_dir=data_dir, seed=seed, quiet=quiet, **options)
+        return output.publish(written, run=run, options=recorded, summary=report.summary(),
+                              how_to_read=HOW_TO_READ["attribute"])
 
 
 def evaluate(run: Run, out: str | os.PathLike | None = None, *, methods: str | Sequence[str] | None = None,

@@ -131,7 +131,7 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, baseline: torch.Tenso
     (N, C, H, W, summed over channels; ties in image order). All N x S x 2 images in batches."""
     import torch
 
-    from netviz.attribute._common import fast_format
+    from netviz.attribute import fast_format
     from netviz.device import model_device
 
     n, _, h, w = x.shape
@@ -181,17 +181,17 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
                  indices: str | Sequence[int] | None = None, steps_frac: float = 0.05,
                  baseline: str = "black", layer: str | int | None = None, batch_size: int | None = None,
                  sanity: bool = True, sanity_layers: int | None = None, data_dir: str | os.PathLike | None = None,
-                 seed: int = 0, quiet: bool = True) -> Evaluation | None:
+                 seed: int = 0, quiet: bool = True, **options: Any) -> Evaluation | None:
     """Score ``methods`` (default :data:`DEFAULT_METHODS`) on the run's eval images ``indices``
     (default 0-49) or on image files; every method explains the same target (the prediction).
+    ``options``: the methods' own (``steps=64``, ``window=8``, ...), each method taking its own;
+    ``baseline``, ``layer`` and ``batch_size`` serve the curves and every method alike.
     Under torchrun each rank scores its share of the images; rank 0 gets the whole evaluation
     (the other ranks None)."""
     import torch
 
     from netviz import distributed
-    from netviz.attribute import get_method
-    from netviz.attribute._common import check_batch_size
-    from netviz.attribute._run import method_options
+    from netviz.attribute import check_batch_size, check_method_options, for_share, get_method, method_kwargs
     from netviz.device import seed_everything
     from netviz.inputs import merge_inputs, select_inputs
     from netviz.layers import weight_layers
@@ -199,6 +199,7 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
 
     names = parse_methods(methods)
     chosen = [get_method(name) for name in names]
+    check_method_options(options)
     if baseline not in CURVE_BASELINES:
         raise NetvizError(f"unknown --baseline '{baseline}' for the curves: use one of {', '.join(CURVE_BASELINES)}")
     seed_everything(seed)
@@ -212,9 +213,10 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
                           f"use 1 to {n_layers}")
     inputs = select_inputs(run, images, indices, data_dir, default="0-49", shard=True)
     notes = list(inputs.notes)
-    options = dict(score="logit", batch_size=batch_size, baseline=baseline, layer=layer, seed=seed,
-                   offset=inputs.offset)
-    kwargs = {m.name: method_options(m, run, options, data_dir, notes) for m in chosen}
+    values = {**options, "score": "logit", "batch_size": batch_size, "baseline": baseline, "layer": layer,
+              "seed": seed}
+    kwargs = {m.name: method_kwargs(m, run, for_share(m.make_options(values), inputs.offset), data_dir, notes)
+              for m in chosen}
     part = None
     if len(inputs):
         base = make_curve_baseline(run, inputs, baseline, data_dir, seed)
@@ -242,8 +244,7 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
 def make_curve_baseline(run: Run, inputs: Inputs, baseline: str, data_dir: str | os.PathLike | None,
                         seed: int) -> torch.Tensor:
     """What deleted pixels become and insertion starts from, for these images (normalised)."""
-    from netviz.attribute._common import make_baseline
-    from netviz.attribute._run import load_baseline
+    from netviz.attribute import load_baseline, make_baseline
     from netviz.data import normalise
 
     x = normalise(inputs.images, run.spec)
@@ -256,7 +257,7 @@ def score_methods(run: Run, methods: Sequence[Any], kwargs: dict[str, dict[str, 
     """(targets, per method its curves, AUCs, sanity and seconds) for one set of images."""
     import torch
 
-    from netviz.attribute._common import eval_mode, forward_scores
+    from netviz.attribute import eval_mode, forward_scores
     from netviz.data import normalise
     from netviz.progress import progress, say
 

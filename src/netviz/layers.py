@@ -266,17 +266,15 @@ def execution_order(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[
                 order[name] = tuple(tensor.shape[1:])
         return hook
 
-    was_training = model.training
-    model.eval()
-    try:
-        for name in names:
-            handles.append(model.get_submodule(name).register_forward_hook(make_hook(name)))
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=model_device(model)))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    with eval_mode(model):
+        try:
+            for name in names:
+                handles.append(model.get_submodule(name).register_forward_hook(make_hook(name)))
+            with torch.no_grad():
+                model(torch.zeros(1, *input_shape, device=model_device(model)))
+        finally:
+            for handle in handles:
+                handle.remove()
     return list(order.items())
 
 

@@ -422,17 +422,14 @@ def _output_width(model: nn.Module, shape: tuple[int, int, int]) -> int:
     import torch
 
     from netviz.device import model_device
+    from netviz.layers import eval_mode
 
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             out = model(torch.zeros(1, *shape, device=model_device(model)))
     except Exception as exc:
         raise NetvizError(f"the model's forward pass fails on input {'x'.join(map(str, shape))}: "
                           f"{type(exc).__name__}: {_first_line(exc)} (pass --input-shape C,H,W)") from exc
-    finally:
-        model.train(was_training)
     out = out[0] if isinstance(out, (tuple, list)) else out
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

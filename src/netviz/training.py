@@ -36,7 +36,7 @@ OPTIMIZERS = ("adadelta", "adam", "amsgrad", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "onecycle")
 MILESTONES = (0.98, 0.99, 0.995)  # eval accuracies whose first crossing is timed
 
-# Reference recipes (techniques.md) and the fast MNIST recipe; configs/<model>.toml hold the same
+# Reference recipes (docs/techniques.md §1) and the fast MNIST recipe; configs/<model>.toml hold the same
 # values (a test checks).
 RECIPES: dict[str, dict[str, Any]] = {
     "mnist": {"dataset": "mnist", "epochs": 10, "batch_size": 64, "lr": 1.0,
@@ -295,9 +295,13 @@ def _interrupts() -> Iterator[_Interrupt]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _before_step(state: TrainState, steps_per_epoch: int) -> None:
+    """Called before every training step (a test raises KeyboardInterrupt here at a known step)."""
+
+
 def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sched,
                     state: TrainState, generator: torch.Generator, *, quiet: bool = False,
-                    interrupt_at: int | None = None, interrupt: _Interrupt | None = None) -> None:
+                    interrupt: _Interrupt | None = None) -> None:
     """Train from ``state.step`` to the end of the epoch; ``state`` follows every batch.
 
     Under torchrun (``model`` wrapped in DistributedDataParallel) every rank draws the same global
@@ -330,8 +334,7 @@ def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sc
         while state.step < steps:
             if interrupt is not None:
                 interrupt.check()  # a Ctrl-C since the last step stops here, between two steps
-            if interrupt_at is not None and state.epoch * steps + state.step == interrupt_at:
-                raise KeyboardInterrupt  # tests: a Ctrl-C at a known step
+            _before_step(state, steps)
             idx = state.perm[state.step * cfg.batch_size:(state.step + 1) * cfg.batch_size].to(device)
             xb, yb = data.x_train[idx], data.y_train[idx]
             if cfg.augment > 0:
@@ -675,15 +678,14 @@ def _restore(s: _Session, folder: RunFolder, saved: dict[str, Any], quiet: bool)
     say(f"resuming {folder.path} at epoch {s.state.epoch + 1}, step {s.state.step}", quiet)
 
 
-def _epoch(s: _Session, quiet: bool, interrupt_at: int | None, interrupt: _Interrupt | None = None) -> None:
+def _epoch(s: _Session, quiet: bool, interrupt: _Interrupt | None = None) -> None:
     """One epoch: train, evaluate, say and record the metrics and weight statistics, checkpoint."""
     from netviz.files import write_json
     from netviz.progress import say
     from netviz.stats import state_stats
 
     cfg, state = s.cfg, s.state
-    train_one_epoch(s.model, s.data, cfg, s.opt, s.sched, state, s.gen, quiet=quiet, interrupt_at=interrupt_at,
-                    interrupt=interrupt)
+    train_one_epoch(s.model, s.data, cfg, s.opt, s.sched, state, s.gen, quiet=quiet, interrupt=interrupt)
     eval_start = time.perf_counter()
     eval_loss, eval_acc = evaluate(s.net, s.data.x_eval, s.data.y_eval, cfg.eval_batch_size, cfg.amp)
     passed = set(state.milestones)
@@ -732,7 +734,7 @@ def _finish(s: _Session, started: float, device: torch.device, quiet: bool) -> R
 
 
 def train(model: str | None = None, *, config: str | Path | None = None, resume: str | Path | None = None,
-          quiet: bool = False, _interrupt_at_step: int | None = None, **overrides: Any) -> Run:
+          quiet: bool = False, **overrides: Any) -> Run:
     """Train a model and write a run folder; returns the loaded :class:`Run`.
 
     Keyword overrides are :class:`TrainConfig` fields (``epochs=3``, ``train_split="test[:8000]"`` ...).
@@ -758,7 +760,7 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
     with _interrupts() as interrupt:
         try:
             while s.state.epoch < cfg.epochs:
-                _epoch(s, quiet, _interrupt_at_step, interrupt)
+                _epoch(s, quiet, interrupt)
         except KeyboardInterrupt:
             _save_interrupted(s, interrupt)
     # 6. final weights, curves, summary

@@ -21,11 +21,29 @@ from netviz.attribute._common import (
     BASELINES,
     SCORES,
     Attribution,
+    check_batch_size,
+    eval_mode,
+    fast_format,
+    forward_scores,
     make_baseline,
     mean_baseline,
     score_of,
 )
-from netviz.attribute._registry import METHODS, Method, check_method, get_method, method_function, register
+from netviz.attribute._registry import (
+    METHODS,
+    BaselineOptions,
+    LayerOptions,
+    Method,
+    Options,
+    SeededOptions,
+    all_options,
+    check_method,
+    check_method_options,
+    get_method,
+    method_function,
+    option,
+    register,
+)
 
 # one file per method: importing it registers it (this order is the order `--method` lists them)
 from netviz.attribute._integrated import QUADRATURES, integrated_gradients, quadrature_rule  # isort: skip
@@ -41,7 +59,7 @@ from netviz.attribute._scorecam import score_cam  # isort: skip
 from netviz.attribute._guided_gradcam import guided_grad_cam  # isort: skip
 from netviz.attribute._occlusion import occlusion  # isort: skip
 from netviz.attribute._random import random_map  # isort: skip
-from netviz.attribute._run import AttributeReport, attribute_run  # isort: skip
+from netviz.attribute._run import AttributeReport, attribute_run, for_share, load_baseline, method_kwargs  # isort: skip
 from netviz.attribute._sanity import SanityResult, model_randomisation, parameter_layers, spearman  # isort: skip
 from netviz.inputs import parse_indices  # isort: skip
 
@@ -58,8 +76,10 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str = "integrated",
 
 __all__ = [
     "BASELINES", "DEFAULT_ALPHAS", "METHODS", "QUADRATURES", "SCORES",
-    "AttributeReport", "Attribution", "InteriorGradients", "Method", "SanityResult",
-    "attribute", "attribute_run", "check_method", "get_method", "grad_cam", "grad_cam_plus_plus",
+    "AttributeReport", "Attribution", "BaselineOptions", "InteriorGradients", "LayerOptions", "Method", "Options",
+    "SanityResult", "SeededOptions", "all_options", "attribute", "attribute_run", "check_batch_size",
+    "check_method", "check_method_options", "eval_mode", "fast_format", "for_share", "forward_scores",
+    "get_method", "load_baseline", "method_kwargs", "option", "grad_cam", "grad_cam_plus_plus",
     "gradient", "guided_backprop", "guided_grad_cam", "input_x_gradient", "integrated_gradients",
     "interior_gradients", "layer_cam", "make_baseline", "mean_baseline", "method_function",
     "model_randomisation", "occlusion", "parameter_layers", "parse_indices", "quadrature_rule",

@@ -21,6 +21,7 @@ from netviz.attribute._common import (
     resolve_target,
     score_of,
 )
+from netviz.attribute._registry import LayerOptions, Method, register
 from netviz.device import model_device
 from netviz.errors import NetvizError
 
@@ -28,8 +29,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-
-CAM_OPTIONS = frozenset({"score", "batch_size", "layer"})
+    from netviz.registry import ModelSpec
 
 
 @dataclass
@@ -110,3 +110,19 @@ def class_activation_maps(model: nn.Module, x: torch.Tensor,
     return Attribution(up.expand(-1, x.shape[1], -1, -1).contiguous(), method, t, score,
                        score_input=f_x, maps=cams, layer=name,
                        settings={"layer": name, "batch_size": batch_size})
+
+
+def cam_method(name: str, weigh: Weigh, summary: str, *, gradients: bool = True) -> Callable[..., Attribution]:
+    """Register the CAM method ``name`` that weighs a layer's channels with ``weigh``; returns its
+    function ``f(model, x, target=None, layer=None, *, score, batch_size, spec, quiet)``."""
+
+    def cam(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None,
+            layer: str | int | None = None, *, score: str = "logit", batch_size: int | None = None,
+            spec: ModelSpec | None = None, quiet: bool = True) -> Attribution:
+        return class_activation_maps(model, x, target, method=name, weigh=weigh, gradients=gradients,
+                                     layer=layer, score=score, batch_size=batch_size, quiet=quiet)
+
+    cam.__doc__ = (f"{summary}, of ``layer`` (default: the last layer with a spatial output): "
+                   "``.maps`` (N, 1, h, w), ReLU'd, and ``.attributions`` upsampled to the input.")
+    register(Method(name, cam, summary, LayerOptions, signed=False, layer=True))
+    return cam

@@ -58,4 +58,4 @@ def guided_backprop(model: nn.Module, x: torch.Tensor,
 
 
 register(Method("guided-backprop", guided_backprop, "gradient through ReLUs that pass only positive "
-                "signals (Springenberg et al. 2014)", frozenset({"score", "batch_size"})))
+                "signals (Springenberg et al. 2014)"))

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from netviz.attribute._cam import CAM_OPTIONS
 from netviz.attribute._common import Attribution
 from netviz.attribute._gradcam import grad_cam
 from netviz.attribute._guided import guided_backprop
-from netviz.attribute._registry import Method, register
+from netviz.attribute._registry import LayerOptions, Method, register
 
 if TYPE_CHECKING:
     import torch
@@ -32,4 +31,4 @@ def guided_grad_cam(model: nn.Module, x: torch.Tensor,
 
 
 register(Method("guided-gradcam", guided_grad_cam, "guided backprop times Grad-CAM (Selvaraju et al. "
-                "2017)", CAM_OPTIONS, layer=True))
+                "2017)", LayerOptions, layer=True))

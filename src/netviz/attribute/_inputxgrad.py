@@ -24,5 +24,4 @@ def input_x_gradient(model: nn.Module, x: torch.Tensor,
     return Attribution(x * grad, "inputxgrad", t, score, score_input=f_x)
 
 
-register(Method("inputxgrad", input_x_gradient, "input x gradient (Shrikumar et al. 2016)",
-                frozenset({"score", "batch_size"})))
+register(Method("inputxgrad", input_x_gradient, "input x gradient (Shrikumar et al. 2016)"))

@@ -8,6 +8,7 @@ are evaluated ``batch_size`` at a time, so memory does not grow with the step co
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from netviz.attribute._common import (
@@ -22,7 +23,7 @@ from netviz.attribute._common import (
     model_device,
     resolve_target,
 )
-from netviz.attribute._registry import Method, register
+from netviz.attribute._registry import BaselineOptions, Method, SeededOptions, option, register
 from netviz.errors import NetvizError, close_matches
 
 if TYPE_CHECKING:
@@ -38,6 +39,17 @@ ADAPTIVE_START = 8
 DEFAULT_MAX_STEPS = 1024
 # numpy's leggauss builds an n x n matrix: 4096 points take 128 MiB, 100,000 would take 75 GiB.
 MAX_GAUSS_LEGENDRE = 4096
+
+
+@dataclass(frozen=True)
+class IntegratedOptions(BaselineOptions, SeededOptions):
+    steps: int | None = option(None, "integrated: quadrature points (default 50; with --tolerance the first "
+                               "count tried, default 8).", "int")
+    quadrature: str = option("gauss-legendre", "riemann-left, riemann-right, riemann-middle, trapezoid or "
+                             "gauss-legendre.")
+    tolerance: float | None = option(None, "integrated: adaptive steps; images whose relative completeness "
+                                     "error is above this (e.g. 0.01) are redone with more steps.", "positive")
+    max_steps: int = option(DEFAULT_MAX_STEPS, "integrated: the most steps --tolerance may use.", "count")
 
 
 def quadrature_rule(name: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +157,7 @@ def integrated_gradients(
     target: int | Sequence[int] | torch.Tensor | None = None,
     baseline: str | float | torch.Tensor | None = None,
     steps: int | None = None,
-    quadrature: str = "gauss-legendre",
+    quadrature: str = IntegratedOptions.quadrature,
     batch_size: int | None = None,
     tolerance: float | None = None,
     *,
@@ -218,6 +230,4 @@ def integrated_gradients(
 
 register(Method("integrated", integrated_gradients,
                 "integrated gradients from a baseline, with a completeness check (Sundararajan et al. 2017)",
-                frozenset({"score", "batch_size", "baseline", "steps", "quadrature", "tolerance",
-                           "max_steps", "seed", "offset"}),
-                figures=("grid", "panels", "completeness")))
+                IntegratedOptions, figures=("grid", "panels", "completeness")))

@@ -21,7 +21,7 @@ from netviz.attribute._common import (
     model_device,
     resolve_target,
 )
-from netviz.attribute._registry import Method, register
+from netviz.attribute._registry import BaselineOptions, Method, SeededOptions, option, register
 from netviz.errors import NetvizError
 
 if TYPE_CHECKING:
@@ -65,8 +65,15 @@ class InteriorGradients:
         return self.baseline.unsqueeze(1) + a * (self.x - self.baseline).unsqueeze(1)
 
 
+@dataclass(frozen=True)
+class InteriorOptions(BaselineOptions, SeededOptions):
+    alphas: str | None = option(None, "interior: scale factors, e.g. 0.01,0.1,0.5,1 (default: 0.01, 0.02, 0.03, "
+                                "0.04, 0.1, 0.5, 0.6, 0.7, 0.8, 1.0).")
+
+
 def parse_alphas(alphas: str | Sequence[float] | None) -> tuple[float, ...]:
-    """"0.1,0.5,1" or a sequence -> a tuple of alphas in [0, 1]; None -> the blog post's."""
+    """"0.1,0.5,1" or a sequence -> a tuple of alphas in [0, 1]; None -> the 2018 all-convolutional
+    post's (docs/techniques.md §5)."""
     if alphas is None:
         return DEFAULT_ALPHAS
     items = [a for a in alphas.split(",") if a.strip()] if isinstance(alphas, str) else list(alphas)
@@ -99,7 +106,7 @@ def interior_gradients(
     """Gradients of ``score`` of ``target`` at ``baseline + alpha (x - baseline)`` for each alpha.
 
     ``baseline`` None is black: the normalised image of pixel 0, which needs ``spec`` or
-    ``mean``/``std`` (with neither, 0 is black). Alphas default to the blog post's ten.
+    ``mean``/``std`` (with neither, 0 is black). Alphas default to the 2018 all-convolutional post's ten.
     """
     import torch
 
@@ -138,5 +145,5 @@ def interior_gradients(
 
 register(Method("interior", interior_gradients,
                 "gradients at scaled inputs alpha * x, as a strip and a GIF (Sundararajan et al. 2016)",
-                frozenset({"score", "batch_size", "baseline", "alphas", "seed", "offset"}),
+                InteriorOptions,
                 figures=("interior",), evaluate=False))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from netviz.attribute._common import (
@@ -26,7 +27,7 @@ from netviz.attribute._common import (
     resolve_target,
     score_of,
 )
-from netviz.attribute._registry import Method, register
+from netviz.attribute._registry import BaselineOptions, Method, SeededOptions, option, register
 from netviz.errors import NetvizError
 
 if TYPE_CHECKING:
@@ -34,6 +35,12 @@ if TYPE_CHECKING:
     from torch import nn
 
     from netviz.registry import ModelSpec
+
+
+@dataclass(frozen=True)
+class OcclusionOptions(BaselineOptions, SeededOptions):
+    window: int = option(4, "occlusion: the side of the square window hidden, in pixels.", "count")
+    stride: int = option(2, "occlusion: pixels between window positions (at most --window).", "int")
 
 
 def window_masks(height: int, width: int, window: int, stride: int) -> torch.Tensor:
@@ -57,7 +64,8 @@ def window_masks(height: int, width: int, window: int, stride: int) -> torch.Ten
 
 
 def occlusion(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None,
-              window: int = 4, stride: int = 2, baseline: str | float | torch.Tensor | None = None, *,
+              window: int = OcclusionOptions.window, stride: int = OcclusionOptions.stride,
+              baseline: str | float | torch.Tensor | None = None, *,
               score: str = "logit", batch_size: int | None = None, spec: ModelSpec | None = None,
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None, seed: int = 0,
               offset: int = 0, quiet: bool = True) -> Attribution:
@@ -100,5 +108,4 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | t
 
 
 register(Method("occlusion", occlusion, "the score's drop when a sliding window is hidden (Zeiler & "
-                "Fergus 2014)", frozenset({"score", "batch_size", "baseline", "window", "stride", "seed",
-                                                  "offset"})))
+                "Fergus 2014)", OcclusionOptions))

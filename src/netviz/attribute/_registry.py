@@ -1,23 +1,63 @@
 """The attribution methods, registered by name: one :class:`Method` object per file of this package.
 
 cli, commands, draw and evaluate read this registry; none of them branches on a method's name.
-Adding a method is one file that defines its function and calls :func:`register`.
+Adding a method is one file that defines its options (a frozen dataclass, :func:`option` per
+field: default, help, kind of value), its function and calls :func:`register`; the CLI makes the
+options of `netviz attribute` and `netviz evaluate` from these dataclasses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from netviz.errors import NetvizError, close_matches
 
-# The options `netviz attribute` and `netviz evaluate` know; a method declares which it takes.
-OPTIONS = ("score", "batch_size", "baseline", "steps", "quadrature", "tolerance", "max_steps", "alphas",
-           "samples", "noise", "layer", "window", "stride", "seed", "offset")
-# offset: where x starts in the whole selection (a rank's share under torchrun): a method that
-# draws random numbers per image skips the draws of the images before it, so each image gets
-# the numbers it gets alone.
+
+def option(default: Any, help: str, kind: str = "str", *, cli: bool = True) -> Any:
+    """A method option: its default, its help text and its kind of value (``count``: a whole number
+    >= 1, ``int``, ``float``, ``positive``, ``nonneg``, ``str``; the method checks what else it
+    needs, with its own words), read by the CLI to
+    make ``--name`` (``cli=False``: set by the command itself, not an option of its own)."""
+    return field(default=default, metadata={"help": help, "kind": kind, "cli": cli})
+
+
+@dataclass(frozen=True)
+class Options:
+    """What every method takes: which score is explained, and how many inputs go through the
+    model at once. A method's own options subclass this (one frozen dataclass per method file)."""
+
+    score: str = option("logit", "What is explained: the target's logit, its log-probability or its "
+                        "probability: logit, logprob or prob.")
+    batch_size: int | None = option(None, "Inputs per forward/backward pass (default: about a million input "
+                                    "values on the CPU, 256 on a GPU).", "count")
+
+    def given(self) -> dict[str, Any]:
+        """The options as keyword arguments of the method's function (None: the function's own default)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class BaselineOptions(Options):
+    baseline: str | None = option("black", "What the image is compared with: black, white, blur, noise, mean "
+                                  "(the eval set's mean image) or an image file of the model's size.")
+
+
+@dataclass(frozen=True)
+class SeededOptions(Options):
+    """A method that draws random numbers: from --seed, skipping the draws of the ``offset`` images
+    before this share (a rank's share under torchrun), so each image gets the numbers it gets alone."""
+
+    seed: int = option(0, "", cli=False)
+    offset: int = option(0, "", cli=False)
+
+
+@dataclass(frozen=True)
+class LayerOptions(Options):
+    layer: str | int | None = option(None, "CAM methods (gradcam, gradcam++, layercam, scorecam, "
+                                     "guided-gradcam): the layer to read, a name or number (default: the "
+                                     "last layer with a spatial output).")
 
 
 @dataclass(frozen=True)
@@ -25,37 +65,60 @@ class Method:
     """One attribution method: what it computes, what it takes, how it is drawn.
 
     ``function(model, x, target, **options)`` returns an ``Attribution`` (``InteriorGradients``
-    for interior); ``options`` are the names of :data:`OPTIONS` it accepts (``spec`` is always
-    passed, for baselines and noise in pixel units). ``signed``: its map has both signs (drawn
-    green/red) rather than only >= 0. ``figures``: what ``netviz attribute`` draws for it, names
-    of ``netviz.draw.attribute.FIGURES``. ``layer``: it needs a layer with a spatial output.
+    for interior); ``options`` is the method's :class:`Options` dataclass (what it takes, with
+    defaults and help; ``spec`` is always passed too, for baselines and noise in pixel units).
+    ``signed``: its map has both signs (drawn green/red) rather than only >= 0. ``figures``: what
+    ``netviz attribute`` draws for it, names of ``netviz.draw.attribute.FIGURES``. ``layer``: it
+    needs a layer with a spatial output.
     """
 
     name: str
     function: Callable[..., Any]
     summary: str
-    options: frozenset[str]
+    options: type[Options] = Options
     signed: bool = True
     layer: bool = False
     figures: tuple[str, ...] = ("grid", "panels")
     evaluate: bool = True  # can be ranked by `netviz evaluate` (a map per image, shape of x)
 
-    def kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
-        """The subset of ``options`` this method takes (None values left out)."""
-        return {k: v for k, v in options.items() if k in self.options and v is not None}
+    def make_options(self, values: dict[str, Any]) -> Options:
+        """This method's options from a command's ``values`` (other methods' options and None
+        values are left out: the defaults stay)."""
+        names = {f.name for f in fields(self.options)}
+        return self.options(**{k: v for k, v in values.items() if k in names and v is not None})
 
 
 METHODS: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
-    """Add a method under its name (one call per method file); the options it declares must be
-    ones the commands know."""
-    unknown = set(method.options) - set(OPTIONS)
-    if unknown:
-        raise ValueError(f"method {method.name} declares unknown options {sorted(unknown)}")
+    """Add a method under its name (one call per method file). An option two methods share must
+    mean the same (one default, one help text): the CLI makes one ``--name`` of it."""
+    known = all_options()
+    for f in fields(method.options):
+        other = known.get(f.name)
+        if other is not None and (other.default, dict(other.metadata)) != (f.default, dict(f.metadata)):
+            raise ValueError(f"method {method.name} declares option {f.name} unlike another method")
     METHODS[method.name] = method
     return method
+
+
+def all_options() -> dict[str, Any]:
+    """Every option of the registered methods (dataclass fields) by name, in first-seen order."""
+    found: dict[str, Any] = {}
+    for method in METHODS.values():
+        for f in fields(method.options):
+            found.setdefault(f.name, f)
+    return found
+
+
+def check_method_options(values: dict[str, Any]) -> None:
+    """Every name in ``values`` is an option of some method (a typo is one line, not ignored)."""
+    known = all_options()
+    for name in values:
+        if name not in known:
+            raise NetvizError(f"unknown attribution option '{name}': the methods take "
+                              f"{', '.join(sorted(known))}{close_matches(name, list(known))}")
 
 
 def get_method(name: str) -> Method:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from netviz.attribute._common import BASELINES, Attribution, check_batch_size, check_score, mean_baseline
 from netviz.attribute._interior import InteriorGradients
-from netviz.attribute._registry import Method, get_method
+from netviz.attribute._registry import Method, Options, get_method
 from netviz.attribute._sanity import SanityResult, model_randomisation
 from netviz.errors import NetvizError, close_matches
 
@@ -92,13 +92,13 @@ def load_baseline(baseline: str | None, run: Run, data_dir: str | os.PathLike | 
     return normalise(pixels, run.spec)
 
 
-def method_options(method: Method, run: Run, options: dict[str, Any], data_dir: str | os.PathLike | None,
-                   notes: list[str]) -> dict[str, Any]:
-    """The keyword arguments of ``method`` from the options a command was given: the baseline
-    loaded, the CAM layer resolved (the default one said in ``notes``), ``spec`` added."""
+def method_kwargs(method: Method, run: Run, options: Options, data_dir: str | os.PathLike | None,
+                  notes: list[str]) -> dict[str, Any]:
+    """The keyword arguments of ``method``'s function from its options: the baseline loaded, the
+    CAM layer resolved (the default one said in ``notes``), ``spec`` added."""
     from netviz.attribute._cam import cam_layer
 
-    chosen = method.kwargs(options)
+    chosen = options.given()
     if "baseline" in chosen:
         chosen["baseline"] = load_baseline(chosen["baseline"], run, data_dir)
     if method.layer:
@@ -110,6 +110,13 @@ def method_options(method: Method, run: Run, options: dict[str, Any], data_dir: 
     return {**chosen, "spec": run.spec}
 
 
+def for_share(options: Options, offset: int) -> Options:
+    """The options of a share of the images that starts at ``offset`` (random draws skip the rest)."""
+    import dataclasses
+
+    return dataclasses.replace(options, offset=offset) if hasattr(options, "offset") else options
+
+
 def recorded(options: dict[str, Any]) -> dict[str, Any]:
     """The options as JSON can hold them (a baseline tensor becomes its name)."""
     return {k: (v if isinstance(v, (str, int, float, bool, list, type(None))) else "tensor")
@@ -119,34 +126,21 @@ def recorded(options: dict[str, Any]) -> dict[str, Any]:
 def attribute_run(
     run: Run,
     method: str = "integrated",
+    options: Options | None = None,
     *,
     images: Sequence[str | os.PathLike] = (),
-    indices: str | Sequence[int] | None = None,
+    indices: str | int | Sequence[int] | None = None,
     target: int | None = None,
-    score: str = "logit",
-    baseline: str | None = "black",
-    steps: int | None = None,
-    quadrature: str = "gauss-legendre",
-    batch_size: int | None = None,
-    tolerance: float | None = None,
-    max_steps: int = 1024,
-    alphas: str | Sequence[float] | None = None,
-    samples: int = 50,
-    noise: float = 0.15,
-    layer: str | int | None = None,
-    window: int = 4,
-    stride: int = 2,
     sanity: bool = False,
     data_dir: str | os.PathLike | None = None,
     seed: int = 0,
     quiet: bool = False,
 ) -> AttributeReport | None:
-    """Attribute the run's eval images ``indices`` (default 0-7) or the files ``images``.
-
-    Each method takes the options its registered :class:`Method` declares; the others are
-    ignored (``settings`` in the report records what it used). Under torchrun every rank
-    attributes its share and the report (rank 0's) holds all images in order; the other ranks
-    get None."""
+    """Attribute the run's eval images ``indices`` (default 0-7) or the files ``images`` with
+    ``method`` and its ``options`` (an instance of the method's :class:`Options` dataclass, e.g.
+    ``get_method("occlusion").make_options({"window": 8})``; default: its defaults, seeded with
+    ``seed``). Under torchrun every rank attributes its share and the report (rank 0's) holds all
+    images in order; the other ranks get None."""
     import torch
 
     from netviz import distributed
@@ -157,9 +151,12 @@ def attribute_run(
     from netviz.progress import say
 
     m = get_method(method)
-    check_score(score)
-    if batch_size is not None:
-        check_batch_size(batch_size)  # before any work: a bad size is one line, not an empty batch
+    options = options if options is not None else m.make_options({"seed": seed})
+    if not isinstance(options, m.options):
+        raise NetvizError(f"{method} takes {m.options.__name__}, not {type(options).__name__}")
+    check_score(options.score)
+    if options.batch_size is not None:
+        check_batch_size(options.batch_size)  # before any work: a bad size is one line, not an empty batch
     if sanity and not m.evaluate:
         raise NetvizError(f"--sanity needs a method with one map per image, not {method}")
     seed_everything(seed)
@@ -167,10 +164,7 @@ def attribute_run(
     # under torchrun each rank attributes its own share of the images; rank 0 gathers them
     inputs = select_inputs(run, images, indices, data_dir, default=DEFAULT_INDICES, shard=True)
     notes = list(inputs.notes)
-    given = dict(score=score, batch_size=batch_size, baseline=baseline, steps=steps, quadrature=quadrature,
-                 tolerance=tolerance, max_steps=max_steps, alphas=alphas, samples=samples, noise=noise,
-                 layer=layer, window=window, stride=stride, seed=seed, offset=inputs.offset)
-    kwargs = method_options(m, run, given, data_dir, notes)
+    kwargs = method_kwargs(m, run, for_share(options, inputs.offset), data_dir, notes)
     for note in notes:
         say(f"note: {note}", quiet)
     part = None
@@ -178,7 +172,7 @@ def attribute_run(
         x = normalise(inputs.images, spec)
         model = run.model
         with eval_mode(model):
-            _, preds = forward_scores(model, x, None, "logit", batch_size or 256)
+            _, preds = forward_scores(model, x, None, "logit", options.batch_size or 256)
         result = m.function(model, x, target, quiet=quiet, **kwargs)
         sanity_result = None
         if sanity:
@@ -195,7 +189,8 @@ def attribute_run(
     result = distributed.concat([p[2] for p in parts], keep=("alphas",))
     sanity_result = distributed.concat([p[3] for p in parts], keep=("layers",),
                                        dims={"rank_correlation": 1, "signed_correlation": 1, "maps": 1})
-    settings = {"method": method, "target": target, **recorded(m.kwargs({**given, "offset": None}))}
+    settings = {"method": method, "target": target,
+                **recorded({k: v for k, v in options.given().items() if k != "offset"})}
     settings.update(result.settings)  # what the method itself settled on (steps, alphas, ...)
     return AttributeReport(spec=spec, run_path=run.path, method=method, names=inputs.names,
                            indices=inputs.indices, labels=inputs.labels, preds=[int(p) for p in preds],

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from netviz.attribute._cam import CAM_OPTIONS, LayerReading, class_activation_maps
+from netviz.attribute._cam import LayerReading, cam_method
 from netviz.attribute._common import fast_format, score_of
-from netviz.attribute._registry import Method, register
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
-    from netviz.attribute._common import Attribution
-    from netviz.registry import ModelSpec
 
 
 def weigh(r: LayerReading) -> torch.Tensor:
@@ -41,13 +36,5 @@ def weigh(r: LayerReading) -> torch.Tensor:
     return torch.softmax(torch.cat(scores).view(n, k), dim=1)
 
 
-def score_cam(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None,
-              layer: str | int | None = None, *, score: str = "logit", batch_size: int | None = None,
-              spec: ModelSpec | None = None, quiet: bool = True) -> Attribution:
-    """Score-CAM of ``layer``; the masked forward passes run ``batch_size`` at a time."""
-    return class_activation_maps(model, x, target, method="scorecam", weigh=weigh, gradients=False,
-                                 layer=layer, score=score, batch_size=batch_size, quiet=quiet)
-
-
-register(Method("scorecam", score_cam, "Score-CAM: channels weighted by the score of the input they "
-                "mask (Wang et al. 2020)", CAM_OPTIONS, signed=False, layer=True))
+score_cam = cam_method("scorecam", weigh, "Score-CAM: "
+                       "channels weighted by the score of the input they mask (Wang et al. 2020)", gradients=False)

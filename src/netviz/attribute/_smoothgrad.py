@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from netviz.attribute._common import (
@@ -17,7 +18,7 @@ from netviz.attribute._common import (
     pixel_range,
     resolve_target,
 )
-from netviz.attribute._registry import Method, register
+from netviz.attribute._registry import Method, SeededOptions, option, register
 from netviz.errors import NetvizError
 
 if TYPE_CHECKING:
@@ -27,9 +28,15 @@ if TYPE_CHECKING:
     from netviz.registry import ModelSpec
 
 
+@dataclass(frozen=True)
+class SmoothGradOptions(SeededOptions):
+    samples: int = option(50, "smoothgrad: noisy copies per image.", "count")
+    noise: float = option(0.15, "smoothgrad: noise std as a fraction of the pixel range.", "nonneg")
+
+
 def smoothgrad(model: nn.Module, x: torch.Tensor,
-               target: int | Sequence[int] | torch.Tensor | None = None, *, samples: int = 50,
-               noise: float = 0.15, absolute: bool = False, seed: int = 0, offset: int = 0,
+               target: int | Sequence[int] | torch.Tensor | None = None, *, samples: int = SmoothGradOptions.samples,
+               noise: float = SmoothGradOptions.noise, absolute: bool = False, seed: int = 0, offset: int = 0,
                score: str = "logit", batch_size: int | None = None,
                spec: ModelSpec | None = None, mean: Sequence[float] | None = None,
                std: Sequence[float] | None = None, quiet: bool = True) -> Attribution:
@@ -85,4 +92,4 @@ def smoothgrad(model: nn.Module, x: torch.Tensor,
 
 
 register(Method("smoothgrad", smoothgrad, "gradient averaged over noisy copies (Smilkov et al. 2017)",
-                frozenset({"score", "batch_size", "samples", "noise", "seed", "offset"})))
+                SmoothGradOptions))

@@ -49,7 +49,7 @@ def channel_span(channels: Sequence[int]) -> str:
 
 def uses_rgb(layer: LayerActivation, mode: str) -> bool:
     """rgb groups three consecutive channels; a layer whose shown count is not a multiple of 3
-    (the post's layer 9: 10 channels) stays grey, as the post drew it."""
+    (the 2018 all-convolutional post's layer 9: 10 channels) stays grey, as it drew it (docs/techniques.md §1)."""
     return mode == "rgb" and layer.spatial and len(layer.channels) % 3 == 0
 
 

@@ -36,7 +36,8 @@ def group_sizes(n: int, per_panel: int) -> list[int]:
 
 
 def auto_per_panel(n: int) -> int:
-    # 3 per panel reproduces the post for 9 layers; big models get at most 4 panels per row.
+    # 3 per panel reproduces the 2018 all-convolutional post's figure for 9 layers (docs/techniques.md
+    # §2); big models get at most 4 panels per row.
     return max(3, -(-n // 4))
 
 
@@ -69,7 +70,8 @@ def _finish_axes(ax: Axes, log_y: bool) -> None:
 
 def plot_panels(h: WeightHistograms, path: str | os.PathLike, *, per_panel: int | None = None,
                 log_y: bool = False, run_name: str | None = None) -> Path:
-    """The post's figure: one row per snapshot, one panel per group of layers, step histograms."""
+    """The 2018 all-convolutional post's figure: one row per snapshot, one panel per group of layers,
+    step histograms."""
     plt = pyplot()
     sizes = group_sizes(len(h.layers), per_panel or auto_per_panel(len(h.layers)))
     rows, cols = len(h.snapshots), len(sizes)

@@ -80,7 +80,7 @@ def _dead_floor(picked: torch.Tensor) -> torch.Tensor:
 
 
 def class_logprob(targets: Sequence[int], weight: float = 10.0) -> Objective:
-    """The MNIST post's ``-(-w * logp[target] + sum(logp))``: the target up, every class down."""
+    """The 2019 MNIST post's ``-(-w * logp[target] + sum(logp))``: the target up, every class down."""
     def score(logits: torch.Tensor) -> torch.Tensor:
         import torch
 

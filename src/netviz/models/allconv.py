@@ -1,7 +1,8 @@
 """The CIFAR-10 all-convolutional net of the 2018 "inside the mind of a CNN" post.
 
 Each ``convK`` is a convolution whose output already went through ELU, so hooking ``conv3``
-gives the post's "layer 3" activations and ``conv3.weight`` is the layer's kernel.
+gives the 2018 all-convolutional post's "layer 3" activations (docs/techniques.md §1) and
+``conv3.weight`` is the layer's kernel.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# Per-layer init std, in layer order (techniques.md, section 1).
+# Per-layer init std, in layer order (docs/techniques.md §1).
 INIT_STD = (0.04, 0.05, 0.06, 0.04, 0.05, 0.06, 0.06, 0.05, 0.04)
 
 

@@ -1,0 +1,87 @@
+"""Do two versions of netviz write the same bytes? A refactoring must not change what users get.
+
+Runs `histogram`, `kernels`, `activations` and `dream --batch-size 1` of each version (git
+revisions, checked out into temporary worktrees) on one run folder, and compares every file they
+write byte for byte; `manifest.json` is compared without its times (`started`, `seconds`) and
+its command line. Exits 1 and names the files that differ.
+
+    NETVIZ_DATA=../shared/data python scripts/same_outputs.py RUN [--before REV] [--after REV]
+
+RUN: a trained MNIST run folder. ``--before`` defaults to HEAD~1, ``--after`` to the working tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = {
+    "histogram": ["histogram", "{run}"],
+    "kernels": ["kernels", "{run}"],
+    "activations": ["activations", "{run}", "--index", "0-1"],
+    "dream": ["dream", "{run}", "--class", "all", "--batch-size", "1"],
+}
+UNSTABLE = ("started", "seconds", "command_line")
+
+
+def source_of(rev: str | None, tmp: Path) -> Path:
+    """The ``src`` folder of ``rev`` (a worktree of it), or of the working tree for None."""
+    if rev is None:
+        return ROOT / "src"
+    tree = tmp / f"tree-{rev.replace('/', '_').replace('~', '-')}"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev], check=True,
+                   capture_output=True)
+    return tree / "src"
+
+
+def digest(path: Path) -> str:
+    if path.name == "manifest.json":
+        data = json.loads(path.read_text())
+        for key in UNSTABLE:
+            data.pop(key, None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def outputs(src: Path, run: Path, out: Path) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(src), "CUDA_VISIBLE_DEVICES": ""}
+    found = {}
+    for name, args in COMMANDS.items():
+        folder = out / name
+        argv = [a.replace("{run}", str(run)) for a in args] + ["--device", "cpu", "--quiet", "--out", str(folder)]
+        subprocess.run([sys.executable, "-m", "netviz", *argv], env=env, check=True, capture_output=True)
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                found[f"{name}/{f.relative_to(folder)}"] = digest(f)
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--before", default="HEAD~1")
+    parser.add_argument("--after", default=None, help="a revision (default: the working tree)")
+    args = parser.parse_args()
+    try:
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            before = outputs(source_of(args.before, tmp), args.run.resolve(), tmp / "before")
+            after = outputs(source_of(args.after, tmp), args.run.resolve(), tmp / "after")
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=False)  # the trees are gone
+    differ = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    print(f"{len(before)} files before, {len(after)} after; {len(differ)} differ")
+    for name in differ:
+        print(f"  differs: {name}")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""What a dream aims at: classes, channels or neurons of a layer (:class:`DreamTarget`), parsed from
+what a user types, and each target's own random seed."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from netviz.device import model_device
+from netviz.errors import NetvizError, close_matches
+from netviz.layers import eval_mode
+from netviz.selection import RANGE_RE, parse_int_list
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from netviz.registry import ModelSpec
+
+@dataclass(frozen=True)
+class DreamTarget:
+    """What one image of a batch aims at."""
+
+    kind: str  # class | channel | neuron
+    index: int  # the class, or the channel
+    label: str  # for figures: "5", "cat", "conv3 ch 7"
+    stem: str  # file name without .png: class_5, conv3_channel_7, conv3_neuron_7_4_4
+    layer: str | None = None
+    position: tuple[int, int] | None = None
+
+    @property
+    def key(self) -> str:
+        """Seeds the image's generator: the same target gets the same randomness in any batch."""
+        where = "" if self.position is None else f"@{self.position[0]},{self.position[1]}"
+        return f"{self.kind}:{self.layer or ''}:{self.index}{where}"
+
+
+def parse_indices(text: str | int | Sequence[int], count: int, what: str, owner: str) -> list[int]:
+    """``"5"``, ``"0-15"``, ``"1,4,7"``, ``"all"`` (or ints) -> indices checked against ``count``."""
+    if isinstance(text, str) and text.strip().lower() == "all":
+        return list(range(count))
+    if isinstance(text, str):
+        items = parse_int_list(text, what)
+    else:
+        items = [int(text)] if isinstance(text, int) else [int(i) for i in text]
+    if not items:
+        raise NetvizError(f"no {what} given")
+    for i in items:
+        if not 0 <= i < count:
+            plural = what + ("es" if what.endswith("s") else "s")
+            raise NetvizError(f"{what} {i} is out of range: {owner} has {count} {plural} "
+                              f"(0..{count - 1})")
+    return list(dict.fromkeys(items))
+
+
+def parse_classes(text: str | int | Sequence[int], spec: ModelSpec) -> list[int]:
+    """Class numbers from ``"5"``, ``"0-4"``, ``"all"``, or class names (``"cat,dog"``)."""
+    if not isinstance(text, str) or text.strip().lower() == "all":
+        return parse_indices(text, spec.num_classes, "class", f"model {spec.name}")
+    names = [n.lower() for n in spec.class_names]
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if part.lower() in names and not RANGE_RE.match(part):
+            out.append(names.index(part.lower()))
+        elif RANGE_RE.match(part) or not names:
+            out.extend(parse_indices(part, spec.num_classes, "class", f"model {spec.name}"))
+        else:
+            raise NetvizError(f"unknown class '{part}' of model {spec.name}"
+                              f"{close_matches(part, spec.class_names)}")
+    return list(dict.fromkeys(out))
+
+
+def layer_output_shape(model: nn.Module, spec: ModelSpec, layer: str) -> tuple[int, ...]:
+    """The output shape of ``layer`` without the batch dimension, from one zero input."""
+    import torch
+
+    from netviz.layers import forward_to
+
+    x = torch.zeros(1, *spec.input_shape, device=model_device(model))
+    with eval_mode(model), torch.no_grad():
+        out = forward_to(model, x, [layer])[layer]
+    return tuple(out.shape[1:])
+
+
+def parse_neuron(text: str) -> tuple[str, tuple[int, int] | str]:
+    """``"K"`` -> (K, centre); ``"K,Y,X"`` -> (K, (Y, X)); K may be a range like ``0-3``."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) == 1:
+            return parts[0], "center"
+        if len(parts) == 3:
+            return parts[0], (int(parts[1]), int(parts[2]))
+    except ValueError:
+        pass
+    raise NetvizError(f"cannot read --neuron '{text}': use K (the centre of channel K) or K,Y,X")
+
+
+def image_seed(seed: int, key: str) -> int:
+    """A 63-bit seed from the run seed and a target key, stable across runs and platforms."""
+    digest = hashlib.sha256(f"{seed}|{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
