@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
 from netviz.selection import parse_int_list
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from netviz.data import TensorData
     from netviz.registry import ModelSpec
+    from netviz.runs import Run
 
 DEFAULT_CHANNELS = 27  # the 2018 all-convolutional post's choice: 27 grey tiles or 9 RGB tiles
 
@@ -84,6 +85,46 @@ class ImageActivations:
     def top_classes(self, k: int = 5) -> list[tuple[int, float]]:
         p, i = self.probabilities.topk(min(k, self.probabilities.numel()))
         return list(zip(i.tolist(), p.tolist(), strict=True))
+
+    def record(self, run: Run | None = None, mode: str = "grey",
+               top: dict[str, TopImages] | None = None) -> dict[str, Any]:
+        """What activations.json holds: the prediction, per-channel mean/max of every layer (and with
+        ``top`` the data set's top images per channel); ``mode`` says how the tiles were drawn."""
+        act = self
+        def r(v: float) -> float:
+            return round(float(v), 6)
+
+        layers = []
+        for layer in act.layers:
+            entry: dict[str, Any] = {
+                "name": layer.name, "index": layer.index, "type": layer.type,
+                "shape": list(layer.output.shape), "shown_channels": list(layer.channels),
+                "tiles": "bars" if not layer.spatial else "rgb" if uses_rgb(layer, mode) else "grey",
+                "channel_mean": [r(v) for v in layer.channel_means()],
+                "channel_max": [r(v) for v in layer.channel_maxes()],
+            }
+            if layer.note:
+                entry["note"] = layer.note
+            if top and layer.name in top:
+                t = top[layer.name]
+                entry["top_images"] = {
+                    "dataset": t.dataset, "score": "mean activation",
+                    "channels": {str(c): {"indices": t.indices[i].tolist(),
+                                          "scores": [r(v) for v in t.scores[i].tolist()]}
+                                 for i, c in enumerate(t.channels)},
+                }
+            layers.append(entry)
+        return {
+            "model": run.spec.name if run is not None else None,
+            "run": str(run.path) if run is not None and run.path is not None else None,
+            "source": act.source, "index": act.index, "input_note": act.note,
+            "label": act.label, "label_name": act.label_name,
+            "predicted": act.predicted, "predicted_name": act.predicted_name,
+            "probability": r(act.probability),
+            "top_classes": [{"class": k, "name": act.class_name(k), "probability": r(p)}
+                            for k, p in act.top_classes(5)],
+            "layers": layers,
+        }
 
 
 @dataclass
@@ -176,6 +217,12 @@ def layer_index(model: nn.Module, name: str) -> int | None:
 
     numbered = weight_layers(model)
     return numbered.index(name) + 1 if name in numbered else None
+
+
+def uses_rgb(layer: LayerActivation, mode: str) -> bool:
+    """rgb groups three consecutive channels; a layer whose shown count is not a multiple of 3
+    (the 2018 all-convolutional post's layer 9: 10 channels) stays grey, as it drew it (docs/techniques.md §1)."""
+    return mode == "rgb" and layer.spatial and len(layer.channels) % 3 == 0
 
 
 def default_layers(model: nn.Module, spec: ModelSpec, count: int = 3) -> list[str]:

@@ -263,7 +263,7 @@ def _activation_inputs(spec: ModelSpec, image: str | os.PathLike | None,
 def _say_activations(act: Any, inp: dict[str, Any], mode: str, spec: ModelSpec, notes: _NoteOnce,
                      quiet: bool) -> None:
     """The image's notes (once each) and its prediction."""
-    from netviz.draw.activations import uses_rgb
+    from netviz.activations import uses_rgb
     from netviz.progress import say
 
     if inp["note"]:

@@ -84,7 +84,7 @@ def neuron_cards(run: Run, layer: str | int | None = None, channels: str | None 
 
     from netviz.activations import top_activating
     from netviz.data import conform, normalise
-    from netviz.dream import dream_channels, layer_output_shape, measure_result, parse_indices, saved_pixels
+    from netviz.dream import dream_channels, layer_output_shape, parse_indices
     from netviz.layers import eval_mode, forward_to, resolve_layer
 
     if top < 1:
@@ -104,7 +104,7 @@ def neuron_cards(run: Run, layer: str | int | None = None, channels: str | None 
     found = top_activating(model, spec, data, {name: picked}, k=top, batch_size=batch_size, quiet=quiet)
     if found is None or dreams is None:
         return None  # another rank than 0
-    energy = measure_result(model, spec, dreams, saved_pixels(dreams.images)).objective
+    energy = dreams.after.objective  # measured as the saved PNGs hold the dreams
     best = found[name]
     cards = []
     with eval_mode(model), torch.no_grad():

@@ -154,6 +154,11 @@ def _entry_point_spec(name: str) -> ModelSpec | None:
     return replace(spec, name=name, extra={**spec.extra, "origin": "entry point"})
 
 
+def registered_specs() -> list[ModelSpec]:
+    """Every model registered by name (built in, or by :func:`register_model`), sorted by name."""
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
 def list_models() -> list[str]:
     """The names registered with netviz (any torchvision classifier name works as well)."""
     return sorted(_REGISTRY)

@@ -569,11 +569,11 @@ OTHER_WAYS = (
 
 def catalogue() -> dict[str, Any]:
     """What `netviz models` lists: registry models, installed packages' models, other ways."""
-    from netviz.registry import _REGISTRY, entry_point_models
+    from netviz.registry import entry_point_models, registered_specs
 
-    registry = [{"name": name, "input_shape": list(spec.input_shape), "classes": spec.num_classes,
+    registry = [{"name": spec.name, "input_shape": list(spec.input_shape), "classes": spec.num_classes,
                  "dataset": spec.default_dataset, "description": spec.description}
-                for name, spec in sorted(_REGISTRY.items()) if "origin" not in spec.extra]
+                for spec in registered_specs() if "origin" not in spec.extra]
     installed = [{"name": name, "provider": ep.value} for name, ep in sorted(entry_point_models().items())]
     import importlib.util
 

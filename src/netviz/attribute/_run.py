@@ -7,6 +7,7 @@ written by :mod:`netviz.draw.attribute`.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,88 @@ class AttributeReport:
             out["completeness_error_mean"] = float(err.mean())
             out["mean_steps"] = float(self.result.steps.double().mean())
         return out
+
+    def record(self) -> dict[str, Any]:
+        """What attribute.json holds: the settings, and per image its target, scores and sums."""
+        report, res, spec = self, self.result, self.spec
+        score_text = {"logit": "the target class logit", "logprob": "the log-softmax of the target",
+                      "prob": "the softmax probability of the target"}[res.score]
+        data: dict[str, Any] = {
+            "model": spec.name,
+            "run": str(report.run_path) if report.run_path is not None else None,
+            "method": report.method,
+            "score": res.score,
+            "score_meaning": f"F, the function differentiated, is {score_text}",
+            "settings": report.settings,
+            "notes": report.notes,
+            "images": [],
+        }
+        if getattr(res, "layer", None):
+            data["layer"] = res.layer
+        interior = hasattr(res, "alphas")
+        complete = getattr(res, "completeness_error", None) is not None
+        for i, name in enumerate(report.names):
+            item: dict[str, Any] = {
+                "name": name, "index": report.indices[i], "label": report.labels[i],
+                "label_name": spec.class_name(report.labels[i]) if report.labels[i] is not None
+                else None,
+                "pred": report.preds[i], "target": int(res.target[i]),
+            }
+            if interior:
+                norms = res.gradients[i].flatten(1).norm(dim=1)
+                item["alphas"] = list(res.alphas)
+                item["scores"] = [_num(v) for v in res.scores[i]]
+                item["gradient_norms"] = [_num(v) for v in norms]
+            else:
+                item["attribution_sum"] = _num(res.attributions[i].double().sum())
+                item["attribution_max_abs"] = _num(res.attributions[i].abs().max())
+                if res.score_input is not None:
+                    item["score_input"] = _num(res.score_input[i])
+            if complete:
+                item["score_baseline"] = _num(res.score_baseline[i])
+                item["completeness_delta"] = _num(res.delta[i])
+                item["completeness_error"] = _num(res.completeness_error[i])
+                item["steps"] = int(res.steps[i])
+            data["images"].append(item)
+        if complete:
+            err = res.completeness_error
+            tol = res.settings.get("tolerance")
+            data["completeness"] = {
+                "definition": "|sum(attributions) - (F(x) - F(baseline))| / |F(x) - F(baseline)|",
+                "max": _num(err.max()), "mean": _num(err.mean()), "median": _num(err.median()),
+                "images_over_1_percent": int((err > 0.01).sum()),
+                "images_over_tolerance": int((err > tol).sum()) if tol else None,
+                "mean_steps": _num(res.steps.double().mean()),
+            }
+        return data
+
+    def sanity_record(self) -> dict[str, Any]:
+        """What sanity.json holds: the correlations per randomised layer."""
+        import numpy as np
+
+        report, sanity = self, self.sanity
+        rank, signed = sanity.rank_correlation.numpy(), sanity.signed_correlation.numpy()
+        return {
+            "test": "cascading model randomisation (Adebayo et al. 2018): layers re-initialised "
+                    "from the top down, cumulatively, on a copy of the model",
+            "method": report.method,
+            "correlation": "Spearman rank correlation with the original map (channel-summed)",
+            "images": report.names,
+            "targets": [int(t) for t in sanity.target],
+            "layers": [
+                {"randomised_up_to": name,
+                 "abs_mean": _num(np.nanmean(rank[j])), "signed_mean": _num(np.nanmean(signed[j])),
+                 "abs_per_image": [_num(v) for v in rank[j]],
+                 "signed_per_image": [_num(v) for v in signed[j]]}
+                for j, name in enumerate(sanity.layers)
+            ],
+        }
+
+
+def _num(v: Any) -> float | None:
+    """A JSON number, or None for NaN and infinities."""
+    v = float(v)
+    return None if math.isnan(v) or math.isinf(v) else v
 
 
 def load_baseline(baseline: str | None, run: Run, data_dir: str | os.PathLike | None

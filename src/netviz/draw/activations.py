@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netviz.activations import uses_rgb
 from netviz.draw.common import font, minmax, mosaic, pyplot, save_figure, save_gif, to_uint8, upscale
 from netviz.errors import NetvizError
 from netviz.outputs import file_stem
@@ -45,12 +46,6 @@ def channel_span(channels: Sequence[int]) -> str:
         return f"{channels[0]}-{channels[-1]}"
     text = ", ".join(map(str, channels[:8]))
     return text + (", ..." if len(channels) > 8 else "")
-
-
-def uses_rgb(layer: LayerActivation, mode: str) -> bool:
-    """rgb groups three consecutive channels; a layer whose shown count is not a multiple of 3
-    (the 2018 all-convolutional post's layer 9: 10 channels) stays grey, as it drew it (docs/techniques.md §1)."""
-    return mode == "rgb" and layer.spatial and len(layer.channels) % 3 == 0
 
 
 def layer_tiles(layer: LayerActivation, mode: str = "grey", colorbar: bool = False
@@ -338,45 +333,6 @@ def gif_frames(act: ImageActivations, mode: str = "grey", min_size: int = 320) -
 
 # -- JSON --------------------------------------------------------------------------------------
 
-def activation_record(act: ImageActivations, run: Run | None = None, mode: str = "grey",
-                      top: dict[str, TopImages] | None = None) -> dict[str, Any]:
-    """The numbers behind the figures: prediction, per-channel mean/max of every layer."""
-    def r(v: float) -> float:
-        return round(float(v), 6)
-
-    layers = []
-    for layer in act.layers:
-        entry: dict[str, Any] = {
-            "name": layer.name, "index": layer.index, "type": layer.type,
-            "shape": list(layer.output.shape), "shown_channels": list(layer.channels),
-            "tiles": "bars" if not layer.spatial else "rgb" if uses_rgb(layer, mode) else "grey",
-            "channel_mean": [r(v) for v in layer.channel_means()],
-            "channel_max": [r(v) for v in layer.channel_maxes()],
-        }
-        if layer.note:
-            entry["note"] = layer.note
-        if top and layer.name in top:
-            t = top[layer.name]
-            entry["top_images"] = {
-                "dataset": t.dataset, "score": "mean activation",
-                "channels": {str(c): {"indices": t.indices[i].tolist(),
-                                      "scores": [r(v) for v in t.scores[i].tolist()]}
-                             for i, c in enumerate(t.channels)},
-            }
-        layers.append(entry)
-    return {
-        "model": run.spec.name if run is not None else None,
-        "run": str(run.path) if run is not None and run.path is not None else None,
-        "source": act.source, "index": act.index, "input_note": act.note,
-        "label": act.label, "label_name": act.label_name,
-        "predicted": act.predicted, "predicted_name": act.predicted_name,
-        "probability": r(act.probability),
-        "top_classes": [{"class": k, "name": act.class_name(k), "probability": r(p)}
-                        for k, p in act.top_classes(5)],
-        "layers": layers,
-    }
-
-
 def write_activation_set(act: ImageActivations, folder: str | os.PathLike, *, mode: str = "grey",
                          colorbar: bool = False, top: dict[str, TopImages] | None = None,
                          top_data_images: Any = None, run: Run | None = None) -> list[Artifact]:
@@ -400,6 +356,6 @@ def write_activation_set(act: ImageActivations, folder: str | os.PathLike, *, mo
                 path = folder / f"top-{file_stem(layer.name)}.png"
                 written.append(Artifact(plot_top_images(act, layer, top[layer.name], top_data_images, path),
                                         f"{layer.name}: the data-set images each channel responds to most"))
-    written.append(Artifact(write_json(folder / "activations.json", activation_record(act, run, mode, top)),
+    written.append(Artifact(write_json(folder / "activations.json", act.record(run, mode, top)),
                             f"{what}; per-channel mean and max of every layer"))
     return written

@@ -306,88 +306,6 @@ def plot_sanity(sanity: SanityResult, report: AttributeReport, path: str | os.Pa
     return save_figure(fig, path)
 
 
-def _num(v: Any) -> float | None:
-    v = float(v)
-    return None if math.isnan(v) or math.isinf(v) else v
-
-
-def report_json(report: AttributeReport) -> dict[str, Any]:
-    """The numbers of a report (what attribute.json holds)."""
-    res = report.result
-    spec = report.spec
-    score_text = {"logit": "the target class logit", "logprob": "the log-softmax of the target",
-                  "prob": "the softmax probability of the target"}[res.score]
-    data: dict[str, Any] = {
-        "model": spec.name,
-        "run": str(report.run_path) if report.run_path is not None else None,
-        "method": report.method,
-        "score": res.score,
-        "score_meaning": f"F, the function differentiated, is {score_text}",
-        "settings": report.settings,
-        "notes": report.notes,
-        "images": [],
-    }
-    if getattr(res, "layer", None):
-        data["layer"] = res.layer
-    interior = hasattr(res, "alphas")
-    complete = getattr(res, "completeness_error", None) is not None
-    for i, name in enumerate(report.names):
-        item: dict[str, Any] = {
-            "name": name, "index": report.indices[i], "label": report.labels[i],
-            "label_name": spec.class_name(report.labels[i]) if report.labels[i] is not None
-            else None,
-            "pred": report.preds[i], "target": int(res.target[i]),
-        }
-        if interior:
-            norms = res.gradients[i].flatten(1).norm(dim=1)
-            item["alphas"] = list(res.alphas)
-            item["scores"] = [_num(v) for v in res.scores[i]]
-            item["gradient_norms"] = [_num(v) for v in norms]
-        else:
-            item["attribution_sum"] = _num(res.attributions[i].double().sum())
-            item["attribution_max_abs"] = _num(res.attributions[i].abs().max())
-            if res.score_input is not None:
-                item["score_input"] = _num(res.score_input[i])
-        if complete:
-            item["score_baseline"] = _num(res.score_baseline[i])
-            item["completeness_delta"] = _num(res.delta[i])
-            item["completeness_error"] = _num(res.completeness_error[i])
-            item["steps"] = int(res.steps[i])
-        data["images"].append(item)
-    if complete:
-        err = res.completeness_error
-        tol = res.settings.get("tolerance")
-        data["completeness"] = {
-            "definition": "|sum(attributions) - (F(x) - F(baseline))| / |F(x) - F(baseline)|",
-            "max": _num(err.max()), "mean": _num(err.mean()), "median": _num(err.median()),
-            "images_over_1_percent": int((err > 0.01).sum()),
-            "images_over_tolerance": int((err > tol).sum()) if tol else None,
-            "mean_steps": _num(res.steps.double().mean()),
-        }
-    return data
-
-
-def sanity_json(sanity: SanityResult, report: AttributeReport) -> dict[str, Any]:
-    import numpy as np
-
-    rank, signed = sanity.rank_correlation.numpy(), sanity.signed_correlation.numpy()
-    return {
-        "test": "cascading model randomisation (Adebayo et al. 2018): layers re-initialised "
-                "from the top down, cumulatively, on a copy of the model",
-        "method": report.method,
-        "correlation": "Spearman rank correlation with the original map (channel-summed)",
-        "images": report.names,
-        "targets": [int(t) for t in sanity.target],
-        "layers": [
-            {"randomised_up_to": name,
-             "abs_mean": _num(np.nanmean(rank[j])), "signed_mean": _num(np.nanmean(signed[j])),
-             "abs_per_image": [_num(v) for v in rank[j]],
-             "signed_per_image": [_num(v) for v in signed[j]]}
-            for j, name in enumerate(sanity.layers)
-        ],
-    }
-
-
 def check_drawing(style: str, percentile: float) -> None:
     """Fail on drawing options before any attribution is computed."""
     from netviz.errors import NetvizError
@@ -442,12 +360,12 @@ def write_attribution(report: AttributeReport, out_dir: str | os.PathLike,
     """Write attribute.json and the figures the report's method asks for."""
     check_drawing(style, percentile)
     out = Path(out_dir)
-    written = [Artifact(write_json(out / "attribute.json", report_json(report)),
+    written = [Artifact(write_json(out / "attribute.json", report.record()),
                         f"{report.method}: per image the target, scores and attribution totals")]
     for figure in report.spec_method.figures:
         written += FIGURES[figure](report, out, style, percentile)
     if report.sanity is not None:
-        written.append(Artifact(write_json(out / "sanity.json", sanity_json(report.sanity, report)),
+        written.append(Artifact(write_json(out / "sanity.json", report.sanity_record()),
                                 "Spearman correlation with the original map as layers are randomised"))
         written.append(Artifact(plot_sanity(report.sanity, report, out / "sanity.png", percentile),
                                 "model randomisation: the maps and their correlation, layer by layer"))

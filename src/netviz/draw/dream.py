@@ -1,7 +1,7 @@
 """Dream outputs: one PNG per image at the model's input size, a labelled grid, dream.json, a GIF.
 
-The numbers in dream.json and on the grid are measured after saving: each PNG is re-loaded as
-8-bit pixels (:func:`netviz.data.load_image`) and scored again, so they describe the files.
+The numbers in dream.json and on the grid describe the files: the compute measured the images as
+the 8-bit PNGs hold them (:func:`netviz.dream.saved_pixels`); nothing here runs the model.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from netviz.draw.common import font, pyplot, save_figure, save_gif, save_png, to_uint8, upscale
 from netviz.files import Artifact, write_json
@@ -120,66 +120,20 @@ def write_gif(result: DreamResult, path: str | os.PathLike) -> Path:
     return save_gif(frames, path, duration_ms=120)
 
 
-def dream_record(result: DreamResult, run: Run, files: list[Path], after: Measurement,
-                 before: Measurement) -> dict[str, Any]:
-    """The contents of dream.json."""
-    spec = run.spec
-    images = []
-    for i, t in enumerate(result.targets):
-        entry: dict[str, Any] = {"file": files[i].name, "kind": t.kind}
-        if t.kind == "class":
-            entry.update(target=t.index, name=t.label,
-                         probability_before=float(before.probabilities[i, t.index]),
-                         probability_after=float(after.probabilities[i, t.index]))
-        else:
-            entry.update(layer=t.layer, channel=t.index,
-                         position=list(t.position) if t.position else None,
-                         activation_before=before.objective[i], activation_after=after.objective[i])
-        if result.settings.until is not None:
-            entry.update(stopped_at_step=result.stopped_at[i],
-                         reached_until=result.stopped_at[i] is not None)
-        entry.update(objective_start=result.objective_start[i],
-                     objective_final=result.objective_final[i],
-                     objective_saved=after.objective[i],
-                     top3=[{"class": k, "name": spec.class_name(k), "probability": p}
-                           for k, p in after.top(3)[i]])
-        images.append(entry)
-    return {
-        "model": spec.name,
-        "run": str(run.path) if run.path else None,
-        "checkpoint": str(run.checkpoint) if run.checkpoint else None,
-        "objective": result.objective.description,
-        "activation": ("total squared activation of the channel (the objective), on the start "
-                       "image (before) and on the saved PNG (after)"
-                       if result.targets[0].kind != "class" else None),
-        "seed": result.seed,
-        "settings": result.settings_dict(),
-        "seconds": round(result.seconds, 3),
-        "device": str(run.device),
-        "images": images,
-    }
-
-
 def write_dream(result: DreamResult, run: Run, out_dir: str | os.PathLike,
                 gif: bool = False) -> list[Artifact]:
-    """Write the PNGs, re-measure them from disk, then dream.json, grid.png (and dream.gif)."""
-    import torch
-
-    from netviz.data import load_image
-    from netviz.dream import measure_result
-
+    """Write the PNGs, dream.json (the numbers measured on the pixels as saved, by the compute),
+    grid.png (and dream.gif)."""
     out = Path(out_dir)
     files = [save_png(_hwc(image), out / f"{t.stem}.png")
              for t, image in zip(result.targets, result.images, strict=True)]
-    reloaded = torch.cat([load_image(p, run.spec)[0] for p in files])
-    after = measure_result(run.model, run.spec, result, reloaded)
-    before = measure_result(run.model, run.spec, result, result.start)
+    after, before = result.after, result.before
     # the overview first: it is what the report shows and what a reader opens
     written = [Artifact(plot_grid(result, after, before, run, out / "grid.png"),
                         f"all {len(result.targets)} image(s) with their labels")]
     written += [Artifact(p, f"{t.label}: {_tile_label(result, i, after, before, run).replace(chr(10), ', ')}")
                 for i, (t, p) in enumerate(zip(result.targets, files, strict=True))]
-    written.append(Artifact(write_json(out / "dream.json", dream_record(result, run, files, after, before)),
+    written.append(Artifact(write_json(out / "dream.json", result.record(run, [p.name for p in files])),
                             "per image the target, the objective and the class probabilities, measured "
                             "on the saved PNG"))
     if gif and result.frames:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from netviz.device import model_device
-from netviz.dream.measure import saved_probability
+from netviz.dream.measure import Measurement, measure_result, saved_pixels, saved_probability
 from netviz.dream.objectives import Objective, activations, channel, class_logprob, neuron
 from netviz.dream.recipes import DreamSettings, recipe_settings
 from netviz.dream.targets import DreamTarget, image_seed, layer_output_shape, parse_classes, parse_indices
@@ -45,6 +45,9 @@ class DreamResult:
     # with settings.until: the step at which each image's saved PNG first had p >= until
     # (0 = the start image already did), None where it never did within settings.max_steps
     stopped_at: list[int | None] = field(default_factory=list)
+    # what the model makes of the start images and of the images as the saved 8-bit PNGs hold them
+    before: Measurement | None = None
+    after: Measurement | None = None
 
     def summary(self) -> dict[str, Any]:
         """Key numbers: each target with its objective before and after (and its stopping step)."""
@@ -60,6 +63,43 @@ class DreamResult:
         d = asdict(self.settings)
         d["scale"] = list(d["scale"])
         return d
+
+    def record(self, run: Run, files: Sequence[str]) -> dict[str, Any]:
+        """What dream.json holds: per image (saved as ``files``) the target, the objective and the
+        class probabilities before and as saved."""
+        spec, after, before = run.spec, self.after, self.before
+        images = []
+        for i, t in enumerate(self.targets):
+            entry: dict[str, Any] = {"file": files[i], "kind": t.kind}
+            if t.kind == "class":
+                entry.update(target=t.index, name=t.label,
+                             probability_before=float(before.probabilities[i, t.index]),
+                             probability_after=float(after.probabilities[i, t.index]))
+            else:
+                entry.update(layer=t.layer, channel=t.index,
+                             position=list(t.position) if t.position else None,
+                             activation_before=before.objective[i], activation_after=after.objective[i])
+            if self.settings.until is not None:
+                entry.update(stopped_at_step=self.stopped_at[i], reached_until=self.stopped_at[i] is not None)
+            entry.update(objective_start=self.objective_start[i], objective_final=self.objective_final[i],
+                         objective_saved=after.objective[i],
+                         top3=[{"class": k, "name": spec.class_name(k), "probability": p}
+                               for k, p in after.top(3)[i]])
+            images.append(entry)
+        return {
+            "model": spec.name,
+            "run": str(run.path) if run.path else None,
+            "checkpoint": str(run.checkpoint) if run.checkpoint else None,
+            "objective": self.objective.description,
+            "activation": ("total squared activation of the channel (the objective), on the start "
+                           "image (before) and on the saved PNG (after)"
+                           if self.targets[0].kind != "class" else None),
+            "seed": self.seed,
+            "settings": self.settings_dict(),
+            "seconds": round(self.seconds, 3),
+            "device": str(run.device),
+            "images": images,
+        }
 
 
 def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[DreamTarget]], Objective],
@@ -235,7 +275,7 @@ def _batched(model: nn.Module, spec: ModelSpec, objective_for: Callable[[list[Dr
     parts = [optimise(model, spec, objective_for, own[k:k + batch_size], settings, seed, quiet)
              for k in range(0, len(own), batch_size)]
     if not distributed.context().active:
-        return _merge(parts, targets, objective_for)
+        return _measured(model, spec, _merge(parts, targets, objective_for))
     # the objectives are closures, which do not travel between processes: send the numbers only
     plain = [{f: getattr(p, f) for f in _TRAVELS} for p in parts]
     gathered = distributed.gather(plain)
@@ -243,7 +283,14 @@ def _batched(model: nn.Module, spec: ModelSpec, objective_for: Callable[[list[Dr
         return None
     rebuilt = [DreamResult(objective=objective_for(p["targets"]), make_objective=objective_for, **p)
                for rank_parts in gathered for p in rank_parts]
-    return _merge(rebuilt, targets, objective_for)
+    return _measured(model, spec, _merge(rebuilt, targets, objective_for))
+
+
+def _measured(model: nn.Module, spec: ModelSpec, result: DreamResult) -> DreamResult:
+    """The result with what the model makes of its start images and of its images as saved."""
+    result.before = measure_result(model, spec, result, result.start)
+    result.after = measure_result(model, spec, result, saved_pixels(result.images))
+    return result
 
 
 _TRAVELS = ("targets", "settings", "seed", "start", "images", "objective_start", "objective_final", "history",

@@ -1,0 +1,74 @@
+"""The house rules, read from the source: no module reaches into another package's private parts,
+and nothing under draw/ runs a model (draw draws what the compute measured)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "netviz"
+
+
+def _modules() -> dict[Path, ast.Module]:
+    return {p: ast.parse(p.read_text(encoding="utf-8")) for p in SRC.rglob("*.py")}
+
+
+def _package_of(path: Path) -> str:
+    return ".".join(("netviz", *path.relative_to(SRC).parent.parts))
+
+
+def _runtime_imports(tree: ast.Module) -> list[ast.ImportFrom]:
+    """``from netviz... import ...`` statements, except those under ``if TYPE_CHECKING:``."""
+    typing_only = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            typing_only.update(id(n) for n in ast.walk(node))
+    return [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and id(n) not in typing_only
+            and (n.module or "").startswith("netviz")]
+
+
+def _reaches_a_model(node: ast.AST) -> bool:
+    """``run.model`` (a Run's network), or a call of ``.forward``/``.backward``."""
+    if isinstance(node, ast.Attribute) and node.attr == "model":
+        return isinstance(node.value, ast.Name) and node.value.id in ("run", "r")
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("forward", "backward"))
+
+
+def test_no_module_imports_a_private_name_of_another_package() -> None:
+    found = []
+    for path, tree in _modules().items():
+        own = _package_of(path)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("netviz"):
+                continue
+            parts = node.module.split(".")
+            private = next((i for i, part in enumerate(parts) if part.startswith("_")), None)
+            if private is not None and ".".join(parts[:private]) != own:
+                found.append(f"{path.relative_to(SRC)}: from {node.module}")
+            if node.module != own and not node.module.startswith(own + "._"):
+                found += [f"{path.relative_to(SRC)}: {a.name} from {node.module}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert found == []
+
+
+def test_nothing_under_draw_runs_a_model() -> None:
+    found = []
+    for path, tree in _modules().items():
+        if path.parent.name != "draw":
+            continue
+        for node in ast.walk(tree):
+            if _reaches_a_model(node):
+                found.append(f"{path.name}:{node.lineno} uses the model")
+        for node in _runtime_imports(tree):
+            if node.module.split(".")[1] in ("layers", "dream", "attribute", "evaluate", "neurons", "training"):
+                found.append(f"{path.name}:{node.lineno} imports {node.module}")
+    assert found == []
+
+
+def test_the_rules_catch_what_they_forbid() -> None:
+    # the checks above are not vacuous: the same walk flags a draw module that runs the model
+    tree = ast.parse("from netviz.dream import measure_result\ndef f(run):\n    return run.model(1)\n")
+    assert any(_reaches_a_model(n) for n in ast.walk(tree))
+    assert [n.module for n in _runtime_imports(tree)] == ["netviz.dream"]
+    assert not any(_reaches_a_model(n) for n in ast.walk(ast.parse("title = h.model + ' weights'")))
