@@ -2,8 +2,8 @@
 
 Runs `histogram`, `kernels`, `activations` and `dream --batch-size 1` of each version (git
 revisions, checked out into temporary worktrees) on one run folder, and compares every file they
-write byte for byte; `manifest.json` is compared without its times (`started`, `seconds`) and
-its command line. Exits 1 and names the files that differ.
+write byte for byte; a JSON file is compared without its times (`started`, `seconds`: the clock,
+not the result) and a manifest without its command line. Exits 1 and names the files that differ.
 
     NETVIZ_DATA=../shared/data python scripts/same_outputs.py RUN [--before REV] [--after REV]
 
@@ -42,7 +42,7 @@ def source_of(rev: str | None, tmp: Path) -> Path:
 
 
 def digest(path: Path) -> str:
-    if path.name == "manifest.json":
+    if path.suffix == ".json":
         data = json.loads(path.read_text())
         for key in UNSTABLE:
             data.pop(key, None)

@@ -233,12 +233,13 @@ def open_source(source: SourceArgs, device: str, seed: int | None = None, quiet:
     from netviz.device import seed_everything
     from netviz.progress import say
     from netviz.runs import load_run
+    from netviz.sources import ModelSource
 
     seed_everything(seed)
-    run = load_run(source.run, model=source.model, weights=source.weights,
-                   model_args=source.model_args or None, input_shape=source.input_shape,
-                   mean=source.mean, std=source.std, classes=source.classes,
-                   runs_dir=source.runs_dir, device=device)
+    model = None if source.model is None else ModelSource.from_options(
+        source.model, model_args=source.model_args or None, weights=source.weights, input_shape=source.input_shape,
+        mean=source.mean, std=source.std, classes=source.classes)  # parsed once, here
+    run = load_run(source.run, model=model, runs_dir=source.runs_dir, device=device)
     for note in run.notes:
         say(f"note: {note}", quiet)
     return run
@@ -286,22 +287,16 @@ def main() -> None:
 @click.option("--seed", type=NONNEG, default=None, help="Random seed (default 0).")
 @quiet_option
 def train(model: str | None, config_file: str | None, resume: str | None, quiet: bool,
-          model_args: tuple[str, ...], input_shape: str | None, mean: str | None, std: str | None,
-          class_names: str | None, **options: Any) -> None:
+          model_args: tuple[str, ...], weights: str | None, input_shape: str | None, mean: str | None,
+          std: str | None, class_names: str | None, **options: Any) -> None:
     """Train a model and write a run folder (default: the MNIST net)."""
     from netviz import commands
     from netviz.runs import RunFolder
-    from netviz.sources import parse_classes, parse_floats, parse_model_args, parse_shape
+    from netviz.sources import ModelSource
 
-    shape = parse_shape(input_shape)
-    described = {
-        "model_args": parse_model_args(model_args) or None,
-        "input_shape": list(shape) if shape else None,
-        "mean": list(parse_floats(mean, "--mean") or []) or None,
-        "std": list(parse_floats(std, "--std") or []) or None,
-        "classes": list(parse_classes(class_names) or []) or None,
-    }
-    run = commands.train(model, config=config_file, resume=resume, quiet=quiet, **described, **options)
+    source = ModelSource.from_options(model, model_args=model_args or None, weights=weights,
+                                      input_shape=input_shape, mean=mean, std=std, classes=class_names)
+    run = commands.train(source, config=config_file, resume=resume, quiet=quiet, **options)
     print_paths(RunFolder(run.path).files())
 
 

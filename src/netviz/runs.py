@@ -8,6 +8,7 @@ loaded with ``weights_only=True``.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import tempfile
@@ -331,7 +332,7 @@ def _find_run_dir(path: Path, notes: list[str]) -> tuple[Path | None, Path | Non
     raise NetvizError(f"{path} does not exist: pass a run folder, a checkpoint file, or --model NAME")
 
 
-def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | None = None,
+def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | ModelSource | None = None,
              weights: str | os.PathLike | None = None, model_args: Any = None,
              input_shape: Any = None, mean: Any = None, std: Any = None, classes: Any = None,
              layers: Any = None, dataset: str | None = None,
@@ -343,7 +344,8 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
     - ``load_run(model="allconv")``: a fresh registry model (``weights="default"`` for pretrained);
     - ``load_run(model="file.py:Net", weights="ckpt.pt", input_shape=(3, 64, 64), mean=...,
       std=..., classes=[...])``: your own model (also ``"package.module:Net"``, ``"timm:resnet18"``,
-      a model card ``"card.toml"``, or an ``nn.Module`` instance); see :mod:`netviz.sources`.
+      a model card ``"card.toml"``, or an ``nn.Module`` instance); see :mod:`netviz.sources`;
+    or a :class:`~netviz.sources.ModelSource` already made of them (what the CLI hands over).
     """
     import torch
 
@@ -356,9 +358,13 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
     notes: list[str] = []
     options = dict(model_args=model_args, input_shape=input_shape, mean=mean, std=std,
                    classes=classes, layers=layers, dataset=dataset)
+    given = model if isinstance(model, ModelSource) else None
     if model is not None and (path is None or Path(path).is_file() and not _is_netviz_checkpoint(path)):
         # a model by name, with --weights (or a plain weights file given where a run goes)
-        source = ModelSource.from_options(model, weights=path if path is not None else weights, **options)
+        if given is not None:
+            source = given if path is None else dataclasses.replace(given, weights=str(path))
+        else:
+            source = ModelSource.from_options(model, weights=path if path is not None else weights, **options)
         spec, net = open_model(source, notes=notes)
         return Run(spec=spec, model=net.to(dev).eval(), device=dev, weights=source.weights,
                    source=source, notes=notes)
@@ -366,7 +372,7 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
     config = read_toml(RunFolder(run_dir).config) if run_dir is not None else {}
     ckpt = load_checkpoint(ckpt_path)
     if model is not None:
-        source = ModelSource.from_options(model, **options)
+        source = given or ModelSource.from_options(model, **options)
     elif config.get("model"):
         source = source_from_config(config)
     elif ckpt.get("model_name"):

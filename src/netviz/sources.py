@@ -130,7 +130,7 @@ def parse_classes(text: str | Sequence[str] | None, base: Path | None = None) ->
 class ModelSource:
     """A model as the user named it, with what they said about it; :func:`open_model` opens it."""
 
-    ref: str | nn.Module = "mnist"
+    ref: str | nn.Module | None = "mnist"  # None: not named yet (see :meth:`named`)
     model_args: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None  # None/"none", "default" (pretrained) or a file
     input_shape: tuple[int, int, int] | None = None
@@ -146,9 +146,10 @@ class ModelSource:
                      weights: str | os.PathLike | None = None, input_shape: Any = None, mean: Any = None,
                      std: Any = None, classes: Any = None, layers: Any = None,
                      dataset: str | None = None) -> ModelSource:
-        """Options as the CLI or ``load_run`` take them; a card fills what they leave out."""
+        """Options as the CLI or ``load_run`` take them, parsed and checked here, once; a card fills
+        what they leave out. ``ref`` None: a model named later (:meth:`named`)."""
         weights = None if weights is None or str(weights).lower() in ("none", "") else str(weights)
-        given = cls(ref=ref if ref is not None else "mnist", model_args=parse_model_args(model_args),
+        given = cls(ref=ref, model_args=parse_model_args(model_args),
                     weights=weights, input_shape=parse_shape(input_shape),
                     mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
                     classes=parse_classes(classes),
@@ -158,6 +159,20 @@ class ModelSource:
         if isinstance(given.ref, str) and given.ref.endswith(".toml"):
             return given.over(load_card(given.ref))
         return given
+
+    def named(self, ref: str) -> ModelSource:
+        """This source for the model ``ref`` where it named none (``netviz train --mean ...`` with the
+        model of a config file): a card's values fill what the options leave out."""
+        if self.ref is not None:
+            return self
+        named = replace(self, ref=ref)
+        return named.over(load_card(ref)) if ref.endswith(".toml") else named
+
+    def config_values(self) -> dict[str, Any]:
+        """What the user said about the model, as :class:`netviz.training.TrainConfig` values."""
+        values = {"model_args": dict(self.model_args) or None, "weights": self.weights,
+                  "input_shape": self.input_shape, "mean": self.mean, "std": self.std, "classes": self.classes}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if v is not None}
 
     def over(self, card: ModelSource) -> ModelSource:
         """This source's own values where it has them, the card's elsewhere (options win)."""

@@ -187,14 +187,11 @@ def prepare_data(splits: tuple[TensorData, TensorData], spec: ModelSpec, device:
                      tuple(train_set.classes))
 
 
-def build_model(cfg: TrainConfig, classes: int, notes: list[str]) -> tuple[ModelSpec, nn.Module, ModelSource]:
-    """The model of ``cfg`` with one output per class of the data: the constructor is given
+def build_model(cfg: TrainConfig, source: ModelSource, classes: int, notes: list[str]) -> tuple[ModelSpec, nn.Module]:
+    """The model ``source`` names with one output per class of the data: the constructor is given
     ``num_classes`` when it takes it, otherwise its output width must already match."""
-    from netviz.sources import ModelSource, open_model
+    from netviz.sources import open_model
 
-    source = ModelSource.from_options(cfg.model, model_args=cfg.model_args, weights=cfg.weights,
-                                      input_shape=cfg.input_shape, mean=cfg.mean, std=cfg.std,
-                                      classes=cfg.classes)
     spec, net = open_model(source, num_classes=classes, notes=notes)
     if spec.num_classes != classes:
         raise NetvizError(
@@ -202,7 +199,7 @@ def build_model(cfg: TrainConfig, classes: int, notes: list[str]) -> tuple[Model
             f"{spec.num_classes} scores and its constructor takes no num_classes: give it "
             f"{classes} outputs (e.g. --model-arg num_classes={classes} if it has such an argument)"
         )
-    return spec, net, source
+    return spec, net
 
 
 def build_optimizer(cfg: TrainConfig, params, steps_per_epoch: int):
@@ -512,16 +509,26 @@ def _say_overlap(cfg: TrainConfig, quiet: bool) -> None:
             "other images, e.g. the rest of the split)", quiet)
 
 
-def _configure(model: str | None, config: str | Path | None, resume: str | Path | None,
-               overrides: dict[str, Any]) -> tuple[TrainConfig, RunFolder | None, dict[str, Any] | None]:
+def _configure(model: str | ModelSource | None, config: str | Path | None, resume: str | Path | None,
+               overrides: dict[str, Any]
+               ) -> tuple[TrainConfig, RunFolder | None, dict[str, Any] | None, ModelSource]:
     """The recipe, a config file and options; or the interrupted run's own config, folder and
-    last checkpoint."""
+    last checkpoint. And the model's source: the one given, or built here once from the config."""
+    from netviz.sources import ModelSource
+
+    given = model if isinstance(model, ModelSource) else None
+    name = given.ref if given is not None else model
+    if given is not None:
+        overrides = {**given.config_values(), **overrides}  # what the user said about the model
     if resume is not None:
-        cfg, folder, saved = _resume_config(resume, model, overrides)
+        cfg, folder, saved = _resume_config(resume, name, overrides)
     else:
-        cfg, folder, saved = resolve_config(model, config, **overrides), None, None
+        cfg, folder, saved = resolve_config(name, config, **overrides), None, None
     _fill_defaults(cfg)
-    return cfg, folder, saved
+    source = given.named(cfg.model) if given is not None else ModelSource.from_options(
+        cfg.model, model_args=cfg.model_args, weights=cfg.weights, input_shape=cfg.input_shape,
+        mean=cfg.mean, std=cfg.std, classes=cfg.classes)
+    return cfg, folder, saved, source
 
 
 def _join(cfg: TrainConfig, new_run: bool) -> tuple[torch.device, Any]:
@@ -597,8 +604,8 @@ class _Session:
             write_text(self.folder.config, dump_toml(dataclasses.asdict(self.cfg)))
 
 
-def _setup(cfg: TrainConfig, splits: tuple[TensorData, TensorData], device: torch.device, ctx: Any,
-           quiet: bool) -> _Session:
+def _setup(cfg: TrainConfig, source: ModelSource, splits: tuple[TensorData, TensorData], device: torch.device,
+           ctx: Any, quiet: bool) -> _Session:
     """The model (one output per class of the data), the data fitted to it, the optimiser."""
     import torch
 
@@ -607,7 +614,7 @@ def _setup(cfg: TrainConfig, splits: tuple[TensorData, TensorData], device: torc
 
     seed_everything(cfg.seed)
     notes: list[str] = []
-    spec, net, source = build_model(cfg, len(splits[0].classes), notes)
+    spec, net = build_model(cfg, source, len(splits[0].classes), notes)
     for note in notes:
         say(f"note: {note}", quiet)
     if source.classes is None and tuple(splits[0].classes) != spec.class_names:
@@ -733,7 +740,7 @@ def _finish(s: _Session, started: float, device: torch.device, quiet: bool) -> R
                checkpoint=folder.checkpoint("final"), config=dataclasses.asdict(cfg), metrics=s.state.metrics)
 
 
-def train(model: str | None = None, *, config: str | Path | None = None, resume: str | Path | None = None,
+def train(model: str | ModelSource | None = None, *, config: str | Path | None = None, resume: str | Path | None = None,
           quiet: bool = False, **overrides: Any) -> Run:
     """Train a model and write a run folder; returns the loaded :class:`Run`.
 
@@ -744,13 +751,13 @@ def train(model: str | None = None, *, config: str | Path | None = None, resume:
     """
     started = time.time()
     # 1. config and processes
-    cfg, folder, saved = _configure(model, config, resume, overrides)
+    cfg, folder, saved, source = _configure(model, config, resume, overrides)
     device, ctx = _join(cfg, new_run=saved is None)
     # 2. data, before the run folder exists: a missing data set leaves nothing behind
     splits = load_splits(cfg)
     _say_overlap(cfg, quiet)
     # 3. model, data on its device, optimiser
-    s = _setup(cfg, splits, device, ctx, quiet)
+    s = _setup(cfg, source, splits, device, ctx, quiet)
     # 4. the run folder: a new one, or the interrupted one with its state restored
     if saved is None:
         _start_folder(s)
