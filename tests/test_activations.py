@@ -12,13 +12,14 @@ import torch
 from click.testing import CliRunner
 from PIL import Image, ImageSequence
 
-from netviz.activations import image_activations, select_channels, select_indices, top_activating
+from netviz.activations import image_activations, select_channels, top_activating
 from netviz.cli import cli
 from netviz.data import load_image, load_split, normalise
 from netviz.draw.activations import layer_tiles
 from netviz.draw.common import upscale
 from netviz.errors import NetvizError
 from netviz.layers import has_hooks
+from netviz.selection import parse_indices
 
 
 def manual_forward(model: torch.nn.Module, x: torch.Tensor, upto: str) -> torch.Tensor:
@@ -53,10 +54,10 @@ def test_select_channels_and_indices() -> None:
         select_channels("a-b", 10, "conv9")
     with pytest.raises(NetvizError, match="a bare number N shows the first N channels, so use 1 or more"):
         select_channels(0, 10, "conv9")
-    assert select_indices("0-2,7", 10, "d") == [0, 1, 2, 7]
-    assert select_indices(None, 10, "d") == [0]
-    with pytest.raises(NetvizError, match=r"index 10 is beyond the data set d \(10 images\)"):
-        select_indices("8-10", 10, "d")
+    assert parse_indices("0-2,7", 10, "index", "the data set d", "images") == [0, 1, 2, 7]
+    assert parse_indices(0, 10, "index", "the data set d", "images") == [0]
+    with pytest.raises(NetvizError, match=r"index 10 is out of range: the data set d has 10 images \(0\.\.9\)"):
+        parse_indices("8-10", 10, "index", "the data set d", "images")
 
 
 def test_captured_equals_manual_forward_mnist(mnist_run) -> None:

@@ -17,7 +17,7 @@ from torch import nn
 from netviz.cli import cli
 from netviz.draw.histogram import auto_per_panel, group_sizes, write_histograms, write_tensorboard
 from netviz.errors import NetvizError
-from netviz.histogram import run_evolution, run_histograms, weight_histograms
+from netviz.histogram import evolution_run, histogram_run, weight_histograms
 from netviz.layers import has_hooks
 from netviz.models.allconv import INIT_STD
 from netviz.runs import load_run
@@ -37,7 +37,7 @@ def _strict_json(path: Path) -> dict:
 
 
 def test_mnist_counts_equal_params_and_training_changed_weights(mnist_run) -> None:
-    h = run_histograms(mnist_run)
+    h = histogram_run(mnist_run)
     assert [s.key for s in h.snapshots] == ["init", "final"]
     params = dict(mnist_run.model.named_parameters())
     assert [layer.param for layer in h.layers] == ["conv1.weight", "conv2.weight", "fc1.weight",
@@ -64,7 +64,7 @@ def test_mnist_counts_equal_params_and_training_changed_weights(mnist_run) -> No
 
 
 def test_mnist_evolution_percentiles(mnist_run) -> None:
-    evo = run_evolution(mnist_run)
+    evo = evolution_run(mnist_run)
     assert evo is not None and evo.epochs == [0, 1, 2, 3]
     assert [layer.label for layer in evo.layers] == ["conv1", "conv2", "fc1", "fc2"]
     for layer in evo.layers:
@@ -82,7 +82,7 @@ def test_untrained_allconv_init_std_matches_registry() -> None:
 
     seed_everything(0)
     run = load_run(model="allconv", device="cpu")
-    h = run_histograms(run)
+    h = histogram_run(run)
     assert [s.label for s in h.snapshots] == ["initial weights"]
     assert [layer.label for layer in h.layers] == [f"conv{i}" for i in range(1, 10)]
     for layer, std in zip(h.layers, INIT_STD, strict=True):
@@ -132,7 +132,7 @@ def test_cli_allconv_grid_layers_and_bias(allconv_run, tmp_path: Path) -> None:
 
 
 def test_include_bias_adds_1d_params(mnist_run) -> None:
-    h = run_histograms(mnist_run, include_bias=True, layers="conv1,fc2")
+    h = histogram_run(mnist_run, include_bias=True, layers="conv1,fc2")
     assert [layer.param for layer in h.layers] == ["conv1.weight", "conv1.bias", "fc2.weight",
                                                    "fc2.bias"]
     assert [layer.label for layer in h.layers] == ["conv1", "conv1.bias", "fc2", "fc2.bias"]
@@ -162,7 +162,7 @@ def test_tensorboard_export_reads_back(mnist_run, tmp_path: Path) -> None:
 
 def test_tensorboard_missing_is_one_clear_error(monkeypatch, mnist_run, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
-    h = run_histograms(mnist_run, layers="conv1")
+    h = histogram_run(mnist_run, layers="conv1")
     with pytest.raises(NetvizError, match=r"pip install 'netviz\[tensorboard\]'"):
         write_tensorboard(tmp_path / "tb", histograms=h)
 

@@ -17,7 +17,7 @@ from torch import nn
 from netviz.cli import cli
 from netviz.draw.kernels import kernel_images, signed_unit, write_kernels
 from netviz.errors import NetvizError
-from netviz.kernels import conv_layers, layer_kernels, run_kernels
+from netviz.kernels import conv_layers, kernels_run, layer_kernels
 from netviz.layers import has_hooks
 
 
@@ -68,7 +68,7 @@ def test_cli_allconv_rgb_and_deeper_layer(allconv_run, tmp_path: Path) -> None:
 
 
 def test_deeper_layer_grid_is_capped(mnist_run) -> None:
-    ks = run_kernels(mnist_run, layer="conv2", max_out=8, max_in=4)
+    ks = kernels_run(mnist_run, layer="conv2", max_out=8, max_in=4)
     assert ks.mode == "channels" and ks.weight_shape == (64, 32, 3, 3)
     assert ks.kernels["final"].shape == (8, 4, 3, 3)
     expected = mnist_run.model.conv2.weight[:8, :4].detach().numpy()
@@ -77,7 +77,7 @@ def test_deeper_layer_grid_is_capped(mnist_run) -> None:
     images, rows, cols = kernel_images(ks)
     assert (rows, cols) == (8, 4)
     assert images["init"].shape == (8 * 3, 4 * 3, 3)
-    assert run_kernels(mnist_run, layer=2).layer == "conv2"  # layer number 2, as `netviz layers`
+    assert kernels_run(mnist_run, layer=2).layer == "conv2"  # layer number 2, as `netviz layers`
 
 
 def test_signed_unit_keeps_sign_and_zero() -> None:

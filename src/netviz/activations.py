@@ -157,33 +157,33 @@ def as_chw(output: torch.Tensor, name: str) -> torch.Tensor:
 
 # -- parsing user choices ----------------------------------------------------------------------
 
-def select_channels(spec: str | int | Sequence[int] | None, num_channels: int, layer: str
+def select_channels(asked: str | int | Sequence[int] | None, num_channels: int, layer: str
                     ) -> tuple[list[int], str | None]:
     """The channels to show and a note when they had to be clipped to the layer.
 
-    ``spec``: None (the first 27), a count (``27`` or ``"27"``: the first N), ``"all"``, or a
+    ``asked``: None (the first 27), a count (``27`` or ``"27"``: the first N), ``"all"``, or a
     list/range (``"0-9"``, ``"3,5,7"``; a single channel is ``"5-5"``).
     """
-    if spec is None:  # the default is no request: a layer with fewer channels shows them all, unsaid
+    if asked is None:  # the default is no request: a layer with fewer channels shows them all, unsaid
         return list(range(min(DEFAULT_CHANNELS, num_channels))), None
-    if isinstance(spec, str) and spec.strip().lower() == "all":
+    if isinstance(asked, str) and asked.strip().lower() == "all":
         return list(range(num_channels)), None
-    if isinstance(spec, str) and spec.strip().isdigit():
-        spec = int(spec.strip())
-    if isinstance(spec, int):
-        if spec < 1:
-            raise NetvizError(f"--channels {spec}: a bare number N shows the first N channels, so use 1 or "
+    if isinstance(asked, str) and asked.strip().isdigit():
+        asked = int(asked.strip())
+    if isinstance(asked, int):
+        if asked < 1:
+            raise NetvizError(f"--channels {asked}: a bare number N shows the first N channels, so use 1 or "
                               f"more; for channel numbers give a range or list (0-0 is channel 0, 3,5,7) or 'all'")
-        if spec > num_channels:
+        if asked > num_channels:
             return list(range(num_channels)), (
                 f"{layer} has {num_channels} channels: showing all {num_channels} "
-                f"of the {spec} asked for")
-        return list(range(spec)), None
-    wanted = parse_int_list(spec, "--channels") if isinstance(spec, str) else list(dict.fromkeys(spec))
+                f"of the {asked} asked for")
+        return list(range(asked)), None
+    wanted = parse_int_list(asked, "--channels") if isinstance(asked, str) else list(dict.fromkeys(asked))
     kept = [c for c in wanted if 0 <= c < num_channels]
     if not kept:
         raise NetvizError(
-            f"--channels {spec}: layer {layer} has only {num_channels} channels "
+            f"--channels {asked}: layer {layer} has only {num_channels} channels "
             f"(0-{num_channels - 1})")
     note = None
     if len(kept) < len(wanted):
@@ -192,23 +192,6 @@ def select_channels(spec: str | int | Sequence[int] | None, num_channels: int, l
         note = (f"{layer} has {num_channels} channels (0-{num_channels - 1}): "
                 f"left out channel(s) {shown}")
     return kept, note
-
-
-def select_indices(spec: str | int | Sequence[int] | None, n: int, dataset: str) -> list[int]:
-    """``--index`` values (``5``, ``0-9``, ``1,4,7``) checked against a data set of ``n`` images."""
-    if spec is None:
-        indices = [0]
-    elif isinstance(spec, int):
-        indices = [spec]
-    elif isinstance(spec, str):
-        indices = parse_int_list(spec, "--index")
-    else:
-        indices = list(spec)
-    bad = [i for i in indices if not 0 <= i < n]
-    if bad:
-        raise NetvizError(
-            f"index {bad[0]} is beyond the data set {dataset} ({n} images): use 0..{n - 1}")
-    return indices
 
 
 def layer_index(model: nn.Module, name: str) -> int | None:

@@ -522,9 +522,7 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
     options its help names; the others are ignored.
     """
     from netviz import commands
-    from netviz.attribute import check_method
 
-    check_method(method)  # before loading anything
     run = open_source(source, device, seed, quiet)
     print_paths(commands.attribute(
         run, method, out, images=images, indices=index, target=target, sanity=sanity, data_dir=data_dir,
@@ -569,9 +567,7 @@ def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...
     seconds_per_image and per-image curves) and curves.png, and prints the ranked table.
     """
     from netviz import commands
-    from netviz.evaluate import parse_methods
 
-    parse_methods(methods)  # before loading anything
     run = open_source(source, device, seed, quiet)
     paths, text = commands.evaluate(
         run, out, methods=methods, images=images, indices=index, steps_frac=steps_frac, baseline=baseline,

@@ -94,7 +94,7 @@ def histogram(run: Run, out: str | os.PathLike | None = None, *,
     distributions.png and ridgeline.png; with ``tensorboard`` also event files in that folder.
     """
     from netviz.draw.histogram import LAYOUTS, write_histograms, write_tensorboard
-    from netviz.histogram import run_evolution, run_histograms
+    from netviz.histogram import evolution_run, histogram_run
     from netviz.outputs import open_output
     from netviz.progress import say
 
@@ -105,12 +105,12 @@ def histogram(run: Run, out: str | os.PathLike | None = None, *,
         raise NetvizError(f"unknown layout '{layout}': use one of {', '.join(LAYOUTS)}")
     if per_panel is not None and per_panel < 1:
         raise NetvizError(f"--per-panel must be at least 1, not {per_panel}")
-    hists = run_histograms(run, layers=layers, bins=bins, include_bias=include_bias,
+    hists = histogram_run(run, layers=layers, bins=bins, include_bias=include_bias,
                            model_label=_snapshot_label(run), quiet=quiet)
     for note in hists.notes:
         say(note, quiet)
     want_evo = evolution or tensorboard is not None
-    evo = run_evolution(run, layers=layers, include_bias=include_bias) if want_evo else None
+    evo = evolution_run(run, layers=layers, include_bias=include_bias) if want_evo else None
     if evolution and evo is None and run.path is not None:
         say("no per-epoch weight statistics with two or more epochs: skipping the evolution "
             "figures", quiet)
@@ -130,7 +130,7 @@ def kernels(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
             quiet: bool = False, overwrite: bool = False) -> list[Path]:
     """`netviz kernels`: a convolution's kernels as images; writes kernels-<layer>.png and .json."""
     from netviz.draw.kernels import SCALES, write_kernels
-    from netviz.kernels import run_kernels
+    from netviz.kernels import kernels_run
     from netviz.outputs import open_output
     from netviz.progress import say
 
@@ -138,7 +138,7 @@ def kernels(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
     options = dict(layer=layer, scale=scale, max_kernels=max_kernels, max_out=max_out, max_in=max_in)
     if scale not in SCALES:
         raise NetvizError(f"unknown scale '{scale}': use one of {', '.join(SCALES)}")
-    ks = run_kernels(run, layer=layer, max_kernels=max_kernels, max_out=max_out, max_in=max_in,
+    ks = kernels_run(run, layer=layer, max_kernels=max_kernels, max_out=max_out, max_in=max_in,
                      model_label=_snapshot_label(run))
     if ks.note:
         say(ks.note, quiet)
@@ -187,7 +187,7 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
                           "(see `netviz layers`)")
     data = run.eval_data(data_dir, split) if image is None or top_images else None
     class_names = data.classes if data is not None else spec.class_names
-    inputs = _activation_inputs(spec, image, index, data)
+    inputs = _activation_inputs(run, image, index, data)
     notes = _NoteOnce(quiet)
     notes(data.note if data is not None else None)
 
@@ -243,21 +243,17 @@ class _NoteOnce:
             say(f"note: {text}", self.quiet)
 
 
-def _activation_inputs(spec: ModelSpec, image: str | os.PathLike | None,
-                       index: str | int | Sequence[int] | None, data: Any) -> list[dict[str, Any]]:
-    """The image file, or the chosen eval-set samples, each fitted to the model."""
-    from netviz.activations import select_indices
-    from netviz.data import conform, load_image
+def _activation_inputs(run: Run, image: str | os.PathLike | None, index: str | int | Sequence[int] | None,
+                       data: Any) -> list[dict[str, Any]]:
+    """The image file, or the chosen eval-set samples (:func:`netviz.inputs.select_inputs`), one
+    entry per image, fitted to the model."""
+    from netviz.inputs import select_inputs
 
-    if image is not None:
-        pixels, note = load_image(image, spec)
-        return [{"image": pixels, "label": None, "source": str(image), "index": None, "note": note}]
-    inputs = []
-    for i in select_indices(index, len(data), data.name):
-        pixels, note = conform(data.images[i:i + 1], spec)
-        inputs.append({"image": pixels, "label": int(data.labels[i]), "source": f"{data.name} #{i}",
-                       "index": i, "note": note})
-    return inputs
+    chosen = select_inputs(run, [image] if image is not None else (), index, default="0", data=data)
+    note = "; ".join(n.split(": ", 1)[-1] if image is not None else n for n in chosen.notes) or None
+    return [{"image": chosen.images[k:k + 1], "label": chosen.labels[k],
+             "source": str(image) if image is not None else f"{data.name} #{i}", "index": i, "note": note}
+            for k, i in enumerate(chosen.indices)]
 
 
 def _say_activations(act: Any, inp: dict[str, Any], mode: str, spec: ModelSpec, notes: _NoteOnce,
@@ -314,14 +310,14 @@ def evaluate(run: Run, out: str | os.PathLike | None = None, *, methods: str | S
     ``options`` are those of :func:`netviz.evaluate.evaluate_run`. Returns the paths written
     (evaluate.json, curves.png, the manifest) and the ranked table."""
     from netviz.draw.evaluate import table, write_evaluation
-    from netviz.evaluate import evaluate_run, parse_methods
+    from netviz.evaluate import evaluate_run
     from netviz.outputs import open_output
 
     started = time.time()
-    names = parse_methods(methods)  # check before any work
-    ev = evaluate_run(run, methods, quiet=quiet, **options)
+    ev = evaluate_run(run, methods, quiet=quiet, **options)  # checks the methods before any work
     if ev is None:
         return [], ""  # under torchrun, another rank than 0
+    names = ev.settings["methods"]
     with open_output(run, "evaluate", out, f"{len(names)}-methods", overwrite, started) as output:
         written = write_evaluation(ev, output.path)
         paths = output.publish(written, run=run, options=dict(methods=names, **options), summary=ev.summary(),
@@ -391,13 +387,13 @@ def neurons(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
     """`netviz neurons`: a card per channel of ``layer`` (default: the model's middle default layer):
     its dream beside the ``top`` data-set images that excite it most, with where it fires."""
     from netviz.draw.neurons import write_neurons
-    from netviz.neurons import neuron_cards
+    from netviz.neurons import neurons_run
     from netviz.outputs import open_output
 
     started = time.time()
     options = dict(layer=layer, channels=channels, top=top, recipe=recipe, steps=steps, split=split,
                    batch_size=batch_size, seed=seed)
-    cards = neuron_cards(run, layer, channels, top=top, recipe=recipe, steps=steps, data_dir=data_dir,
+    cards = neurons_run(run, layer, channels, top=top, recipe=recipe, steps=steps, data_dir=data_dir,
                          split=split, batch_size=batch_size, seed=seed, quiet=quiet)
     if cards is None:
         return []  # under torchrun, another rank than 0

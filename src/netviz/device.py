@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-def resolve_device(spec: str | None = "auto") -> torch.device:
+def resolve_device(name: str | None = "auto") -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are checked.
 
     Under torchrun, ``auto`` and ``cuda`` mean this process's own GPU, ``cuda:LOCAL_RANK``.
@@ -25,29 +25,29 @@ def resolve_device(spec: str | None = "auto") -> torch.device:
 
     from netviz.distributed import launch_rank
 
-    spec = (spec or "auto").strip().lower()
-    if not _DEVICE_RE.match(spec):
-        raise NetvizError(f"unknown device '{spec}': use auto, cpu, cuda, cuda:N or mps")
+    name = (name or "auto").strip().lower()
+    if not _DEVICE_RE.match(name):
+        raise NetvizError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps")
     local_rank = launch_rank()[2]
-    if spec == "cuda" and local_rank:
-        spec = f"cuda:{local_rank}"
-    if spec == "auto":
+    if name == "cuda" and local_rank:
+        name = f"cuda:{local_rank}"
+    if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank)
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if spec.startswith("cuda"):
+    if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise NetvizError(f"device '{spec}' asked for, but CUDA is not available here: use --device cpu")
-        index = int(spec.split(":")[1]) if ":" in spec else 0
+            raise NetvizError(f"device '{name}' asked for, but CUDA is not available here: use --device cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
             raise NetvizError(
-                f"device '{spec}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
+                f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
-    if spec == "mps" and not torch.backends.mps.is_available():
+    if name == "mps" and not torch.backends.mps.is_available():
         raise NetvizError("device 'mps' asked for, but MPS is not available here: use --device cpu")
-    return torch.device(spec)
+    return torch.device(name)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -229,7 +229,7 @@ def run_snapshots(run: Run, model_label: str = "initial weights"
     return {"init": init, which: after}, {"init": "before training", which: after_label}, []
 
 
-def run_histograms(run: Run, *, layers: str | Sequence[str] | None = None, bins: int = 60,
+def histogram_run(run: Run, *, layers: str | Sequence[str] | None = None, bins: int = 60,
                    include_bias: bool = False, model_label: str = "initial weights",
                    quiet: bool = True) -> WeightHistograms:
     """Before (checkpoint ``init``) vs after (the loaded model) for a run; one snapshot otherwise.
@@ -268,7 +268,7 @@ def weight_evolution(stats: Mapping[str, Any], model: nn.Module, *, model_name: 
     return WeightEvolution(model=model_name, epochs=epochs, layers=out) if out else None
 
 
-def run_evolution(run: Run, *, layers: str | Sequence[str] | None = None,
+def evolution_run(run: Run, *, layers: str | Sequence[str] | None = None,
                   include_bias: bool = False) -> WeightEvolution | None:
     """:func:`weight_evolution` of a run's recorded statistics; None without a run folder."""
     stats = run.weight_stats()

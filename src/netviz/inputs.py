@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netviz.errors import NetvizError
-from netviz.selection import parse_int_list
+from netviz.selection import parse_indices
 
 if TYPE_CHECKING:
     import torch
 
+    from netviz.data import TensorData
     from netviz.registry import ModelSpec
     from netviz.runs import Run
 
@@ -37,14 +38,6 @@ class Inputs:
         return len(self.names)
 
 
-def parse_indices(text: str, n: int) -> list[int]:
-    """"0-99", "7" or "1,3,10-12" -> indices, checked against a data set of ``n`` images."""
-    out = parse_int_list(text, "--index")
-    if max(out) >= n:
-        raise NetvizError(f"index {max(out)} is out of range: the eval set has {n} images (0..{n - 1})")
-    return out
-
-
 def label_from_folder(path: Path, spec: ModelSpec) -> int | None:
     """The class of an image kept in a folder named after it (``cat/001.png``), if there is one."""
     names = list(spec.class_names)
@@ -53,8 +46,10 @@ def label_from_folder(path: Path, spec: ModelSpec) -> int | None:
 
 def select_inputs(run: Run, images: Sequence[str | os.PathLike] = (),
                   indices: str | int | Sequence[int] | None = None, data_dir: str | os.PathLike | None = None,
-                  default: str = "0-7", shard: bool = False) -> Inputs:
-    """Image files, or eval-data samples (``indices``, default ``default``); never both.
+                  default: str = "0-7", shard: bool = False, split: str | None = None,
+                  data: TensorData | None = None) -> Inputs:
+    """Image files, or eval-data samples (``indices``, default ``default``, of ``split`` or of the
+    already loaded ``data``); never both.
 
     ``shard``: under torchrun, only this rank's contiguous share (every rank checks the whole
     selection; each loads and reports on its own files).
@@ -79,11 +74,9 @@ def select_inputs(run: Run, images: Sequence[str | os.PathLike] = (),
         empty = torch.zeros(0, *spec.input_shape, dtype=torch.uint8)
         return Inputs(torch.cat(loaded) if loaded else empty, [Path(p).name for p in files], [None] * len(files),
                       [label_from_folder(Path(p), spec) for p in files], notes, share.start)
-    data = run.eval_data(data_dir)
-    indices = default if indices is None else [indices] if isinstance(indices, int) else indices
-    chosen = parse_indices(indices, len(data)) if isinstance(indices, str) else [int(i) for i in indices]
-    if any(not 0 <= i < len(data) for i in chosen):
-        raise NetvizError(f"index out of range: the eval set has {len(data)} images")
+    data = data if data is not None else run.eval_data(data_dir, split)
+    chosen = parse_indices(default if indices is None else indices, len(data), "index",
+                           f"the eval set {data.name}", "images")
     share = distributed.shard(len(chosen)) if shard else range(len(chosen))
     chosen = [chosen[k] for k in share]
     pixels, note = conform(data.images[chosen], spec)

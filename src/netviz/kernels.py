@@ -1,6 +1,6 @@
 """Convolution kernels as images: the first layer's filters, or any conv layer's per-channel grid.
 
-Pure numbers: :func:`run_kernels` picks the layer and the snapshots (before/after training) and
+Pure numbers: :func:`kernels_run` picks the layer and the snapshots (before/after training) and
 returns the raw kernel values, capped to what a figure can show; ``netviz.draw.kernels`` turns
 them into sign-preserving images.
 """
@@ -168,7 +168,7 @@ def layer_kernels(model: nn.Module, snapshots: Mapping[str, Mapping[str, torch.T
     return result
 
 
-def run_kernels(run: Run, *, layer: str | int | None = None, max_kernels: int = 256,
+def kernels_run(run: Run, *, layer: str | int | None = None, max_kernels: int = 256,
                 max_out: int = 32, max_in: int = 32,
                 model_label: str = "initial weights") -> KernelSet:
     """Kernels of ``layer`` before (``init``) and after training, or of the single snapshot."""

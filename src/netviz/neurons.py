@@ -75,7 +75,7 @@ def default_layer(run: Run) -> str:
     return layers[len(layers) // 2]
 
 
-def neuron_cards(run: Run, layer: str | int | None = None, channels: str | None = None, *, top: int = DEFAULT_TOP,
+def neurons_run(run: Run, layer: str | int | None = None, channels: str | None = None, *, top: int = DEFAULT_TOP,
                  recipe: str = "deepdream", steps: int | None = None, data_dir: str | os.PathLike | None = None,
                  split: str | None = None, batch_size: int = 256, seed: int = 0,
                  quiet: bool = True) -> NeuronCards | None:
@@ -84,8 +84,9 @@ def neuron_cards(run: Run, layer: str | int | None = None, channels: str | None 
 
     from netviz.activations import top_activating
     from netviz.data import conform, normalise
-    from netviz.dream import dream_channels, layer_output_shape, parse_indices
+    from netviz.dream import dream_channels, layer_output_shape
     from netviz.layers import eval_mode, forward_to, resolve_layer
+    from netviz.selection import parse_indices
 
     if top < 1:
         raise NetvizError(f"--top {top}: ask for at least one image per channel")

@@ -7,6 +7,7 @@ read the same way. Bounds are checked by the caller, which knows what the number
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from netviz.errors import NetvizError
 
@@ -28,3 +29,23 @@ def parse_int_list(text: str, what: str) -> list[int]:
             raise NetvizError(f"{what} range '{part}' runs backwards: write it low-high, e.g. {hi}-{lo}")
         out.extend(range(lo, hi + 1))
     return list(dict.fromkeys(out))
+
+
+def parse_indices(text: str | int | Sequence[int], count: int, what: str, owner: str,
+                  units: str | None = None) -> list[int]:
+    """``"5"``, ``"0-15"``, ``"1,4,7"``, ``"all"`` (or ints) -> indices checked against ``count``:
+    the one reading of every list of data-set images, channels and classes. ``owner`` and
+    ``units`` make the message: "index 12 is out of range: the eval set has 10 images (0..9)"."""
+    if isinstance(text, str) and text.strip().lower() == "all":
+        return list(range(count))
+    if isinstance(text, str):
+        items = parse_int_list(text, what)
+    else:
+        items = [int(text)] if isinstance(text, int) else [int(i) for i in text]
+    if not items:
+        raise NetvizError(f"no {what} given")
+    for i in items:
+        if not 0 <= i < count:
+            plural = units or what + ("es" if what.endswith("s") else "s")
+            raise NetvizError(f"{what} {i} is out of range: {owner} has {count} {plural} (0..{count - 1})")
+    return list(dict.fromkeys(items))

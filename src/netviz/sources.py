@@ -96,7 +96,7 @@ def parse_floats(text: str | Sequence[float] | None, what: str) -> tuple[float, 
     return values
 
 
-def parse_classes(text: str | Sequence[str] | None, base: Path | None = None) -> tuple[str, ...] | None:
+def parse_class_names(text: str | Sequence[str] | None, base: Path | None = None) -> tuple[str, ...] | None:
     """``"cat,dog"``, a file (one name a line, or a JSON list), or a sequence -> class names."""
     if text is None:
         return None
@@ -152,7 +152,7 @@ class ModelSource:
         given = cls(ref=ref, model_args=parse_model_args(model_args),
                     weights=weights, input_shape=parse_shape(input_shape),
                     mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"),
-                    classes=parse_classes(classes),
+                    classes=parse_class_names(classes),
                     layers=tuple(layers.split(",")) if isinstance(layers, str) else
                     (tuple(layers) if layers is not None else None),
                     dataset=dataset)
@@ -259,7 +259,7 @@ def load_card(path: str | os.PathLike) -> ModelSource:
     return ModelSource(
         ref=ref, model_args=parse_model_args(card.get("model_args", {})), weights=weights,
         input_shape=parse_shape(card.get("input_shape")), mean=parse_floats(card.get("mean"), "mean"),
-        std=parse_floats(card.get("std"), "std"), classes=parse_classes(card.get("classes"), base),
+        std=parse_floats(card.get("std"), "std"), classes=parse_class_names(card.get("classes"), base),
         layers=tuple(layers) if layers is not None else None, dataset=dataset,
         description=str(card.get("description", "")))
 
@@ -269,7 +269,7 @@ def source_from_config(config: Mapping[str, Any]) -> ModelSource:
     return ModelSource(
         ref=str(config.get("model") or "mnist"), model_args=dict(config.get("model_args") or {}),
         input_shape=parse_shape(config.get("input_shape")), mean=parse_floats(config.get("mean"), "mean"),
-        std=parse_floats(config.get("std"), "std"), classes=parse_classes(config.get("classes")))
+        std=parse_floats(config.get("std"), "std"), classes=parse_class_names(config.get("classes")))
 
 
 # -- building ----------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ from netviz.attribute._occlusion import occlusion  # isort: skip
 from netviz.attribute._random import random_map  # isort: skip
 from netviz.attribute._run import AttributeReport, attribute_run, for_share, load_baseline, method_kwargs  # isort: skip
 from netviz.attribute._sanity import SanityResult, model_randomisation, parameter_layers, spearman  # isort: skip
-from netviz.inputs import parse_indices  # isort: skip
+from netviz.selection import parse_indices  # isort: skip
 
 if TYPE_CHECKING:
     import torch

@@ -280,11 +280,8 @@ def write_histograms(h: WeightHistograms, out_dir: str | os.PathLike, *,
                      evolution: WeightEvolution | None = None, layout: str = "panels",
                      per_panel: int | None = None, log_y: bool = False,
                      run_name: str | None = None) -> list[Artifact]:
-    """histogram.json + histogram.png (+ distributions.png, ridgeline.png from the evolution)."""
-    if layout not in LAYOUTS:
-        raise NetvizError(f"unknown layout '{layout}': use one of {', '.join(LAYOUTS)}")
-    if per_panel is not None and per_panel < 1:
-        raise NetvizError(f"--per-panel must be at least 1, not {per_panel}")
+    """histogram.json + histogram.png (+ distributions.png, ridgeline.png from the evolution);
+    ``layout`` and ``per_panel`` were checked by the command (:func:`netviz.commands.histogram`)."""
     out = Path(out_dir)
     data = h.record()
     if evolution is not None:

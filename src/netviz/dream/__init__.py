@@ -14,14 +14,8 @@ from netviz.dream.loop import DreamResult, dream_channels, dream_classes, optimi
 from netviz.dream.measure import Measurement, measure, measure_result, saved_pixels, saved_probability
 from netviz.dream.objectives import OUTPUT, Objective, activations, channel, class_logit, class_logprob, neuron
 from netviz.dream.recipes import OPTIMIZERS, RECIPES, DreamSettings, parse_scale, recipe_settings
-from netviz.dream.targets import (
-    DreamTarget,
-    image_seed,
-    layer_output_shape,
-    parse_classes,
-    parse_indices,
-    parse_neuron,
-)
+from netviz.dream.targets import DreamTarget, image_seed, layer_output_shape, parse_classes, parse_neuron
+from netviz.selection import parse_indices
 
 __all__ = [
     "OPTIMIZERS", "OUTPUT", "RECIPES", "DreamResult", "DreamSettings", "DreamTarget", "Measurement", "Objective",

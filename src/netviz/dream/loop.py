@@ -13,10 +13,11 @@ from netviz.device import model_device
 from netviz.dream.measure import Measurement, measure_result, saved_pixels, saved_probability
 from netviz.dream.objectives import Objective, activations, channel, class_logprob, neuron
 from netviz.dream.recipes import DreamSettings, recipe_settings
-from netviz.dream.targets import DreamTarget, image_seed, layer_output_shape, parse_classes, parse_indices
+from netviz.dream.targets import DreamTarget, image_seed, layer_output_shape, parse_classes
 from netviz.errors import NetvizError
 from netviz.layers import eval_mode
 from netviz.outputs import file_stem
+from netviz.selection import parse_indices
 
 if TYPE_CHECKING:
     import torch

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from netviz.device import model_device
 from netviz.errors import NetvizError, close_matches
 from netviz.layers import eval_mode
-from netviz.selection import RANGE_RE, parse_int_list
+from netviz.selection import RANGE_RE, parse_indices
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,24 +34,6 @@ class DreamTarget:
         """Seeds the image's generator: the same target gets the same randomness in any batch."""
         where = "" if self.position is None else f"@{self.position[0]},{self.position[1]}"
         return f"{self.kind}:{self.layer or ''}:{self.index}{where}"
-
-
-def parse_indices(text: str | int | Sequence[int], count: int, what: str, owner: str) -> list[int]:
-    """``"5"``, ``"0-15"``, ``"1,4,7"``, ``"all"`` (or ints) -> indices checked against ``count``."""
-    if isinstance(text, str) and text.strip().lower() == "all":
-        return list(range(count))
-    if isinstance(text, str):
-        items = parse_int_list(text, what)
-    else:
-        items = [int(text)] if isinstance(text, int) else [int(i) for i in text]
-    if not items:
-        raise NetvizError(f"no {what} given")
-    for i in items:
-        if not 0 <= i < count:
-            plural = what + ("es" if what.endswith("s") else "s")
-            raise NetvizError(f"{what} {i} is out of range: {owner} has {count} {plural} "
-                              f"(0..{count - 1})")
-    return list(dict.fromkeys(items))
 
 
 def parse_classes(text: str | int | Sequence[int], spec: ModelSpec) -> list[int]:
