@@ -41,10 +41,11 @@ def test_select_channels_and_indices() -> None:
     assert select_channels(None, 128, "conv3") == (list(range(27)), None)
     # the default is no request: a narrower layer shows all its channels without a note
     assert select_channels(None, 16, "conv1") == (list(range(16)), None)
-    assert select_channels("5", 128, "conv3") == ([0, 1, 2, 3, 4], None)
+    assert select_channels("5", 128, "conv3") == ([5], None)  # a number is a channel, as in --channel, --index
+    assert select_channels("0-4", 128, "conv3") == ([0, 1, 2, 3, 4], None)
     assert select_channels("all", 10, "conv9") == (list(range(10)), None)
     assert select_channels("3,1,5-7", 128, "conv3") == ([3, 1, 5, 6, 7], None)
-    shown, note = select_channels(27, 10, "conv9")
+    shown, note = select_channels("0-26", 10, "conv9")
     assert shown == list(range(10)) and "conv9 has 10 channels" in note
     shown, note = select_channels("8-12", 10, "conv9")
     assert shown == [8, 9] and "left out channel(s) 10, 11, 12" in note
@@ -52,8 +53,9 @@ def test_select_channels_and_indices() -> None:
         select_channels("20-30", 10, "conv9")
     with pytest.raises(NetvizError, match="malformed --channels"):
         select_channels("a-b", 10, "conv9")
-    with pytest.raises(NetvizError, match="a bare number N shows the first N channels, so use 1 or more"):
-        select_channels(0, 10, "conv9")
+    assert select_channels(0, 10, "conv9") == ([0], None)
+    with pytest.raises(NetvizError, match="a number is a channel, a range 0-9 the first ones"):
+        select_channels(27, 10, "conv9")
     assert parse_indices("0-2,7", 10, "index", "the data set d", "images") == [0, 1, 2, 7]
     assert parse_indices(0, 10, "index", "the data set d", "images") == [0]
     with pytest.raises(NetvizError, match=r"index 10 is out of range: the data set d has 10 images \(0\.\.9\)"):
@@ -64,7 +66,7 @@ def test_captured_equals_manual_forward_mnist(mnist_run) -> None:
     data = mnist_run.eval_data()
     model, spec = mnist_run.model, mnist_run.spec
     layers = ["relu1", "pool", "fc1", "fc2"]
-    act = image_activations(model, spec, data.images[5:6], layers, channels=8,
+    act = image_activations(model, spec, data.images[5:6], layers, channels="0-7",
                             label=int(data.labels[5]), class_names=data.classes)
     x = normalise(data.images[5:6], spec)
     for layer in act.layers:
@@ -102,7 +104,7 @@ def test_top_activating_matches_brute_force(mnist_run) -> None:
 def test_cli_mnist_index_top_images(mnist_run, tmp_path: Path) -> None:
     out = tmp_path / "act"
     result = invoke(str(mnist_run.path), "--index", "3", "--layers", "relu1,pool,3",
-                    "--channels", "8", "--top-images", "3", "--out", str(out), "--device", "cpu")
+                    "--channels", "0-7", "--top-images", "3", "--out", str(out), "--device", "cpu")
     assert result.exit_code == 0, result.output
     paths = [Path(p) for p in result.stdout.split()]
     names = sorted(p.name for p in paths)
@@ -158,7 +160,7 @@ def test_cli_allconv_image_rgb(allconv_run, cifar_cat: Path, tmp_path: Path) -> 
     pixels, note = load_image(cifar_cat, allconv_run.spec)
     assert note is None
     act = image_activations(allconv_run.model, allconv_run.spec, pixels, ["conv3", "conv9"],
-                            channels=27)
+                            channels="0-26")
     x = normalise(pixels, allconv_run.spec)
     for layer in act.layers:
         expected = manual_forward(allconv_run.model, x, layer.name)[0]

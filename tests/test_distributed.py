@@ -72,7 +72,7 @@ def test_sharded_attribute_and_top_images_equal_one_process(mnist_run, tmp_path:
             # completeness_error is |sum - delta| / |delta| of float32 sums: batches of another size
             # round those sums differently, which moves it by a few float32 eps (1.2e-7) when it is ~0
             assert close(a[key], b[key]) or abs(a[key] - b[key]) < 1e-6, (key, a, b)
-    args = ["activations", mnist_run.path, "--index", "5", "--layers", "relu1,fc1", "--channels", "6",
+    args = ["activations", mnist_run.path, "--index", "5", "--layers", "relu1,fc1", "--channels", "0-5",
             "--top-images", "4", "--device", "cpu", "--quiet"]
     done = torchrun(*args, "--out", tmp_path / "top2")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -24,7 +24,7 @@ def test_evaluate_says_each_method_as_it_finishes_when_piped(mnist_run, tmp_path
 
 
 def test_a_huge_top_images_is_capped_in_the_figure_and_said(mnist_run, tmp_path: Path) -> None:
-    result = invoke("activations", str(mnist_run.path), "--index", "0", "--layers", "relu1", "--channels", "2",
+    result = invoke("activations", str(mnist_run.path), "--index", "0", "--layers", "relu1", "--channels", "0-1",
                     "--top-images", "100000", "--split", "test[:100]", "--out", str(tmp_path / "a"))
     assert result.exit_code == 0, result.output
     assert "test[:100] has only 100 images" in result.stderr

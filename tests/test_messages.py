@@ -21,7 +21,8 @@ from test_train import invoke
      "--sanity-layers 99: mnist has 4 layers with weights, so use 1 to 4"),
     (["attribute", "{run}", "--index", "0", "--baseline", "nosuch.png"],
      "baseline image nosuch.png does not exist"),
-    (["activations", "{run}", "--channels", "0"], "a bare number N shows the first N channels"),
+    (["activations", "{run}", "--channels", "40", "--layers", "relu1"],
+     "--channels 40: layer relu1 has only 32 channels (0-31); a number is a channel, a range 0-26 the first ones"),
     (["train", "--train-split", "test[:150%]"], "150% is more than the whole split"),
 ])
 def test_bad_values_are_one_line(mnist_run, args: list[str], message: str) -> None:

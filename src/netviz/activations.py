@@ -6,7 +6,7 @@ Pure compute over a model and tensors (no click, no matplotlib). A notebook user
     from netviz.activations import image_activations
     run = load_run("runs/mnist-3ep")
     data = run.eval_data()
-    act = image_activations(run.model, run.spec, data.images[:1], ["relu1", "pool"], channels=8)
+    act = image_activations(run.model, run.spec, data.images[:1], ["relu1", "pool"], channels="0-7")
     act.layers[0].output.shape, act.predicted
 
 The hooks live only inside :func:`netviz.layers.capture_activations` / ``forward_to`` and only the
@@ -161,30 +161,23 @@ def select_channels(asked: str | int | Sequence[int] | None, num_channels: int, 
                     ) -> tuple[list[int], str | None]:
     """The channels to show and a note when they had to be clipped to the layer.
 
-    ``asked``: None (the first 27), a count (``27`` or ``"27"``: the first N), ``"all"``, or a
-    list/range (``"0-9"``, ``"3,5,7"``; a single channel is ``"5-5"``).
+    ``asked``: None (the first 27), ``"all"``, or channel numbers in the grammar of every list
+    (:mod:`netviz.selection`): ``5`` is channel 5, ``"0-26"`` the first 27, ``"3,5,7"`` those three.
     """
     if asked is None:  # the default is no request: a layer with fewer channels shows them all, unsaid
         return list(range(min(DEFAULT_CHANNELS, num_channels))), None
     if isinstance(asked, str) and asked.strip().lower() == "all":
         return list(range(num_channels)), None
-    if isinstance(asked, str) and asked.strip().isdigit():
-        asked = int(asked.strip())
-    if isinstance(asked, int):
-        if asked < 1:
-            raise NetvizError(f"--channels {asked}: a bare number N shows the first N channels, so use 1 or "
-                              f"more; for channel numbers give a range or list (0-0 is channel 0, 3,5,7) or 'all'")
-        if asked > num_channels:
-            return list(range(num_channels)), (
-                f"{layer} has {num_channels} channels: showing all {num_channels} "
-                f"of the {asked} asked for")
-        return list(range(asked)), None
-    wanted = parse_int_list(asked, "--channels") if isinstance(asked, str) else list(dict.fromkeys(asked))
+    if isinstance(asked, str):
+        wanted = parse_int_list(asked, "--channels")
+    else:
+        wanted = [int(asked)] if isinstance(asked, int) else list(dict.fromkeys(int(c) for c in asked))
     kept = [c for c in wanted if 0 <= c < num_channels]
     if not kept:
         raise NetvizError(
             f"--channels {asked}: layer {layer} has only {num_channels} channels "
-            f"(0-{num_channels - 1})")
+            f"(0-{num_channels - 1}); a number is a channel, a range 0-{min(num_channels, DEFAULT_CHANNELS) - 1} "
+            "the first ones, or 'all'")
     note = None
     if len(kept) < len(wanted):
         dropped = [c for c in wanted if c not in kept]

@@ -375,7 +375,7 @@ def layers_cmd(source: SourceArgs, as_json: bool, device: str) -> None:
               help="Layer numbers or names, e.g. 3,conv6,layer2.0.conv1 (default: the model's "
                    "choice, e.g. conv3,conv6,conv9 for allconv). See `netviz layers`.")
 @click.option("--channels", default=None,
-              help="The first N channels, 'all', or a list/range such as 0-9 or 3,5,7 (default: "
+              help="Channels, as every list: 5 (channel 5), 0-9, 3,5,7 or all (default: "
                    "the first 27).")
 @click.option("--mode", type=click.Choice(["grey", "gray", "rgb"], case_sensitive=False),
               default="grey", show_default=True,
