@@ -201,7 +201,7 @@ def test_cli_image_converted_for_mnist(mnist_run, cifar_cat: Path, tmp_path: Pat
 @pytest.mark.parametrize(("args", "message"), [
     (["--layers", "12"], "layer index 12 is out of range: layer numbers are 1..4"),
     (["--layers", "conv3"], "unknown layer 'conv3'; did you mean: conv2, conv1?"),
-    (["--index", "2000"], "index 2000 is beyond the data set mnist:test[8000:] (2000 images)"),
+    (["--index", "2000"], "index 2000 is out of range: the eval set mnist:test[8000:] has 2000 images (0..1999)"),
     (["--channels", "40-50"], "layer relu1 has only 32 channels (0-31)"),
     (["--index", "1", "--image", "x.png"], "pass either --image or --index, not both"),
     (["--mode", "rgb", "--colorbar"], "--colorbar shows raw values on a grey scale"),
