@@ -286,3 +286,31 @@ def test_pickled_code_in_checkpoint_is_refused(tmp_path: Path, mnist_run) -> Non
     with pytest.raises(Exception, match="could run code"):
         load_run(evil / "checkpoints" / "last.pt", device="cpu")
     assert not (Path.cwd() / "pwned").exists()
+
+
+def test_model_args_from_a_config_file_and_on_resume_build_that_model(tmp_path: Path, monkeypatch) -> None:
+    # A config file that names its model and widths (as configs/mnist-fast-994.toml does): the CLI
+    # names no model, and --resume names none either; both must build the 8/16/24 net it says.
+    import netviz.training
+
+    config = tmp_path / "wide.toml"
+    config.write_text('model = "mnist-fast"\nmodel_args = {widths = [8, 16, 24]}\nbatch_size = 64\n')
+    args = ["train", "--config", str(config), "--train-split", "test[:640]", "--eval-split", "test[9000:9200]",
+            "--epochs", "2", "--runs-dir", str(tmp_path), "--device", "cpu", "--quiet"]
+    whole = invoke(*args, "--name", "whole")
+    assert whole.exit_code == 0, whole.output
+    weights = load_checkpoint(tmp_path / "whole" / "checkpoints" / "final.pt")["model"]
+    assert [w.shape[0] for k, w in weights.items() if k.endswith("weight") and w.ndim == 4] == [8, 16, 24]
+
+    def ctrl_c_at_step_13(state, steps_per_epoch: int) -> None:
+        if state.epoch * steps_per_epoch + state.step == 13:
+            raise KeyboardInterrupt
+
+    untouched = netviz.training._before_step
+    monkeypatch.setattr(netviz.training, "_before_step", ctrl_c_at_step_13)
+    assert invoke(*args, "--name", "cut").exit_code == 130
+    monkeypatch.setattr(netviz.training, "_before_step", untouched)
+    resumed = invoke("train", "--resume", str(tmp_path / "cut"), "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    again = load_checkpoint(tmp_path / "cut" / "checkpoints" / "final.pt")["model"]
+    assert all(torch.equal(weights[k], again[k]) for k in weights)

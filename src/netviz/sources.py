@@ -130,7 +130,7 @@ def parse_class_names(text: str | Sequence[str] | None, base: Path | None = None
 class ModelSource:
     """A model as the user named it, with what they said about it; :func:`open_model` opens it."""
 
-    ref: str | nn.Module | None = "mnist"  # None: not named yet (see :meth:`named`)
+    ref: str | nn.Module | None = "mnist"  # None: not named (train takes its config's model)
     model_args: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None  # None/"none", "default" (pretrained) or a file
     input_shape: tuple[int, int, int] | None = None
@@ -147,7 +147,7 @@ class ModelSource:
                      std: Any = None, classes: Any = None, layers: Any = None,
                      dataset: str | None = None) -> ModelSource:
         """Options as the CLI or ``load_run`` take them, parsed and checked here, once; a card fills
-        what they leave out. ``ref`` None: a model named later (:meth:`named`)."""
+        what they leave out. ``ref`` None: no model named (``netviz train`` then takes its config's)."""
         weights = None if weights is None or str(weights).lower() in ("none", "") else str(weights)
         given = cls(ref=ref, model_args=parse_model_args(model_args),
                     weights=weights, input_shape=parse_shape(input_shape),
@@ -159,14 +159,6 @@ class ModelSource:
         if isinstance(given.ref, str) and given.ref.endswith(".toml"):
             return given.over(load_card(given.ref))
         return given
-
-    def named(self, ref: str) -> ModelSource:
-        """This source for the model ``ref`` where it named none (``netviz train --mean ...`` with the
-        model of a config file): a card's values fill what the options leave out."""
-        if self.ref is not None:
-            return self
-        named = replace(self, ref=ref)
-        return named.over(load_card(ref)) if ref.endswith(".toml") else named
 
     def config_values(self) -> dict[str, Any]:
         """What the user said about the model, as :class:`netviz.training.TrainConfig` values."""

@@ -525,10 +525,13 @@ def _configure(model: str | ModelSource | None, config: str | Path | None, resum
     else:
         cfg, folder, saved = resolve_config(name, config, **overrides), None, None
     _fill_defaults(cfg)
-    source = given.named(cfg.model) if given is not None else ModelSource.from_options(
+    if given is not None and given.ref is not None and resume is None:
+        return cfg, folder, saved, given  # the model the user named, as the CLI parsed it
+    # a model named by the config file, the recipe or the interrupted run: what the config says
+    # (the user's own options are in it as overrides)
+    return cfg, folder, saved, ModelSource.from_options(
         cfg.model, model_args=cfg.model_args, weights=cfg.weights, input_shape=cfg.input_shape,
         mean=cfg.mean, std=cfg.std, classes=cfg.classes)
-    return cfg, folder, saved, source
 
 
 def _join(cfg: TrainConfig, new_run: bool) -> tuple[torch.device, Any]:
