@@ -221,14 +221,10 @@ def open_source(source: SourceArgs, device: str, seed: int | None = None, quiet:
     Seeding comes first because a bare ``--model`` is freshly initialised: the seed fixes it. A
     run that is not there is said before torch is imported (a second, not five).
     """
-    from pathlib import Path
+    from netviz.runs import find_run
 
-    from netviz.runs import latest_run
-
-    if source.model is None and source.run is None:
-        latest_run(source.runs_dir)
-    elif source.model is None and not Path(source.run).exists():
-        raise NetvizError(f"{source.run} does not exist: pass a run folder, a checkpoint file, or --model NAME")
+    if source.model is None:
+        find_run(source.run, source.runs_dir)
 
     from netviz.device import seed_everything
     from netviz.progress import say

@@ -44,11 +44,17 @@ class TensorData:
     classes: tuple[str, ...]
     name: str  # e.g. "mnist:test[8000:]"
     note: str | None = None  # e.g. that the model names the classes otherwise
+    base: str = ""  # the split it was sliced from, e.g. "mnist:test" (one name per set of images)
+    positions: range | None = None  # which images of ``base`` it holds
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-
+    def shared_with(self, other: TensorData) -> int:
+        """How many images this and ``other`` both hold (slices of one base split can overlap)."""
+        if self.positions is None or other.positions is None or self.base != other.base:
+            return 0
+        return len(set(self.positions) & set(other.positions))
 
 
 def data_root(data_dir: str | os.PathLike | None = None) -> Path:
@@ -80,13 +86,6 @@ def parse_split(split: str) -> tuple[str, str | None, str | None]:
             raise NetvizError(f"split '{split}': {bound} is more than the whole split; a percentage "
                               "is between 0% and 100%")
     return m.group(1), m.group(2), m.group(3)
-
-
-def split_overlap(a: str, b: str, n: int) -> int:
-    """How many images the splits ``a`` and ``b`` of one data set (``n`` images each base) share."""
-    if parse_split(a)[0] != parse_split(b)[0]:
-        return 0
-    return len(set(slice_indices(a, n)) & set(slice_indices(b, n)))
 
 
 def _bound(text: str | None, n: int) -> int | None:
@@ -129,7 +128,10 @@ def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = No
     if len(idx) == 0:
         raise NetvizError(f"split '{split}' of {dataset} is empty (it has {len(labels)} images)")
     sel = torch.arange(idx.start, idx.stop, idx.step)
-    return TensorData(images[sel].contiguous(), labels[sel].contiguous(), classes, f"{dataset}:{split}")
+    # an image folder's splits (all, train, test) are one set of images
+    origin = dataset if kind == "imagefolder" else f"{dataset}:{base}"
+    return TensorData(images[sel].contiguous(), labels[sel].contiguous(), classes, f"{dataset}:{split}",
+                      base=origin, positions=idx)
 
 
 def _read_idx(path: Path) -> torch.Tensor:

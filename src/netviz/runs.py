@@ -262,8 +262,6 @@ class Run:
     def _named_by_model(self, data: TensorData) -> TensorData:
         """The data with the model's class names: one source of names for every command, and a
         note where the data set calls them otherwise (a card's "bird" over a folder "bïrd")."""
-        import dataclasses
-
         ours, theirs = tuple(self.spec.class_names), tuple(data.classes)
         if len(ours) != len(theirs) or ours == theirs:
             return data  # the same names, or other classes altogether (labels name the data's)
@@ -308,6 +306,15 @@ def set_latest(run_path: Path) -> None:
     os.replace(tmp, marker)
 
 
+def find_run(path: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None) -> Path:
+    """The run folder or checkpoint a command names (default: the latest run), or one line saying
+    it is not there: no torch needed, so the CLI asks before importing it."""
+    found = Path(path) if path is not None else latest_run(runs_dir)
+    if not found.exists():
+        raise NetvizError(f"{found} does not exist: pass a run folder, a checkpoint file, or --model NAME")
+    return found
+
+
 def _find_run_dir(path: Path, notes: list[str]) -> tuple[Path | None, Path | None]:
     """(run folder, checkpoint file) for a run folder or a checkpoint path."""
     if path.is_dir():
@@ -329,7 +336,7 @@ def _find_run_dir(path: Path, notes: list[str]) -> tuple[Path | None, Path | Non
         if run_dir is not None and not (run_dir / "config.toml").is_file():
             run_dir = None
         return run_dir, path
-    raise NetvizError(f"{path} does not exist: pass a run folder, a checkpoint file, or --model NAME")
+    raise NetvizError(f"{path} is neither a run folder nor a checkpoint file: pass one, or --model NAME")
 
 
 def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | ModelSource | None = None,
@@ -368,7 +375,7 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
         spec, net = open_model(source, notes=notes)
         return Run(spec=spec, model=net.to(dev).eval(), device=dev, weights=source.weights,
                    source=source, notes=notes)
-    run_dir, ckpt_path = _find_run_dir(Path(path) if path is not None else latest_run(runs_dir), notes)
+    run_dir, ckpt_path = _find_run_dir(find_run(path, runs_dir), notes)
     config = read_toml(RunFolder(run_dir).config) if run_dir is not None else {}
     ckpt = load_checkpoint(ckpt_path)
     if model is not None:

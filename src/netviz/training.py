@@ -492,17 +492,11 @@ def _fill_defaults(cfg: TrainConfig) -> None:
     D.parse_split(cfg.train_split), D.parse_split(cfg.eval_split)
 
 
-SPLIT_SIZES = {"mnist": {"train": 60000, "test": 10000}, "cifar10": {"train": 50000, "test": 10000}}
-
-
-def _say_overlap(cfg: TrainConfig, quiet: bool) -> None:
+def _say_overlap(cfg: TrainConfig, splits: tuple[TensorData, TensorData], quiet: bool) -> None:
     """Training images that are also evaluation images make the eval accuracy a training one."""
-    from netviz.data import parse_split, split_overlap
     from netviz.progress import say
 
-    base = parse_split(cfg.train_split)[0]
-    n = SPLIT_SIZES.get(cfg.dataset or "", {}).get(base)
-    shared = split_overlap(cfg.train_split, cfg.eval_split, n) if n else 0
+    shared = splits[0].shared_with(splits[1])
     if shared:
         say(f"note: the train split {cfg.train_split} and the eval split {cfg.eval_split} share {shared:,} "
             "images: the eval accuracy is partly measured on training images (pass --eval-split with "
@@ -758,7 +752,7 @@ def train(model: str | ModelSource | None = None, *, config: str | Path | None =
     device, ctx = _join(cfg, new_run=saved is None)
     # 2. data, before the run folder exists: a missing data set leaves nothing behind
     splits = load_splits(cfg)
-    _say_overlap(cfg, quiet)
+    _say_overlap(cfg, splits, quiet)
     # 3. model, data on its device, optimiser
     s = _setup(cfg, source, splits, device, ctx, quiet)
     # 4. the run folder: a new one, or the interrupted one with its state restored

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
         plt.close(fig)
 
 
+@functools.cache
 def font(size: int):
     """The one font of every text netviz draws with PIL: matplotlib's DejaVu Sans, which covers
     accented, Greek and Cyrillic class names (PIL's default font draws them as boxes)."""
