@@ -146,7 +146,8 @@ def test_registry_drives_every_method(mnist):
     run, x, target = mnist
     assert list(A.METHODS) == ["integrated", "interior", "saliency", "inputxgrad", "smoothgrad",
                                "guided-backprop", "gradcam", "gradcam++", "layercam", "scorecam",
-                               "guided-gradcam", "occlusion", "random"]
+                               "guided-gradcam", "occlusion", "random", "lrp-epsilon", "lrp-epsilon-plus",
+                               "lrp-epsilon-gamma-box"]
     for name, method in A.METHODS.items():
         options = method.make_options({"steps": 4, "samples": 2, "alphas": "0.5,1", "score": "logit"}).given()
         result = A.attribute(run.model, x[:2], name, target[:2], spec=run.spec, **options)

@@ -145,3 +145,18 @@ def test_batch_that_does_not_divide_is_one_line(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "netviz: error: --batch-size 63 does not divide among 2 processes" in done.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_sharded_audit_equals_one_process(mnist_run, tmp_path: Path) -> None:
+    args = ["audit", mnist_run.path, "--limit", "1024", "--no-cards", "--device", "cpu", "--quiet"]
+    done = torchrun(*args, "--out", tmp_path / "two")
+    assert done.returncode == 0, done.stderr[-3000:]
+    single(*args, "--out", tmp_path / "one")
+    two = json.loads((tmp_path / "two" / "audit.json").read_text())
+    one = json.loads((tmp_path / "one" / "audit.json").read_text())
+    assert two["n_images"] == one["n_images"] == 1024
+    assert two["confusion"] == one["confusion"] and two["accuracy"] == one["accuracy"]
+    for a, b in zip(two["classes"], one["classes"], strict=True):
+        assert (a["index"], a["n"], a["accuracy"]) == (b["index"], b["n"], b["accuracy"])
+        assert [cl["size"] for cl in a["clusters"]] == [cl["size"] for cl in b["clusters"]]
+        assert [m["index"] for m in a["confident_mistakes"]] == [m["index"] for m in b["confident_mistakes"]]

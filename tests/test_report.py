@@ -20,7 +20,8 @@ from conftest import ROOT, SHARED_DATA, assert_one_line_error
 
 from netviz.cli import cli
 
-SECTION_IDS = ["train", "histogram", "kernels", "activations", "dream", "neurons", "attribute", "evaluate"]
+SECTION_IDS = ["train", "histogram", "kernels", "activations", "dream", "neurons", "explain", "audit",
+               "attribute", "evaluate"]
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -99,6 +100,8 @@ def test_page_in_headless_chromium(reported: Path) -> None:
                 assert page.locator(f"section#{sid} article").count() >= 1, sid
                 assert page.locator(f"nav a[href='#{sid}']").count() == 1
             assert page.locator("section#neurons figure img").count() == 8  # 8 neuron cards
+            assert page.locator("section#explain figure img").count() == 1  # eval image 0, explained
+            assert page.locator("section#audit figure img").count() >= 3  # classes, mistakes, confusion
             page.screenshot(path=str(shots / "report.png"), full_page=True)
             # readable with JavaScript off: the same sections and images
             quiet = browser.new_context(java_script_enabled=False).new_page()

@@ -16,8 +16,9 @@ from typing import Any
 import click
 
 from netviz import __version__
-from netviz.attribute import METHODS, all_options
+from netviz.attribute import METHODS, all_options, get_method
 from netviz.errors import NetvizError
+from netviz.explain.methods import CHANNEL_METHODS, all_channel_options, get_channel_method
 
 
 class NetvizGroup(click.Group):
@@ -170,8 +171,13 @@ KINDS: dict[str, Any] = {"str": str, "int": int, "float": float, "count": COUNT,
 def attribution_options(exclude: tuple[str, ...] = ()) -> Callable:
     """One ``--name`` per option the registered attribution methods declare (their Options
     dataclasses: default, help, kind of value), so a method's new option needs no change here."""
+    return method_options(all_options(), exclude)
+
+
+def method_options(options: dict[str, Any], exclude: tuple[str, ...] = ()) -> Callable:
+    """One ``--name`` per dataclass field of ``options`` (a registry's :func:`option` fields)."""
     decorators = []
-    for name, f in all_options().items():
+    for name, f in options.items():
         if f.metadata["cli"] and name not in exclude:
             decorators.append(click.option(f"--{name.replace('_', '-')}", name, type=KINDS[f.metadata["kind"]],
                                            default=f.default, show_default=f.default is not None,
@@ -572,6 +578,92 @@ def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...
     if text:
         click.echo(text)
     print_paths(paths)
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+@cli.command("audit")
+@source_options
+@click.option("--split", default=None,
+              help="The split audited: train[:20000], test... (default: the run's training split).")
+@click.option("--dataset", default=None, help="Another data set: mnist, cifar10 or imagefolder:PATH "
+              "(default: the run's own).")
+@click.option("--method", default="inputxgrad", show_default=True,
+              help="The attribution method of the maps (any one with a map per image; see `netviz attribute`).")
+@click.option("--layer", default=None, help="The layer whose activations are clustered (default: the one before "
+              "the classifier).")
+@click.option("--limit", type=COUNT, default=None, help="Audit only the first N images of the split.")
+@click.option("--cards/--no-cards", default=True, show_default=True,
+              help="Each flagged cluster's top channels with their neuron cards (dream and top images).")
+@attribution_options(exclude=("layer",))
+@data_dir_option
+@out_option
+@common_options
+def audit_cmd(source: SourceArgs, split: str | None, dataset: str | None, method: str, layer: str | None,
+              limit: int | None, cards: bool, data_dir: str | None, out: str | None, overwrite: bool, device: str,
+              seed: int, quiet: bool, **options: Any) -> None:
+    """Is the model right for the right reasons, over a whole data set: per class, clusters of its
+    images by activations and attribution maps, and whether a cluster relies on a pattern other
+    than the class (a backdoor trigger, a watermark, a spurious mark); confident mistakes; confusion.
+
+    Writes audit.json, classes.png, cluster-<class>-<k>.png per flagged cluster, mistakes.png and
+    confusion.png, and prints the flagged classes and why.
+    """
+    from netviz import commands
+
+    run = open_source(source, device, seed, quiet)
+    given = {k: v for k, v in options.items() if k in get_method(method).options.__dataclass_fields__}
+    paths, table = commands.audit(run, out, dataset=dataset, split=split, data_dir=data_dir, method=method,
+                                  layer=layer, limit=limit, cards=cards, seed=seed, quiet=quiet, overwrite=overwrite,
+                                  **given)
+    if table:
+        click.echo(table)
+    print_paths(paths)
+
+
+# -- explain ---------------------------------------------------------------------------------
+
+@cli.command("explain")
+@source_options
+@click.option("--image", "images", multiple=True, type=click.Path(),
+              help="An image file; repeat for several (default: --index of the eval set).")
+@click.option("--index", default=None, help="Eval-set images: 7, 0-3 or 1,5 (default 0).")
+@click.option("--layer", default=None,
+              help="A layer with a spatial output, name or number (default: the last one; see `netviz layers`).")
+@click.option("--method", default="grad-x-act", show_default=True,
+              help="One of: " + "; ".join(f"{m.name} ({m.summary})" for m in CHANNEL_METHODS.values()) + ".")
+@click.option("--top", type=COUNT, default=5, show_default=True, help="Channels drawn per image, with their cards.")
+@click.option("--target", type=NONNEG, default=None, help="Class to explain (default: each image's predicted class).")
+@method_options(all_channel_options())
+@click.option("--cards/--no-cards", default=True, show_default=True,
+              help="Each top channel's neuron card (its dream and top data-set images; cached in the run).")
+@click.option("--card-images", type=COUNT, default=4, show_default=True, help="Data-set images per card.")
+@click.option("--recipe", type=click.Choice(["deepdream", "lucent", "paper"]), default="deepdream",
+              show_default=True, help="How each card's dream is made (see `netviz dream`).")
+@click.option("--dream-steps", type=COUNT, default=None, help="Dream updates (the recipe's by default).")
+@click.option("--split", default=None, help="The data split --index and the cards read (default: the eval split).")
+@data_dir_option
+@out_option
+@common_options
+def explain_cmd(source: SourceArgs, images: tuple[str, ...], index: str | None, layer: str | None, method: str,
+                top: int, target: int | None, cards: bool, card_images: int, recipe: str, dream_steps: int | None,
+                split: str | None, data_dir: str | None, out: str | None, overwrite: bool, device: str, seed: int,
+                quiet: bool, **options: Any) -> None:
+    """Which learned features carried a decision: a layer's channels ranked by their contribution
+    to the target's score, each top channel shown by where it fired, its dream and its top images.
+
+    Writes explain-<image>.png per image and explain.json (every channel: contribution, share,
+    rank). Each method takes the options its help names; the others are ignored.
+    """
+    from netviz import commands
+
+    run = open_source(source, device, seed, quiet)
+    method_fields = get_channel_method(method).options.__dataclass_fields__
+    given = {k: v for k, v in options.items() if k in method_fields}
+    print_paths(commands.explain(
+        run, method, out, images=images, indices=index, layer=layer, top=top, target=target, cards=cards,
+        card_images=card_images, recipe=recipe, dream_steps=dream_steps, data_dir=data_dir, split=split, seed=seed,
+        quiet=quiet, overwrite=overwrite, **given))
 
 
 # -- neurons, report ---------------------------------------------------------------------------

@@ -48,6 +48,12 @@ HOW_TO_READ = {
     "evaluate": "Deletion AUC low and insertion AUC high mean the map found what the model uses; a "
                 "method no better than random explains nothing; sanity rho low means it depends on "
                 "the model.",
+    "explain": "The layer's channels ranked by how much each raised the target's score; per top channel, "
+               "where it fired in this image, its dream and the data-set images it responds to most: the "
+               "features the decision used.",
+    "audit": "Per class, clusters of its images and whether one relies on something other than the class: a "
+             "flagged cluster shares a pattern in a small region that the rest of the data lacks and that alone "
+             "turns other images into this class (a backdoor trigger, a watermark, a spurious mark).",
     "neurons": "For each channel: the input it responds to most (its dream) beside the data-set images "
                "that excite it most, with where in each image it fires.",
 }
@@ -401,3 +407,55 @@ def neurons(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
         written = write_neurons(cards, output.path)
         return output.publish(written, run=run, options=options, summary=cards.summary(),
                               how_to_read=HOW_TO_READ["neurons"])
+
+
+def explain(run: Run, method: str = "grad-x-act", out: str | os.PathLike | None = None, *,
+            images: Sequence[str | os.PathLike] = (), indices: str | int | Sequence[int] | None = None,
+            layer: str | int | None = None, top: int = 5, target: int | None = None, cards: bool = True,
+            card_images: int = 4, recipe: str = "deepdream", dream_steps: int | None = None,
+            data_dir: str | os.PathLike | None = None, split: str | None = None, seed: int = 0,
+            quiet: bool = False, overwrite: bool = False, **options: Any) -> list[Path]:
+    """`netviz explain`: which channels of ``layer`` carried each image's decision, with ``method``
+    (grad-x-act, layer-integrated or lrp; ``options`` are its own: steps, baseline, rule...), and
+    the neuron card of each top channel. Writes explain-<image>.png per image and explain.json."""
+    from netviz.draw.explain import write_explanation
+    from netviz.explain import explain_run
+    from netviz.outputs import open_output
+
+    started = time.time()
+    ex = explain_run(run, method, images=images, indices=indices, layer=layer, top=top, target=target, cards=cards,
+                     card_images=card_images, recipe=recipe, dream_steps=dream_steps, data_dir=data_dir, split=split,
+                     seed=seed, quiet=quiet, **options)
+    if ex is None:
+        return []  # under torchrun, another rank than 0
+    recorded = dict(method=method, images=[str(p) for p in images], indices=indices, layer=layer, top=top,
+                    target=target, cards=cards, card_images=card_images, recipe=recipe, dream_steps=dream_steps,
+                    split=split, seed=seed, **options)
+    with open_output(run, "explain", out, f"{ex.layer}-{method}", overwrite, started) as output:
+        written = write_explanation(ex, output.path)
+        return output.publish(written, run=run, options=recorded, summary=ex.summary(),
+                              how_to_read=HOW_TO_READ["explain"])
+
+
+def audit(run: Run, out: str | os.PathLike | None = None, *, dataset: str | None = None, split: str | None = None,
+          data_dir: str | os.PathLike | None = None, method: str = "inputxgrad", layer: str | int | None = None,
+          limit: int | None = None, cards: bool = True, seed: int = 0, quiet: bool = False, overwrite: bool = False,
+          **options: Any) -> tuple[list[Path], str]:
+    """`netviz audit`: the model over a whole split (default: its training split): per class its
+    clusters and whether one relies on a shortcut; ``options`` are ``method``'s own. Returns the
+    paths written (audit.json and the figures) and the table of flagged classes."""
+    from netviz.audit import audit_run
+    from netviz.draw.audit import write_audit
+    from netviz.outputs import open_output
+
+    started = time.time()
+    result = audit_run(run, dataset=dataset, split=split, data_dir=data_dir, method=method, layer=layer,
+                       limit=limit, cards=cards, seed=seed, quiet=quiet, **options)
+    if result is None:
+        return [], ""  # under torchrun, another rank than 0
+    recorded = dict(dataset=dataset, split=split, method=method, layer=layer, limit=limit, cards=cards, seed=seed,
+                    **options)
+    with open_output(run, "audit", out, result.data.name.replace(":", "-"), overwrite, started) as output:
+        written = write_audit(result, output.path)
+        return output.publish(written, run=run, options=recorded, summary=result.summary(),
+                              how_to_read=HOW_TO_READ["audit"]), result.table()

@@ -29,8 +29,15 @@ if TYPE_CHECKING:
     from netviz.registry import ModelSpec
     from netviz.runs import Run
 
-DEFAULT_METHODS = ("integrated", "saliency", "inputxgrad", "smoothgrad", "guided-backprop", "gradcam",
-                   "gradcam++", "layercam", "scorecam", "guided-gradcam", "occlusion", "random")
+
+
+def default_methods() -> list[str]:
+    """Every registered method with one map per image whose optional package is installed (the LRP
+    methods need zennit), in registry order; ``random``, the control, last."""
+    from netviz.attribute import METHODS
+
+    names = [m.name for m in METHODS.values() if m.evaluate and m.available]
+    return [n for n in names if n != "random"] + ["random"]
 CURVE_BASELINES = ("black", "blur", "mean")
 
 
@@ -182,7 +189,7 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
                  baseline: str = "black", layer: str | int | None = None, batch_size: int | None = None,
                  sanity: bool = True, sanity_layers: int | None = None, data_dir: str | os.PathLike | None = None,
                  seed: int = 0, quiet: bool = True, **options: Any) -> Evaluation | None:
-    """Score ``methods`` (default :data:`DEFAULT_METHODS`) on the run's eval images ``indices``
+    """Score ``methods`` (default :func:`default_methods`) on the run's eval images ``indices``
     (default 0-49) or on image files; every method explains the same target (the prediction).
     ``options``: the methods' own (``steps=64``, ``window=8``, ...), each method taking its own;
     ``baseline``, ``layer`` and ``batch_size`` serve the curves and every method alike.
@@ -290,7 +297,7 @@ def parse_methods(methods: str | Sequence[str] | None) -> list[str]:
     from netviz.attribute import get_method
 
     if methods is None:
-        return list(DEFAULT_METHODS)
+        return default_methods()
     names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
     names = [m for m in names if m]
     if not names:

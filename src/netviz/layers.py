@@ -195,6 +195,30 @@ def outputs_replaced(model: nn.Module, types: tuple[type, ...],
             h.remove()
 
 
+@contextlib.contextmanager
+def layer_tapped(model: nn.Module, name: str,
+                 replace: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Inside the block each forward pass puts layer ``name``'s output, in the autograd graph, in
+    the yielded dict under ``"output"`` (gradients can be taken with respect to it); with
+    ``replace`` the layer returns ``replace(output)`` instead, and that is what is kept. The rest of
+    the model gets a copy, so a later in-place op (``ReLU(inplace=True)``) cannot change it."""
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(module: nn.Module, inputs: object, output: object) -> object:
+        import torch
+
+        if not isinstance(output, torch.Tensor):
+            raise NetvizError(f"layer {name} returns {type(output).__name__}, not a tensor: pick another layer")
+        store["output"] = replace(output) if replace is not None else output
+        return store["output"].clone()
+
+    handle = model.get_submodule(name).register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
 def forward_to(model: nn.Module, x: torch.Tensor, layers: Sequence[str], detach: bool = True
                ) -> dict[str, torch.Tensor]:
     """Run ``model`` on ``x`` only as far as needed to get the outputs of ``layers``."""

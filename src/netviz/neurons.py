@@ -8,8 +8,10 @@ of where in the image the channel fires. Pure compute; ``netviz.draw.neurons`` d
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
@@ -17,6 +19,7 @@ from netviz.errors import NetvizError
 if TYPE_CHECKING:
     import torch
 
+    from netviz.data import TensorData
     from netviz.runs import Run
 
 DEFAULT_CHANNELS = "0-7"
@@ -80,26 +83,69 @@ def neurons_run(run: Run, layer: str | int | None = None, channels: str | None =
                  split: str | None = None, batch_size: int = 256, seed: int = 0,
                  quiet: bool = True) -> NeuronCards | None:
     """Cards for ``channels`` (default the first 8) of ``layer`` (default :func:`default_layer`)."""
-    import torch
-
-    from netviz.activations import top_activating
-    from netviz.data import conform, normalise
-    from netviz.dream import dream_channels, layer_output_shape
-    from netviz.layers import eval_mode, forward_to, resolve_layer
+    from netviz.dream import recipe_settings
+    from netviz.layers import resolve_layer
     from netviz.selection import parse_indices
 
     if top < 1:
         raise NetvizError(f"--top {top}: ask for at least one image per channel")
-    model, spec = run.model, run.spec
-    name = resolve_layer(model, layer if layer is not None else default_layer(run))
-    shape = layer_output_shape(model, spec, name)
+    name = resolve_layer(run.model, layer if layer is not None else default_layer(run))
+    count = channel_count(run, name)
+    wanted = channels or (DEFAULT_CHANNELS if count >= 8 else f"0-{count - 1}")
+    picked = parse_indices(wanted, count, "channel", f"layer {name}")
+    data = run.eval_data(data_dir, split)
+    cards = neuron_cards(run, name, picked, data, top=top, recipe=recipe, steps=steps, batch_size=batch_size,
+                         seed=seed, quiet=quiet)
+    if cards is None:
+        return None  # another rank than 0
+    dreamed = recipe_settings(recipe, run.spec.input_shape, steps=steps).steps
+    return NeuronCards(name, cards, data.name, {"recipe": recipe, "steps": dreamed, "top": top, "seed": seed,
+                                                "channels": picked})
+
+
+def channel_count(run: Run, name: str) -> int:
+    """How many channels layer ``name`` has; one line when it has no channels x height x width."""
+    from netviz.dream import layer_output_shape
+
+    shape = layer_output_shape(run.model, run.spec, name)
     if len(shape) != 3:
         raise NetvizError(f"layer {name} gives {tuple(shape)} per image: neuron cards need a layer with "
                           "channels x height x width (see `netviz layers`)")
-    count = shape[0]
-    wanted = channels or (DEFAULT_CHANNELS if count >= 8 else f"0-{count - 1}")
-    data = run.eval_data(data_dir, split)
-    picked = parse_indices(wanted, count, "channel", f"layer {name}")
+    return shape[0]
+
+
+def neuron_cards(run: Run, name: str, picked: list[int], data: TensorData, *, top: int = DEFAULT_TOP,
+                 recipe: str = "deepdream", steps: int | None = None, batch_size: int = 256, seed: int = 0,
+                 quiet: bool = True) -> list[NeuronCard] | None:
+    """The cards of channels ``picked`` of layer ``name``, in that order. A trained run keeps each
+    card in its cache (:meth:`netviz.runs.RunFolder.card_cache`, keyed by every setting, the data
+    and the weights), so a channel asked for again (another `netviz explain`) is not dreamed again."""
+    cache = _card_cache(run, name, data, top=top, recipe=recipe, steps=steps, seed=seed)
+    found = {c: _load_card(cache, c) for c in picked} if cache is not None else {}
+    missing = [c for c in picked if found.get(c) is None]
+    if missing:
+        made = _make_cards(run, name, missing, data, top=top, recipe=recipe, steps=steps, batch_size=batch_size,
+                           seed=seed, quiet=quiet)
+        if made is None:
+            return None  # another rank than 0
+        for card in made:
+            found[card.channel] = card
+            if cache is not None:
+                _save_card(cache, card)
+    return [found[c] for c in picked]
+
+
+def _make_cards(run: Run, name: str, picked: list[int], data: TensorData, *, top: int, recipe: str,
+                steps: int | None, batch_size: int, seed: int, quiet: bool) -> list[NeuronCard] | None:
+    """Dream each channel, find its top images and where it fires in them."""
+    import torch
+
+    from netviz.activations import top_activating
+    from netviz.data import conform, normalise
+    from netviz.dream import dream_channels
+    from netviz.layers import eval_mode, forward_to
+
+    model, spec = run.model, run.spec
     # both collective under torchrun: every rank dreams and searches its share, rank 0 gets all
     dreams = dream_channels(run, name, picked, recipe=recipe, steps=steps, seed=seed, quiet=quiet)
     found = top_activating(model, spec, data, {name: picked}, k=top, batch_size=batch_size, quiet=quiet)
@@ -117,5 +163,48 @@ def neurons_run(run: Run, layer: str | int | None = None, channels: str | None =
                                     [float(v) for v in best.scores[row]], images, maps.float().cpu(),
                                     [data.classes[int(data.labels[i])] if data.classes else str(int(data.labels[i]))
                                      for i in idx]))
-    return NeuronCards(name, cards, data.name, {"recipe": recipe, "steps": dreams.settings.steps, "top": top,
-                                               "seed": seed, "channels": picked})
+    return cards
+
+
+def _card_cache(run: Run, name: str, data: TensorData, **settings: Any) -> Path | None:
+    """The cache folder for these cards, or None for a model that is not a trained run (its
+    weights may be a fresh random draw each time)."""
+    import hashlib
+    import json
+
+    checkpoint = run.checkpoint
+    if run.folder is None or checkpoint is None or not Path(checkpoint).is_file():
+        return None
+    stat = Path(checkpoint).stat()
+    key = json.dumps({"layer": name, "data": data.name, "n": len(data), "checkpoint": [str(checkpoint), stat.st_size,
+                      stat.st_mtime_ns], **settings}, sort_keys=True, default=str)
+    return run.folder.card_cache(name, hashlib.sha256(key.encode()).hexdigest()[:16])
+
+
+def _card_file(cache: Path, channel: int) -> Path:
+    return cache / f"channel-{channel}.pt"
+
+
+def _load_card(cache: Path, channel: int) -> NeuronCard | None:
+    """A cached card, or None when absent or unreadable (it is then made again)."""
+    import torch
+
+    path = _card_file(cache, channel)
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        return NeuronCard(**saved)
+    except Exception:  # a card from another netviz version, a truncated file: make it again
+        return None
+
+
+def _save_card(cache: Path, card: NeuronCard) -> None:
+    import dataclasses
+
+    import torch
+
+    from netviz.files import atomic_write
+
+    with contextlib.suppress(NetvizError):  # a read-only run folder: the card is made again next time
+        atomic_write(_card_file(cache, card.channel), lambda tmp: torch.save(dataclasses.asdict(card), tmp))

@@ -34,11 +34,14 @@ SECTIONS = (
     ("activations", "Activations", None),
     ("dream", "Dreams", None),
     ("neurons", "Neuron cards", None),
+    ("explain", "Which features carried a decision", None),
+    ("audit", "Right for the right reasons: the audit", None),
     ("attribute", "Attribution", None),
     ("evaluate", "Which attribution to trust", None),
 )
+# images embedded per invocation (the rest are listed by name)
 FIGURES_SHOWN = {"histogram": 4, "kernels": 2, "activations": 4, "dream": 1, "attribute": 5, "evaluate": 1,
-                 "neurons": 16}  # images embedded per invocation (the rest are listed by name)
+                 "neurons": 16, "explain": 2, "audit": 6}
 IMAGE_TYPES = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 MAX_IMAGE_BYTES = 1_500_000  # larger files are listed, not embedded: the page stays small
 
@@ -240,6 +243,8 @@ def default_analyses(run: Run, neurons: str | None) -> dict[str, tuple[list[str]
                   lambda: commands.dream(run, classes=classes, until=0.99, quiet=True)),
         "neurons": (argv("neurons", *neuron_args),
                     lambda: commands.neurons(run, layer=layer, channels=channels, quiet=True)),
+        "explain": (argv("explain", "--index", "0"), lambda: commands.explain(run, indices="0", quiet=True)),
+        "audit": (argv("audit"), lambda: commands.audit(run, quiet=True)),
         "attribute": (argv("attribute", "--index", "0-7"),
                       lambda: commands.attribute(run, "integrated", indices="0-7", quiet=True)),
         "evaluate": (argv("evaluate", "--methods", methods, "--index", "0-19", "--sanity-layers", "1"),

@@ -83,6 +83,13 @@ class RunFolder:
         """Where ``netviz <command>`` writes for this run."""
         return self.path / command
 
+    def card_cache(self, layer: str, key: str) -> Path:
+        """Where neuron cards of ``layer`` made with the settings hashed to ``key`` are kept, to be
+        reused by a later `netviz explain` or `netviz neurons` (``cache/neurons/<layer>/<key>/``)."""
+        from netviz.outputs import file_stem
+
+        return self.path / "cache" / "neurons" / file_stem(layer) / key
+
     def is_run(self) -> bool:
         return self.config.is_file()
 

@@ -9,6 +9,8 @@ Each method is a registered :class:`Method` in a file of its own (:data:`METHODS
 - class-activation maps of a layer: :func:`grad_cam`, :func:`grad_cam_plus_plus`, :func:`layer_cam`,
   :func:`score_cam`, :func:`guided_grad_cam` (``.maps`` at the layer, ``.attributions`` upsampled)
 - perturbation: :func:`occlusion`; a control: :func:`random_map`
+- relevance (zennit, ``netviz[lrp]``): :func:`lrp_epsilon`, :func:`lrp_epsilon_plus`,
+  :func:`lrp_epsilon_gamma_box`
 - :func:`model_randomisation` (the cascading sanity check), :func:`attribute` (any method by name),
   :func:`attribute_run` (the command)
 """
@@ -22,11 +24,13 @@ from netviz.attribute._common import (
     SCORES,
     Attribution,
     check_batch_size,
+    check_score,
     eval_mode,
     fast_format,
     forward_scores,
     make_baseline,
     mean_baseline,
+    resolve_target,
     score_of,
 )
 from netviz.attribute._registry import (
@@ -46,7 +50,8 @@ from netviz.attribute._registry import (
 )
 
 # one file per method: importing it registers it (this order is the order `--method` lists them)
-from netviz.attribute._integrated import QUADRATURES, integrated_gradients, quadrature_rule  # isort: skip
+from netviz.attribute._integrated import (  # isort: skip
+    QUADRATURES, IntegratedOptions, integrated_gradients, quadrature_rule, relative_error, step_schedule)
 from netviz.attribute._interior import DEFAULT_ALPHAS, InteriorGradients, interior_gradients  # isort: skip
 from netviz.attribute._saliency import gradient, saliency  # isort: skip
 from netviz.attribute._inputxgrad import input_x_gradient  # isort: skip
@@ -59,6 +64,10 @@ from netviz.attribute._scorecam import score_cam  # isort: skip
 from netviz.attribute._guided_gradcam import guided_grad_cam  # isort: skip
 from netviz.attribute._occlusion import occlusion  # isort: skip
 from netviz.attribute._random import random_map  # isort: skip
+from netviz.attribute._lrp import COMPOSITES, LrpOptions, relevance_rules, seed_relevance, zennit  # isort: skip
+from netviz.attribute._lrp_epsilon import lrp_epsilon  # isort: skip
+from netviz.attribute._lrp_epsilon_plus import lrp_epsilon_plus  # isort: skip
+from netviz.attribute._lrp_epsilon_gamma_box import lrp_epsilon_gamma_box  # isort: skip
 from netviz.attribute._run import AttributeReport, attribute_run, for_share, load_baseline, method_kwargs  # isort: skip
 from netviz.attribute._sanity import SanityResult, model_randomisation, parameter_layers, spearman  # isort: skip
 from netviz.selection import parse_indices  # isort: skip
@@ -75,13 +84,15 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str = "integrated",
 
 
 __all__ = [
-    "BASELINES", "DEFAULT_ALPHAS", "METHODS", "QUADRATURES", "SCORES",
+    "BASELINES", "COMPOSITES", "DEFAULT_ALPHAS", "METHODS", "QUADRATURES", "SCORES", "IntegratedOptions", "LrpOptions",
+    "check_score", "relative_error", "relevance_rules", "resolve_target", "seed_relevance", "step_schedule", "zennit",
     "AttributeReport", "Attribution", "BaselineOptions", "InteriorGradients", "LayerOptions", "Method", "Options",
     "SanityResult", "SeededOptions", "all_options", "attribute", "attribute_run", "check_batch_size",
     "check_method", "check_method_options", "eval_mode", "fast_format", "for_share", "forward_scores",
     "get_method", "load_baseline", "method_kwargs", "option", "grad_cam", "grad_cam_plus_plus",
     "gradient", "guided_backprop", "guided_grad_cam", "input_x_gradient", "integrated_gradients",
-    "interior_gradients", "layer_cam", "make_baseline", "mean_baseline", "method_function",
+    "interior_gradients", "layer_cam",
+    "lrp_epsilon", "lrp_epsilon_gamma_box", "lrp_epsilon_plus", "make_baseline", "mean_baseline", "method_function",
     "model_randomisation", "occlusion", "parameter_layers", "parse_indices", "quadrature_rule",
     "random_map", "register", "saliency", "score_cam", "score_of", "smoothgrad", "spearman",
 ]

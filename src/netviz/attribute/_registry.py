@@ -80,6 +80,17 @@ class Method:
     layer: bool = False
     figures: tuple[str, ...] = ("grid", "panels")
     evaluate: bool = True  # can be ranked by `netviz evaluate` (a map per image, shape of x)
+    requires: str | None = None  # an optional package it runs on (``zennit``): without it, not a default
+    # the map from (x, dF/dx) alone, for a method that is one plain gradient: lets a pass that already
+    # has the gradient (the audit) skip the method's own forward and backward passes
+    from_gradient: Callable[[Any, Any], Any] | None = None
+
+    @property
+    def available(self) -> bool:
+        """Its optional package is installed (methods without one always are)."""
+        import importlib.util
+
+        return self.requires is None or importlib.util.find_spec(self.requires) is not None
 
     def make_options(self, values: dict[str, Any]) -> Options:
         """This method's options from a command's ``values`` (other methods' options and None

@@ -1,0 +1,262 @@
+"""`netviz audit` as a plain function: is the model right for the right reasons, over a whole data set.
+
+:func:`audit_run` makes one pass over the split (:func:`netviz.audit.collect.collect_split`), splits each
+class's images into clusters (:mod:`netviz.audit.clusters`), weighs each cluster's evidence
+(:mod:`netviz.audit.evidence`) and returns an :class:`Audit` that writes its own record
+(audit.json); :mod:`netviz.draw.audit` draws it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from netviz.audit.clusters import split_class
+from netviz.audit.collect import Collected, collect_split, feature_layer
+from netviz.audit.evidence import Evidence, region, weigh
+from netviz.errors import NetvizError
+
+if TYPE_CHECKING:
+    import torch
+
+    from netviz.data import TensorData
+    from netviz.registry import ModelSpec
+    from netviz.runs import Run
+
+DEFAULT_METHOD = "inputxgrad"
+MISTAKES = 4  # the most confident mistakes kept per class
+OTHERS = 2000  # correctly classified images of other classes the patterns are tested on
+
+
+@dataclass
+class Cluster:
+    members: torch.Tensor  # indices into the audited split
+    mean_map: torch.Tensor  # (h, w)
+    evidence: Evidence
+    share: float  # of its class's images
+    # a flagged cluster's features: the channels of ``feature_layer`` that carry its decisions most
+    # (grad-x-act over its members, as `netviz explain` ranks them), with their neuron cards
+    feature_layer: str | None = None
+    channels: list[tuple[int, float]] = field(default_factory=list)  # (channel, mean contribution)
+    cards: list[Any] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        e = self.evidence
+        out = {"size": len(self.members), "share": round(self.share, 4), "indices": self.members.tolist(),
+               "region": e.region, "pattern_share": round(e.pattern_share, 4), "elsewhere": round(e.elsewhere, 4),
+               "transfer_rate": round(e.transfer_rate, 4), "masked_drop": round(e.masked_drop, 4),
+               "flagged": e.flagged, "reason": e.reason}
+        if self.channels:
+            out["top_channels"] = {"layer": self.feature_layer,
+                                   "channels": [{"channel": c, "contribution": round(v, 6)} for c, v in self.channels]}
+        return out
+
+
+@dataclass
+class ClassAudit:
+    index: int
+    name: str
+    n: int
+    accuracy: float
+    mean_image: torch.Tensor  # (C, H, W) in [0, 1]
+    mean_map: torch.Tensor  # (h, w)
+    clusters: list[Cluster]
+    silhouette: float
+    mistakes: list[int]  # indices of its most confident mistakes
+
+    @property
+    def flagged(self) -> bool:
+        return any(c.evidence.flagged for c in self.clusters)
+
+
+@dataclass
+class Audit:
+    spec: ModelSpec
+    data: TensorData
+    collected: Collected
+    classes: list[ClassAudit]
+    confusion: torch.Tensor  # (K, K): rows true class, columns prediction
+    layer: str
+    method: str
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.collected.preds == self.collected.labels).float().mean())
+
+    def record(self) -> dict[str, Any]:
+        """What audit.json holds; indices are into the audited split, in its order."""
+        c = self.collected
+        return {"split": self.data.name, "n_images": len(c.labels), "accuracy": round(self.accuracy, 5),
+                "seconds": round(self.seconds, 2), "layer": self.layer, "method": self.method,
+                "settings": self.settings, "region_format": "[y0, x0, y1, x1] in input pixels, y1 and x1 exclusive",
+                "confusion": self.confusion.tolist(),
+                "classes": [{"index": k.index, "name": k.name, "n": k.n, "accuracy": round(k.accuracy, 5),
+                             "flagged": k.flagged, "silhouette": round(k.silhouette, 4),
+                             "clusters": [cl.record() for cl in k.clusters],
+                             "confident_mistakes": [{"index": i, "pred": int(c.preds[i]),
+                                                     "confidence": round(float(c.confidence[i]), 4)}
+                                                    for i in k.mistakes]}
+                            for k in self.classes]}
+
+    def summary(self) -> dict[str, Any]:
+        return {"split": self.data.name, "n_images": len(self.collected.labels), "accuracy": round(self.accuracy, 5),
+                "flagged": [k.name for k in self.classes if k.flagged], "seconds": round(self.seconds, 2)}
+
+    def table(self) -> str:
+        """The flagged classes and why, for the terminal."""
+        flagged = [(k, cl) for k in self.classes for cl in k.clusters if cl.evidence.flagged]
+        if not flagged:
+            return (f"audit: {len(self.collected.labels)} images of {self.data.name}, accuracy {self.accuracy:.2%}: "
+                    "no class relies on a pattern that the evidence flags")
+        lines = [f"audit: {len(self.collected.labels)} images of {self.data.name}, accuracy {self.accuracy:.2%}; "
+                 "flagged:", f"{'class':<12} {'images':>7} {'region':<16} {'transfer':>8} {'masked':>7}  why"]
+        for k, cl in flagged:
+            e = cl.evidence
+            lines.append(f"{k.name[:12]:<12} {len(cl.members):>7} {str(e.region):<16} {e.transfer_rate:>8.0%} "
+                         f"{e.masked_drop:>7.2f}  {e.reason}")
+        return "\n".join(lines)
+
+
+def audit_data(run: Run, dataset: str | None, split: str | None, data_dir: str | os.PathLike | None) -> TensorData:
+    """The split to audit: by default the run's training split (where poisoned or spurious samples live)."""
+    from netviz.data import default_splits, load_split
+
+    dataset = dataset or run.config.get("dataset") or run.spec.default_dataset
+    if dataset is None:
+        raise NetvizError(f"model '{run.spec.name}' has no data set to audit: pass --dataset imagefolder:PATH")
+    split = split or run.config.get("train_split") or default_splits(dataset)[0]
+    data = load_split(dataset, split, data_dir or run.config.get("data_dir"))
+    if len(data) and int(data.labels.max()) >= run.spec.num_classes:
+        raise NetvizError(f"{data.name} has {len(data.classes)} classes but model '{run.spec.name}' gives "
+                          f"{run.spec.num_classes} scores: audit it on data of its own classes")
+    return run._named_by_model(data)
+
+
+def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
+              data_dir: str | os.PathLike | None = None, method: str = DEFAULT_METHOD, layer: str | int | None = None,
+              limit: int | None = None, cards: bool = True, seed: int = 0, quiet: bool = True,
+              **options: Any) -> Audit | None:
+    """Audit ``run`` on ``split`` (default: its training split) of ``dataset`` (default: its own):
+    the first ``limit`` images, or all. ``method``: the attribution method of the maps (any
+    registered one, with its ``options``); ``layer``: the activations clustered (default: the one
+    before the classifier). ``cards``: each flagged cluster's top channels get their neuron cards
+    (not under torchrun, where only the pass over the data is shared). Under torchrun every rank
+    collects its share; rank 0 gets the audit."""
+    import torch
+
+    from netviz.attribute import check_method_options, get_method
+    from netviz.device import seed_everything
+    from netviz.layers import resolve_layer
+    from netviz.progress import say
+
+    started = time.perf_counter()
+    # 1. the request, checked before any work
+    m = get_method(method)
+    if not m.evaluate:
+        raise NetvizError(f"--method {method} gives no map per image: use one that does, e.g. {DEFAULT_METHOD}")
+    check_method_options(options)
+    if limit is not None and limit < 1:
+        raise NetvizError(f"--limit {limit}: audit at least one image")
+    chosen = m.make_options({**options, "seed": seed})
+    name = resolve_layer(run.model, layer) if layer is not None else feature_layer(run)
+    seed_everything(seed)
+    data = audit_data(run, dataset, split, data_dir)
+    if limit is not None and limit < len(data):
+        data = _first(data, limit)
+    say(f"audit: {len(data)} images of {data.name}, maps by {method}, activations of {name}", quiet)
+    # 2. one pass over the data
+    collected = collect_split(run, data, m, chosen, name, quiet=quiet)
+    if collected is None:
+        return None  # another rank than 0
+    # 3. per class: clusters and their evidence
+    classes = [_audit_class(run, data, collected, k, seed) for k in range(run.spec.num_classes)
+               if bool((collected.labels == k).any())]
+    flagged = [cl for c in classes for cl in c.clusters if cl.evidence.flagged]
+    if flagged:
+        _shortcut_features(run, data, flagged, cards, seed, quiet)
+    k = run.spec.num_classes
+    confusion = torch.bincount(collected.labels * k + collected.preds, minlength=k * k).view(k, k)
+    settings = {"method": method, "layer": name, "limit": limit, "seed": seed,
+                **{key: v for key, v in chosen.given().items() if isinstance(v, (str, int, float, bool))}}
+    return Audit(run.spec, data, collected, classes, confusion, name, method, time.perf_counter() - started, settings)
+
+
+def _shortcut_features(run: Run, data: TensorData, flagged: list[Cluster], cards: bool, seed: int,
+                       quiet: bool) -> None:
+    """Each flagged cluster's top channels at the last spatial layer (mean grad-x-act over up to
+    64 members) and, with ``cards``, their neuron cards from the audited data."""
+    import torch
+
+    from netviz import distributed
+    from netviz.data import conform, normalise
+    from netviz.explain import explain_layer, get_channel_method
+    from netviz.neurons import neuron_cards
+
+    layer = explain_layer(run, None, [])
+    method = get_channel_method("grad-x-act")
+    for cluster in flagged:
+        members = cluster.members[:64]
+        x = normalise(conform(data.images[members], run.spec)[0], run.spec)
+        klass = int(data.labels[members[0]])
+        res = method.function(run.model, x, torch.full((len(x),), klass), layer, 5, options=method.make_options({}))
+        mean = res.contributions.mean(0)
+        top = torch.argsort(mean, descending=True, stable=True)[:5]
+        cluster.feature_layer = layer
+        cluster.channels = [(int(c), float(mean[c])) for c in top]
+    if cards and not distributed.context().active:
+        wanted = sorted({c for cl in flagged for c, _ in cl.channels})
+        made = neuron_cards(run, layer, wanted, data, top=4, seed=seed, quiet=quiet) or []
+        by_channel = {card.channel: card for card in made}
+        for cluster in flagged:
+            cluster.cards = [by_channel[c] for c, _ in cluster.channels if c in by_channel]
+
+
+def _first(data: TensorData, n: int) -> TensorData:
+    import dataclasses
+
+    return dataclasses.replace(data, images=data.images[:n], labels=data.labels[:n], name=f"{data.name}[:{n}]",
+                               positions=None)
+
+
+def _audit_class(run: Run, data: TensorData, c: Collected, klass: int, seed: int) -> ClassAudit:
+    """One class: its accuracy, mean image and map, clusters with their evidence, confident mistakes."""
+    import torch
+
+    from netviz.data import conform
+
+    spec = run.spec
+    mine = torch.nonzero(c.labels == klass)[:, 0]
+    maps = c.maps[mine].float()
+    assign, score = split_class(c.activations[mine], maps, seed + klass)
+    images, _ = conform(data.images[mine], spec)
+    others = _others(data, c, klass, spec, seed)
+    g = torch.Generator().manual_seed(seed + 1000 + klass)
+    other_maps = c.maps[c.labels != klass].float().mean(0)
+    clusters = []
+    for j in range(int(assign.max()) + 1):
+        inside = assign == j
+        reference = maps[~inside].mean(0) if bool((~inside).any()) else other_maps
+        mean_map = maps[inside].mean(0)
+        box = region(mean_map - reference, tuple(spec.input_shape[1:]))
+        evidence = weigh(run.model, spec, klass, images[inside], images, others, box, g)
+        members = mine[evidence.carriers] if evidence.flagged else mine[inside]
+        clusters.append(Cluster(members, mean_map, evidence, len(members) / len(mine)))
+    wrong = torch.nonzero(c.preds[mine] != klass)[:, 0]
+    worst = wrong[torch.argsort(c.confidence[mine][wrong], descending=True, stable=True)][:MISTAKES]
+    return ClassAudit(klass, spec.class_name(klass), len(mine), float((c.preds[mine] == klass).float().mean()),
+                      images.float().mean(0) / 255.0, maps.mean(0), clusters, score, mine[worst].tolist())
+
+
+def _others(data: TensorData, c: Collected, klass: int, spec: ModelSpec, seed: int) -> torch.Tensor:
+    """Up to :data:`OTHERS` correctly classified images of other classes (uint8, fitted to the model)."""
+    import torch
+
+    from netviz.data import conform
+
+    pool = torch.nonzero((c.labels != klass) & (c.preds == c.labels))[:, 0]
+    g = torch.Generator().manual_seed(seed + 2000 + klass)
+    return conform(data.images[pool[torch.randperm(len(pool), generator=g)[:OTHERS]]], spec)[0]

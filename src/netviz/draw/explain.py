@@ -1,0 +1,113 @@
+"""`netviz explain` figures: per image, the decision and the features that carried it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from netviz.draw.attribute import overlay, slug
+from netviz.draw.common import minmax, pyplot, rgb, save_figure
+from netviz.files import Artifact, write_json
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from netviz.explain import Explanation
+
+BARS = 12  # channels in the contribution bar chart
+
+
+def upsampled(amap: Any, size: tuple[int, int]) -> np.ndarray:
+    """A (h, w) map resized bilinearly to the image's (H, W)."""
+    import torch
+    from torch.nn import functional as F
+
+    t = torch.as_tensor(amap, dtype=torch.float32)[None, None]
+    if tuple(t.shape[2:]) != tuple(size):
+        t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+    return t[0, 0].numpy()
+
+
+def plot_explanation(ex: Explanation, i: int, path: str | os.PathLike) -> Path:
+    """[image | attribution | contributions], then one row per top channel: [its map over the image |
+    its dream | its top data-set images]."""
+    import numpy as np
+
+    plt = pyplot()
+    res, spec = ex.result, ex.spec
+    channels = ex.top_channels(i)
+    k = max((len(ex.cards[c].top_indices) for c in channels if c in ex.cards), default=0)
+    cols = 2 + (1 + k if ex.cards else 1)
+    fig = plt.figure(figsize=(1.55 * cols, 1.75 * (len(channels) + 1) + 0.5))
+    grid = fig.add_gridspec(len(channels) + 1, cols)
+    pixels = ex.pixels[i]
+    size = tuple(pixels.shape[1:])
+    # row 0: the image, the layer's total map over it, the channels' contributions
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(rgb(pixels), interpolation="nearest")
+    truth = f"true {spec.class_name(ex.labels[i])}\n" if ex.labels[i] is not None else ""
+    ax.set_title(f"{ex.names[i]}\n{truth}target {spec.class_name(int(res.target[i]))}", fontsize=7)
+    ax = fig.add_subplot(grid[0, 1])
+    ax.imshow(overlay(pixels, upsampled(res.total[i], size)), interpolation="nearest")
+    ax.set_title(f"all channels of {ex.layer}\nscore {float(res.score[i]):.3g}", fontsize=7)
+    _bars(fig.add_subplot(grid[0, 2:]), ex, i)
+    # one row per top channel
+    share = ex.shares(i)
+    for r, c in enumerate(channels):
+        ax = fig.add_subplot(grid[r + 1, 0])
+        ax.imshow(overlay(pixels, upsampled(res.maps[i, r], size)), interpolation="nearest")
+        ax.set_title(f"#{r + 1} channel {c}\n{float(res.contributions[i, c]):+.3g} ({float(share[c]):+.0%})",
+                     fontsize=7)
+        card = ex.cards.get(c)
+        if card is None:
+            continue
+        ax = fig.add_subplot(grid[r + 1, 1])
+        ax.imshow(np.clip(rgb(card.dream), 0, 1), interpolation="nearest")
+        ax.set_title("its dream", fontsize=7)
+        h, w = card.top_images.shape[2:]
+        for j in range(len(card.top_indices)):
+            ax = fig.add_subplot(grid[r + 1, 2 + j])
+            ax.imshow(rgb(card.top_images[j].float() / 255.0), interpolation="nearest")
+            ax.imshow(minmax(card.top_maps[j].numpy()), cmap="inferno", alpha=0.5,
+                      extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="bilinear")
+            ax.set_title(f"#{card.top_indices[j]} {card.top_labels[j][:10]}", fontsize=7)
+    for ax in fig.axes:
+        if ax.get_label() != "bars":
+            ax.axis("off")
+    fig.suptitle(f"{spec.name}: which channels of {ex.layer} carried the decision ({res.method}); green raised "
+                 "the score, red lowered it", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _bars(ax: Any, ex: Explanation, i: int) -> None:
+    """The largest contributions of the layer's channels, and the rest summed."""
+    res = ex.result
+    order = [int(c) for c in res.order[i]]
+    shown = order[:BARS]
+    values = [float(res.contributions[i, c]) for c in shown]
+    rest = float(res.contributions[i].sum()) - sum(values)
+    labels = [str(c) for c in shown]
+    colors = ["#1b9e4b" if v >= 0 else "#d7263d" for v in values]
+    ax.bar(range(len(values)), values, color=colors)
+    ax.set_xticks(range(len(values)), labels, fontsize=6, rotation=90)
+    ax.tick_params(axis="y", labelsize=6)
+    ax.axhline(0, color="black", linewidth=0.5)
+    others = f"; the other {len(order) - len(shown)} together: {rest:+.3g}" if len(order) > len(shown) else ""
+    ax.set_title(f"contribution per channel{others}", fontsize=7)
+    ax.set_label("bars")
+
+
+def write_explanation(ex: Explanation, out_dir: str | os.PathLike) -> list[Artifact]:
+    """explain-<image>.png per image and explain.json."""
+    out = Path(out_dir)
+    written = []
+    for i, name in enumerate(ex.names):
+        top = ", ".join(str(c) for c in ex.top_channels(i))
+        written.append(Artifact(plot_explanation(ex, i, out / f"explain-{slug(name)}.png"),
+                                f"{name}: the top channels of {ex.layer} ({top}) with their maps, dreams and "
+                                "top images"))
+    written.append(Artifact(write_json(out / "explain.json", ex.record()),
+                            f"every channel of {ex.layer} per image: contribution, share and rank"))
+    return written

@@ -1,0 +1,193 @@
+"""`netviz explain` as a plain function: the images, the layer, the channel method, the neuron cards.
+
+:func:`explain_run` returns an :class:`Explanation` (it writes its own record, explain.json);
+:mod:`netviz.draw.explain` draws it. The cards of the top channels come from
+:func:`netviz.neurons.neuron_cards`, cached per run and layer, so explaining another image only
+dreams the channels not seen before.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from netviz.errors import NetvizError
+from netviz.explain.methods import ChannelAttribution, get_channel_method
+
+if TYPE_CHECKING:
+    import torch
+
+    from netviz.neurons import NeuronCard
+    from netviz.registry import ModelSpec
+    from netviz.runs import Run
+
+DEFAULT_TOP = 5
+DEFAULT_CARD_IMAGES = 4
+
+
+@dataclass
+class Explanation:
+    """Per image, every channel's contribution to the target's score and the top channels' cards."""
+
+    spec: ModelSpec
+    run_path: Path | None
+    names: list[str]  # "index 12" or the image file name
+    indices: list[int | None]
+    labels: list[int | None]
+    pixels: torch.Tensor  # (N, C, H, W) in [0, 1]
+    result: ChannelAttribution
+    top: int
+    cards: dict[int, NeuronCard] = field(default_factory=dict)  # channel -> card (the top channels')
+    dataset: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def layer(self) -> str:
+        return self.result.layer
+
+    def top_channels(self, i: int) -> list[int]:
+        return [int(c) for c in self.result.order[i, :self.top]]
+
+    def shares(self, i: int) -> torch.Tensor:
+        """Each channel's contribution / the sum of |contributions| of the layer (so |shares| sum to 1)."""
+        c = self.result.contributions[i]
+        scale = c.abs().sum()
+        return c / scale if scale > 0 else c * 0
+
+    def record(self) -> dict[str, Any]:
+        """What explain.json holds: every channel of the layer for every image, ranked."""
+        res, method = self.result, get_channel_method(self.result.method)
+        images = []
+        for i, name in enumerate(self.names):
+            rank = {int(c): r + 1 for r, c in enumerate(res.order[i])}
+            share = self.shares(i)
+            item: dict[str, Any] = {"image": name} if self.indices[i] is None else {"index": self.indices[i]}
+            item.update({
+                "label": self.labels[i], "target": int(res.target[i]),
+                "target_name": self.spec.class_name(int(res.target[i])),
+                "score": _num(res.score[i]),
+                "score_baseline": _num(res.score_baseline[i]) if res.score_baseline is not None else None,
+                "completeness_error": _num(res.completeness_error[i]) if res.completeness_error is not None else None,
+                "steps": int(res.steps[i]) if res.steps is not None else None,
+                "contribution_sum": _num(res.contributions[i].sum()),
+                "channels": sorted(({"channel": k, "contribution": _num(res.contributions[i, k]),
+                                     "share": _num(share[k]), "rank": rank[k]}
+                                    for k in range(res.contributions.shape[1])), key=lambda c: c["rank"]),
+            })
+            images.append(item)
+        return {"model": self.spec.name, "run": str(self.run_path) if self.run_path is not None else None,
+                "layer": self.layer, "method": res.method, "summary": method.summary,
+                "completeness_reference": method.reference,
+                "share": "contribution / sum of |contribution| over the layer's channels",
+                "settings": self.settings, "notes": self.notes, "dataset": self.dataset,
+                "cards": {str(k): {"top_indices": c.top_indices, "top_labels": c.top_labels,
+                                   "dream_activation": c.dream_activation} for k, c in sorted(self.cards.items())},
+                "images": images}
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"layer": self.layer, "method": self.result.method, "images": len(self.names),
+                               "top_channels": {n: self.top_channels(i) for i, n in enumerate(self.names)}}
+        if self.result.completeness_error is not None:
+            out["completeness_error_max"] = _num(self.result.completeness_error.max())
+        return out
+
+
+def _num(v: Any) -> float | None:
+    v = float(v)
+    return None if math.isnan(v) or math.isinf(v) else v
+
+
+def explain_layer(run: Run, layer: str | int | None, notes: list[str]) -> str:
+    """The layer's dotted name; by default the last layer with a spatial output (said in ``notes``)."""
+    from netviz.dream import layer_output_shape
+    from netviz.layers import last_spatial_layer, resolve_layer
+
+    if layer is None:
+        name = last_spatial_layer(run.model, run.spec.input_shape)
+        notes.append(f"explaining layer {name}, the last one with a spatial output (pass --layer to choose another)")
+        return name
+    name = resolve_layer(run.model, layer)
+    shape = layer_output_shape(run.model, run.spec, name)
+    if len(shape) != 3:
+        raise NetvizError(f"layer {name} gives {tuple(shape)} per image: explain needs a layer with channels x "
+                          "height x width (see `netviz layers`)")
+    return name
+
+
+def explain_run(run: Run, method: str = "grad-x-act", *, images: Sequence[str | os.PathLike] = (),
+                indices: str | int | Sequence[int] | None = None, layer: str | int | None = None,
+                top: int = DEFAULT_TOP, target: int | None = None, cards: bool = True,
+                card_images: int = DEFAULT_CARD_IMAGES, recipe: str = "deepdream", dream_steps: int | None = None,
+                data_dir: str | os.PathLike | None = None, split: str | None = None, seed: int = 0,
+                quiet: bool = True, **options: Any) -> Explanation | None:
+    """Explain the eval images ``indices`` (default 0) or the files ``images`` at ``layer`` with the
+    channel ``method``; ``options`` are its own (``steps``, ``baseline``, ``rule``, ...). With
+    ``cards`` each top channel gets its neuron card (dream and ``card_images`` top images).
+    Under torchrun only rank 0 gets the result (the cards are made by all ranks together)."""
+    from netviz import distributed
+    from netviz.attribute import load_baseline
+    from netviz.data import normalise
+    from netviz.device import seed_everything
+    from netviz.inputs import select_inputs
+    from netviz.progress import say
+
+    # 1. the request, checked before any work
+    m = get_channel_method(method)
+    if top < 1:
+        raise NetvizError(f"--top {top}: ask for at least one channel")
+    if card_images < 1:
+        raise NetvizError(f"--card-images {card_images}: ask for at least one image per card")
+    unknown = sorted(set(options) - set(m.options.__dataclass_fields__))
+    if unknown:
+        raise NetvizError(f"explain --method {method} does not take {', '.join(unknown)}")
+    chosen = m.checked(m.make_options({**options, "seed": seed}))
+    seed_everything(seed)
+    notes: list[str] = []
+    name = explain_layer(run, layer, notes)
+    data = _card_data(run, data_dir, split) if cards else None
+    inputs = select_inputs(run, images, indices, data_dir, default="0", split=split, data=data)
+    notes += inputs.notes
+    for note in notes:
+        say(f"note: {note}", quiet)
+    if "baseline" in chosen.__dataclass_fields__:
+        import dataclasses
+
+        chosen = dataclasses.replace(chosen, baseline=load_baseline(chosen.baseline, run, data_dir))
+    # 2. every channel's contribution, for every image
+    x = normalise(inputs.images, run.spec)
+    say(f"explain: {len(inputs)} image(s), layer {name}, {method}", quiet)
+    result = m.function(run.model, x, target, name, top, options=chosen, spec=run.spec)
+    # 3. the neuron cards of the channels that made the top of any image
+    found: dict[int, NeuronCard] = {}
+    dataset = None
+    if cards:
+        from netviz.neurons import neuron_cards
+
+        wanted = sorted({int(c) for c in result.order[:, :top].flatten()})
+        made = neuron_cards(run, name, wanted, data, top=card_images, recipe=recipe, steps=dream_steps,
+                            batch_size=256, seed=seed, quiet=quiet)
+        if made is None:
+            return None  # another rank than 0
+        found, dataset = {c.channel: c for c in made}, data.name
+    elif not distributed.is_main():
+        return None
+    settings = {"method": method, "layer": name, "top": top, "target": target, "cards": cards,
+                "card_images": card_images, "recipe": recipe, "dream_steps": dream_steps, "seed": seed,
+                **{k: (v if isinstance(v, (str, int, float, bool, type(None))) else "tensor")
+                   for k, v in chosen.given().items() if k != "offset"}}
+    return Explanation(run.spec, run.path, inputs.names, inputs.indices, inputs.labels,
+                       inputs.images.float() / 255.0, result, min(top, result.contributions.shape[1]), found,
+                       dataset, settings, notes)
+
+
+def _card_data(run: Run, data_dir: str | os.PathLike | None, split: str | None):
+    """The data set the cards' top images come from; one line with a way out when there is none."""
+    try:
+        return run.eval_data(data_dir, split)
+    except NetvizError as exc:
+        raise NetvizError(f"{exc} (or pass --no-cards to explain without the neuron cards)") from None
