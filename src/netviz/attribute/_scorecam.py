@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 def weigh(r: LayerReading) -> torch.Tensor:
     """softmax over channels of F(x * mask_k), mask_k = channel k upsampled and scaled to [0, 1].
 
-    All n x K masked inputs go through the model ``batch_size`` at a time."""
+    The masked inputs go through the model ``batch_size`` at a time, but only those that differ: a
+    constant channel (all zero after a ReLU, common in late layers) scales to the all-zero mask, so
+    every such channel of every image gives the all-zero input, scored once per target."""
     import torch
     from torch.nn import functional as F
 
@@ -24,16 +26,22 @@ def weigh(r: LayerReading) -> torch.Tensor:
     flat = masks.flatten(2)
     lo, hi = flat.min(2).values[..., None, None], flat.max(2).values[..., None, None]
     masks = (masks - lo) / (hi - lo + 1e-8)
+    constant = (hi == lo).flatten()  # (n * k,): their masks are exactly 0
     owner = torch.arange(n, device=r.x.device).repeat_interleave(k)
     layout = fast_format(r.model, r.x)
-    scores = []
+    scores = torch.empty(n * k, device=r.x.device)
+    varying = torch.nonzero(~constant)[:, 0]
     with torch.inference_mode():
-        for start in range(0, n * k, r.batch_size):
-            who = owner[start:start + r.batch_size]
-            m = masks.flatten(0, 1)[start:start + r.batch_size, None]
-            masked = (r.x[who] * m).contiguous(memory_format=layout)
-            scores.append(score_of(r.model(masked), r.target[who], r.score).float())
-    return torch.softmax(torch.cat(scores).view(n, k), dim=1)
+        for start in range(0, len(varying), r.batch_size):
+            pairs = varying[start:start + r.batch_size]
+            who = owner[pairs]
+            masked = (r.x[who] * masks.flatten(0, 1)[pairs, None]).contiguous(memory_format=layout)
+            scores[pairs] = score_of(r.model(masked), r.target[who], r.score).float()
+        if bool(constant.any()):
+            zero = torch.zeros_like(r.x).contiguous(memory_format=layout)  # what x * 0 is, for every image
+            zero_scores = score_of(r.model(zero), r.target, r.score).float()
+            scores[constant] = zero_scores[owner[constant]]
+    return torch.softmax(scores.view(n, k), dim=1)
 
 
 score_cam = cam_method("scorecam", weigh, "Score-CAM: "
