@@ -148,31 +148,54 @@ def plot_layer(act: ImageActivations, layer: LayerActivation, path: str | os.Pat
     h, w = tiles[0].shape[:2]
     size = 1.25 if w >= h else 1.25 * w / h
     # at least 7 inches wide so that the two title lines fit
-    fig, axes = plt.subplots(rows, cols, figsize=(max(7.0, cols * size + (1.0 if scale else 0.2)),
-                                                  rows * size * h / w + 0.9), squeeze=False)
-    image = None
-    for ax, tile, label in zip(axes.flat, tiles, labels, strict=False):
-        if scale is not None:  # show raw values: the tile holds (v - lo) / span
-            lo, hi = scale
-            image = ax.imshow(lo + tile * (hi - lo), cmap="gray", vmin=lo, vmax=hi,
-                              interpolation="nearest")
-        else:
-            image = ax.imshow(tile, cmap="gray" if tile.ndim == 2 else None, vmin=0, vmax=1,
-                              interpolation="nearest")
-        ax.set_title(label, fontsize=8, pad=2)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if not ax.images:
-            ax.set_axis_off()
-    fig.suptitle(title, fontsize=9)
-    if scale is not None and image is not None:
-        bar = fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.04, pad=0.02)
+    fig, ax = plt.subplots(figsize=(max(7.0, cols * size + (1.0 if scale else 0.2)), rows * size * h / w + 0.9))
+    # one image of all the tiles, each with its label above it: a single axes draws and saves in a
+    # tenth of the time of an axes per tile (64 channels: 0.3 s instead of 2.5 s)
+    canvas, corners = _tile_canvas(tiles, cols, scale)
+    if scale is not None:  # raw values: the tile holds (v - lo) / span
+        image = ax.imshow(canvas, cmap=_grey_on_white(), vmin=scale[0], vmax=scale[1], interpolation="nearest")
+        bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
         bar.set_label("activation", fontsize=9)
         bar.ax.tick_params(labelsize=8)
     else:
+        ax.imshow(canvas, cmap=_grey_on_white(), vmin=0, vmax=1, interpolation="nearest")
+    for (y, x), label in zip(corners, labels, strict=True):
+        ax.text(x + w / 2 - 0.5, y - 0.9, label, ha="center", va="bottom", fontsize=8)
+    ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    if scale is None:
         fig.tight_layout(rect=(0, 0, 1, 0.97))
     return save_figure(fig, path)
+
+
+def _grey_on_white():
+    """The grey colour map, with NaN (the space between tiles) drawn white."""
+    from matplotlib import colormaps
+
+    return colormaps["gray"].with_extremes(bad="white")
+
+
+def _tile_canvas(tiles: list[np.ndarray], cols: int, scale: tuple[float, float] | None
+                 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The tiles in a grid with white space between them and room for a label above each: grey
+    tiles as one (H, W) array with NaN between them (raw values with ``scale``), RGB tiles as an
+    (H, W, 3) array on white; and each tile's top-left corner."""
+    import numpy as np
+
+    h, w = tiles[0].shape[:2]
+    gap_x, gap_y = max(1, round(w * 0.12)), max(2, round(h * 0.32))  # the label sits in gap_y
+    rows = -(-len(tiles) // cols)
+    rgb = tiles[0].ndim == 3
+    shape = (rows * (h + gap_y), cols * w + (cols - 1) * gap_x)
+    canvas = np.ones((*shape, 3)) if rgb else np.full(shape, np.nan)
+    corners = []
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        y, x = r * (h + gap_y) + gap_y, c * (w + gap_x)
+        values = scale[0] + tile * (scale[1] - scale[0]) if scale is not None else tile
+        canvas[y:y + h, x:x + w] = values
+        corners.append((y, x))
+    return canvas, corners
 
 
 def plot_combined(act: ImageActivations, path: str | os.PathLike, mode: str = "grey",

@@ -15,23 +15,42 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def pyplot():
-    """matplotlib.pyplot on the non-interactive Agg backend (no display needed)."""
-    import matplotlib
+class Figures:
+    """The few pyplot calls netviz draws with (``subplots``, ``figure``, ``get_cmap``), made on
+    matplotlib's object API: figures that no global registry holds and that need no display, and
+    no import of pyplot and its backend machinery (0.3-0.5 s of every drawing command's start)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    @staticmethod
+    def figure(figsize: tuple[float, float] | None = None) -> Figure:
+        from matplotlib.figure import Figure
 
-    return plt
+        return Figure(figsize=figsize)
+
+    @staticmethod
+    def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None,
+                 **kwargs: Any) -> tuple[Figure, Any]:
+        fig = Figures.figure(figsize)
+        return fig, fig.subplots(nrows, ncols, **kwargs)
+
+    @staticmethod
+    def get_cmap(name: str) -> Any:
+        from matplotlib import colormaps
+
+        return colormaps[name]
+
+    @staticmethod
+    def close(fig: Figure) -> None:
+        """Nothing holds a figure but its caller: dropping it frees it."""
+
+
+def pyplot() -> Figures:
+    """What the draw modules call ``plt``: see :class:`Figures`."""
+    return Figures()
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Write ``fig`` as PNG atomically, then close it."""
-    plt = pyplot()
-    try:
-        return atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, format="png", bbox_inches="tight"))
-    finally:
-        plt.close(fig)
+    """Write ``fig`` as PNG atomically (matplotlib's Agg renderer)."""
+    return atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, format="png", bbox_inches="tight"))
 
 
 @functools.cache
