@@ -46,6 +46,7 @@ from netviz.attribute._registry import (
     get_method,
     method_function,
     option,
+    options_of,
     register,
 )
 
@@ -85,7 +86,8 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str = "integrated",
 
 __all__ = [
     "BASELINES", "COMPOSITES", "DEFAULT_ALPHAS", "METHODS", "QUADRATURES", "SCORES", "IntegratedOptions", "LrpOptions",
-    "check_score", "relative_error", "relevance_rules", "resolve_target", "seed_relevance", "step_schedule", "zennit",
+    "check_score", "options_of", "relative_error", "relevance_rules", "resolve_target", "seed_relevance",
+    "step_schedule", "zennit",
     "AttributeReport", "Attribution", "BaselineOptions", "InteriorGradients", "LayerOptions", "Method", "Options",
     "SanityResult", "SeededOptions", "all_options", "attribute", "attribute_run", "check_batch_size",
     "check_method", "check_method_options", "eval_mode", "fast_format", "for_share", "forward_scores",

@@ -8,7 +8,7 @@ options of `netviz attribute` and `netviz evaluate` from these dataclasses.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -116,8 +116,13 @@ def register(method: Method) -> Method:
 
 def all_options() -> dict[str, Any]:
     """Every option of the registered methods (dataclass fields) by name, in first-seen order."""
+    return options_of(METHODS.values())
+
+
+def options_of(methods: Iterable[Any]) -> dict[str, Any]:
+    """Every option (dataclass field) of ``methods``' ``options`` by name, in first-seen order."""
     found: dict[str, Any] = {}
-    for method in METHODS.values():
+    for method in methods:
         for f in fields(method.options):
             found.setdefault(f.name, f)
     return found

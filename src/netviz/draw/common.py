@@ -21,15 +21,18 @@ class Figures:
     no import of pyplot and its backend machinery (0.3-0.5 s of every drawing command's start)."""
 
     @staticmethod
-    def figure(figsize: tuple[float, float] | None = None) -> Figure:
+    def figure(figsize: tuple[float, float] | None = None, layout: str | None = None) -> Figure:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        return Figure(figsize=figsize)
+        fig = Figure(figsize=figsize, layout=layout)
+        FigureCanvasAgg(fig)  # the Agg canvas pyplot's Agg backend would give it: renders without a display
+        return fig
 
     @staticmethod
     def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None,
-                 **kwargs: Any) -> tuple[Figure, Any]:
-        fig = Figures.figure(figsize)
+                 layout: str | None = None, **kwargs: Any) -> tuple[Figure, Any]:
+        fig = Figures.figure(figsize, layout)
         return fig, fig.subplots(nrows, ncols, **kwargs)
 
     @staticmethod

@@ -29,6 +29,7 @@ from netviz.attribute import (
     forward_scores,
     make_baseline,
     option,
+    options_of,
     quadrature_rule,
     relative_error,
     relevance_rules,
@@ -105,13 +106,7 @@ def register(method: ChannelMethod) -> ChannelMethod:
 
 def all_channel_options() -> dict[str, Any]:
     """Every option of the channel methods (dataclass fields) by name, in first-seen order."""
-    from dataclasses import fields
-
-    found: dict[str, Any] = {}
-    for method in CHANNEL_METHODS.values():
-        for f in fields(method.options):
-            found.setdefault(f.name, f)
-    return found
+    return options_of(CHANNEL_METHODS.values())
 
 
 def get_channel_method(name: str) -> ChannelMethod:
