@@ -264,9 +264,9 @@ class Run:
             )
         split = split or self.config.get("eval_split") or default_splits(dataset)[1]
         data = load_split(dataset, split, data_dir or self.config.get("data_dir"))
-        return self._named_by_model(data)
+        return self.named_by_model(data)
 
-    def _named_by_model(self, data: TensorData) -> TensorData:
+    def named_by_model(self, data: TensorData) -> TensorData:
         """The data with the model's class names: one source of names for every command, and a
         note where the data set calls them otherwise (a card's "bird" over a folder "bïrd")."""
         ours, theirs = tuple(self.spec.class_names), tuple(data.classes)

@@ -133,7 +133,7 @@ def audit_data(run: Run, dataset: str | None, split: str | None, data_dir: str |
     if len(data) and int(data.labels.max()) >= run.spec.num_classes:
         raise NetvizError(f"{data.name} has {len(data.classes)} classes but model '{run.spec.name}' gives "
                           f"{run.spec.num_classes} scores: audit it on data of its own classes")
-    return run._named_by_model(data)
+    return run.named_by_model(data)
 
 
 def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
@@ -151,7 +151,7 @@ def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
     from netviz.attribute import check_method_options, get_method
     from netviz.device import seed_everything
     from netviz.layers import resolve_layer
-    from netviz.progress import say
+    from netviz.progress import progress, say
 
     started = time.perf_counter()
     # 1. the request, checked before any work
@@ -173,8 +173,9 @@ def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
     if collected is None:
         return None  # another rank than 0
     # 3. per class: clusters and their evidence
-    classes = [_audit_class(run, data, collected, k, seed) for k in range(run.spec.num_classes)
-               if bool((collected.labels == k).any())]
+    present = [k for k in range(run.spec.num_classes) if bool((collected.labels == k).any())]
+    classes = [_audit_class(run, data, collected, k, seed)
+               for k in progress(present, quiet=quiet, desc="clusters", unit="class")]
     flagged = [cl for c in classes for cl in c.clusters if cl.evidence.flagged]
     if flagged:
         _shortcut_features(run, data, flagged, cards, seed, quiet)
