@@ -104,7 +104,8 @@ class Audit:
 
     def summary(self) -> dict[str, Any]:
         return {"split": self.data.name, "n_images": len(self.collected.labels), "accuracy": round(self.accuracy, 5),
-                "flagged": [k.name for k in self.classes if k.flagged], "seconds": round(self.seconds, 2)}
+                "flagged": ", ".join(k.name for k in self.classes if k.flagged) or "none",
+                "seconds": round(self.seconds, 2)}
 
     def table(self) -> str:
         """The flagged classes and why, for the terminal."""
