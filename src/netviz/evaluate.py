@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from netviz.registry import ModelSpec
     from netviz.runs import Run
 
+CURVE_BASELINES = ("black", "blur", "mean")
 
 
 def default_methods() -> list[str]:
@@ -38,7 +39,6 @@ def default_methods() -> list[str]:
 
     names = [m.name for m in METHODS.values() if m.evaluate and m.available]
     return [n for n in names if n != "random"] + ["random"]
-CURVE_BASELINES = ("black", "blur", "mean")
 
 
 @dataclass

@@ -65,10 +65,8 @@ def zennit() -> Any:
 
 def _rule_types() -> tuple[type, ...]:
     """Module types a composite gives a rule (or passes through on purpose)."""
-    from torch import nn
-
     z = zennit()
-    return (z.types.Convolution, z.types.Linear, z.types.BatchNorm, z.types.AvgPool, nn.Linear)
+    return (z.types.Convolution, z.types.Linear, z.types.BatchNorm, z.types.AvgPool)
 
 
 def probe(model: nn.Module, sample: torch.Tensor, method: str) -> list[tuple[list[str], str]]:
@@ -89,7 +87,7 @@ def probe(model: nn.Module, sample: torch.Tensor, method: str) -> list[tuple[lis
     calls: dict[str, int] = {}
     handles = []
 
-    def hook(name: str, module: nn.Module):
+    def hook(name: str):
         def run(mod: nn.Module, args: tuple, output: Any) -> None:
             calls[name] = calls.get(name, 0) + 1
             if isinstance(mod, (z.types.Convolution, z.types.Linear)) and isinstance(output, torch.Tensor):
@@ -101,7 +99,7 @@ def probe(model: nn.Module, sample: torch.Tensor, method: str) -> list[tuple[lis
     try:
         for name, module in model.named_modules():
             if name and isinstance(module, ruled):
-                handles.append(module.register_forward_hook(hook(name, module)))
+                handles.append(module.register_forward_hook(hook(name)))
         with torch.no_grad():
             model(sample)
     finally:

@@ -37,6 +37,22 @@ class Options:
         """The options as keyword arguments of the method's function (None: the function's own default)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> Options:
+        """These options from a command's ``values`` (other methods' options and None values are
+        left out: the defaults stay)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names and v is not None})
+
+    def check(self) -> None:
+        """The options every method shares, checked before any work: one line for a bad score or a
+        batch size that is not a positive whole number."""
+        from netviz.attribute._common import check_batch_size, check_score
+
+        check_score(self.score)
+        if self.batch_size is not None:
+            check_batch_size(self.batch_size)
+
 
 @dataclass(frozen=True)
 class BaselineOptions(Options):
@@ -93,10 +109,8 @@ class Method:
         return self.requires is None or importlib.util.find_spec(self.requires) is not None
 
     def make_options(self, values: dict[str, Any]) -> Options:
-        """This method's options from a command's ``values`` (other methods' options and None
-        values are left out: the defaults stay)."""
-        names = {f.name for f in fields(self.options)}
-        return self.options(**{k: v for k, v in values.items() if k in names and v is not None})
+        """This method's options from a command's ``values`` (see :meth:`Options.from_values`)."""
+        return self.options.from_values(values)
 
 
 METHODS: dict[str, Method] = {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netviz.attribute._common import BASELINES, Attribution, check_batch_size, check_score, mean_baseline
+from netviz.attribute._common import BASELINES, Attribution, mean_baseline
 from netviz.attribute._interior import InteriorGradients
 from netviz.attribute._registry import Method, Options, get_method
 from netviz.attribute._sanity import SanityResult, model_randomisation
@@ -237,9 +237,7 @@ def attribute_run(
     options = options if options is not None else m.make_options({"seed": seed})
     if not isinstance(options, m.options):
         raise NetvizError(f"{method} takes {m.options.__name__}, not {type(options).__name__}")
-    check_score(options.score)
-    if options.batch_size is not None:
-        check_batch_size(options.batch_size)  # before any work: a bad size is one line, not an empty batch
+    options.check()  # before any work: a bad size is one line, not an empty batch
     if sanity and not m.evaluate:
         raise NetvizError(f"--sanity needs a method with one map per image, not {method}")
     seed_everything(seed)

@@ -38,9 +38,9 @@ def weigh(r: LayerReading) -> torch.Tensor:
             masked = (r.x[who] * masks.flatten(0, 1)[pairs, None]).contiguous(memory_format=layout)
             scores[pairs] = score_of(r.model(masked), r.target[who], r.score).float()
         if bool(constant.any()):
-            zero = torch.zeros_like(r.x).contiguous(memory_format=layout)  # what x * 0 is, for every image
-            zero_scores = score_of(r.model(zero), r.target, r.score).float()
-            scores[constant] = zero_scores[owner[constant]]
+            zero = torch.zeros_like(r.x[:1]).contiguous(memory_format=layout)  # what x * 0 is, for any image
+            logits = r.model(zero).expand(n, -1)  # one pass; each image's target read from it
+            scores[constant] = score_of(logits, r.target, r.score).float()[owner[constant]]
     return torch.softmax(scores.view(n, k), dim=1)
 
 

@@ -132,8 +132,3 @@ def _compact(attr: torch.Tensor, spec: Any) -> torch.Tensor:
 
     side = min(MAP_SIDE, spec.input_shape[1]), min(MAP_SIDE, spec.input_shape[2])
     return F.adaptive_avg_pool2d(attr.abs().sum(1, keepdim=True).float(), side)[:, 0].half()
-
-
-def options_for(method: Method, values: dict[str, Any], seed: int) -> Options:
-    """The method's options for the audit: its defaults, ``values`` and the seed."""
-    return method.make_options({**values, "seed": seed})

@@ -41,10 +41,6 @@ class Figures:
 
         return colormaps[name]
 
-    @staticmethod
-    def close(fig: Figure) -> None:
-        """Nothing holds a figure but its caller: dropping it frees it."""
-
 
 def pyplot() -> Figures:
     """What the draw modules call ``plt``: see :class:`Figures`."""

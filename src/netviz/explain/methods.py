@@ -84,16 +84,13 @@ class ChannelMethod:
     check: Callable[[Any], None] | None = None  # refuses bad options in one line, before any work
 
     def checked(self, options: Options) -> Options:
-        check_score(options.score)
-        if options.batch_size is not None:
-            check_batch_size(options.batch_size)
+        options.check()
         if self.check is not None:
             self.check(options)
         return options
 
     def make_options(self, values: dict[str, Any]) -> Options:
-        names = {f for f in self.options.__dataclass_fields__}
-        return self.options(**{k: v for k, v in values.items() if k in names and v is not None})
+        return self.options.from_values(values)
 
 
 CHANNEL_METHODS: dict[str, ChannelMethod] = {}
