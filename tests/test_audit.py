@@ -221,6 +221,8 @@ def test_audit_of_a_user_model_on_an_image_folder(tmp_path: Path) -> None:
     (["--split", "tran"], "tran"),
     (["--layer", "nope"], "nope"),
     (["--limit", "0"], "--limit 0"),
+    (["--score", "probb"], "unknown score 'probb'"),
+    (["--batch-size", "0"], "--batch-size 0"),
     (["--dataset", "cifar10", "--split", "train[:10]"], "CIFAR-10 train split not found"),
 ])
 def test_bad_input_is_one_line(mnist_run, tmp_path: Path, args, message) -> None:

@@ -163,6 +163,7 @@ def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
     if limit is not None and limit < 1:
         raise NetvizError(f"--limit {limit}: audit at least one image")
     chosen = m.make_options({**options, "seed": seed})
+    chosen.check()
     name = resolve_layer(run.model, layer) if layer is not None else feature_layer(run)
     seed_everything(seed)
     data = audit_data(run, dataset, split, data_dir)
