@@ -16,10 +16,11 @@ requested layers are recorded.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
+from netviz.heads import head_of
 from netviz.selection import parse_int_list
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class ImageActivations:
     layers: list[LayerActivation]
     note: str | None = None  # how an image file was converted, if it was
     class_names: tuple[str, ...] = ()
+    present: list[int] = field(default_factory=list)  # every predicted class (multi-label: above 0.5)
 
     def class_name(self, k: int) -> str:
         return str(self.class_names[k]) if k < len(self.class_names) else str(k)
@@ -81,6 +83,13 @@ class ImageActivations:
     @property
     def probability(self) -> float:
         return float(self.probabilities[self.predicted])
+
+    @property
+    def prediction_text(self) -> str:
+        """``predicted 7 (98.1%)``; a multi-label model's every present class."""
+        shown = self.present or [self.predicted]
+        return "predicted " + ", ".join(f"{self.class_name(k)} ({float(self.probabilities[k]):.1%})"
+                                        for k in shown)
 
     def top_classes(self, k: int = 5) -> list[tuple[int, float]]:
         p, i = self.probabilities.topk(min(k, self.probabilities.numel()))
@@ -121,6 +130,8 @@ class ImageActivations:
             "label": act.label, "label_name": act.label_name,
             "predicted": act.predicted, "predicted_name": act.predicted_name,
             "probability": r(act.probability),
+            "present": [{"class": k, "name": act.class_name(k), "probability": r(act.probabilities[k])}
+                        for k in act.present],
             "top_classes": [{"class": k, "name": act.class_name(k), "probability": r(p)}
                             for k, p in act.top_classes(5)],
             "layers": layers,
@@ -228,16 +239,6 @@ def default_layers(model: nn.Module, spec: ModelSpec, count: int = 3) -> list[st
 
 # -- compute -----------------------------------------------------------------------------------
 
-def _logits(output: object) -> torch.Tensor:
-    import torch
-
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise NetvizError("the model's output is not a tensor of class scores")
-
-
 def image_activations(model: nn.Module, spec: ModelSpec, image: torch.Tensor, layers: Sequence[str],
                       channels: str | int | Sequence[int] | None = None, *,
                       label: int | None = None, class_names: Sequence[str] | None = None,
@@ -260,7 +261,7 @@ def image_activations(model: nn.Module, spec: ModelSpec, image: torch.Tensor, la
                   else spec.class_names)
     x = normalise(image, spec, device)
     with capture_activations(model, list(layers)) as store, torch.no_grad():
-        logits = _logits(model(x))[0].float().cpu()
+        logits = model(x)[0].float().cpu()
     missing = [n for n in layers if n not in store]
     if missing:
         raise NetvizError(f"layer(s) {', '.join(missing)} produced no tensor output for this model")
@@ -271,13 +272,15 @@ def image_activations(model: nn.Module, spec: ModelSpec, image: torch.Tensor, la
         module = model.get_submodule(name)
         results.append(LayerActivation(name, layer_index(model, name), type(module).__name__, out,
                                        shown, clip_note))
-    probs = logits.softmax(0)
-    pred = int(probs.argmax())
+    head = head_of(model)
+    probs = head.probabilities(logits[None])[0]
+    present = head.predicted(probs)
+    pred = present[0]
 
     act = ImageActivations(
         image=image[0].cpu(), source=source, index=index, label=label, label_name=None,
         predicted=pred, predicted_name="", probabilities=probs, layers=results, note=note,
-        class_names=names,
+        class_names=names, present=present,
     )
     act.label_name = None if label is None else act.class_name(label)
     act.predicted_name = act.class_name(pred)

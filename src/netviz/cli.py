@@ -161,6 +161,16 @@ model_options = _compose(
     click.option("--std", default=None, help="Normalisation std per channel, e.g. 0.229,0.224,0.225."),
     click.option("--classes", "class_names", default=None,
                  help="Class names: a,b,c, or a file with one name a line (or a JSON list)."),
+    click.option("--output", "output", default=None, metavar="INDEX|KEY",
+                 help="Which of the forward's outputs holds the class scores, when it returns a "
+                      "tuple, dict or dataclass (e.g. 2, or logits)."),
+    click.option("--activation", default=None, metavar="softmax|sigmoid|none",
+                 help="How the scores are read as probabilities: softmax (default; one class per "
+                      "image), sigmoid (multi-label) or none (already probabilities or a value)."),
+    click.option("--region", default=None, metavar="pred|Y0,X0,Y1,X1",
+                 help="For a model answering with a map (N, classes, H, W): a class's score is its "
+                      "logit summed over the pixels predicted as it (pred, the default) or over a "
+                      "box in input pixels."),
 )
 
 
@@ -198,6 +208,9 @@ class SourceArgs:
     std: str | None = None
     classes: str | None = None
     runs_dir: str | None = None
+    output: str | None = None
+    activation: str | None = None
+    region: str | None = None
 
 
 def source_options(f: Callable) -> Callable:
@@ -206,9 +219,10 @@ def source_options(f: Callable) -> Callable:
     @functools.wraps(f)
     def command(*args: Any, run: str | None, model_name: str | None, model_args: tuple[str, ...],
                 weights: str | None, input_shape: str | None, mean: str | None, std: str | None,
-                class_names: str | None, runs_dir: str | None, **kwargs: Any) -> Any:
+                class_names: str | None, runs_dir: str | None, output: str | None,
+                activation: str | None, region: str | None, **kwargs: Any) -> Any:
         source = SourceArgs(run, model_name, model_args, weights, input_shape, mean, std, class_names,
-                            runs_dir)
+                            runs_dir, output, activation, region)
         return f(*args, source=source, **kwargs)
 
     return _compose(
@@ -238,10 +252,12 @@ def open_source(source: SourceArgs, device: str, seed: int | None = None, quiet:
     from netviz.sources import ModelSource
 
     seed_everything(seed)
+    head = dict(output=source.output, activation=source.activation, region=source.region)
     model = None if source.model is None else ModelSource.from_options(
         source.model, model_args=source.model_args or None, weights=source.weights, input_shape=source.input_shape,
-        mean=source.mean, std=source.std, classes=source.classes)  # parsed once, here
-    run = load_run(source.run, model=model, runs_dir=source.runs_dir, device=device)
+        mean=source.mean, std=source.std, classes=source.classes, **head)  # parsed once, here
+    run = load_run(source.run, model=model, runs_dir=source.runs_dir, device=device,
+                   **(head if model is None else {}))
     for note in run.notes:
         say(f"note: {note}", quiet)
     return run
@@ -290,14 +306,16 @@ def main() -> None:
 @quiet_option
 def train(model: str | None, config_file: str | None, resume: str | None, quiet: bool,
           model_args: tuple[str, ...], weights: str | None, input_shape: str | None, mean: str | None,
-          std: str | None, class_names: str | None, **options: Any) -> None:
+          std: str | None, class_names: str | None, output: str | None, activation: str | None,
+          region: str | None, **options: Any) -> None:
     """Train a model and write a run folder (default: the MNIST net)."""
     from netviz import commands
     from netviz.runs import RunFolder
     from netviz.sources import ModelSource
 
     source = ModelSource.from_options(model, model_args=model_args or None, weights=weights,
-                                      input_shape=input_shape, mean=mean, std=std, classes=class_names)
+                                      input_shape=input_shape, mean=mean, std=std, classes=class_names,
+                                      output=output, activation=activation, region=region)
     run = commands.train(source, config=config_file, resume=resume, quiet=quiet, **options)
     print_paths(RunFolder(run.path).files())
 
@@ -500,8 +518,9 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
               help="An image file; repeat for several (default: --index of the eval set).")
 @click.option("--index", default=None,
               help="Eval-set images: 7, 0-99 or 1,5,10-12 (default 0-7).")
-@click.option("--target", type=NONNEG, default=None,
-              help="Class to explain (default: each image's predicted class).")
+@click.option("--target", default=None,
+              help="Class to explain (default: each image's predicted class); several at once as "
+                   "3,5 for a multi-label model (their scores are summed).")
 @attribution_options()
 @click.option("--sanity", is_flag=True,
               help="Also run the cascading model-randomisation test (sanity.json, sanity.png).")
@@ -512,7 +531,7 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
 @data_dir_option
 @out_option
 @common_options
-def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], index: str | None, target: int | None,
+def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], index: str | None, target: str | None,
                   sanity: bool, style: str, percentile: float, data_dir: str | None, out: str | None,
                   overwrite: bool, device: str, seed: int, quiet: bool, **options: Any) -> None:
     """Which pixels made the model's score: gradients, paths, class-activation maps, occlusion.

@@ -275,7 +275,7 @@ def _say_activations(act: Any, inp: dict[str, Any], mode: str, spec: ModelSpec, 
         if mode == "rgb" and layer.spatial and not uses_rgb(layer, mode):
             notes(f"{layer.name}: {len(layer.channels)} channels is not a multiple of 3, drawn as grey tiles")
     truth = f" (true {act.label_name})" if act.label_name is not None else ""
-    say(f"{act.source}{truth}: predicted {act.predicted_name} ({act.probability:.1%})", quiet)
+    say(f"{act.source}{truth}: {act.prediction_text}", quiet)
 
 
 def attribute(run: Run, method: str = "integrated", out: str | os.PathLike | None = None, *,

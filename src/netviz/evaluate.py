@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
+from netviz.heads import head_of
 
 if TYPE_CHECKING:
     import torch
@@ -163,8 +164,7 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, baseline: torch.Tenso
             inserted = torch.where(top, xs, bs)  # kind 1: the top pixels put into the baseline
             inputs = torch.where((kind == 0).view(-1, 1, 1, 1).to(dev), deleted, inserted)
             logits = model(inputs.contiguous(memory_format=layout))
-            logits = logits[0] if isinstance(logits, (tuple, list)) else logits
-            p = torch.softmax(logits.float(), dim=1)
+            p = head_of(model).probabilities(logits.float())
             probs[start:start + len(j)] = p.gather(1, target[img].view(-1, 1).to(dev)).squeeze(1).cpu()
     probs = probs.view(n, s, 2)
     return probs[..., 0], probs[..., 1]

@@ -246,9 +246,12 @@ def forward_to(model: nn.Module, x: torch.Tensor, layers: Sequence[str], detach:
 
 
 def has_hooks(model: nn.Module) -> bool:
-    """True if any module still carries a forward/backward hook (tests use this)."""
+    """True if any module still carries a forward/backward hook (tests use this); the model's
+    head (:func:`netviz.heads.attach`) is part of the model as netviz opens it, not counted."""
+    from netviz.heads import is_head_hook
+
     return any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+        any(not is_head_hook(h) for h in m._forward_hooks.values()) or m._forward_pre_hooks or m._backward_hooks
         or getattr(m, "_backward_pre_hooks", None)
         for m in model.modules()
     )

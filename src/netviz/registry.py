@@ -48,7 +48,10 @@ class ModelSpec:
     description: str = ""
     extra: dict = field(default_factory=dict)
 
-    def class_name(self, k: int) -> str:
+    def class_name(self, k: int | list[int]) -> str:
+        """A class's name; several classes (a multi-label target) joined with +."""
+        if isinstance(k, list):
+            return "+".join(self.class_name(c) for c in k)
         return self.class_names[k] if k < len(self.class_names) else str(k)
 
 

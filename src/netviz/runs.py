@@ -349,7 +349,8 @@ def _find_run_dir(path: Path, notes: list[str]) -> tuple[Path | None, Path | Non
 def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | ModelSource | None = None,
              weights: str | os.PathLike | None = None, model_args: Any = None,
              input_shape: Any = None, mean: Any = None, std: Any = None, classes: Any = None,
-             layers: Any = None, dataset: str | None = None,
+             layers: Any = None, dataset: str | None = None, output: str | int | None = None,
+             activation: str | None = None, region: Any = None,
              runs_dir: str | os.PathLike | None = None, device: str | torch.device = "auto") -> Run:
     """Open what a command looks at.
 
@@ -371,7 +372,8 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
     init(dev)  # under torchrun: join the process group (NCCL on CUDA, gloo on the CPU)
     notes: list[str] = []
     options = dict(model_args=model_args, input_shape=input_shape, mean=mean, std=std,
-                   classes=classes, layers=layers, dataset=dataset)
+                   classes=classes, layers=layers, dataset=dataset, output=output,
+                   activation=activation, region=region)
     given = model if isinstance(model, ModelSource) else None
     if model is not None and (path is None or Path(path).is_file() and not _is_netviz_checkpoint(path)):
         # a model by name, with --weights (or a plain weights file given where a run goes)
@@ -393,6 +395,9 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
         source = ModelSource(ref=str(ckpt["model_name"]))
     else:
         raise NetvizError(f"{ckpt_path} does not say which model it is for: pass --model NAME")
+    if model is None:  # what was said now about the run's output wins over what it recorded
+        said = ModelSource.from_options(None, output=output, activation=activation, region=region)
+        source = said.over(source)
     spec, net = open_model(source, num_classes=_trained_classes(config), notes=notes)
     load_weights(net, ckpt["model"], ckpt_path)
     metrics = []

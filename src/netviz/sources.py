@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError, close_matches
+from netviz.heads import Head, OutputError, check_activation, parse_output, parse_region
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from netviz.registry import ModelSpec
 
 CARD_KEYS = ("model", "weights", "input_shape", "mean", "std", "classes", "layers", "dataset",
-             "model_args", "description")
+             "model_args", "description", "output", "activation", "region")
 SIZES_TRIED = (28, 32, 64, 96, 128, 224)  # square input sizes tried when none is given
 HOW_TO_NAME = ("a registry name (see `netviz models`), a torchvision classifier such as resnet18, "
                "path/to/file.py:NAME, package.module:NAME, timm:NAME or a model card path/to/card.toml")
@@ -140,12 +141,23 @@ class ModelSource:
     layers: tuple[str, ...] | None = None
     dataset: str | None = None
     description: str = ""
+    output: str | int | None = None  # which of the forward's outputs holds the class scores
+    activation: str | None = None  # softmax (None), sigmoid or none: see netviz.heads
+    region: str | tuple[int, int, int, int] | None = None  # dense outputs: pred or a box
+
+    @property
+    def head(self) -> Head:
+        """How the model's output is read as class scores (see :mod:`netviz.heads`)."""
+        from netviz.heads import Head
+
+        return Head(self.output, self.activation or "softmax", self.region)
 
     @classmethod
     def from_options(cls, ref: str | nn.Module | None, *, model_args: Sequence[str] | Mapping[str, Any] | None = None,
                      weights: str | os.PathLike | None = None, input_shape: Any = None, mean: Any = None,
                      std: Any = None, classes: Any = None, layers: Any = None,
-                     dataset: str | None = None) -> ModelSource:
+                     dataset: str | None = None, output: str | int | None = None,
+                     activation: str | None = None, region: Any = None) -> ModelSource:
         """Options as the CLI or ``load_run`` take them, parsed and checked here, once; a card fills
         what they leave out. ``ref`` None: no model named (``netviz train`` then takes its config's)."""
         weights = None if weights is None or str(weights).lower() in ("none", "") else str(weights)
@@ -155,7 +167,9 @@ class ModelSource:
                     classes=parse_class_names(classes),
                     layers=tuple(layers.split(",")) if isinstance(layers, str) else
                     (tuple(layers) if layers is not None else None),
-                    dataset=dataset)
+                    dataset=dataset, output=parse_output(output),
+                    activation=None if activation is None else check_activation(activation),
+                    region=parse_region(region))
         if isinstance(given.ref, str) and given.ref.endswith(".toml"):
             return given.over(load_card(given.ref))
         return given
@@ -163,7 +177,8 @@ class ModelSource:
     def config_values(self) -> dict[str, Any]:
         """What the user said about the model, as :class:`netviz.training.TrainConfig` values."""
         values = {"model_args": dict(self.model_args) or None, "weights": self.weights,
-                  "input_shape": self.input_shape, "mean": self.mean, "std": self.std, "classes": self.classes}
+                  "input_shape": self.input_shape, "mean": self.mean, "std": self.std, "classes": self.classes,
+                  "output": self.output, "activation": self.activation, "dataset": self.dataset}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if v is not None}
 
     def over(self, card: ModelSource) -> ModelSource:
@@ -171,7 +186,8 @@ class ModelSource:
         return replace(
             card, model_args={**card.model_args, **self.model_args},
             **{k: getattr(self, k) for k in ("weights", "input_shape", "mean", "std", "classes",
-                                              "layers", "dataset") if getattr(self, k) is not None})
+                                              "layers", "dataset", "output", "activation", "region")
+               if getattr(self, k) is not None})
 
     @property
     def kind(self) -> str:
@@ -212,7 +228,7 @@ class ModelSource:
             value = getattr(self, key)
             if value is not None:
                 out[key] = list(value)
-        return out
+        return {**out, **self.head.record()}
 
 
 def load_card(path: str | os.PathLike) -> ModelSource:
@@ -253,7 +269,9 @@ def load_card(path: str | os.PathLike) -> ModelSource:
         input_shape=parse_shape(card.get("input_shape")), mean=parse_floats(card.get("mean"), "mean"),
         std=parse_floats(card.get("std"), "std"), classes=parse_class_names(card.get("classes"), base),
         layers=tuple(layers) if layers is not None else None, dataset=dataset,
-        description=str(card.get("description", "")))
+        description=str(card.get("description", "")), output=parse_output(card.get("output")),
+        activation=None if card.get("activation") is None else check_activation(card["activation"]),
+        region=parse_region(card.get("region")))
 
 
 def source_from_config(config: Mapping[str, Any]) -> ModelSource:
@@ -261,7 +279,8 @@ def source_from_config(config: Mapping[str, Any]) -> ModelSource:
     return ModelSource(
         ref=str(config.get("model") or "mnist"), model_args=dict(config.get("model_args") or {}),
         input_shape=parse_shape(config.get("input_shape")), mean=parse_floats(config.get("mean"), "mean"),
-        std=parse_floats(config.get("std"), "std"), classes=parse_class_names(config.get("classes")))
+        std=parse_floats(config.get("std"), "std"), classes=parse_class_names(config.get("classes")),
+        output=parse_output(config.get("output")), activation=config.get("activation"))
 
 
 # -- building ----------------------------------------------------------------------------------------
@@ -434,10 +453,11 @@ def _output_width(model: nn.Module, shape: tuple[int, int, int]) -> int:
     try:
         with eval_mode(model), torch.no_grad():
             out = model(torch.zeros(1, *shape, device=model_device(model)))
+    except NetvizError:
+        raise  # the head's: the output cannot be read as class scores as asked
     except Exception as exc:
         raise NetvizError(f"the model's forward pass fails on input {'x'.join(map(str, shape))}: "
                           f"{type(exc).__name__}: {_first_line(exc)} (pass --input-shape C,H,W)") from exc
-    out = out[0] if isinstance(out, (tuple, list)) else out
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise NetvizError(f"the model returns {got} for one image; netviz needs class scores of "
@@ -452,6 +472,8 @@ def _infer_shape(model: nn.Module) -> tuple[tuple[int, int, int], str]:
         shape = (channels, size, size)
         try:
             _output_width(model, shape)
+        except OutputError:
+            raise
         except NetvizError:
             continue
         return shape, (f"assumed input {channels}x{size}x{size} (the first convolution takes "
@@ -517,16 +539,19 @@ def open_model(source: ModelSource, num_classes: int | None = None,
     Registry and torchvision models keep their registered spec (with any option applied on top);
     user models are described by :func:`describe`.
     """
+    from netviz.heads import attach, check_region
     from netviz.registry import get_spec
     from netviz.weights import load_weights_file
 
     notes = notes if notes is not None else []
     model, cfg = build_module(source, num_classes)
+    attach(model, source.head)
     if source.kind == "name":
         spec = get_spec(str(source.ref))
         spec = _with_options(spec, source, model)
     else:
         spec = describe(source, model, cfg, notes)
+    check_region(source.head, spec.input_shape)
     if source.weights not in (None, "default"):
         load_weights_file(model, source.weights)
     return spec, model.eval()

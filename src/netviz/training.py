@@ -61,6 +61,8 @@ class TrainConfig:
     std: list[float] | None = None
     classes: list[str] | None = None
     num_classes: int | None = None  # set by train when it fits the model's output to the data
+    output: int | str | None = None  # which of the forward's outputs holds the class scores
+    activation: str | None = None  # how scores read as probabilities (training: softmax only)
     dataset: str | None = None  # None: the model's default data set
     data_dir: str | None = None
     train_split: str | None = None  # None: the data set's default
@@ -91,6 +93,9 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         checks = [
             (self.epochs > 0, f"--epochs must be at least 1, not {self.epochs}"),
+            (self.activation in (None, "softmax"),
+             f"--activation {self.activation}: netviz train fits one class per image with cross-entropy "
+             "(softmax); a multi-label or regression model is trained elsewhere and opened with --model"),
             (self.batch_size > 0, f"--batch-size must be at least 1, not {self.batch_size}"),
             (self.eval_batch_size > 0, "eval_batch_size must be at least 1"),
             (self.lr > 0, f"--lr must be positive, not {self.lr}"),
@@ -467,9 +472,13 @@ def _resume_config(resume: str | Path, model: str | None, overrides: dict[str, A
 
 
 def _new_folder(cfg: TrainConfig) -> RunFolder:
+    from netviz.outputs import slug
     from netviz.runs import create_run_folder, runs_root
+    from netviz.sources import ModelSource
 
-    name = cfg.name or f"{cfg.model}-{datetime.now():%Y%m%d-%H%M%S}"
+    # the model's short name: a card's model is an absolute path by now, never a folder name
+    model = slug(ModelSource(ref=cfg.model).name.replace(":", "-"), 60)
+    name = cfg.name or f"{model}-{datetime.now():%Y%m%d-%H%M%S}"
     return create_run_folder(runs_root(cfg.runs_dir), name, unique=cfg.name is None)
 
 
@@ -512,8 +521,12 @@ def _configure(model: str | ModelSource | None, config: str | Path | None, resum
 
     given = model if isinstance(model, ModelSource) else None
     name = given.ref if given is not None else model
+    if given is not None and given.region is not None:
+        raise NetvizError("--region reads a segmentation map's scores; netviz train fits one class per "
+                          "image: train without it")
     if given is not None:
-        overrides = {**given.config_values(), **overrides}  # what the user said about the model
+        # what the user said about the model (a card's data set too), unless an option says otherwise
+        overrides = {**given.config_values(), **{k: v for k, v in overrides.items() if v is not None}}
     if resume is not None:
         cfg, folder, saved = _resume_config(resume, name, overrides)
     else:
@@ -525,7 +538,7 @@ def _configure(model: str | ModelSource | None, config: str | Path | None, resum
     # (the user's own options are in it as overrides)
     return cfg, folder, saved, ModelSource.from_options(
         cfg.model, model_args=cfg.model_args, weights=cfg.weights, input_shape=cfg.input_shape,
-        mean=cfg.mean, std=cfg.std, classes=cfg.classes)
+        mean=cfg.mean, std=cfg.std, classes=cfg.classes, output=cfg.output, activation=cfg.activation)
 
 
 def _join(cfg: TrainConfig, new_run: bool) -> tuple[torch.device, Any]:
@@ -555,6 +568,7 @@ def _record_model(cfg: TrainConfig, spec: ModelSpec, source: ModelSource) -> Non
     if source.weights not in (None, "default"):
         cfg.weights = str(Path(source.weights).expanduser().resolve())
     cfg.num_classes = spec.num_classes
+    cfg.output, cfg.activation = source.output, source.activation
     if cfg.dataset.startswith("imagefolder:"):
         cfg.dataset = "imagefolder:" + str(Path(cfg.dataset.split(":", 1)[1]).expanduser().resolve())
     if cfg.data_dir is not None:

@@ -30,6 +30,7 @@ from netviz.attribute._common import (
     forward_scores,
     make_baseline,
     mean_baseline,
+    model_score,
     resolve_target,
     score_of,
 )
@@ -49,6 +50,7 @@ from netviz.attribute._registry import (
     options_of,
     register,
 )
+from netviz.heads import target_label
 
 # one file per method: importing it registers it (this order is the order `--method` lists them)
 from netviz.attribute._integrated import (  # isort: skip
@@ -87,6 +89,7 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str = "integrated",
 __all__ = [
     "BASELINES", "COMPOSITES", "DEFAULT_ALPHAS", "METHODS", "QUADRATURES", "SCORES", "IntegratedOptions", "LrpOptions",
     "check_score", "options_of", "relative_error", "relevance_rules", "resolve_target", "seed_relevance",
+    "model_score", "target_label",
     "step_schedule", "zennit",
     "AttributeReport", "Attribution", "BaselineOptions", "InteriorGradients", "LayerOptions", "Method", "Options",
     "SanityResult", "SeededOptions", "all_options", "attribute", "attribute_run", "check_batch_size",

@@ -18,8 +18,8 @@ from netviz.attribute._common import (
     check_input,
     check_score,
     eval_mode,
+    model_score,
     resolve_target,
-    score_of,
 )
 from netviz.attribute._registry import LayerOptions, Method, register
 from netviz.device import model_device
@@ -64,7 +64,7 @@ def read_layer(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: s
 
     x = x.detach().requires_grad_(True)  # activations need a graph even if the weights are frozen
     with torch.enable_grad(), capture_activations(model, [layer], detach=False) as store:
-        f = score_of(model(x), target, score)
+        f = model_score(model, x, target, score)
     if layer not in store:
         raise NetvizError(f"layer {layer} produced no tensor output: pick another --layer")
     act = store[layer]

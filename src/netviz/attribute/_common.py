@@ -179,18 +179,31 @@ def check_score(score: str) -> str:
     return score
 
 
-def score_of(logits: torch.Tensor, target: torch.Tensor, score: str) -> torch.Tensor:
-    """F: the chosen score of class ``target[i]`` for each row of ``logits`` -> (N,)."""
-    import torch
+def score_of(logits: torch.Tensor, target: torch.Tensor, score: str, activation: str = "softmax"
+             ) -> torch.Tensor:
+    """F: the chosen score of class ``target[i]`` for each row of ``logits`` -> (N,). ``prob`` and
+    ``logprob`` read the scores with ``activation`` (softmax, sigmoid for multi-label models, none).
+    A target of shape (N, T) names several classes per image: F is the sum of their scores."""
+    from netviz.heads import Head
 
     if logits.ndim != 2:
         raise NetvizError(f"the model returns shape {tuple(logits.shape)}; attribution needs "
                           "(N, classes)")
+    head = Head(activation=activation)
     if score == "logprob":
-        logits = torch.log_softmax(logits, dim=1)
+        logits = head.log_probabilities(logits)
     elif score == "prob":
-        logits = torch.softmax(logits, dim=1)
-    return logits.gather(1, target.view(-1, 1).to(logits.device)).squeeze(1)
+        logits = head.probabilities(logits)
+    t = target.to(logits.device)
+    t = t.view(-1, 1) if t.ndim < 2 else t
+    return logits.gather(1, t).sum(1)
+
+
+def model_score(model: nn.Module, x: torch.Tensor, target: torch.Tensor, score: str) -> torch.Tensor:
+    """F(x) per image: :func:`score_of` the model's output, read with the model's head."""
+    from netviz.heads import head_of
+
+    return score_of(model(x), target, score, head_of(model).activation)
 
 
 def forward_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, score: str,
@@ -198,33 +211,55 @@ def forward_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor | Non
     """(F(x) per image, predicted class per image), without gradients, in batches. CPU tensors."""
     import torch
 
+    from netviz.heads import head_of
+
     dev = model_device(model)
+    activation = head_of(model).activation
     scores, preds = [], []
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
             logits = model(x[start:start + batch_size].to(dev))
             pred = logits.argmax(1)
             t = pred if target is None else target[start:start + batch_size]
-            scores.append(score_of(logits, t, score).double().cpu())
+            scores.append(score_of(logits, t, score, activation).double().cpu())
             preds.append(pred.cpu())
     return torch.cat(scores), torch.cat(preds)
 
 
+def parse_classes(text: str) -> list[int]:
+    """``"3"`` or ``"3,5"`` (several classes at once, for a multi-label model) -> class numbers."""
+    try:
+        classes = [int(p) for p in str(text).split(",") if p.strip()]
+    except ValueError:
+        classes = []
+    if not classes or min(classes) < 0:
+        raise NetvizError(f"cannot read --target '{text}': give a class number, or several at once "
+                          "as 3,5 (their scores are summed)")
+    return list(dict.fromkeys(classes))
+
+
 def resolve_target(model: nn.Module, x: torch.Tensor,
-                   target: int | Sequence[int] | torch.Tensor | None, score: str = "logit",
+                   target: int | str | Sequence[int] | torch.Tensor | None, score: str = "logit",
                    batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
-    """(target per image, F(x) per image). ``None`` picks each image's predicted class."""
+    """(target per image, F(x) per image). ``None`` picks each image's predicted class; a string
+    ``"3,5"`` names several classes for every image (F sums their scores): targets (N, T)."""
     import torch
 
     n = x.shape[0]
     if target is None:
         scores, preds = forward_scores(model, x, None, score, batch_size)
         return preds, scores
-    t = torch.as_tensor(target).long().flatten().cpu()
-    if t.numel() == 1:
-        t = t.expand(n).clone()
-    if t.numel() != n:
-        raise NetvizError(f"{t.numel()} targets for {n} images: give one target, or one per image")
+    if isinstance(target, str):
+        classes = parse_classes(target)
+        t = torch.tensor(classes).view(1, -1).expand(n, -1).clone() if len(classes) > 1 else \
+            torch.full((n,), classes[0], dtype=torch.long)
+    else:
+        t = torch.as_tensor(target).long().cpu()
+        t = t if t.ndim == 2 else t.flatten()
+        if t.ndim == 1 and t.numel() == 1:
+            t = t.expand(n).clone()
+    if t.shape[0] != n:
+        raise NetvizError(f"{t.shape[0]} targets for {n} images: give one target, or one per image")
     num_classes = _num_classes(model, x)
     bad = t[(t < 0) | (t >= num_classes)]
     if bad.numel():
@@ -298,7 +333,7 @@ def input_gradients(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor
 
     inputs = inputs.detach().requires_grad_(True)
     with torch.enable_grad():
-        f = score_of(model(inputs), target, score)
+        f = model_score(model, inputs, target, score)
         (grad,) = torch.autograd.grad(f.sum(), inputs)
     return grad, f.detach()
 

@@ -31,6 +31,7 @@ from netviz.attribute._common import (
 from netviz.attribute._registry import Method, Options, option, register
 from netviz.device import model_device
 from netviz.errors import NetvizError
+from netviz.heads import head_of
 
 if TYPE_CHECKING:
     import torch
@@ -128,13 +129,16 @@ def relevance_rules(model: nn.Module, sample: torch.Tensor, method: str, options
         yield modified
 
 
-def seed_relevance(logits: torch.Tensor, target: torch.Tensor, score: str) -> torch.Tensor:
-    """The relevance put on the output: the target's score F on its own logit, 0 elsewhere."""
+def seed_relevance(logits: torch.Tensor, target: torch.Tensor, score: str, activation: str = "softmax"
+                   ) -> torch.Tensor:
+    """The relevance put on the output: each target's score on its own logit, 0 elsewhere (their
+    sum is F; several targets per image for a multi-label target)."""
     import torch
 
-    f = score_of(logits.detach(), target, score)
+    t = target.view(-1, 1) if target.ndim < 2 else target
+    f = torch.stack([score_of(logits.detach(), t[:, j], score, activation) for j in range(t.shape[1])], 1)
     seed = torch.zeros_like(logits)
-    return seed.scatter_(1, target.view(-1, 1), f.view(-1, 1).to(seed.dtype))
+    return seed.scatter_(1, t, f.to(seed.dtype))
 
 
 def lrp(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None, *, method: str,
@@ -158,7 +162,8 @@ def lrp(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.T
                 chunk = x[start:start + batch_size].to(dev).requires_grad_(True)
                 with torch.enable_grad():
                     logits = ruled(chunk)
-                    seed = seed_relevance(logits, t[start:start + batch_size].to(dev), options.score)
+                    seed = seed_relevance(logits, t[start:start + batch_size].to(dev), options.score,
+                                          head_of(model).activation)
                     (rel,) = torch.autograd.grad(logits, chunk, seed)
                 out.append(rel.detach().float().cpu())
                 bar.update(chunk.shape[0])

@@ -24,8 +24,8 @@ from netviz.attribute._common import (
     fast_format,
     make_baseline,
     model_device,
+    model_score,
     resolve_target,
-    score_of,
 )
 from netviz.attribute._registry import BaselineOptions, Method, SeededOptions, option, register
 from netviz.errors import NetvizError
@@ -98,7 +98,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | t
                 pair = pairs[start:start + batch_size]
                 img, m = pair // positions, masks_dev[pair % positions]
                 occluded = (xs[img] * (1 - m) + bs[img] * m).contiguous(memory_format=layout)
-                drop = fs[img] - score_of(model(occluded), ts[img], score).double()
+                drop = fs[img] - model_score(model, occluded, ts[img], score).double()
                 total.index_add_(0, img, drop.float().view(-1, 1, 1, 1) * m)
                 bar.update(len(pair))
         out = (total.cpu() / count).expand(-1, x.shape[1], -1, -1).contiguous()

@@ -19,6 +19,7 @@ from netviz.attribute._interior import InteriorGradients
 from netviz.attribute._registry import Method, Options, get_method
 from netviz.attribute._sanity import SanityResult, model_randomisation
 from netviz.errors import NetvizError, close_matches
+from netviz.heads import target_label
 
 if TYPE_CHECKING:
     import torch
@@ -90,7 +91,7 @@ class AttributeReport:
                 "name": name, "index": report.indices[i], "label": report.labels[i],
                 "label_name": spec.class_name(report.labels[i]) if report.labels[i] is not None
                 else None,
-                "pred": report.preds[i], "target": int(res.target[i]),
+                "pred": report.preds[i], "target": target_label(res.target[i]),
             }
             if interior:
                 norms = res.gradients[i].flatten(1).norm(dim=1)
@@ -132,7 +133,7 @@ class AttributeReport:
             "method": report.method,
             "correlation": "Spearman rank correlation with the original map (channel-summed)",
             "images": report.names,
-            "targets": [int(t) for t in sanity.target],
+            "targets": [target_label(t) for t in sanity.target],
             "layers": [
                 {"randomised_up_to": name,
                  "abs_mean": _num(np.nanmean(rank[j])), "signed_mean": _num(np.nanmean(signed[j])),

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from netviz.attribute._cam import LayerReading, cam_method
-from netviz.attribute._common import fast_format, score_of
+from netviz.attribute._common import fast_format, model_score, score_of
+from netviz.heads import head_of
 
 if TYPE_CHECKING:
     import torch
@@ -36,11 +37,11 @@ def weigh(r: LayerReading) -> torch.Tensor:
             pairs = varying[start:start + r.batch_size]
             who = owner[pairs]
             masked = (r.x[who] * masks.flatten(0, 1)[pairs, None]).contiguous(memory_format=layout)
-            scores[pairs] = score_of(r.model(masked), r.target[who], r.score).float()
+            scores[pairs] = model_score(r.model, masked, r.target[who], r.score).float()
         if bool(constant.any()):
             zero = torch.zeros_like(r.x[:1]).contiguous(memory_format=layout)  # what x * 0 is, for any image
             logits = r.model(zero).expand(n, -1)  # one pass; each image's target read from it
-            scores[constant] = score_of(logits, r.target, r.score).float()[owner[constant]]
+            scores[constant] = score_of(logits, r.target, r.score, head_of(r.model).activation).float()[owner[constant]]
     return torch.softmax(scores.view(n, k), dim=1)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
+from netviz.heads import head_of
 
 if TYPE_CHECKING:
     import torch
@@ -116,7 +117,8 @@ def _read(model: Any, spec: Any, pixels: torch.Tensor, labels: torch.Tensor, lay
     with torch.set_grad_enabled(gradient), capture_activations(model, [layer]) as store:
         logits = model(x)
         if gradient:
-            (grad,) = torch.autograd.grad(score_of(logits, labels.to(dev), kwargs.get("score", "logit")).sum(), x)
+            f = score_of(logits, labels.to(dev), kwargs.get("score", "logit"), head_of(model).activation)
+            (grad,) = torch.autograd.grad(f.sum(), x)
     act = store[layer].float()
     act = (act.flatten(2).mean(2) if act.ndim > 2 else act).half().cpu()
     if gradient:

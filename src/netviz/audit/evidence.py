@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from netviz.heads import head_of
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -94,7 +96,7 @@ def probabilities(model: nn.Module, spec: ModelSpec, images: torch.Tensor) -> to
 
     dev = model_device(model)
     with torch.no_grad():
-        return torch.cat([torch.softmax(model(normalise(images[s:s + 512], spec, dev)).float(), 1).cpu()
+        return torch.cat([head_of(model).probabilities(model(normalise(images[s:s + 512], spec, dev)).float()).cpu()
                           for s in range(0, len(images), 512)]) if len(images) else torch.zeros(0, spec.num_classes)
 
 

@@ -99,7 +99,7 @@ def _show_input(ax: Any, image: Any) -> None:
 def _describe(act: ImageActivations, with_source: bool = False) -> str:
     truth = f"true {act.label_name}, " if act.label_name is not None else ""
     where = f"{act.source}: " if with_source and act.source else ""
-    return f"{where}{truth}predicted {act.predicted_name} ({act.probability:.1%})"
+    return f"{where}{truth}{act.prediction_text}"
 
 
 def _layer_title(layer: LayerActivation, mode: str, colorbar: bool) -> str:
@@ -365,7 +365,7 @@ def write_activation_set(act: ImageActivations, folder: str | os.PathLike, *, mo
 
     mode = check_mode(mode, colorbar)
     folder = Path(folder)
-    what = f"{act.source}: predicted {act.predicted_name} ({act.probability:.1%})"
+    what = f"{act.source}: {act.prediction_text}"
     written = [Artifact(plot_combined(act, folder / "activations.png", mode, colorbar),
                         f"{what}; the input and one row of channel tiles per layer")]
     for layer in act.layers:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from netviz.draw.common import font, pyplot, rgb, save_figure, save_gif, save_png, to_uint8, upscale
 from netviz.files import Artifact, write_json
+from netviz.heads import target_label
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,7 +102,7 @@ def _caption(report: AttributeReport, i: int) -> tuple[str, bool]:
     spec = report.spec
     label = report.labels[i]
     pred = report.preds[i]
-    target = int(report.result.target[i])
+    target = target_label(report.result.target[i])
     parts = [f"pred {spec.class_name(pred)}"]
     if label is not None:
         parts.insert(0, f"true {spec.class_name(label)}")
@@ -207,7 +208,7 @@ def plot_interior_strip(report: AttributeReport, i: int, path: str | os.PathLike
         ax.axis("off")
     text, _ = _caption(report, i)
     fig.suptitle(f"interior gradients of the {res.score} of class "
-                 f"{report.spec.class_name(int(res.target[i]))}: {text.replace(chr(10), ', ')}",
+                 f"{report.spec.class_name(target_label(res.target[i]))}: {text.replace(chr(10), ', ')}",
                  fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)

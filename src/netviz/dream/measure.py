@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from netviz.device import model_device
 from netviz.dream.objectives import OUTPUT, Objective, activations
+from netviz.heads import head_of
 from netviz.layers import eval_mode
 
 if TYPE_CHECKING:
@@ -33,8 +34,7 @@ def saved_probability(model: nn.Module, spec: ModelSpec, pixels: torch.Tensor,
 
     with torch.no_grad():
         logits = model(normalise(saved_pixels(pixels), spec, pixels.device))
-        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
-        probs = torch.softmax(logits.float(), dim=1)
+        probs = head_of(model).probabilities(logits.float())
     return probs[torch.arange(len(classes)), torch.as_tensor(list(classes), device=probs.device)].cpu()
 
 
@@ -69,7 +69,7 @@ def measure(model: nn.Module, spec: ModelSpec, objective: Objective, images: tor
         values = objective(activations(model, x, objective, detach=True)).float().cpu().tolist()
         logits = activations(model, x, Objective(((OUTPUT, 1.0, _first_column),), ""),
                              detach=True)[OUTPUT]
-        probs = torch.softmax(logits.float(), dim=1).cpu()
+        probs = head_of(model).probabilities(logits.float()).cpu()
     return Measurement(values, probs)
 
 

@@ -145,7 +145,7 @@ def activations(model: nn.Module, x: torch.Tensor, objective: Objective,
     missing = [name for name in inner if name not in store]
     if missing:
         raise NetvizError(f"layer(s) {', '.join(missing)} produced no tensor output")
-    logits = out[0] if isinstance(out, (tuple, list)) else out  # e.g. (logits, aux_logits)
+    logits = out  # the model's head (netviz.heads) has read the class scores out of it
     if not isinstance(logits, torch.Tensor):
         raise NetvizError("the model's output is not a tensor: cannot score classes")
     return {**store, OUTPUT: logits.detach() if detach else logits}

@@ -28,19 +28,20 @@ from netviz.attribute import (
     check_score,
     forward_scores,
     make_baseline,
+    model_score,
     option,
     options_of,
     quadrature_rule,
     relative_error,
     relevance_rules,
     resolve_target,
-    score_of,
     seed_relevance,
     step_schedule,
     zennit,
 )
 from netviz.device import model_device
 from netviz.errors import NetvizError, close_matches
+from netviz.heads import head_of
 from netviz.layers import eval_mode, layer_tapped
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ def grad_x_act(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, l
         for start in range(0, x.shape[0], batch_size):
             chunk = x[start:start + batch_size].to(dev).requires_grad_(True)
             with layer_tapped(model, layer) as tap, torch.enable_grad():
-                f = score_of(model(chunk), t[start:start + batch_size].to(dev), options.score)
+                f = model_score(model, chunk, t[start:start + batch_size].to(dev), options.score)
                 a = tap["output"]
                 _spatial(a, layer)
                 (g,) = torch.autograd.grad(f.sum(), a)
@@ -193,7 +194,7 @@ def _integrate_layer(model: nn.Module, x: torch.Tensor, a_x: torch.Tensor, a_b: 
             img, k = p // n, p % n
             point = (base[img] + a_all[k].view(-1, 1, 1, 1) * diff[img]).requires_grad_(True)
             with layer_tapped(model, layer, replace=lambda out, point=point: point), torch.enable_grad():
-                f = score_of(model(xs[img]), ts[img], score)
+                f = model_score(model, xs[img], ts[img], score)
                 (g,) = torch.autograd.grad(f.sum(), point)
             acc.index_add_(0, img, g * w_all[k].view(-1, 1, 1, 1))
         total[g0:g0 + xs.shape[0]] = acc.cpu()
@@ -275,7 +276,8 @@ def lrp_channels(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None,
                     logits = ruled(chunk)
                     a = tap["output"]
                     _spatial(a, layer)
-                    seed = seed_relevance(logits, t[start:start + batch_size].to(dev), options.score)
+                    seed = seed_relevance(logits, t[start:start + batch_size].to(dev), options.score,
+                                          head_of(model).activation)
                     r_layer, r_input = torch.autograd.grad(logits, (a, chunk), seed, retain_graph=True)
                     order = torch.argsort(r_layer.double().sum((2, 3)).cpu(), dim=1, descending=True, stable=True)
                     maps = []
