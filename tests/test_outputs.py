@@ -252,7 +252,7 @@ def test_segmentation_integrated_gradients_on_a_box_match_captum(seg):
     assert (ours.attributions - ref).abs().max() <= 1e-5 * ref.abs().max()
 
 
-@pytest.mark.parametrize("method", ["gradcam", "integrated", "occlusion", "scorecam", "guided-backprop"])
+@pytest.mark.parametrize("method", ["gradcam", "integrated", "occlusion", "scorecam", "saliency"])
 def test_segmentation_cli(tmp_path, method):
     model = card(tmp_path, "Seg")
     out_of(invoke("attribute", "--model", model, "--method", method, "--index", "0-1", "--region", "4,4,20,20"))

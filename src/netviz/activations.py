@@ -252,7 +252,7 @@ def image_activations(model: nn.Module, spec: ModelSpec, image: torch.Tensor, la
     import torch
 
     from netviz.data import normalise
-    from netviz.layers import capture_activations
+    from netviz.layers import capture_activations, grid_notes
 
     if image.ndim == 3:
         image = image.unsqueeze(0)
@@ -265,13 +265,15 @@ def image_activations(model: nn.Module, spec: ModelSpec, image: torch.Tensor, la
     missing = [n for n in layers if n not in store]
     if missing:
         raise NetvizError(f"layer(s) {', '.join(missing)} produced no tensor output for this model")
+    reshaped = grid_notes(model, layers, spec.input_shape)
     results = []
     for name in layers:
         out = as_chw(store[name][0].float().cpu(), name)
         shown, clip_note = select_channels(channels, int(out.shape[0]), name)
         module = model.get_submodule(name)
+        said = "; ".join(n for n in (reshaped.get(name), clip_note) if n) or None
         results.append(LayerActivation(name, layer_index(model, name), type(module).__name__, out,
-                                       shown, clip_note))
+                                       shown, said))
     head = head_of(model)
     probs = head.probabilities(logits[None])[0]
     present = head.predicted(probs)

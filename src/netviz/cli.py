@@ -171,6 +171,9 @@ model_options = _compose(
                  help="For a model answering with a map (N, classes, H, W): a class's score is its "
                       "logit summed over the pixels predicted as it (pred, the default) or over a "
                       "box in input pixels."),
+    click.option("--reshape", default=None, metavar="auto|nchw|nhwc|tokens",
+                 help="How a layer of tokens (N, T, C: ViT, DeiT) or a channels-last map (N, H, W, C: "
+                      "Swin) is read as channels x height x width (default auto: guessed and said)."),
 )
 
 
@@ -211,6 +214,7 @@ class SourceArgs:
     output: str | None = None
     activation: str | None = None
     region: str | None = None
+    reshape: str | None = None
 
 
 def source_options(f: Callable) -> Callable:
@@ -220,9 +224,9 @@ def source_options(f: Callable) -> Callable:
     def command(*args: Any, run: str | None, model_name: str | None, model_args: tuple[str, ...],
                 weights: str | None, input_shape: str | None, mean: str | None, std: str | None,
                 class_names: str | None, runs_dir: str | None, output: str | None,
-                activation: str | None, region: str | None, **kwargs: Any) -> Any:
+                activation: str | None, region: str | None, reshape: str | None, **kwargs: Any) -> Any:
         source = SourceArgs(run, model_name, model_args, weights, input_shape, mean, std, class_names,
-                            runs_dir, output, activation, region)
+                            runs_dir, output, activation, region, reshape)
         return f(*args, source=source, **kwargs)
 
     return _compose(
@@ -252,7 +256,8 @@ def open_source(source: SourceArgs, device: str, seed: int | None = None, quiet:
     from netviz.sources import ModelSource
 
     seed_everything(seed)
-    head = dict(output=source.output, activation=source.activation, region=source.region)
+    head = dict(output=source.output, activation=source.activation, region=source.region,
+                reshape=source.reshape)
     model = None if source.model is None else ModelSource.from_options(
         source.model, model_args=source.model_args or None, weights=source.weights, input_shape=source.input_shape,
         mean=source.mean, std=source.std, classes=source.classes, **head)  # parsed once, here
@@ -307,7 +312,7 @@ def main() -> None:
 def train(model: str | None, config_file: str | None, resume: str | None, quiet: bool,
           model_args: tuple[str, ...], weights: str | None, input_shape: str | None, mean: str | None,
           std: str | None, class_names: str | None, output: str | None, activation: str | None,
-          region: str | None, **options: Any) -> None:
+          region: str | None, reshape: str | None, **options: Any) -> None:
     """Train a model and write a run folder (default: the MNIST net)."""
     from netviz import commands
     from netviz.runs import RunFolder
@@ -315,7 +320,8 @@ def train(model: str | None, config_file: str | None, resume: str | None, quiet:
 
     source = ModelSource.from_options(model, model_args=model_args or None, weights=weights,
                                       input_shape=input_shape, mean=mean, std=std, classes=class_names,
-                                      output=output, activation=activation, region=region)
+                                      output=output, activation=activation, region=region,
+                                      reshape=reshape)
     run = commands.train(source, config=config_file, resume=resume, quiet=quiet, **options)
     print_paths(RunFolder(run.path).files())
 
@@ -342,6 +348,9 @@ def models_cmd(as_json: bool) -> None:
     click.echo("any other model, with --model:")
     for way in cat["other"]:
         click.echo(f"  {way['form']:<24} {way['meaning']}")
+    click.echo("what its output means (every command; a card's output, activation, region, reshape):")
+    for way in cat["outputs"]:
+        click.echo(f"  {way['option']:<28} {way['meaning']}")
     if not cat["timm_installed"]:
         click.echo("(timm is not installed here: pip install 'netviz[timm]')")
 
@@ -366,11 +375,11 @@ def layers_cmd(source: SourceArgs, as_json: bool, device: str) -> None:
     import json
 
     from netviz import commands
-    from netviz.layers import format_layer_table
+    from netviz.layers import format_layer_table, own_weights
 
     run = open_source(source, device)
     infos = commands.layers(run)
-    total = sum(p.numel() for p in run.model.parameters())
+    total = sum(w.numel() for m in run.model.modules() for w in own_weights(m))
     shape = "x".join(map(str, run.spec.input_shape))
     if as_json:
         click.echo(json.dumps({

@@ -16,8 +16,9 @@ listing them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,7 @@ class Head:
     output: str | int | None = None  # which output holds the class scores (None: the only tensor)
     activation: str = "softmax"
     region: str | tuple[int, int, int, int] | None = None  # dense outputs: "pred" (default) or a box
+    reshape: str = "auto"  # how token / channels-last layers read as maps (netviz.tokens)
 
     def record(self) -> dict[str, Any]:
         """What a run's config and a model card keep (defaults left out)."""
@@ -92,6 +94,8 @@ class Head:
             out["output"] = self.output
         if self.activation != "softmax":
             out["activation"] = self.activation
+        if self.reshape != "auto":
+            out["reshape"] = self.reshape
         return out
 
     @property
@@ -284,6 +288,35 @@ def detach(model: nn.Module) -> None:
         del model.netviz_head_handle
     if "netviz_head" in vars(model):
         del model.netviz_head
+
+
+@contextlib.contextmanager
+def raw_outputs(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block the model returns what its forward returns, without its head."""
+    head = getattr(model, "netviz_head", None)
+    detach(model)
+    try:
+        yield model
+    finally:
+        if isinstance(head, Head):
+            attach(model, head)
+
+
+def region_masks(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    """(N, H, W) booleans at the input's size: the pixels whose logits made each image's target
+    score, for a model answering with a map (None for any other model)."""
+    import torch
+
+    head = head_of(model)
+    with raw_outputs(model), torch.no_grad():
+        out = head.select(model(x))
+    if out.ndim != 4:
+        return None
+    mask = head.region_mask(out, x.shape[-2:])  # (N, K, h, w)
+    t = target.to(mask.device).view(len(x), -1)
+    chosen = mask.gather(1, t[:, :, None, None].expand(-1, -1, *mask.shape[2:])).amax(1, keepdim=True)
+    up = torch.nn.functional.interpolate(chosen.float(), size=tuple(x.shape[-2:]), mode="nearest")
+    return up[:, 0].bool().cpu()
 
 
 def head_of(model: nn.Module | None) -> Head:

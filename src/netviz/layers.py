@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from netviz.tokens import Grid
+
 
 @dataclass(frozen=True)
 class LayerInfo:
@@ -36,8 +38,19 @@ def _named_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if name]
 
 
+def own_weights(module: nn.Module) -> list[torch.Tensor]:
+    """A module's own parameters; for a module with none, its floating-point buffers (an ONNX
+    conversion keeps some weights as buffers). BatchNorm's running statistics are not weights."""
+    from torch.nn.modules.batchnorm import _NormBase
+
+    params = list(module.parameters(recurse=False))
+    if params or isinstance(module, _NormBase):
+        return params
+    return [b for b in module.buffers(recurse=False) if b.is_floating_point()]
+
+
 def _holds_weights(module: nn.Module) -> bool:
-    return next(module.parameters(recurse=False), None) is not None
+    return bool(own_weights(module))
 
 
 def weight_layers(model: nn.Module) -> list[str]:
@@ -68,13 +81,13 @@ def list_layers(model: nn.Module, input_shape: Sequence[int] | None = None) -> l
         from netviz.device import model_device
 
         x = torch.zeros(1, *input_shape, device=model_device(model))
-        with capture_activations(model, [n for n, _ in named]) as acts, torch.no_grad():
+        with capture_activations(model, [n for n, _ in named], maps=False) as acts, torch.no_grad():
             model(x)
         shapes = {n: tuple(t.shape[1:]) for n, t in acts.items()}
     numbers = {name: k for k, name in enumerate(weight_layers(model), start=1)}
     return [
         LayerInfo(numbers.get(name), name, type(m).__name__, shapes.get(name),
-                  sum(p.numel() for p in m.parameters()))
+                  sum(w.numel() for sub in m.modules() for w in own_weights(sub)))
         for name, m in named
     ]
 
@@ -135,17 +148,32 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
+def layer_grid(model: nn.Module, shape: Sequence[int], input_hw: Sequence[int]) -> Grid | None:
+    """How a layer output of ``shape`` (without the batch) reads as channels x height x width
+    under the model's ``--reshape`` (see :mod:`netviz.tokens`); None: it is not a map."""
+    from netviz.heads import head_of
+    from netviz.tokens import grid_of
+
+    return grid_of(shape, input_hw, head_of(model).reshape)
+
+
 @contextlib.contextmanager
 def capture_activations(
-    model: nn.Module, layers: Sequence[str], detach: bool = True
+    model: nn.Module, layers: Sequence[str], detach: bool = True, maps: bool = True
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the outputs of ``layers`` (dotted names) during forward passes inside the block.
 
     Yields a dict that each forward pass fills (name -> output tensor). With ``detach=False`` the
-    tensors stay in the autograd graph, for objectives on inner activations.
+    tensors stay in the autograd graph, for objectives on inner activations. With ``maps`` a
+    transformer's tokens or a channels-last output is recorded as (N, C, H, W) (a view of it).
     """
     store: dict[str, torch.Tensor] = {}
     handles = []
+    input_hw: list[tuple[int, ...]] = [()]
+
+    def see_input(module: nn.Module, args: tuple) -> None:
+        if args and hasattr(args[0], "shape") and args[0].ndim == 4:
+            input_hw[0] = tuple(args[0].shape[-2:])
 
     def make_hook(name: str):
         def hook(module: nn.Module, inputs: object, output: object) -> None:
@@ -153,11 +181,14 @@ def capture_activations(
             if tensor is not None:
                 # clone: a later in-place op (ReLU(inplace=True) after a BatchNorm in
                 # torchvision models) would otherwise overwrite the recorded output
-                store[name] = tensor.detach().clone() if detach else tensor
+                tensor = tensor.detach().clone() if detach else tensor
+                grid = layer_grid(model, tensor.shape[1:], input_hw[0]) if maps and input_hw[0] else None
+                store[name] = grid.to_map(tensor) if grid is not None else tensor
 
         return hook
 
     try:
+        handles.append(model.register_forward_pre_hook(see_input))
         for name in layers:
             handles.append(model.get_submodule(name).register_forward_hook(make_hook(name)))
         yield store
@@ -195,6 +226,31 @@ def outputs_replaced(model: nn.Module, types: tuple[type, ...],
             h.remove()
 
 
+PLAIN_RELU_NODES = ("ReluBackward", "ThresholdBackward", "Relu6Backward", "HardtanhBackward")
+
+
+def plain_relus(model: nn.Module, sample: torch.Tensor) -> int:
+    """How many ReLUs one forward pass of ``sample`` still back-propagates the plain way: inside
+    :func:`outputs_replaced` these are the ReLUs no module swap reached (``F.relu``,
+    ``torch.relu``, ``x.clamp``-free ReLU ops in the forward), read off the autograd graph."""
+    import torch
+
+    from netviz.device import model_device
+
+    x = sample[:1].detach().to(model_device(model)).requires_grad_(True)
+    with torch.enable_grad():
+        out = model(x)
+    seen, stack, count = set(), [out.grad_fn], 0
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        count += node.name().startswith(PLAIN_RELU_NODES)
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return count
+
+
 @contextlib.contextmanager
 def layer_tapped(model: nn.Module, name: str,
                  replace: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[dict[str, torch.Tensor]]:
@@ -219,12 +275,13 @@ def layer_tapped(model: nn.Module, name: str,
         handle.remove()
 
 
-def forward_to(model: nn.Module, x: torch.Tensor, layers: Sequence[str], detach: bool = True
-               ) -> dict[str, torch.Tensor]:
-    """Run ``model`` on ``x`` only as far as needed to get the outputs of ``layers``."""
+def forward_to(model: nn.Module, x: torch.Tensor, layers: Sequence[str], detach: bool = True,
+               maps: bool = True) -> dict[str, torch.Tensor]:
+    """Run ``model`` on ``x`` only as far as needed to get the outputs of ``layers`` (``maps``: a
+    token or channels-last output as (N, C, H, W), as :func:`capture_activations`)."""
     wanted = set(layers)
 
-    with capture_activations(model, layers, detach=detach) as store:
+    with capture_activations(model, layers, detach=detach, maps=maps) as store:
         stop_handles = []
 
         def stop_hook(module: nn.Module, inputs: object, output: object) -> None:
@@ -274,9 +331,11 @@ def format_layer_table(infos: Sequence[LayerInfo]) -> str:
 NO_OP_TYPES = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "Identity")
 
 
-def execution_order(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+def execution_order(model: nn.Module, input_shape: Sequence[int], tensors_only: bool = False
+                    ) -> list[tuple[str, tuple[int, ...]]]:
     """(name, output shape without the batch) of every module, in the order their forward passes
-    end on one zero input (a module called twice is listed at its last call)."""
+    end on one zero input (a module called twice is listed at its last call); ``tensors_only``:
+    only modules that return one tensor (not MultiheadAttention's tuple)."""
     import torch
 
     from netviz.device import model_device
@@ -287,7 +346,8 @@ def execution_order(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[
 
     def make_hook(name: str):
         def hook(module: nn.Module, inputs: object, output: object) -> None:
-            tensor = _first_tensor(output)
+            single = output if isinstance(output, torch.Tensor) else None
+            tensor = single if tensors_only else _first_tensor(output)
             if tensor is not None:
                 order.pop(name, None)
                 order[name] = tuple(tensor.shape[1:])
@@ -305,13 +365,55 @@ def execution_order(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[
     return list(order.items())
 
 
-def last_spatial_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
+def grid_notes(model: nn.Module, layers: Sequence[str], input_shape: Sequence[int]) -> dict[str, str]:
+    """How each of ``layers`` whose output is tokens or channels-last is read as maps, in words."""
+    shapes = dict(execution_order(model, input_shape))
+    grids = [(name, layer_grid(model, shapes[name], input_shape[-2:])) for name in layers if name in shapes]
+    return {name: note for name, grid in grids if grid is not None and (note := grid.note(name))}
+
+
+def last_spatial_layer(model: nn.Module, input_shape: Sequence[int], notes: list[str] | None = None) -> str:
     """The last layer to run whose output is a map (channels x height x width, more than one
-    position): where class-activation maps are usually read (pytorch-grad-cam's advice)."""
-    spatial = [name for name, shape in execution_order(model, input_shape)
-               if len(shape) == 3 and shape[1] * shape[2] > 1
+    position): where class-activation maps are usually read (pytorch-grad-cam's advice).
+
+    In a transformer (token outputs) the last blocks' patch tokens no longer reach the class token:
+    the default is then the last layer of the residual stream's width whose patch tokens still
+    carry a gradient (ViT's ``blocks.11.norm1``, as pytorch-grad-cam advises), said in ``notes``."""
+    order = execution_order(model, input_shape, tensors_only=True)  # a tuple cannot be tapped
+    grids = {name: layer_grid(model, shape, input_shape[-2:]) for name, shape in order}
+    spatial = [name for name, _ in order if grids[name] is not None
+               and grids[name].height * grids[name].width > 1
                and type(model.get_submodule(name)).__name__ not in NO_OP_TYPES]
     if not spatial:
         raise NetvizError("the model has no layer with a spatial output (channels x height x width): "
                           "class-activation maps need one")
-    return spatial[-1]
+    tokens = [name for name in spatial if grids[name].layout == "tokens"]
+    if not tokens or tokens[-1] != spatial[-1]:
+        return spatial[-1]
+    name = _last_token_layer_with_gradient(model, input_shape, tokens, dict(order))
+    if notes is not None:
+        notes.append(f"layer {name}: the last layer of the token stream whose patch tokens reach the "
+                     "class score (later ones only feed the class token); pass --layer to choose")
+    return name
+
+
+def _last_token_layer_with_gradient(model: nn.Module, input_shape: Sequence[int], names: list[str],
+                                    shapes: dict[str, tuple[int, ...]]) -> str:
+    import collections
+
+    import torch
+
+    from netviz.device import model_device
+
+    width = collections.Counter(shapes[n][-1] for n in names).most_common(1)[0][0]  # the residual stream's
+    candidates = [n for n in names if shapes[n][-1] == width]
+    x = torch.randn(1, *input_shape, device=model_device(model), generator=None)
+    with eval_mode(model), torch.enable_grad(), capture_activations(model, candidates, detach=False,
+                                                                    maps=False) as store:
+        out = model(x)
+        grads = torch.autograd.grad(out[:, 0].sum(), [store[n] for n in candidates], allow_unused=True)
+    for name, grad in zip(reversed(candidates), reversed(grads), strict=True):
+        grid = layer_grid(model, shapes[name], input_shape[-2:])
+        if grad is not None and grid is not None and bool(grid.to_map(grad).abs().sum() > 0):
+            return name
+    return candidates[-1]

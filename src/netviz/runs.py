@@ -350,7 +350,7 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
              weights: str | os.PathLike | None = None, model_args: Any = None,
              input_shape: Any = None, mean: Any = None, std: Any = None, classes: Any = None,
              layers: Any = None, dataset: str | None = None, output: str | int | None = None,
-             activation: str | None = None, region: Any = None,
+             activation: str | None = None, region: Any = None, reshape: str | None = None,
              runs_dir: str | os.PathLike | None = None, device: str | torch.device = "auto") -> Run:
     """Open what a command looks at.
 
@@ -373,7 +373,7 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
     notes: list[str] = []
     options = dict(model_args=model_args, input_shape=input_shape, mean=mean, std=std,
                    classes=classes, layers=layers, dataset=dataset, output=output,
-                   activation=activation, region=region)
+                   activation=activation, region=region, reshape=reshape)
     given = model if isinstance(model, ModelSource) else None
     if model is not None and (path is None or Path(path).is_file() and not _is_netviz_checkpoint(path)):
         # a model by name, with --weights (or a plain weights file given where a run goes)
@@ -396,7 +396,8 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
     else:
         raise NetvizError(f"{ckpt_path} does not say which model it is for: pass --model NAME")
     if model is None:  # what was said now about the run's output wins over what it recorded
-        said = ModelSource.from_options(None, output=output, activation=activation, region=region)
+        said = ModelSource.from_options(None, output=output, activation=activation, region=region,
+                                        reshape=reshape)
         source = said.over(source)
     spec, net = open_model(source, num_classes=_trained_classes(config), notes=notes)
     load_weights(net, ckpt["model"], ckpt_path)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError, close_matches
 from netviz.heads import Head, OutputError, check_activation, parse_output, parse_region
+from netviz.tokens import check_reshape
 
 if TYPE_CHECKING:
     from torch import nn
@@ -38,10 +39,11 @@ if TYPE_CHECKING:
     from netviz.registry import ModelSpec
 
 CARD_KEYS = ("model", "weights", "input_shape", "mean", "std", "classes", "layers", "dataset",
-             "model_args", "description", "output", "activation", "region")
+             "model_args", "description", "output", "activation", "region", "reshape")
 SIZES_TRIED = (28, 32, 64, 96, 128, 224)  # square input sizes tried when none is given
 HOW_TO_NAME = ("a registry name (see `netviz models`), a torchvision classifier such as resnet18, "
-               "path/to/file.py:NAME, package.module:NAME, timm:NAME or a model card path/to/card.toml")
+               "path/to/file.py:NAME, package.module:NAME, timm:NAME, path/to/model.onnx or a model card "
+               "path/to/card.toml")
 
 
 # -- parsing what users type ----------------------------------------------------------------------
@@ -144,20 +146,22 @@ class ModelSource:
     output: str | int | None = None  # which of the forward's outputs holds the class scores
     activation: str | None = None  # softmax (None), sigmoid or none: see netviz.heads
     region: str | tuple[int, int, int, int] | None = None  # dense outputs: pred or a box
+    reshape: str | None = None  # token and channels-last layers: auto (None), nchw, nhwc, tokens
 
     @property
     def head(self) -> Head:
         """How the model's output is read as class scores (see :mod:`netviz.heads`)."""
         from netviz.heads import Head
 
-        return Head(self.output, self.activation or "softmax", self.region)
+        return Head(self.output, self.activation or "softmax", self.region, self.reshape or "auto")
 
     @classmethod
     def from_options(cls, ref: str | nn.Module | None, *, model_args: Sequence[str] | Mapping[str, Any] | None = None,
                      weights: str | os.PathLike | None = None, input_shape: Any = None, mean: Any = None,
                      std: Any = None, classes: Any = None, layers: Any = None,
                      dataset: str | None = None, output: str | int | None = None,
-                     activation: str | None = None, region: Any = None) -> ModelSource:
+                     activation: str | None = None, region: Any = None, reshape: str | None = None
+                     ) -> ModelSource:
         """Options as the CLI or ``load_run`` take them, parsed and checked here, once; a card fills
         what they leave out. ``ref`` None: no model named (``netviz train`` then takes its config's)."""
         weights = None if weights is None or str(weights).lower() in ("none", "") else str(weights)
@@ -169,7 +173,7 @@ class ModelSource:
                     (tuple(layers) if layers is not None else None),
                     dataset=dataset, output=parse_output(output),
                     activation=None if activation is None else check_activation(activation),
-                    region=parse_region(region))
+                    region=parse_region(region), reshape=None if reshape is None else check_reshape(reshape))
         if isinstance(given.ref, str) and given.ref.endswith(".toml"):
             return given.over(load_card(given.ref))
         return given
@@ -178,7 +182,8 @@ class ModelSource:
         """What the user said about the model, as :class:`netviz.training.TrainConfig` values."""
         values = {"model_args": dict(self.model_args) or None, "weights": self.weights,
                   "input_shape": self.input_shape, "mean": self.mean, "std": self.std, "classes": self.classes,
-                  "output": self.output, "activation": self.activation, "dataset": self.dataset}
+                  "output": self.output, "activation": self.activation, "reshape": self.reshape,
+                  "dataset": self.dataset}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if v is not None}
 
     def over(self, card: ModelSource) -> ModelSource:
@@ -186,17 +191,20 @@ class ModelSource:
         return replace(
             card, model_args={**card.model_args, **self.model_args},
             **{k: getattr(self, k) for k in ("weights", "input_shape", "mean", "std", "classes",
-                                              "layers", "dataset", "output", "activation", "region")
+                                              "layers", "dataset", "output", "activation", "region",
+                                              "reshape")
                if getattr(self, k) is not None})
 
     @property
     def kind(self) -> str:
-        """instance, timm, file, module or name (registry, entry point or torchvision)."""
+        """instance, timm, onnx, file, module or name (registry, entry point or torchvision)."""
         ref = self.ref
         if not isinstance(ref, str):
             return "instance"
         if ref.startswith("timm:"):
             return "timm"
+        if ref.lower().endswith(".onnx"):
+            return "onnx"
         if ":" in ref:
             left = ref.rsplit(":", 1)[0]
             return "file" if left.endswith(".py") or "/" in left or os.sep in left else "module"
@@ -207,6 +215,8 @@ class ModelSource:
         """A short name for titles, checkpoints and folders: ``mnist``, ``net.py:Net``, ``timm:resnet18``."""
         if self.kind == "instance":
             return type(self.ref).__name__
+        if self.kind == "onnx":
+            return Path(str(self.ref)).name
         if self.kind == "file":
             path, obj = str(self.ref).rsplit(":", 1)
             return f"{Path(path).name}:{obj}"
@@ -221,6 +231,8 @@ class ModelSource:
         if self.kind == "file":
             path, obj = ref.rsplit(":", 1)
             ref = f"{Path(path).expanduser().resolve()}:{obj}"
+        if self.kind == "onnx":
+            ref = str(Path(ref).expanduser().resolve())
         out: dict[str, Any] = {"model": ref}
         if self.model_args:
             out["model_args"] = dict(self.model_args)
@@ -271,7 +283,8 @@ def load_card(path: str | os.PathLike) -> ModelSource:
         layers=tuple(layers) if layers is not None else None, dataset=dataset,
         description=str(card.get("description", "")), output=parse_output(card.get("output")),
         activation=None if card.get("activation") is None else check_activation(card["activation"]),
-        region=parse_region(card.get("region")))
+        region=parse_region(card.get("region")),
+        reshape=None if card.get("reshape") is None else check_reshape(card["reshape"]))
 
 
 def source_from_config(config: Mapping[str, Any]) -> ModelSource:
@@ -280,7 +293,8 @@ def source_from_config(config: Mapping[str, Any]) -> ModelSource:
         ref=str(config.get("model") or "mnist"), model_args=dict(config.get("model_args") or {}),
         input_shape=parse_shape(config.get("input_shape")), mean=parse_floats(config.get("mean"), "mean"),
         std=parse_floats(config.get("std"), "std"), classes=parse_class_names(config.get("classes")),
-        output=parse_output(config.get("output")), activation=config.get("activation"))
+        output=parse_output(config.get("output")), activation=config.get("activation"),
+        reshape=config.get("reshape"))
 
 
 # -- building ----------------------------------------------------------------------------------------
@@ -416,6 +430,11 @@ def build_module(source: ModelSource, num_classes: int | None = None) -> tuple[n
         return source.ref, {}  # type: ignore[return-value]
     if kind == "timm":
         return _timm(source, num_classes)
+    if kind == "onnx":
+        from netviz.onnx_models import convert, input_shape
+
+        shape = input_shape(str(source.ref))
+        return convert(str(source.ref)), {"input_size": shape} if shape is not None else {}
     if kind in ("file", "module"):
         fn, what = _constructor(source)
         kwargs = dict(source.model_args)
@@ -552,9 +571,25 @@ def open_model(source: ModelSource, num_classes: int | None = None,
     else:
         spec = describe(source, model, cfg, notes)
     check_region(source.head, spec.input_shape)
+    if source.kind == "onnx":
+        notes.append(_onnx_note(str(source.ref), model, spec.input_shape))
     if source.weights not in (None, "default"):
         load_weights_file(model, source.weights)
     return spec, model.eval()
+
+
+def _onnx_note(path: str, model: nn.Module, shape: Sequence[int]) -> str:
+    """How far the converted model is from onnxruntime on one seeded random input."""
+    import torch
+
+    from netviz.onnx_models import runtime_difference
+
+    x = torch.rand((1, *shape), generator=torch.Generator().manual_seed(0))
+    diff = runtime_difference(path, model, x)
+    if diff != diff:  # NaN
+        return f"{Path(path).name}: converted by onnx2torch (onnxruntime could not check it)"
+    return (f"{Path(path).name}: converted by onnx2torch; its largest difference to onnxruntime on one "
+            f"random input is {diff:.2g}")
 
 
 def _with_options(spec: ModelSpec, source: ModelSource, model: nn.Module) -> ModelSpec:
@@ -594,8 +629,22 @@ OTHER_WAYS = (
                   "only from the local cache)"),
     ("path/to/file.py:NAME", "a class, or a function returning an nn.Module, in your Python file"),
     ("package.module:NAME", "the same in an importable module (e.g. on PYTHONPATH)"),
+    ("path/to/model.onnx", "an ONNX file, converted by onnx2torch and checked against onnxruntime "
+                           "(pip install 'netviz[onnx]')"),
     ("path/to/card.toml", "a model card: model, weights, input_shape, mean, std, classes, layers, "
-                          "dataset, model_args (paths relative to the card)"),
+                          "dataset, model_args, output, activation, region, reshape (paths relative to the card)"),
+)
+
+
+OUTPUT_WAYS = (
+    ("--output INDEX|KEY", "the class scores among several outputs (a tuple, dict, namedtuple or "
+                           "dataclass); without it such a model is refused in one line listing them"),
+    ("--activation sigmoid", "a multi-label model (each class its own probability; --target 3,5); "
+                             "none: the output already is a probability or a value"),
+    ("--region pred|Y0,X0,Y1,X1", "a segmentation model (N, classes, H, W): a class's score sums its "
+                                  "logit over the pixels predicted as it, or over a box"),
+    ("--reshape auto|nhwc|tokens", "how token (ViT, DeiT) and channels-last (Swin) layers read as maps "
+                                   "(auto: guessed and said)"),
 )
 
 
@@ -611,4 +660,5 @@ def catalogue() -> dict[str, Any]:
 
     timm_installed = importlib.util.find_spec("timm") is not None  # without importing it: 5 s
     return {"registry": registry, "installed": installed, "timm_installed": timm_installed,
-            "other": [{"form": form, "meaning": meaning} for form, meaning in OTHER_WAYS]}
+            "other": [{"form": form, "meaning": meaning} for form, meaning in OTHER_WAYS],
+            "outputs": [{"option": form, "meaning": meaning} for form, meaning in OUTPUT_WAYS]}

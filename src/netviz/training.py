@@ -63,6 +63,7 @@ class TrainConfig:
     num_classes: int | None = None  # set by train when it fits the model's output to the data
     output: int | str | None = None  # which of the forward's outputs holds the class scores
     activation: str | None = None  # how scores read as probabilities (training: softmax only)
+    reshape: str | None = None  # how token / channels-last layers read as maps (netviz.tokens)
     dataset: str | None = None  # None: the model's default data set
     data_dir: str | None = None
     train_split: str | None = None  # None: the data set's default
@@ -538,7 +539,8 @@ def _configure(model: str | ModelSource | None, config: str | Path | None, resum
     # (the user's own options are in it as overrides)
     return cfg, folder, saved, ModelSource.from_options(
         cfg.model, model_args=cfg.model_args, weights=cfg.weights, input_shape=cfg.input_shape,
-        mean=cfg.mean, std=cfg.std, classes=cfg.classes, output=cfg.output, activation=cfg.activation)
+        mean=cfg.mean, std=cfg.std, classes=cfg.classes, output=cfg.output, activation=cfg.activation,
+        reshape=cfg.reshape)
 
 
 def _join(cfg: TrainConfig, new_run: bool) -> tuple[torch.device, Any]:
@@ -568,7 +570,7 @@ def _record_model(cfg: TrainConfig, spec: ModelSpec, source: ModelSource) -> Non
     if source.weights not in (None, "default"):
         cfg.weights = str(Path(source.weights).expanduser().resolve())
     cfg.num_classes = spec.num_classes
-    cfg.output, cfg.activation = source.output, source.activation
+    cfg.output, cfg.activation, cfg.reshape = source.output, source.activation, source.reshape
     if cfg.dataset.startswith("imagefolder:"):
         cfg.dataset = "imagefolder:" + str(Path(cfg.dataset.split(":", 1)[1]).expanduser().resolve())
     if cfg.data_dir is not None:

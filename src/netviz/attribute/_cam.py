@@ -48,11 +48,12 @@ class LayerReading:
 Weigh = Callable[[LayerReading], "torch.Tensor"]
 
 
-def cam_layer(model: nn.Module, layer: str | int | None, input_shape: Sequence[int]) -> str:
+def cam_layer(model: nn.Module, layer: str | int | None, input_shape: Sequence[int],
+              notes: list[str] | None = None) -> str:
     """The dotted name of ``layer`` (a name or number), or the last layer with a spatial output."""
     from netviz.layers import last_spatial_layer, resolve_layer
 
-    return last_spatial_layer(model, input_shape) if layer is None else resolve_layer(model, layer)
+    return last_spatial_layer(model, input_shape, notes) if layer is None else resolve_layer(model, layer)
 
 
 def read_layer(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str, score: str,
@@ -60,20 +61,21 @@ def read_layer(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: s
     """One forward pass (and backward, for gradients) recording ``layer``'s output."""
     import torch
 
-    from netviz.layers import capture_activations
+    from netviz.layers import capture_activations, layer_grid
 
     x = x.detach().requires_grad_(True)  # activations need a graph even if the weights are frozen
-    with torch.enable_grad(), capture_activations(model, [layer], detach=False) as store:
+    with torch.enable_grad(), capture_activations(model, [layer], detach=False, maps=False) as store:
         f = model_score(model, x, target, score)
     if layer not in store:
         raise NetvizError(f"layer {layer} produced no tensor output: pick another --layer")
-    act = store[layer]
-    if act.ndim != 4 or act.shape[2] * act.shape[3] < 1:
-        raise NetvizError(f"layer {layer} has no spatial output (it gives {tuple(act.shape[1:])} per "
-                          "image): class-activation maps need channels x height x width; pass a "
-                          "convolutional --layer (see `netviz layers`)")
-    grads = torch.autograd.grad(f.sum(), act)[0].detach() if gradients else None
-    return LayerReading(model, x.detach(), target, score, act.detach().float(), grads, batch_size)
+    out = store[layer]  # as the layer gives it: the gradient is taken there, then both read as maps
+    grid = layer_grid(model, out.shape[1:], x.shape[-2:])
+    if grid is None or grid.height * grid.width < 1:
+        raise NetvizError(f"layer {layer} has no spatial output (it gives {tuple(out.shape[1:])} per "
+                          "image): class-activation maps need channels x height x width or tokens; pass "
+                          "a convolutional --layer (see `netviz layers`), or say --reshape")
+    grads = grid.to_map(torch.autograd.grad(f.sum(), out)[0].detach()) if gradients else None
+    return LayerReading(model, x.detach(), target, score, grid.to_map(out.detach()).float(), grads, batch_size)
 
 
 def class_activation_maps(model: nn.Module, x: torch.Tensor,

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from netviz.attribute._common import Attribution, plain_gradients
 from netviz.attribute._registry import Method, register
-from netviz.layers import outputs_replaced
+from netviz.errors import NetvizError
+from netviz.layers import outputs_replaced, plain_relus
 
 if TYPE_CHECKING:
     import torch
@@ -37,13 +38,23 @@ def _guided_relu():
     return GuidedReLU
 
 
-def guided_relus(model: nn.Module) -> contextlib.AbstractContextManager[int]:
+@contextlib.contextmanager
+def guided_relus(model: nn.Module, sample: torch.Tensor | None = None) -> Iterator[int]:
     """Inside the block every ``nn.ReLU`` of ``model`` back-propagates the guided way (forward
-    values unchanged); yields how many. A functional ``F.relu`` in a forward is left as it is."""
+    values unchanged); yields how many. Only modules can be swapped: with ``sample``, a model that
+    also applies ReLUs as functions (``F.relu``) is refused, since its gradient would be partly
+    plain under the guided name."""
     from torch import nn
 
     fn = _guided_relu()
-    return outputs_replaced(model, (nn.ReLU,), lambda module, z: fn.apply(z))
+    with outputs_replaced(model, (nn.ReLU,), lambda module, z: fn.apply(z)) as count:
+        plain = plain_relus(model, sample) if sample is not None else 0
+        if plain:
+            raise NetvizError(f"guided backprop swaps the backward pass of nn.ReLU modules, but this model "
+                              f"also applies {plain} ReLU(s) as functions (F.relu / torch.relu) that it cannot "
+                              "reach: the map would not be guided; use saliency or gradcam, or write those "
+                              "ReLUs as nn.ReLU modules")
+        yield count
 
 
 def guided_backprop(model: nn.Module, x: torch.Tensor,
@@ -51,7 +62,7 @@ def guided_backprop(model: nn.Module, x: torch.Tensor,
                     batch_size: int | None = None, spec: ModelSpec | None = None,
                     quiet: bool = True) -> Attribution:
     """Guided backpropagation of the score of ``target``; like Captum's ``GuidedBackprop``."""
-    with guided_relus(model):
+    with guided_relus(model, x):
         _, grad, t, f_x = plain_gradients(model, x, target, score, batch_size, quiet,
                                           desc="guided backprop")
     return Attribution(grad, "guided-backprop", t, score, score_input=f_x)

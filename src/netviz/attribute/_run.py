@@ -19,7 +19,7 @@ from netviz.attribute._interior import InteriorGradients
 from netviz.attribute._registry import Method, Options, get_method
 from netviz.attribute._sanity import SanityResult, model_randomisation
 from netviz.errors import NetvizError, close_matches
-from netviz.heads import target_label
+from netviz.heads import head_of, region_masks, target_label
 
 if TYPE_CHECKING:
     import torch
@@ -46,6 +46,7 @@ class AttributeReport:
     sanity: SanityResult | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    regions: torch.Tensor | None = None  # (N, H, W): the pixels a segmentation target's score sums
 
     @property
     def spec_method(self) -> Method:
@@ -181,15 +182,18 @@ def method_kwargs(method: Method, run: Run, options: Options, data_dir: str | os
     """The keyword arguments of ``method``'s function from its options: the baseline loaded, the
     CAM layer resolved (the default one said in ``notes``), ``spec`` added."""
     from netviz.attribute._cam import cam_layer
+    from netviz.layers import grid_notes
 
     chosen = options.given()
     if "baseline" in chosen:
         chosen["baseline"] = load_baseline(chosen["baseline"], run, data_dir)
     if method.layer:
-        layer = cam_layer(run.model, chosen.get("layer"), run.spec.input_shape)
+        said: list[str] = []
+        layer = cam_layer(run.model, chosen.get("layer"), run.spec.input_shape, said)
         if chosen.get("layer") is None:
-            notes.append(f"{method.name} reads layer {layer}, the last one with a spatial output "
-                         "(pass --layer to choose another)")
+            notes.extend(said or [f"{method.name} reads layer {layer}, the last one with a spatial output "
+                                  "(pass --layer to choose another)"])
+        notes.extend(grid_notes(run.model, [layer], run.spec.input_shape).values())
         chosen["layer"] = layer
     return {**chosen, "spec": run.spec}
 
@@ -256,12 +260,13 @@ def attribute_run(
         with eval_mode(model):
             _, preds = forward_scores(model, x, None, "logit", options.batch_size or 256)
         result = m.function(model, x, target, quiet=quiet, **kwargs)
+        regions = region_masks(model, x, result.target)
         sanity_result = None
         if sanity:
             say("sanity check: randomising the layers from the top down", quiet)
             sanity_result = model_randomisation(model, x, m.function, result.target, method_kwargs=kwargs,
                                                 seed=seed, quiet=quiet)
-        part = (inputs, preds, result, sanity_result)
+        part = (inputs, preds, result, sanity_result, regions)
     parts = distributed.gather(part)
     if parts is None:
         return None  # another rank than 0: rank 0 draws and writes
@@ -274,8 +279,18 @@ def attribute_run(
     settings = {"method": method, "target": target,
                 **recorded({k: v for k, v in options.given().items() if k != "offset"})}
     settings.update(result.settings)  # what the method itself settled on (steps, alphas, ...)
+    regions = None if parts[0][4] is None else torch.cat([p[4] for p in parts])
+    if regions is not None:  # a segmentation model: what its target's score sums
+        region = head_of(run.model).region
+        settings["region"] = list(region) if isinstance(region, tuple) else "pred"
+        empty = [inputs.names[i] for i in range(len(regions)) if not bool(regions[i].any())]
+        if empty:
+            notes.append(f"the target is predicted at no pixel of {', '.join(empty[:3])}"
+                         f"{' ...' if len(empty) > 3 else ''}: its score sums an empty region (0); pass "
+                         "--region Y0,X0,Y1,X1 to name the pixels")
+            say(f"note: {notes[-1]}", quiet)
     return AttributeReport(spec=spec, run_path=run.path, method=method, names=inputs.names,
                            indices=inputs.indices, labels=inputs.labels, preds=[int(p) for p in preds],
                            pixels=inputs.images.float() / 255.0, result=result, sanity=sanity_result,
-                           settings=settings, notes=list(dict.fromkeys(notes + inputs.notes)))
+                           settings=settings, notes=list(dict.fromkeys(notes + inputs.notes)), regions=regions)
 

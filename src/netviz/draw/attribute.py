@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,8 +131,8 @@ def plot_grid(report: AttributeReport, path: str | os.PathLike, style: str = "ov
         ax.axis("off")
     for i in range(n):
         ax = axes.flat[i]
-        ax.imshow(render(report.pixels[i], report.result.attributions[i], style, percentile),
-                  interpolation="nearest")
+        ax.imshow(outlined(render(report.pixels[i], report.result.attributions[i], style, percentile),
+                           report, i), interpolation="nearest")
         text, wrong = _caption(report, i)
         ax.set_title(text, fontsize=7, color="#b00020" if wrong else "black")
     title = f"{report.method}: {report.spec.name}, score = class {report.result.score}"
@@ -149,11 +150,28 @@ def plot_grid(report: AttributeReport, path: str | os.PathLike, style: str = "ov
     return save_figure(fig, path)
 
 
-def image_panel(pixels: Any, attr: Any, percentile: float = 99.0) -> np.ndarray:
-    """[image | overlay | heat map] side by side, upscaled, as uint8 (H, 3W + gaps, 3)."""
+def outlined(picture: np.ndarray, report: AttributeReport, i: int) -> np.ndarray:
+    """``picture`` (H, W, 3) with the outline of image ``i``'s region in yellow, for a
+    segmentation model (the pixels its target's score sums); unchanged otherwise."""
     import numpy as np
 
-    parts = [rgb(pixels), overlay(pixels, attr, percentile), heatmap(attr, percentile)]
+    if report.regions is None or picture.shape[:2] != tuple(report.regions.shape[1:]):
+        return picture
+    mask = report.regions[i].numpy()
+    inner = np.pad(mask, 1, mode="edge")
+    inner = inner[:-2, 1:-1] & inner[2:, 1:-1] & inner[1:-1, :-2] & inner[1:-1, 2:]
+    out = np.array(picture, dtype=float, copy=True)
+    out[mask & ~inner] = (1.0, 0.85, 0.0) if out.max() <= 1 else (255, 217, 0)
+    return out.astype(picture.dtype)
+
+
+def image_panel(pixels: Any, attr: Any, percentile: float = 99.0,
+                outline: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> np.ndarray:
+    """[image | overlay | heat map] side by side, upscaled, as uint8 (H, 3W + gaps, 3); the
+    overlay passes through ``outline`` (a segmentation target's region)."""
+    import numpy as np
+
+    parts = [rgb(pixels), outline(overlay(pixels, attr, percentile)), heatmap(attr, percentile)]
     gap = np.ones((parts[0].shape[0], max(1, parts[0].shape[1] // 14), 3))
     row = np.concatenate([parts[0], gap, parts[1], gap, parts[2]], axis=1)
     return to_uint8(upscale(row, min_size=256 * 3))
@@ -327,7 +345,8 @@ def _panels(report: AttributeReport, out: Path, style: str, percentile: float) -
     written = []
     for i, name in enumerate(report.names):
         caption = _caption(report, i)[0].replace("\n", "  |  ")
-        panel = image_panel(report.pixels[i], report.result.attributions[i], percentile)
+        panel = image_panel(report.pixels[i], report.result.attributions[i], percentile,
+                            outline=lambda a, i=i: outlined(a, report, i))
         written.append(Artifact(save_png(_label(panel, f"{report.method}: {caption}"),
                                          out / f"{report.method}_{slug(name)}.png"),
                                 f"{report.method}, {caption}: image | overlay | heat map"))

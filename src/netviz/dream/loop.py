@@ -125,7 +125,8 @@ def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[D
 
     from netviz.dream.objectives import redirected_relus
     from netviz.dream.transforms import jitter, scale_rotate
-    from netviz.progress import progress
+    from netviz.layers import plain_relus
+    from netviz.progress import progress, say
 
     s = settings
     if s.until is not None and any(t.kind != "class" for t in targets):
@@ -153,6 +154,10 @@ def optimise(model: nn.Module, spec: ModelSpec, make_objective: Callable[[list[D
         until.check(0)
         # 3. the steps: transform, score, penalise, update; --until freezes the images that passed
         with redirected_relus(model) if s.redirect_relu else contextlib.nullcontext():
+            plain = plain_relus(model, param.input().detach()) if s.redirect_relu else 0
+            if plain:
+                say(f"note: --redirect-relu reaches nn.ReLU modules only: {plain} ReLU(s) this model applies "
+                    "as functions (F.relu) keep their plain gradient", quiet)
             for step in progress(range(s.budget), quiet=quiet, desc="dream", total=s.budget):
                 if not until.active.any():
                     break

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from netviz.registry import ModelSpec
+    from netviz.tokens import Grid
 
 
 @dataclass
@@ -130,6 +131,17 @@ def _spatial(a: torch.Tensor, layer: str) -> None:
                           "channels x height x width (see `netviz layers`)")
 
 
+def _grid(model: nn.Module, a: torch.Tensor, x: torch.Tensor, layer: str) -> Grid:
+    """How the layer's output reads as maps: channels x height x width, tokens or channels-last."""
+    from netviz.layers import layer_grid
+
+    grid = layer_grid(model, a.shape[1:], x.shape[-2:])
+    if grid is None:
+        raise NetvizError(f"layer {layer} gives {tuple(a.shape[1:])} per image: explain needs a layer with "
+                          "channels x height x width, or tokens (see `netviz layers`, and --reshape)")
+    return grid
+
+
 # -- grad-x-act ------------------------------------------------------------------------------------
 
 def grad_x_act(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, layer: str, top: int, *,
@@ -140,7 +152,7 @@ def grad_x_act(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, l
     check_score(options.score)
     batch_size = check_batch_size(options.batch_size, model, x)
     dev = model_device(model)
-    positions = []
+    positions, sums = [], []
     with eval_mode(model):
         t, f_x = resolve_target(model, x, target, options.score, batch_size)
         for start in range(0, x.shape[0], batch_size):
@@ -148,11 +160,13 @@ def grad_x_act(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, l
             with layer_tapped(model, layer) as tap, torch.enable_grad():
                 f = model_score(model, chunk, t[start:start + batch_size].to(dev), options.score)
                 a = tap["output"]
-                _spatial(a, layer)
+                grid = _grid(model, a, chunk, layer)
                 (g,) = torch.autograd.grad(f.sum(), a)
-            positions.append((a * g).detach().double().cpu())
+            product = (a * g).detach().double().cpu()
+            sums.append(grid.channel_sums(product))  # every position, a class token's too
+            positions.append(grid.to_map(product))
     pos = torch.cat(positions)
-    contributions = pos.sum((2, 3))
+    contributions = torch.cat(sums)
     order, maps = ranked(contributions, pos, top)
     return ChannelAttribution("grad-x-act", layer, t, f_x, contributions, order, maps.float(), pos.sum(1).float())
 
@@ -169,7 +183,7 @@ def _layer_output(model: nn.Module, x: torch.Tensor, layer: str, batch_size: int
 
     dev = model_device(model)
     with torch.no_grad():
-        return torch.cat([forward_to(model, x[s:s + batch_size].to(dev), [layer])[layer].float().cpu()
+        return torch.cat([forward_to(model, x[s:s + batch_size].to(dev), [layer], maps=False)[layer].float().cpu()
                           for s in range(0, x.shape[0], batch_size)])
 
 
@@ -192,11 +206,12 @@ def _integrate_layer(model: nn.Module, x: torch.Tensor, a_x: torch.Tensor, a_b: 
         for p0 in range(0, pairs, batch_size):
             p = torch.arange(p0, min(p0 + batch_size, pairs), device=dev)
             img, k = p // n, p % n
-            point = (base[img] + a_all[k].view(-1, 1, 1, 1) * diff[img]).requires_grad_(True)
+            shape = (-1,) + (1,) * (base.ndim - 1)  # images, or token sequences
+            point = (base[img] + a_all[k].view(shape) * diff[img]).requires_grad_(True)
             with layer_tapped(model, layer, replace=lambda out, point=point: point), torch.enable_grad():
                 f = model_score(model, xs[img], ts[img], score)
                 (g,) = torch.autograd.grad(f.sum(), point)
-            acc.index_add_(0, img, g * w_all[k].view(-1, 1, 1, 1))
+            acc.index_add_(0, img, g * w_all[k].view(shape))
         total[g0:g0 + xs.shape[0]] = acc.cpu()
     return total
 
@@ -215,7 +230,7 @@ def layer_integrated(model: nn.Module, x: torch.Tensor, target: torch.Tensor | N
         t, f_x = resolve_target(model, x, target, options.score, batch_size)
         f_b, _ = forward_scores(model, b, t, options.score, batch_size)
         a_x, a_b = _layer_output(model, x, layer, batch_size), _layer_output(model, b, layer, batch_size)
-        _spatial(a_x, layer)
+        grid = _grid(model, a_x, x, layer)
         pos = torch.zeros(a_x.shape, dtype=torch.float64)
         error = torch.full((x.shape[0],), float("nan"), dtype=torch.float64)
         used = torch.zeros(x.shape[0], dtype=torch.long)
@@ -225,12 +240,13 @@ def layer_integrated(model: nn.Module, x: torch.Tensor, target: torch.Tensor | N
             grads = _integrate_layer(model, x[active], a_x[active], a_b[active], t[active], layer, options.score,
                                      alphas, weights, batch_size)
             pos[active] = ((a_x[active] - a_b[active]) * grads).double()
-            error[active] = relative_error(pos[active].sum((1, 2, 3)), (f_x - f_b)[active])
+            error[active] = relative_error(pos[active].flatten(1).sum(1), (f_x - f_b)[active])
             used[active] = n
             active = active[error[active] > options.tolerance] if options.tolerance is not None else active[:0]
             if len(active) == 0:
                 break
-    contributions = pos.sum((2, 3))
+    contributions = grid.channel_sums(pos)
+    pos = grid.to_map(pos)
     order, maps = ranked(contributions, pos, top)
     return ChannelAttribution("layer-integrated", layer, t, f_x, contributions, order, maps.float(),
                               pos.sum(1).float(), score_baseline=f_b, completeness_error=error, steps=used)
