@@ -234,3 +234,23 @@ def test_explain_on_vit_tokens_matches_captum(vit):
     assert ours.contributions.shape == (2, 192)
     assert (ours.contributions - ref.double()).abs().max() <= 1e-4 * ref.abs().max()
     assert ours.maps.shape == (2, 4, 14, 14)
+
+
+def test_the_confusion_matrix_of_a_1000_class_model_stays_small(tmp_path):
+    """A 1,000-class model audited on a 10-class folder: the matrix shows the classes that occur
+    (at most 30), not a 1000 x 1000 figure (it took 24 GB and was killed)."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from netviz.audit.collect import batch_size
+    from netviz.draw.audit import plot_confusion
+
+    confusion = torch.zeros(1000, 1000, dtype=torch.long)
+    for k in range(10):
+        confusion[k, 500 + k % 3] = 4
+    audit = SimpleNamespace(confusion=confusion, spec=SimpleNamespace(class_name=str),
+                            data=SimpleNamespace(name="folder"))
+    with Image.open(plot_confusion(audit, tmp_path / "confusion.png")) as im:
+        assert max(im.size) < 2500
+    assert batch_size((1, 28, 28)) == 512 and batch_size((3, 224, 224)) == 55

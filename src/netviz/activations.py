@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from netviz.data import TensorData
+    from netviz.layers import LayerInfo
     from netviz.registry import ModelSpec
     from netviz.runs import Run
 
@@ -220,6 +221,9 @@ def default_layers(model: nn.Module, spec: ModelSpec, count: int = 3) -> list[st
     from netviz.layers import list_layers
 
     infos = list_layers(model, spec.input_shape)
+    blocks = _transformer_blocks(model, infos, spec.input_shape[1:])
+    if blocks:  # a transformer: its blocks' outputs, from shallow to deep
+        return [blocks[max(0, round(k * len(blocks) / count) - 1)] for k in range(1, count + 1)]
     leaves = {n for n, m in model.named_modules() if n and not any(True for _ in m.children())}
     spatial = [i for i in infos if i.name in leaves and i.output_shape is not None
                and len(i.output_shape) == 3]
@@ -235,6 +239,23 @@ def default_layers(model: nn.Module, spec: ModelSpec, count: int = 3) -> list[st
     stages = list(last_at.values())
     picks = sorted({max(0, round(k * len(stages) / count) - 1) for k in range(1, count + 1)})
     return [stages[p] for p in picks]
+
+
+def _transformer_blocks(model: nn.Module, infos: Sequence[LayerInfo], input_hw: Sequence[int]) -> list[str]:
+    """The blocks of a transformer (children of a ModuleList or Sequential whose outputs are
+    tokens or channels-last maps: ViT's ``blocks.N``, Swin's ``layers.N``), in order."""
+    from torch import nn
+
+    from netviz.layers import layer_grid
+
+    containers = {n for n, m in model.named_modules() if isinstance(m, (nn.ModuleList, nn.Sequential))}
+    found = []
+    for info in infos:
+        parent = info.name.rpartition(".")[0]
+        grid = layer_grid(model, info.output_shape, input_hw) if info.output_shape else None
+        if parent in containers and grid is not None and grid.layout != "nchw":
+            found.append(info.name)
+    return list(dict.fromkeys(found))
 
 
 # -- compute -----------------------------------------------------------------------------------

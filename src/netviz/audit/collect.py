@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from netviz.runs import Run
 
 MAP_SIDE = 32  # the largest side a kept map has
-BATCH = 512
+BATCH = 512  # images a pass at most: all of MNIST's and CIFAR's
+BATCH_VALUES = 2**23  # input values a pass at most: 55 images at 224 x 224 (a ViT's backward fits)
 
 
 @dataclass
@@ -79,10 +80,11 @@ def collect_split(run: Run, data: TensorData, method: Method, options: Options, 
     layout = fast_format(model, torch.zeros(1, *spec.input_shape))
     n = len(share)
     kept: Collected | None = None  # filled in place: no growing lists, no copy at the end
-    starts = range(share.start, share.stop, BATCH)
+    batch = batch_size(spec.input_shape)
+    starts = range(share.start, share.stop, batch)
     with eval_mode(model), memory_layout(model, layout):
         for start in progress(starts, quiet=quiet, desc="audit", unit="batch", total=len(starts)):
-            pixels, _ = conform(data.images[start:min(start + BATCH, share.stop)], spec)
+            pixels, _ = conform(data.images[start:min(start + batch, share.stop)], spec)
             labels = data.labels[start:start + len(pixels)].long()
             probs, act, attr = _read(model, spec, pixels, labels, layer, method, kwargs, dev, layout)
             amap = _compact(attr, spec)
@@ -100,6 +102,14 @@ def collect_split(run: Run, data: TensorData, method: Method, options: Options, 
         return None  # another rank than 0
     present = [p for p in shares if p is not None]
     return present[0] if len(present) == 1 else distributed.concat(present)
+
+
+def batch_size(input_shape: tuple[int, ...]) -> int:
+    """Images a pass: :data:`BATCH`, fewer for large inputs (the backward pass keeps every
+    activation of the batch)."""
+    import math
+
+    return max(1, min(BATCH, BATCH_VALUES // math.prod(input_shape)))
 
 
 def _read(model: Any, spec: Any, pixels: torch.Tensor, labels: torch.Tensor, layer: str, method: Method,

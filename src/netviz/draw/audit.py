@@ -128,16 +128,25 @@ def plot_mistakes(audit: Audit, path: str | os.PathLike) -> Path:
     return _finish(fig, path)
 
 
+CONFUSION_CLASSES = 30  # the most a confusion matrix shows
+
+
 def plot_confusion(audit: Audit, path: str | os.PathLike) -> Path:
     import numpy as np
 
     plt = pyplot()
-    m = audit.confusion.numpy()
+    full = audit.confusion.numpy()
+    # the classes that occur (as a label or a prediction), the most frequent CONFUSION_CLASSES of them
+    # when there are more (a 1,000-class model on a 10-class folder)
+    seen = np.flatnonzero(full.sum(0) + full.sum(1))
+    shown = seen[np.argsort(-(full.sum(0) + full.sum(1))[seen], kind="stable")][:CONFUSION_CLASSES]
+    shown = np.sort(shown)
+    m = full[np.ix_(shown, shown)]
     k = len(m)
     fig, ax = plt.subplots(figsize=(1.2 + 0.45 * k, 1.0 + 0.45 * k))
-    rates = m / np.maximum(m.sum(1, keepdims=True), 1)
+    rates = m / np.maximum(full[shown].sum(1, keepdims=True), 1)
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    names = [audit.spec.class_name(i)[:10] for i in range(k)]
+    names = [audit.spec.class_name(int(i))[:10] for i in shown]
     ax.set_xticks(range(k), names, rotation=90, fontsize=6)
     ax.set_yticks(range(k), names, fontsize=6)
     if k <= 20:
@@ -148,7 +157,9 @@ def plot_confusion(audit: Audit, path: str | os.PathLike) -> Path:
                             color="white" if rates[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted", fontsize=7)
     ax.set_ylabel("true", fontsize=7)
-    ax.set_title(f"confusion on {audit.data.name}", fontsize=8)
+    left_out = len(seen) - k
+    ax.set_title(f"confusion on {audit.data.name}" + (f" ({k} most frequent of {len(seen)} classes seen)"
+                                                     if left_out else ""), fontsize=8)
     return _finish(fig, path)
 
 
