@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.activations import uses_rgb
+from netviz.draw import sheet
 from netviz.draw.common import font, minmax, mosaic, pyplot, save_figure, save_gif, to_uint8, upscale
 from netviz.errors import NetvizError
 from netviz.outputs import file_stem
@@ -131,9 +132,45 @@ def _bars(ax: Any, layer: LayerActivation) -> None:
 
 # -- figures -----------------------------------------------------------------------------------
 
+LAYER_TILE = 72  # pixels: a tile's side at least in layer-<name>.png
+COMBINED_WIDTH = 1000  # pixels: how wide activations.png's rows are drawn at most
+
+
+def _layer_sheet(act: ImageActivations, layer: LayerActivation, mode: str) -> np.ndarray:
+    """A spatial layer's tiles, each labelled with its channel, under the title (PIL)."""
+    tiles, labels, _ = layer_tiles(layer, mode)
+    _, cols = grid_shape(len(tiles))
+    cells = [sheet.stack([sheet.text_block([label], 11), sheet.scaled_to(sheet.as_uint8(tile), LAYER_TILE)])
+             for tile, label in zip(tiles, labels, strict=True)]
+    title = [_layer_title(layer, mode, False), _describe(act, with_source=True)]
+    return sheet.stack([sheet.text_block(title, 13), sheet.grid(cells, cols, gap=6)], gap=8)
+
+
+def _combined_sheet(act: ImageActivations, mode: str) -> np.ndarray:
+    """The input and what the model said, then per layer its title and tiles (PIL)."""
+    lines = [act.source, _describe(act)] if act.source else [_describe(act)]
+    if act.note:
+        lines.append(f"input {act.note}")
+    lines.append("top classes: " + ", ".join(f"{act.class_name(k)} {p:.1%}" for k, p in act.top_classes(3)))
+    picture = sheet.stack([sheet.text_block(["input"], 12), sheet.scaled_to(sheet.as_uint8(input_array(act.image)),
+                                                                            120)])
+    parts = [sheet.stack([picture, sheet.text_block(lines, 14, align="left")], gap=24, axis=1)]
+    for layer in act.layers:
+        tiles, _, _ = layer_tiles(layer, mode)
+        _, cols = grid_shape(len(tiles), max_cols=16)
+        image = sheet.as_uint8(mosaic(tiles, cols, gap=max(1, tiles[0].shape[1] // 16)))
+        factor = max(1, COMBINED_WIDTH // image.shape[1])
+        parts.append(sheet.stack([sheet.text_block([_layer_title(layer, mode, False)], 13, align="left"),
+                                  sheet.scaled_to(image, max(image.shape[:2]) * factor)], align="left"))
+    return sheet.stack(parts, gap=14, align="left")
+
+
 def plot_layer(act: ImageActivations, layer: LayerActivation, path: str | os.PathLike,
                mode: str = "grey", colorbar: bool = False) -> Path:
-    """One layer's tiles (or its bar chart for a vector layer), titled with channel numbers."""
+    """One layer's tiles (or its bar chart for a vector layer), titled with channel numbers. Tiles
+    without a colour bar are drawn with PIL; a bar chart or a colour bar with matplotlib."""
+    if layer.spatial and not colorbar:
+        return sheet.save_sheet(_layer_sheet(act, layer, mode), path)
     plt = pyplot()
     title = f"{_layer_title(layer, mode, colorbar)}\n{_describe(act, with_source=True)}"
     if not layer.spatial:
@@ -200,7 +237,10 @@ def _tile_canvas(tiles: list[np.ndarray], cols: int, scale: tuple[float, float] 
 
 def plot_combined(act: ImageActivations, path: str | os.PathLike, mode: str = "grey",
                   colorbar: bool = False) -> Path:
-    """The input, then one row per layer (its tiles side by side, at most 16 per line)."""
+    """The input, then one row per layer (its tiles side by side, at most 16 per line). With PIL
+    when every layer is a map and no colour bar is asked for; else with matplotlib."""
+    if not colorbar and all(layer.spatial for layer in act.layers):
+        return sheet.save_sheet(_combined_sheet(act, mode), path)
     import matplotlib.cm as cm
     from matplotlib.colors import Normalize
 

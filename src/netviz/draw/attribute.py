@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netviz.draw import sheet
 from netviz.draw.common import font, pyplot, rgb, save_figure, save_gif, save_png, to_uint8, upscale
 from netviz.files import Artifact, write_json
 from netviz.heads import target_label
@@ -76,15 +77,33 @@ def overlay(pixels: Any, attr: Any, percentile: float = 99.0) -> np.ndarray:
     return out * (1 - pos - neg) + pos * np.array(POSITIVE) + neg * np.array(NEGATIVE)
 
 
+# ColorBrewer's PiYG, the 11 colours matplotlib's "PiYG" interpolates: the heat map needs no import
+# of matplotlib (a second of the command's start)
+PIYG = ((0.556862745098, 0.003921568627, 0.321568627451), (0.772549019608, 0.105882352941, 0.490196078431),
+        (0.870588235294, 0.466666666667, 0.682352941176), (0.945098039216, 0.713725490196, 0.854901960784),
+        (0.992156862745, 0.878431372549, 0.937254901961), (0.968627450980, 0.968627450980, 0.968627450980),
+        (0.901960784314, 0.960784313725, 0.815686274510), (0.721568627451, 0.882352941176, 0.525490196078),
+        (0.498039215686, 0.737254901961, 0.254901960784), (0.301960784314, 0.572549019608, 0.129411764706),
+        (0.152941176471, 0.392156862745, 0.098039215686))
+
+
+def piyg(v: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> (..., 3) colours of the PiYG map (pink 0, white 0.5, green 1)."""
+    import numpy as np
+
+    stops = np.asarray(PIYG)
+    grid = np.linspace(0.0, 1.0, len(stops))
+    return np.stack([np.interp(v, grid, stops[:, c]) for c in range(3)], axis=-1)
+
+
 def heatmap(attr: Any, percentile: float = 99.0) -> np.ndarray:
     """The channel-summed attribution in a diverging map (pink negative, green positive)."""
     import numpy as np
-    from matplotlib import colormaps
 
     amap = channel_sum(attr)
     scale = clip_value(amap, percentile)
     v = np.zeros_like(amap) if scale == 0 else np.clip(np.nan_to_num(amap / scale), -1, 1)
-    return colormaps["PiYG"]((v + 1) / 2)[..., :3]
+    return piyg((v + 1) / 2)
 
 
 def render(pixels: Any, attr: Any, style: str = "overlay", percentile: float = 99.0) -> np.ndarray:
@@ -116,25 +135,24 @@ def _caption(report: AttributeReport, i: int) -> tuple[str, bool]:
     return "\n".join(lines), label is not None and label != pred
 
 
+GRID_PANEL = 160  # pixels: a grid panel's side at least (MNIST's 28 drawn 6x)
+
+
 def plot_grid(report: AttributeReport, path: str | os.PathLike, style: str = "overlay",
               percentile: float = 99.0) -> Path:
-    """One panel per image (at most GRID_MAX): the attribution with true/predicted labels."""
-    plt = pyplot()
+    """One panel per image (at most GRID_MAX): the attribution with true/predicted labels (red
+    when the prediction is wrong), under a title; drawn with PIL."""
     n = min(len(report.names), GRID_MAX)
-    cols = min(n, 8)
-    rows = math.ceil(n / cols)
     lines = max(_caption(report, i)[0].count("\n") + 1 for i in range(n))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.75 * cols + 0.3,
-                                                  (1.8 + 0.16 * lines) * rows + 0.4),
-                             squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    cells = []
     for i in range(n):
-        ax = axes.flat[i]
-        ax.imshow(outlined(render(report.pixels[i], report.result.attributions[i], style, percentile),
-                           report, i), interpolation="nearest")
         text, wrong = _caption(report, i)
-        ax.set_title(text, fontsize=7, color="#b00020" if wrong else "black")
+        caption = text.split("\n")
+        caption += [""] * (lines - len(caption))  # every caption as tall: the pictures line up
+        picture = sheet.as_uint8(outlined(render(report.pixels[i], report.result.attributions[i], style,
+                                                 percentile), report, i))
+        cells.append(sheet.stack([sheet.text_block(caption, 12, color=sheet.RED if wrong else sheet.BLACK),
+                                  sheet.scaled_to(picture, GRID_PANEL)], gap=2))
     title = f"{report.method}: {report.spec.name}, score = class {report.result.score}"
     layer = getattr(report.result, "layer", None)
     if layer:
@@ -145,9 +163,7 @@ def plot_grid(report: AttributeReport, path: str | os.PathLike, style: str = "ov
         title += " (green raises it, red lowers it)"
     if len(report.names) > n:
         title += f" - first {n} of {len(report.names)} images"
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(h_pad=1.2)
-    return save_figure(fig, path)
+    return sheet.save_sheet(sheet.stack([sheet.text_block([title], 14), sheet.grid(cells, min(n, 8))], gap=8), path)
 
 
 def outlined(picture: np.ndarray, report: AttributeReport, i: int) -> np.ndarray:
@@ -178,29 +194,21 @@ def image_panel(pixels: Any, attr: Any, percentile: float = 99.0,
 
 
 def plot_completeness(report: AttributeReport, path: str | os.PathLike) -> Path:
-    """Relative completeness error per image (log scale), coloured by the steps it used."""
+    """Relative completeness error per image (log scale), coloured by the steps it used (PIL)."""
     import numpy as np
 
-    plt = pyplot()
     res = report.result
-    err = np.maximum(res.completeness_error.numpy(), 1e-9)
+    err = np.maximum(res.completeness_error.numpy(), 1e-9) * 100
     steps = res.steps.numpy()
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for s in sorted(set(steps.tolist())):
-        sel = steps == s
-        ax.scatter(np.flatnonzero(sel), err[sel] * 100, s=14, label=f"{s} steps ({sel.sum()})")
+    series = [(f"{s} steps ({int((steps == s).sum())})", np.flatnonzero(steps == s), err[steps == s])
+              for s in sorted(set(steps.tolist()))]
     tol = res.settings.get("tolerance")
-    if tol:
-        ax.axhline(tol * 100, color="k", ls="--", lw=1, label=f"tolerance {tol * 100:g}%")
-    ax.set_yscale("log")
-    ax.set_xlabel("image")
-    ax.set_ylabel("|sum attr - (F(x) - F(b))| / |F(x) - F(b)|  (%)")
-    ax.set_title(f"completeness of integrated gradients ({res.settings.get('quadrature')}), "
-                 f"max {100 * err.max():.3g}%", fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    chart = sheet.log_scatter(
+        series, title=f"completeness of integrated gradients ({res.settings.get('quadrature')}), "
+                      f"max {err.max():.3g}%",
+        xlabel="image", ylabel="|sum attr - (F(x) - F(b))| / |F(x) - F(b)|  (%)",
+        hline=(tol * 100, f"tolerance {tol * 100:g}%") if tol else None)
+    return sheet.save_sheet(chart, path)
 
 
 def plot_interior_strip(report: AttributeReport, i: int, path: str | os.PathLike,

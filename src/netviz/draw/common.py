@@ -56,8 +56,16 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
 def font(size: int):
     """The one font of every text netviz draws with PIL: matplotlib's DejaVu Sans, which covers
     accented, Greek and Cyrillic class names (PIL's default font draws them as boxes)."""
-    from matplotlib import font_manager
+    import importlib.util
+
     from PIL import ImageFont
+
+    spec = importlib.util.find_spec("matplotlib")  # its bundled font file, without importing it (1 s)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if path.is_file():
+            return ImageFont.truetype(str(path), size)
+    from matplotlib import font_manager
 
     return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
 
