@@ -7,6 +7,8 @@ Same machine, same process, same model, images and targets, each contender timed
   defaults (the windows of all images in batches of 64 on a CPU; a window that covers only
   baseline pixels needs no forward pass), Captum ``Occlusion`` with its default
   ``perturbations_per_eval=1`` (one window of all the images per pass) and with 4;
+- occlusion on a torchvision ResNet-18 at 224 x 224 (random weights), window 16, stride 8 (729
+  windows an image): netviz with its defaults against Captum at several ``perturbations_per_eval``;
 - Score-CAM on the MNIST net's ``pool`` (64 channels) and on a torchvision ResNet-18's ``layer4``
   (512 channels, 224 x 224, random weights): netviz with its defaults and the grad-cam
   package's ``ScoreCAM`` with its default batch of 16 and with 64.
@@ -63,6 +65,8 @@ def main() -> None:
     parser.add_argument("--resnet-images", type=int, default=1,
                         help="ResNet images (each is 512 forward passes at 224 x 224: minutes on a CPU)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--resnet-ppe", type=int, nargs="+", default=[1, 8, 32],
+                        help="Captum's perturbations_per_eval values tried for the ResNet occlusion")
     args = parser.parse_args()
     torch.set_grad_enabled(True)
     run = load_run(args.run, device="cpu")
@@ -111,6 +115,22 @@ def main() -> None:
     xr = torch.randn(args.resnet_images, 3, 224, 224)
     with torch.no_grad():
         tr = resnet(xr).argmax(1)
+
+    # occlusion at 224 x 224: window 16, stride 8 (27 x 27 = 729 windows an image)
+    zero = torch.zeros_like(xr)
+
+    def captum_resnet(ppe: int):
+        return lambda: Occlusion(resnet).attribute(xr, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8),
+                                                   baselines=zero, target=tr, perturbations_per_eval=ppe)
+
+    timed = paired({"netviz": lambda: A.occlusion(resnet, xr, tr, window=16, stride=8, baseline=0.0).attributions,
+                    **{f"captum{ppe}": captum_resnet(ppe) for ppe in args.resnet_ppe}}, 1, warm_up=False)
+    ours_t, ours = timed["netviz"]
+    for ppe in args.resnet_ppe:
+        t, ref = timed[f"captum{ppe}"]
+        diff = float((ours - ref).abs().max() / ref.abs().max())
+        rows.append(("occlusion 16x16/8, ResNet-18 224x224", f"Captum Occlusion, perturbations_per_eval={ppe}",
+                     ours_t / len(xr), t / len(xr), diff))
     cases.append(("Score-CAM layer4 (512 ch), ResNet-18 224x224", resnet, "layer4", xr, tr, len(xr), 1))
     for label, net, layer, inputs, t, count, repeats in cases:
         timed = paired({

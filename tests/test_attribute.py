@@ -276,6 +276,10 @@ def test_model_randomisation_cascade(mnist_run, few):
     assert float(res.rank_correlation[-1].mean()) < 0.5
     again = A.model_randomisation(mnist_run.model, x[:4], A.saliency, seed=0)
     assert torch.equal(res.rank_correlation, again.rank_correlation)
+    # evaluate's check wants the last step only: the same weights, one map instead of four
+    last = A.model_randomisation(mnist_run.model, x[:4], A.saliency, seed=0, last_only=True)
+    assert last.layers == ["conv1"] and last.maps.shape == (2, 4, 28, 28)
+    assert torch.equal(last.maps[1], res.maps[-1]) and torch.equal(last.rank_correlation[0], res.rank_correlation[-1])
 
 
 # -- drawing helpers ------------------------------------------------------------------------

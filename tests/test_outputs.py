@@ -68,6 +68,13 @@ def test_three_outputs_need_output_then_every_command_runs(tmp_path, command):
         out_of(result)
 
 
+@pytest.mark.parametrize("command", [["report"], ["train", "--epochs", "1"]])
+def test_report_and_train_refuse_three_outputs_without_output(tmp_path, command):
+    result = invoke(*command, "--model", card(tmp_path, "ThreeHeads"))
+    assert_one_line_error(result, "the model returns 3 tensors")
+    assert not (tmp_path / "netviz-out").exists() and not (tmp_path / "runs").exists()
+
+
 def test_three_outputs_read_the_named_output(tmp_path):
     """The class scores are output 2, not the box offsets: the prediction and a dream's class
     probability are read from it."""

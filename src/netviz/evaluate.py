@@ -180,7 +180,7 @@ def sanity_correlation(model: nn.Module, x: torch.Tensor, method: Any, original:
 
     names = parameter_layers(model)[:max(1, layers)]
     result = model_randomisation(model, x, method.function, original.target, layers=names,
-                                 method_kwargs=kwargs, seed=seed, original=original)
+                                 method_kwargs=kwargs, seed=seed, original=original, last_only=True)
     return result.rank_correlation[-1].to(torch.float64)
 
 

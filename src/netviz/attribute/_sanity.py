@@ -92,6 +92,7 @@ def model_randomisation(
     seed: int = 0,
     quiet: bool = True,
     original: Attribution | None = None,
+    last_only: bool = False,
 ) -> SanityResult:
     """Cascading randomisation of ``layers`` (default: every layer with parameters, top first).
 
@@ -100,6 +101,8 @@ def model_randomisation(
     prediction when None), so every map explains the same class. ``seed`` seeds the
     re-initialisations. ``model`` itself is never modified. ``original``: the unrandomised
     model's result for ``x`` and ``target``, when the caller has it (saves computing it again).
+    ``last_only``: one map, with every layer of ``layers`` re-initialised (the cascade's last
+    step, the same weights: each layer's seed is its own), instead of one map per step.
     """
     import torch
 
@@ -128,14 +131,16 @@ def model_randomisation(
     maps = [channel_map(original if original is not None else attribute(work, x, target, **kwargs))]
     for j, name in enumerate(progress(names, quiet=quiet, desc="randomising layers", unit="layer")):
         _reinitialise(work.get_submodule(name), seed + j)
-        maps.append(channel_map(attribute(work, x, target, **kwargs)))
+        if not last_only or j == len(names) - 1:
+            maps.append(channel_map(attribute(work, x, target, **kwargs)))
     stacked = torch.stack(maps)
     n = x.shape[0]
     rank = torch.tensor([[spearman(stacked[0, i].abs(), stacked[j, i].abs()) for i in range(n)]
                          for j in range(1, len(maps))])
     signed = torch.tensor([[spearman(stacked[0, i], stacked[j, i]) for i in range(n)]
                            for j in range(1, len(maps))])
-    return SanityResult(method=getattr(attribute, "__name__", "attribution"), layers=names,
+    return SanityResult(method=getattr(attribute, "__name__", "attribution"),
+                        layers=names[-1:] if last_only else names,
                         rank_correlation=rank, signed_correlation=signed, maps=stacked.float(),
                         target=target,
                         settings={"seed": seed, **{k: v for k, v in kwargs.items()
