@@ -19,13 +19,22 @@ def test_device_manager() -> None:
             resolve_device("cuda:0")
 
 
-def test_mixed_precision_policy_is_cuda_only() -> None:
-    # The CUDA branch cannot run in CI; its policy can: bf16 autocast + channels_last on CUDA only.
-    from netviz.device import autocast, memory_format, use_amp
+def test_mixed_precision_policy(monkeypatch) -> None:
+    # bf16 autocast in training on CUDA and on CPUs that multiply bf16 in hardware (AMX), float32 on
+    # other CPUs; channels_last by default on CUDA only. Both CPU cases are checked on any machine.
+    import netviz.device as D
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert use_amp(cuda) and not use_amp(cuda, enabled=False) and not use_amp(cpu)
-    assert memory_format(cuda) == torch.channels_last
-    assert memory_format(cpu) == memory_format(cuda, enabled=False) == torch.contiguous_format
-    with autocast(cpu):  # a no-op on the CPU: float32 stays float32
+    assert D.use_amp(cuda) and not D.use_amp(cuda, enabled=False)
+    assert D.memory_format(cuda) == torch.channels_last
+    assert D.memory_format(cpu) == D.memory_format(cuda, enabled=False) == torch.contiguous_format
+    monkeypatch.setattr(D, "native_bf16_cpu", lambda: False)
+    assert not D.use_amp(cpu)
+    with D.autocast(cpu):  # a no-op on such a CPU: float32 stays float32
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    monkeypatch.setattr(D, "native_bf16_cpu", lambda: True)
+    assert D.use_amp(cpu) and not D.use_amp(cpu, enabled=False)
+    with D.autocast(cpu):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with D.autocast(cpu, enabled=False):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32

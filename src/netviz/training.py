@@ -85,7 +85,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on CUDA with amp; True also helps BN nets on CPUs
     seed: int = 0
     device: str = "auto"
-    amp: bool = True  # bf16 autocast + channels_last on CUDA
+    amp: bool = True  # bf16 autocast: on CUDA (+ channels_last) and on CPUs with AMX
     world_size: int = 1  # processes under torchrun (recorded; the global batch stays batch_size)
     hist_bins: int = 60
     runs_dir: str | None = None
