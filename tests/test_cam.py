@@ -135,9 +135,12 @@ def test_score_cam_batches_its_masked_passes(mnist):
         small = A.score_cam(run.model, x[:2], target[:2], "pool", batch_size=48)
     finally:
         handle.remove()
-    # 2 images x 64 channels = 128 masked inputs in passes of at most 48, besides the plain ones
+    # 2 images x 64 channels = 128 masked inputs in passes of at most 48, besides the plain ones;
+    # a channel constant over the map (all zero after the ReLU) masks the image to 0: no pass of its own
+    act = forward_to(run.model, x[:2], ["pool"])["pool"].flatten(2)
+    varying = int((act.amax(2) > act.amin(2)).sum())
     masked = [n for n in calls if n not in (1, 2)]
-    assert masked == [48, 48, 32]
+    assert masked == [48] * (varying // 48) + ([varying % 48] if varying % 48 else []) and varying > 100
     large = A.score_cam(run.model, x[:2], target[:2], "pool", batch_size=1000)
     assert rel_diff(small.maps, large.maps) <= 1e-5
 
