@@ -8,13 +8,22 @@ notebook users get an ordinary exception with the same message.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class NetvizError(Exception):
     """A problem with the user's input: the message says what was wrong and what to do."""
 
     exit_code = 2
+
+
+def check_choice(value: str | None, choices: Sequence[str], option: str) -> str:
+    """``value`` (lower-cased; None: the first choice) if it is one of ``choices``, else one line
+    naming them: ``unknown --reshape 'x': use one of auto, ...``."""
+    name = (value or choices[0]).strip().lower()
+    if name not in choices:
+        raise NetvizError(f"unknown {option} '{value}': use one of {', '.join(choices)}{close_matches(name, choices)}")
+    return name
 
 
 def close_matches(word: str, choices: Iterable[str], n: int = 5) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from netviz.errors import NetvizError, close_matches
+from netviz.errors import NetvizError, check_choice, close_matches
 
 if TYPE_CHECKING:
     import torch
@@ -51,11 +51,7 @@ def parse_output(value: str | int | None) -> str | int | None:
 
 
 def check_activation(value: str | None) -> str:
-    name = (value or "softmax").strip().lower()
-    if name not in ACTIVATIONS:
-        raise NetvizError(f"unknown --activation '{value}': use one of {', '.join(ACTIVATIONS)}"
-                          f"{close_matches(name, ACTIVATIONS)}")
-    return name
+    return check_choice(value, ACTIVATIONS, "--activation")
 
 
 def parse_region(value: str | Sequence[int] | None) -> str | tuple[int, int, int, int] | None:

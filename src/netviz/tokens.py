@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from netviz.errors import NetvizError, close_matches
+from netviz.errors import check_choice
 
 if TYPE_CHECKING:
     import torch
@@ -22,11 +22,7 @@ MAX_PREFIX_TOKENS = 8  # a class token, a distillation token, registers
 
 
 def check_reshape(value: str | None) -> str:
-    name = (value or "auto").strip().lower()
-    if name not in RESHAPES:
-        raise NetvizError(f"unknown --reshape '{value}': use one of {', '.join(RESHAPES)}"
-                          f"{close_matches(name, RESHAPES)}")
-    return name
+    return check_choice(value, RESHAPES, "--reshape")
 
 
 @dataclass(frozen=True)
