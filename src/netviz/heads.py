@@ -94,10 +94,6 @@ class Head:
             out["reshape"] = self.reshape
         return out
 
-    @property
-    def is_default(self) -> bool:
-        return self == Head()
-
     # -- from the forward's output to (N, K) --------------------------------------------------
 
     def select(self, raw: Any) -> torch.Tensor:
@@ -119,9 +115,9 @@ class Head:
                 return tensors[0][1]
             raise OutputError(f"the model returns {len(tensors)} tensors ({describe_entries(entries)}): "
                               "say which holds the class scores with --output INDEX or KEY")
-        return self._named(raw, entries)
+        return self._named(entries)
 
-    def _named(self, raw: Any, entries: list[tuple[str | int, Any]]) -> torch.Tensor:
+    def _named(self, entries: list[tuple[str | int, Any]]) -> torch.Tensor:
         import torch
 
         keys = [k for k, _ in entries]

@@ -407,7 +407,8 @@ def _last_token_layer_with_gradient(model: nn.Module, input_shape: Sequence[int]
 
     width = collections.Counter(shapes[n][-1] for n in names).most_common(1)[0][0]  # the residual stream's
     candidates = [n for n in names if shapes[n][-1] == width]
-    x = torch.randn(1, *input_shape, device=model_device(model), generator=None)
+    # a seeded input of its own: the global random state (a command's --seed) is left untouched
+    x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0)).to(model_device(model))
     with eval_mode(model), torch.enable_grad(), capture_activations(model, candidates, detach=False,
                                                                     maps=False) as store:
         out = model(x)
