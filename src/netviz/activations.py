@@ -273,7 +273,7 @@ def image_activations(model: nn.Module, spec: ModelSpec, image: torch.Tensor, la
     import torch
 
     from netviz.data import normalise
-    from netviz.layers import capture_activations, grid_notes
+    from netviz.layers import capture_activations, layer_grid
 
     if image.ndim == 3:
         image = image.unsqueeze(0)
@@ -281,18 +281,19 @@ def image_activations(model: nn.Module, spec: ModelSpec, image: torch.Tensor, la
     names = tuple(class_names if class_names and len(class_names) >= spec.num_classes
                   else spec.class_names)
     x = normalise(image, spec, device)
-    with capture_activations(model, list(layers)) as store, torch.no_grad():
+    with capture_activations(model, list(layers), maps=False) as store, torch.no_grad():
         logits = model(x)[0].float().cpu()
     missing = [n for n in layers if n not in store]
     if missing:
         raise NetvizError(f"layer(s) {', '.join(missing)} produced no tensor output for this model")
-    reshaped = grid_notes(model, layers, spec.input_shape)
     results = []
     for name in layers:
-        out = as_chw(store[name][0].float().cpu(), name)
+        raw = store[name]  # read as maps here, so the note on how comes from the same grid
+        grid = layer_grid(model, raw.shape[1:], x.shape[-2:])
+        out = as_chw((grid.to_map(raw) if grid is not None else raw)[0].float().cpu(), name)
         shown, clip_note = select_channels(channels, int(out.shape[0]), name)
         module = model.get_submodule(name)
-        said = "; ".join(n for n in (reshaped.get(name), clip_note) if n) or None
+        said = "; ".join(n for n in (grid.note(name) if grid else None, clip_note) if n) or None
         results.append(LayerActivation(name, layer_index(model, name), type(module).__name__, out,
                                        shown, said))
     head = head_of(model)

@@ -26,6 +26,12 @@ def check_choice(value: str | None, choices: Sequence[str], option: str) -> str:
     return name
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for the one line a user sees."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
 def close_matches(word: str, choices: Iterable[str], n: int = 5) -> str:
     """A short ", did you mean: a, b?" suffix, or "" when nothing is close."""
     matches = difflib.get_close_matches(str(word), [str(c) for c in choices], n=n, cutoff=0.5)

@@ -299,11 +299,14 @@ def region_masks(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> tor
     score, for a model answering with a map (None for any other model)."""
     import torch
 
+    from netviz.device import model_device
+
     head = head_of(model)
+    x = x.to(model_device(model))  # the images come from the CPU; the model may be on a GPU
     with raw_outputs(model), torch.no_grad():
+        if head.select(model(x[:1])).ndim != 4:  # one image says whether the model answers with a map
+            return None
         out = head.select(model(x))
-    if out.ndim != 4:
-        return None
     mask = head.region_mask(out, x.shape[-2:])  # (N, K, h, w)
     t = target.to(mask.device).view(len(x), -1)
     chosen = mask.gather(1, t[:, :, None, None].expand(-1, -1, *mask.shape[2:])).amax(1, keepdim=True)

@@ -188,7 +188,8 @@ def capture_activations(
         return hook
 
     try:
-        handles.append(model.register_forward_pre_hook(see_input))
+        if maps:
+            handles.append(model.register_forward_pre_hook(see_input))
         for name in layers:
             handles.append(model.get_submodule(name).register_forward_hook(make_hook(name)))
         yield store

@@ -6,21 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from netviz.errors import NetvizError
+from netviz.errors import NetvizError, first_line
 
 if TYPE_CHECKING:
     import torch
+    from onnx import ModelProto
     from torch import nn
 
 INSTALL = "pip install 'netviz[onnx]'"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def load_onnx(path: str | Path):
+def load_onnx(path: str | Path) -> ModelProto:
     """The ONNX ModelProto in ``path``, or one line saying why not."""
     try:
         import onnx
@@ -34,7 +30,7 @@ def load_onnx(path: str | Path):
         onnx.checker.check_model(proto)
     except Exception as exc:
         raise NetvizError(f"{path} is not an ONNX model onnx can read ({type(exc).__name__}: "
-                          f"{_first_line(exc)[:160]})") from exc
+                          f"{first_line(exc)[:160]})") from exc
     return proto
 
 
@@ -53,9 +49,8 @@ def _unconvertible(proto) -> str | None:
     return None
 
 
-def convert(path: str | Path) -> nn.Module:
-    """The PyTorch module onnx2torch makes of the ONNX file ``path``."""
-    proto = load_onnx(path)
+def convert(proto: ModelProto, path: str | Path) -> nn.Module:
+    """The PyTorch module onnx2torch makes of ``proto``, read from ``path`` (:func:`load_onnx`)."""
     try:
         from onnx2torch import convert as to_torch
     except ImportError as exc:
@@ -66,12 +61,11 @@ def convert(path: str | Path) -> nn.Module:
     try:
         return to_torch(proto)
     except Exception as exc:
-        raise NetvizError(f"onnx2torch cannot convert {path}: {type(exc).__name__}: {_first_line(exc)[:160]}") from exc
+        raise NetvizError(f"onnx2torch cannot convert {path}: {type(exc).__name__}: {first_line(exc)[:160]}") from exc
 
 
-def input_shape(path: str | Path) -> tuple[int, int, int] | None:
+def input_shape(proto: ModelProto) -> tuple[int, int, int] | None:
     """(C, H, W) of the graph's first input when the file fixes them."""
-    proto = load_onnx(path)
     initialisers = {i.name for i in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in initialisers]
     if not inputs:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netviz.errors import NetvizError, close_matches
+from netviz.errors import NetvizError, close_matches, first_line
 from netviz.heads import Head, OutputError, check_activation, parse_output, parse_region
 from netviz.tokens import check_reshape
 
@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 
     from netviz.registry import ModelSpec
 
+HEAD_KEYS = ("output", "activation", "region", "reshape")  # how the model's output and layers are read
 CARD_KEYS = ("model", "weights", "input_shape", "mean", "std", "classes", "layers", "dataset",
-             "model_args", "description", "output", "activation", "region", "reshape")
+             "model_args", "description", *HEAD_KEYS)
 SIZES_TRIED = (28, 32, 64, 96, 128, 224)  # square input sizes tried when none is given
 HOW_TO_NAME = ("a registry name (see `netviz models`), a torchvision classifier such as resnet18, "
                "path/to/file.py:NAME, package.module:NAME, timm:NAME, path/to/model.onnx or a model card "
@@ -127,6 +128,14 @@ def parse_class_names(text: str | Sequence[str] | None, base: Path | None = None
     return tuple(c.strip() for c in text.split(",") if c.strip())
 
 
+def head_options(output: Any = None, activation: Any = None, region: Any = None, reshape: Any = None
+                 ) -> dict[str, Any]:
+    """:data:`HEAD_KEYS` as typed (options, a card, a run's config), parsed and checked."""
+    return {"output": parse_output(output),
+            "activation": None if activation is None else check_activation(activation),
+            "region": parse_region(region), "reshape": None if reshape is None else check_reshape(reshape)}
+
+
 # -- the source ------------------------------------------------------------------------------------
 
 @dataclass
@@ -151,8 +160,6 @@ class ModelSource:
     @property
     def head(self) -> Head:
         """How the model's output is read as class scores (see :mod:`netviz.heads`)."""
-        from netviz.heads import Head
-
         return Head(self.output, self.activation or "softmax", self.region, self.reshape or "auto")
 
     @classmethod
@@ -171,9 +178,7 @@ class ModelSource:
                     classes=parse_class_names(classes),
                     layers=tuple(layers.split(",")) if isinstance(layers, str) else
                     (tuple(layers) if layers is not None else None),
-                    dataset=dataset, output=parse_output(output),
-                    activation=None if activation is None else check_activation(activation),
-                    region=parse_region(region), reshape=None if reshape is None else check_reshape(reshape))
+                    dataset=dataset, **head_options(output, activation, region, reshape))
         if isinstance(given.ref, str) and given.ref.endswith(".toml"):
             return given.over(load_card(given.ref))
         return given
@@ -191,9 +196,7 @@ class ModelSource:
         return replace(
             card, model_args={**card.model_args, **self.model_args},
             **{k: getattr(self, k) for k in ("weights", "input_shape", "mean", "std", "classes",
-                                              "layers", "dataset", "output", "activation", "region",
-                                              "reshape")
-               if getattr(self, k) is not None})
+                                              "layers", "dataset", *HEAD_KEYS) if getattr(self, k) is not None})
 
     @property
     def kind(self) -> str:
@@ -281,10 +284,8 @@ def load_card(path: str | os.PathLike) -> ModelSource:
         input_shape=parse_shape(card.get("input_shape")), mean=parse_floats(card.get("mean"), "mean"),
         std=parse_floats(card.get("std"), "std"), classes=parse_class_names(card.get("classes"), base),
         layers=tuple(layers) if layers is not None else None, dataset=dataset,
-        description=str(card.get("description", "")), output=parse_output(card.get("output")),
-        activation=None if card.get("activation") is None else check_activation(card["activation"]),
-        region=parse_region(card.get("region")),
-        reshape=None if card.get("reshape") is None else check_reshape(card["reshape"]))
+        description=str(card.get("description", "")),
+        **head_options(*(card.get(key) for key in HEAD_KEYS)))
 
 
 def source_from_config(config: Mapping[str, Any]) -> ModelSource:
@@ -293,8 +294,7 @@ def source_from_config(config: Mapping[str, Any]) -> ModelSource:
         ref=str(config.get("model") or "mnist"), model_args=dict(config.get("model_args") or {}),
         input_shape=parse_shape(config.get("input_shape")), mean=parse_floats(config.get("mean"), "mean"),
         std=parse_floats(config.get("std"), "std"), classes=parse_class_names(config.get("classes")),
-        output=parse_output(config.get("output")), activation=config.get("activation"),
-        reshape=config.get("reshape"))
+        **head_options(*(config.get(key) for key in HEAD_KEYS)))
 
 
 # -- building ----------------------------------------------------------------------------------------
@@ -322,16 +322,11 @@ def _import_file(path: Path) -> Any:
         raise NetvizError(f"cannot import {path}: syntax error at line {exc.lineno}: {exc.msg}") from exc
     except Exception as exc:
         del sys.modules[name]
-        raise NetvizError(f"cannot import {path}: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise NetvizError(f"cannot import {path}: {type(exc).__name__}: {first_line(exc)}") from exc
     finally:
         if folder in sys.path:
             sys.path.remove(folder)
     return module
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "no message"
 
 
 def _import_module(name: str) -> Any:
@@ -341,7 +336,7 @@ def _import_module(name: str) -> Any:
         raise NetvizError(f"cannot import module '{name}': {exc.msg} (is it installed, or on "
                           "PYTHONPATH?)") from exc
     except Exception as exc:
-        raise NetvizError(f"cannot import module '{name}': {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise NetvizError(f"cannot import module '{name}': {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def _constructor(source: ModelSource) -> tuple[Callable[..., Any], str]:
@@ -380,7 +375,7 @@ def _call(fn: Callable[..., Any], what: str, kwargs: dict[str, Any]) -> nn.Modul
         raise
     except Exception as exc:
         args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        raise NetvizError(f"building {what}({args}) failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise NetvizError(f"building {what}({args}) failed: {type(exc).__name__}: {first_line(exc)}") from exc
     if not isinstance(module, nn.Module):
         raise NetvizError(f"{what} returned a {type(module).__name__}, not an nn.Module")
     return module
@@ -412,7 +407,7 @@ def _timm(source: ModelSource, num_classes: int | None) -> tuple[nn.Module, dict
             raise NetvizError(f"no pretrained weights for timm:{name} in the Hugging Face cache {HF_HUB_CACHE} "
                               f"({type(exc).__name__}): download them once with timm on a machine with "
                               "internet (timm.create_model(name, pretrained=True)), or pass --weights FILE") from exc
-        raise NetvizError(f"building timm:{name} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise NetvizError(f"building timm:{name} failed: {type(exc).__name__}: {first_line(exc)}") from exc
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     return model, cfg
 
@@ -431,10 +426,11 @@ def build_module(source: ModelSource, num_classes: int | None = None) -> tuple[n
     if kind == "timm":
         return _timm(source, num_classes)
     if kind == "onnx":
-        from netviz.onnx_models import convert, input_shape
+        from netviz.onnx_models import convert, input_shape, load_onnx
 
-        shape = input_shape(str(source.ref))
-        return convert(str(source.ref)), {"input_size": shape} if shape is not None else {}
+        proto = load_onnx(str(source.ref))  # read and checked once
+        shape = input_shape(proto)
+        return convert(proto, str(source.ref)), {"input_size": shape} if shape is not None else {}
     if kind in ("file", "module"):
         fn, what = _constructor(source)
         kwargs = dict(source.model_args)
@@ -476,7 +472,7 @@ def _output_width(model: nn.Module, shape: tuple[int, int, int]) -> int:
         raise  # the head's: the output cannot be read as class scores as asked
     except Exception as exc:
         raise NetvizError(f"the model's forward pass fails on input {'x'.join(map(str, shape))}: "
-                          f"{type(exc).__name__}: {_first_line(exc)} (pass --input-shape C,H,W)") from exc
+                          f"{type(exc).__name__}: {first_line(exc)} (pass --input-shape C,H,W)") from exc
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise NetvizError(f"the model returns {got} for one image; netviz needs class scores of "

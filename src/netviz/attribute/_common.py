@@ -179,11 +179,9 @@ def check_score(score: str) -> str:
     return score
 
 
-def score_of(logits: torch.Tensor, target: torch.Tensor, score: str, activation: str = "softmax"
-             ) -> torch.Tensor:
-    """F: the chosen score of class ``target[i]`` for each row of ``logits`` -> (N,). ``prob`` and
-    ``logprob`` read the scores with ``activation`` (softmax, sigmoid for multi-label models, none).
-    A target of shape (N, T) names several classes per image: F is the sum of their scores."""
+def read_scores(logits: torch.Tensor, score: str, activation: str = "softmax") -> torch.Tensor:
+    """(N, K) logits as the chosen score of every class: the logits, or with ``prob`` and
+    ``logprob`` read with ``activation`` (softmax, sigmoid for multi-label models, none)."""
     from netviz.heads import Head
 
     if logits.ndim != 2:
@@ -191,12 +189,23 @@ def score_of(logits: torch.Tensor, target: torch.Tensor, score: str, activation:
                           "(N, classes)")
     head = Head(activation=activation)
     if score == "logprob":
-        logits = head.log_probabilities(logits)
-    elif score == "prob":
-        logits = head.probabilities(logits)
-    t = target.to(logits.device)
-    t = t.view(-1, 1) if t.ndim < 2 else t
-    return logits.gather(1, t).sum(1)
+        return head.log_probabilities(logits)
+    if score == "prob":
+        return head.probabilities(logits)
+    return logits
+
+
+def as_columns(target: torch.Tensor) -> torch.Tensor:
+    """Targets as (N, T) class numbers: one per image, or several (a multi-label target)."""
+    return target.view(-1, 1) if target.ndim < 2 else target
+
+
+def score_of(logits: torch.Tensor, target: torch.Tensor, score: str, activation: str = "softmax"
+             ) -> torch.Tensor:
+    """F: the chosen score (:func:`read_scores`) of class ``target[i]`` for each row of ``logits``
+    -> (N,). A target of shape (N, T) names several classes per image: F is the sum of their scores."""
+    scores = read_scores(logits, score, activation)
+    return scores.gather(1, as_columns(target.to(scores.device))).sum(1)
 
 
 def model_score(model: nn.Module, x: torch.Tensor, target: torch.Tensor, score: str) -> torch.Tensor:

@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 from netviz.attribute._common import (
     Attribution,
     _pixel,
+    as_columns,
     check_batch_size,
     check_input,
     check_score,
     eval_mode,
     norm_params,
+    read_scores,
     resolve_target,
-    score_of,
 )
 from netviz.attribute._registry import Method, Options, option, register
 from netviz.device import model_device
@@ -135,8 +136,8 @@ def seed_relevance(logits: torch.Tensor, target: torch.Tensor, score: str, activ
     sum is F; several targets per image for a multi-label target)."""
     import torch
 
-    t = target.view(-1, 1) if target.ndim < 2 else target
-    f = torch.stack([score_of(logits.detach(), t[:, j], score, activation) for j in range(t.shape[1])], 1)
+    t = as_columns(target)
+    f = read_scores(logits.detach(), score, activation).gather(1, t)  # each target's own score
     seed = torch.zeros_like(logits)
     return seed.scatter_(1, t, f.to(seed.dtype))
 

@@ -140,7 +140,7 @@ def _layer_sheet(act: ImageActivations, layer: LayerActivation, mode: str) -> np
     """A spatial layer's tiles, each labelled with its channel, under the title (PIL)."""
     tiles, labels, _ = layer_tiles(layer, mode)
     _, cols = grid_shape(len(tiles))
-    cells = [sheet.stack([sheet.text_block([label], 11), sheet.scaled_to(sheet.as_uint8(tile), LAYER_TILE)])
+    cells = [sheet.stack([sheet.text_block([label], 11), upscale(sheet.as_uint8(tile), LAYER_TILE)])
              for tile, label in zip(tiles, labels, strict=True)]
     title = [_layer_title(layer, mode, False), _describe(act, with_source=True)]
     return sheet.stack([sheet.text_block(title, 13), sheet.grid(cells, cols, gap=6)], gap=8)
@@ -152,7 +152,7 @@ def _combined_sheet(act: ImageActivations, mode: str) -> np.ndarray:
     if act.note:
         lines.append(f"input {act.note}")
     lines.append("top classes: " + ", ".join(f"{act.class_name(k)} {p:.1%}" for k, p in act.top_classes(3)))
-    picture = sheet.stack([sheet.text_block(["input"], 12), sheet.scaled_to(sheet.as_uint8(input_array(act.image)),
+    picture = sheet.stack([sheet.text_block(["input"], 12), upscale(sheet.as_uint8(input_array(act.image)),
                                                                             120)])
     parts = [sheet.stack([picture, sheet.text_block(lines, 14, align="left")], gap=24, axis=1)]
     for layer in act.layers:
@@ -161,7 +161,7 @@ def _combined_sheet(act: ImageActivations, mode: str) -> np.ndarray:
         image = sheet.as_uint8(mosaic(tiles, cols, gap=max(1, tiles[0].shape[1] // 16)))
         factor = max(1, COMBINED_WIDTH // image.shape[1])
         parts.append(sheet.stack([sheet.text_block([_layer_title(layer, mode, False)], 13, align="left"),
-                                  sheet.scaled_to(image, max(image.shape[:2]) * factor)], align="left"))
+                                  upscale(image, max(image.shape[:2]) * factor)], align="left"))
     return sheet.stack(parts, gap=14, align="left")
 
 

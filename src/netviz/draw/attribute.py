@@ -152,7 +152,7 @@ def plot_grid(report: AttributeReport, path: str | os.PathLike, style: str = "ov
         picture = sheet.as_uint8(outlined(render(report.pixels[i], report.result.attributions[i], style,
                                                  percentile), report, i))
         cells.append(sheet.stack([sheet.text_block(caption, 12, color=sheet.RED if wrong else sheet.BLACK),
-                                  sheet.scaled_to(picture, GRID_PANEL)], gap=2))
+                                  upscale(picture, GRID_PANEL)], gap=2))
     title = f"{report.method}: {report.spec.name}, score = class {report.result.score}"
     layer = getattr(report.result, "layer", None)
     if layer:
@@ -167,8 +167,9 @@ def plot_grid(report: AttributeReport, path: str | os.PathLike, style: str = "ov
 
 
 def outlined(picture: np.ndarray, report: AttributeReport, i: int) -> np.ndarray:
-    """``picture`` (H, W, 3) with the outline of image ``i``'s region in yellow, for a
-    segmentation model (the pixels its target's score sums); unchanged otherwise."""
+    """``picture`` (H, W, 3, floats in [0, 1], as :func:`render` gives) with the outline of image
+    ``i``'s region in yellow, for a segmentation model (the pixels its target's score sums);
+    unchanged otherwise."""
     import numpy as np
 
     if report.regions is None or picture.shape[:2] != tuple(report.regions.shape[1:]):
@@ -176,9 +177,9 @@ def outlined(picture: np.ndarray, report: AttributeReport, i: int) -> np.ndarray
     mask = report.regions[i].numpy()
     inner = np.pad(mask, 1, mode="edge")
     inner = inner[:-2, 1:-1] & inner[2:, 1:-1] & inner[1:-1, :-2] & inner[1:-1, 2:]
-    out = np.array(picture, dtype=float, copy=True)
-    out[mask & ~inner] = (1.0, 0.85, 0.0) if out.max() <= 1 else (255, 217, 0)
-    return out.astype(picture.dtype)
+    out = picture.copy()
+    out[mask & ~inner] = (1.0, 0.85, 0.0)
+    return out
 
 
 def image_panel(pixels: Any, attr: Any, percentile: float = 99.0,

@@ -138,8 +138,9 @@ def plot_confusion(audit: Audit, path: str | os.PathLike) -> Path:
     full = audit.confusion.numpy()
     # the classes that occur (as a label or a prediction), the most frequent CONFUSION_CLASSES of them
     # when there are more (a 1,000-class model on a 10-class folder)
-    seen = np.flatnonzero(full.sum(0) + full.sum(1))
-    shown = seen[np.argsort(-(full.sum(0) + full.sum(1))[seen], kind="stable")][:CONFUSION_CLASSES]
+    count = full.sum(0) + full.sum(1)
+    seen = np.flatnonzero(count)
+    shown = seen[np.argsort(-count[seen], kind="stable")][:CONFUSION_CLASSES]
     shown = np.sort(shown)
     m = full[np.ix_(shown, shown)]
     k = len(m)

@@ -87,14 +87,6 @@ def margin(image: np.ndarray, pixels: int = 10) -> np.ndarray:
     return np.pad(image, ((pixels, pixels), (pixels, pixels), (0, 0)), constant_values=255)
 
 
-def scaled_to(image: np.ndarray, side: int) -> np.ndarray:
-    """Nearest-neighbour upscaling by an integer factor to at least ``side`` (never down)."""
-    import numpy as np
-
-    factor = max(1, -(-side // max(image.shape[0], image.shape[1])))
-    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
-
-
 def save_sheet(image: np.ndarray, path: str | os.PathLike) -> Path:
     return save_png(margin(image), path)
 
