@@ -98,10 +98,12 @@ class Number(click.ParamType):
         low = number <= self.least if self.strict else number < self.least
         if low or (self.most is not None and number > self.most):
             option = param.opts[0] if param is not None and param.opts else "the value"
-            raise NetvizError(f"{option} {number}: {self.wanted()}")
+            raise NetvizError(f"{option} {number}: {self.wanted(low)}")
         return number
 
-    def wanted(self) -> str:
+    def wanted(self, low: bool = True) -> str:
+        if self.kind is int and self.most is not None:
+            return f"use {self.least + int(self.strict)} or more" if low else f"use at most {self.most:,}"
         if self.most is not None:
             return f"use a value between {self.least:g} and {self.most:g}"
         if self.kind is int:
@@ -109,8 +111,15 @@ class Number(click.ParamType):
         return f"use a number {'above' if self.strict else 'of at least'} {self.least:g}"
 
 
-COUNT = Number(int, 1)
-NONNEG = Number(int, 0)
+# Every size-like option has a most, so a slip of the keyboard (--bins 1000000000) is one line,
+# never an hour of work or the out-of-memory killer.
+MOST = 1_000_000
+COUNT = Number(int, 1, most=MOST)
+NONNEG = Number(int, 0, most=MOST)
+SEED = Number(int, 0, most=2**32 - 1)
+BINS = Number(int, 1, most=10_000)  # more bins than a figure has pixels show nothing more
+PER_PANEL = Number(int, 1, most=64)
+TOP = Number(int, 1, most=64)  # channels drawn per image, each with its card
 POSITIVE = Number(float, 0, strict=True)
 NONNEG_FLOAT = Number(float, 0)
 FRACTION = Number(float, 0, most=1)
@@ -126,7 +135,7 @@ def _compose(*decorators: Callable) -> Callable:
 
 device_option = click.option("--device", default="auto", show_default=True,
                              help="auto, cpu, cuda, cuda:N or mps.")
-seed_option = click.option("--seed", type=NONNEG, default=0, show_default=True,
+seed_option = click.option("--seed", type=SEED, default=0, show_default=True,
                            help="Random seed; the same seed repeats a command exactly on the CPU.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
 common_options = _compose(device_option, seed_option, quiet_option)
@@ -295,19 +304,23 @@ def main() -> None:
 @data_dir_option
 @click.option("--train-split", default=None, help="e.g. train, test[:8000], train[:10%].")
 @click.option("--eval-split", default=None, help="e.g. test, test[8000:].")
-@click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=COUNT, default=None)
+@click.option("--epochs", type=COUNT, default=None, help="Passes over the training split (default: the "
+              "model's recipe, 10 for mnist; configs/*.toml).")
+@click.option("--batch-size", type=COUNT, default=None, help="Images per training step (default: the "
+              "model's recipe, 64 for mnist).")
 @click.option("--lr", type=POSITIVE, default=None, help="Learning rate.")
 @click.option("--optimizer", default=None, help="adadelta, adam, amsgrad, adamw or sgd.")
 @click.option("--augment", type=FRACTION, default=None,
               help="Fraction of each batch given random crop + flip (0 to 1).")
+@click.option("--on-nonfinite", type=click.Choice(["stop", "continue"]), default=None,
+              help="When the training loss becomes NaN or infinite: stop (default) or continue.")
 @click.option("--amp/--no-amp", default=None,
               help="bf16 autocast in training: on CUDA (with channels_last) and on CPUs with AMX (default on).")
 @runs_dir_option
 @click.option("--name", default=None, help="Run folder name (default: <model>-<timestamp>).")
 @click.option("--resume", type=click.Path(), default=None, help="Continue a run folder where it stopped.")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: auto).")
-@click.option("--seed", type=NONNEG, default=None, help="Random seed (default 0).")
+@click.option("--seed", type=SEED, default=None, help="Random seed (default 0).")
 @quiet_option
 def train(model: str | None, config_file: str | None, resume: str | None, quiet: bool,
           model_args: tuple[str, ...], weights: str | None, input_shape: str | None, mean: str | None,
@@ -449,10 +462,10 @@ def activations_cmd(source: SourceArgs, image: str | None, index: str | None, sp
               show_default=True,
               help="panels: the 2018 all-convolutional post's figure, one row per snapshot, layers grouped in panels; "
                    "grid: one subplot per layer, before and after overlaid on shared bins.")
-@click.option("--per-panel", type=int, default=None,
+@click.option("--per-panel", type=PER_PANEL, default=None,
               help="Layers per panel (3 gives that post's panels 1-3, 4-6, 7-9; default: 3, or "
                    "more so there are at most 4 panels).")
-@click.option("--bins", type=int, default=60, show_default=True, help="Histogram bins.")
+@click.option("--bins", type=BINS, default=60, show_default=True, help="Histogram bins.")
 @click.option("--log-y", is_flag=True, help="Logarithmic y axis (shows the tails).")
 @click.option("--include-bias", is_flag=True,
               help="Also 1-D parameters (biases, normalisation scales); default: weights only.")
@@ -660,7 +673,7 @@ def audit_cmd(source: SourceArgs, split: str | None, dataset: str | None, method
               help="A layer with a spatial output, name or number (default: the last one; see `netviz layers`).")
 @click.option("--method", default="grad-x-act", show_default=True,
               help="One of: " + "; ".join(f"{m.name} ({m.summary})" for m in CHANNEL_METHODS.values()) + ".")
-@click.option("--top", type=COUNT, default=5, show_default=True, help="Channels drawn per image, with their cards.")
+@click.option("--top", type=TOP, default=5, show_default=True, help="Channels drawn per image, with their cards.")
 @click.option("--target", type=NONNEG, default=None, help="Class to explain (default: each image's predicted class).")
 @method_options(all_channel_options())
 @click.option("--cards/--no-cards", default=True, show_default=True,
@@ -704,7 +717,7 @@ def explain_cmd(source: SourceArgs, images: tuple[str, ...], index: str | None, 
 @click.option("--top", type=COUNT, default=6, show_default=True, help="Data-set images per channel.")
 @click.option("--recipe", type=click.Choice(["deepdream", "lucent", "paper"]), default="deepdream",
               show_default=True, help="How each channel's dream is made (see `netviz dream`).")
-@click.option("--steps", type=int, default=None, help="Dream updates (the recipe's by default).")
+@click.option("--steps", type=COUNT, default=None, help="Dream updates (the recipe's by default).")
 @click.option("--split", default=None, help="The data split searched (default: the run's eval split).")
 @click.option("--batch-size", type=COUNT, default=256, show_default=True,
               help="Images per forward pass of the search.")
@@ -735,11 +748,12 @@ def neurons_cmd(source: SourceArgs, layer: str | None, channels: str | None, top
               help="Neuron cards for these channels, e.g. relu2:0-7 (made when missing; with --all "
                    "the default is 8 channels of the model's middle default layer).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Folder of index.html (default: <run>/report/).")
+              help="Folder of index.html, new or empty (default: <run>/report/, the run's page, made anew).")
+@click.option("--overwrite", is_flag=True, help="Replace the report already in --out.")
 @click.option("--open", "open_page", is_flag=True, help="Open the page in the default browser.")
 @common_options
-def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str | None, open_page: bool,
-               device: str, seed: int, quiet: bool) -> None:
+def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str | None, overwrite: bool,
+               open_page: bool, device: str, seed: int, quiet: bool) -> None:
     """One self-contained HTML page of everything netviz knows about a run: training, weights,
     kernels, activations, dreams, neuron cards, attributions and their evaluation.
 
@@ -749,7 +763,8 @@ def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str 
     from netviz import commands
 
     run = open_source(source, device, seed, quiet)
-    print_paths([commands.report(run, out, run_all=run_all, neurons=neurons, open_page=open_page, quiet=quiet)])
+    print_paths([commands.report(run, out, run_all=run_all, neurons=neurons, open_page=open_page, quiet=quiet,
+                                 overwrite=overwrite)])
 
 
 # -- dream -------------------------------------------------------------------------------------
@@ -771,7 +786,7 @@ def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str 
               help="paper: the MNIST post (black start, Adam, 50 steps; default for --class); "
                    "deepdream: multi-scale noise, gradient steps of 1/8, jitter, 256 steps "
                    "(default for --layer); lucent: FFT image, jitter/scale/rotate, Adam.")
-@click.option("--steps", type=int, default=None, help="Number of updates (recipe default).")
+@click.option("--steps", type=COUNT, default=None, help="Number of updates (recipe default).")
 @click.option("--until", type=float, default=None,
               help="Class dreams: stop each image once its target probability, measured on the "
                    "saved 8-bit PNG, reaches P (e.g. 0.99); the others go on up to --max-steps.")

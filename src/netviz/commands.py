@@ -76,12 +76,13 @@ def layers(run: Run) -> list[LayerInfo]:
 
 
 def report(run: Run, out: str | os.PathLike | None = None, *, run_all: bool = False,
-           neurons: str | None = None, open_page: bool = False, quiet: bool = False) -> Path:
+           neurons: str | None = None, open_page: bool = False, quiet: bool = False, overwrite: bool = False) -> Path:
     """`netviz report`: one self-contained HTML page of everything the run has (with ``run_all``,
     first the analyses it is missing); returns the page's path."""
     from netviz.report import write_report
 
-    return write_report(run, out, run_all=run_all, neurons=neurons, open_page=open_page, quiet=quiet)
+    return write_report(run, out, run_all=run_all, neurons=neurons, open_page=open_page, quiet=quiet,
+                        overwrite=overwrite)
 
 
 def _snapshot_label(run: Run) -> str:

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from netviz.runs import Run
 
 CURVE_BASELINES = ("black", "blur", "mean")
+# A map whose rank correlation with the randomised model's map is at least this fails the sanity
+# check: it hardly depends on what the model learned (Adebayo et al. 2018)
+SANITY_LIMIT = 0.9
 
 
 def default_methods() -> list[str]:
@@ -60,7 +63,14 @@ class MethodScores:
             return None if math.isnan(v) else v
 
         return {"deletion_auc": mean(self.deletion_auc), "insertion_auc": mean(self.insertion_auc),
-                "sanity_spearman": mean(self.sanity), "seconds_per_image": self.seconds / max(n, 1)}
+                "sanity_spearman": mean(self.sanity), "sanity_passed": self.sanity_passed(),
+                "seconds_per_image": self.seconds / max(n, 1)}
+
+    def sanity_passed(self) -> bool | None:
+        """Whether the map depends on the model (None: the check did not run)."""
+        if not self.sanity.numel() or bool(self.sanity.isnan().all()):
+            return None
+        return float(self.sanity.double().nanmean()) < SANITY_LIMIT
 
 
 @dataclass
@@ -74,20 +84,22 @@ class Evaluation:
     spec: ModelSpec
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # a method that could not run -> why
 
     def ranked(self) -> list[str]:
-        """Methods best first: by insertion AUC minus deletion AUC (both in [0, 1])."""
-        def key(name: str) -> float:
+        """Methods best first: those that pass the sanity check (or were not checked) before those
+        that fail it, each group by insertion AUC minus deletion AUC (both in [0, 1])."""
+        def key(name: str) -> tuple[bool, float]:
             s = self.methods[name].summary(len(self.inputs))
-            return s["insertion_auc"] - s["deletion_auc"]
+            return s["sanity_passed"] is not False, s["insertion_auc"] - s["deletion_auc"]
 
         return sorted(self.methods, key=key, reverse=True)
 
     def summary(self) -> dict[str, Any]:
-        """Key numbers: the ranking with each method's AUCs."""
+        """Key numbers: the ranking with each method's AUCs, and the methods that could not run."""
         n = len(self.inputs)
         return {"images": n, "ranking": [{"method": name, **self.methods[name].summary(n)}
-                                         for name in self.ranked()]}
+                                         for name in self.ranked()], "failed": dict(self.failed)}
 
     def record(self) -> dict[str, Any]:
         """The contents of evaluate.json."""
@@ -110,9 +122,12 @@ class Evaluation:
                                      "baseline (higher is better)",
                     "sanity_spearman": "Spearman correlation of |map| with the map after randomising the top layers "
                                        "(lower is better: the map depends on the model)",
-                    "ranking": "insertion_auc - deletion_auc, best first"},
+                    "sanity_passed": f"sanity_spearman < {SANITY_LIMIT} (null: not checked)",
+                    "ranking": "insertion_auc - deletion_auc, best first, the methods that fail the sanity "
+                               "check after those that pass it",
+                    "failed": "methods that could not run on this model, with why"},
                 "fractions": [round(float(f), 6) for f in self.fractions],
-                "methods": methods, "settings": self.settings, "notes": self.notes}
+                "methods": methods, "failed": self.failed, "settings": self.settings, "notes": self.notes}
 
 
 def fraction_steps(steps_frac: float, pixels: int) -> torch.Tensor:
@@ -235,8 +250,13 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
     for note in notes:
         say(f"note: {note}", quiet)
     targets = torch.cat([p[1][0] for p in parts])
+    failed = {name: why for p in parts for name, why in p[1][2].items()}
+    if len(failed) == len(names):
+        reasons = [f"{name}: {why}" for name, why in failed.items()]
+        raise NetvizError(next(iter(failed.values())) if len(failed) == 1 else
+                          f"no method could run on this model: {'; '.join(reasons)}")
     scores = {}
-    for name in names:
+    for name in (n for n in names if n not in failed):
         shares = [p[1][1][name] for p in parts]
         merged = distributed.concat(shares)
         merged.seconds = sum(share.seconds for share in shares)  # the work of all the ranks
@@ -245,7 +265,7 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
     settings = {"methods": names, "steps_frac": steps_frac, "steps": len(fractions) - 1, "baseline": baseline,
                 "batch_size": batch_size, "sanity": sanity, "sanity_layers": top if sanity else 0, "seed": seed,
                 "images": len(inputs), "target": "the predicted class", "score": "softmax probability"}
-    return Evaluation(scores, fractions, inputs, targets, spec, settings, notes)
+    return Evaluation(scores, fractions, inputs, targets, spec, settings, notes, failed)
 
 
 def make_curve_baseline(run: Run, inputs: Inputs, baseline: str, data_dir: str | os.PathLike | None,
@@ -260,8 +280,10 @@ def make_curve_baseline(run: Run, inputs: Inputs, baseline: str, data_dir: str |
 
 def score_methods(run: Run, methods: Sequence[Any], kwargs: dict[str, dict[str, Any]], inputs: Inputs,
                   base: torch.Tensor, fractions: torch.Tensor, batch_size: int, sanity: bool, top: int,
-                  seed: int, quiet: bool) -> tuple[torch.Tensor, dict[str, MethodScores]]:
-    """(targets, per method its curves, AUCs, sanity and seconds) for one set of images."""
+                  seed: int, quiet: bool) -> tuple[torch.Tensor, dict[str, MethodScores], dict[str, str]]:
+    """(targets, per method its curves, AUCs, sanity and seconds, the methods that could not run
+    with why) for one set of images. A method that cannot run on this model (LRP through a
+    functional mean, say) is reported and the others' results kept."""
     import torch
 
     from netviz.attribute import eval_mode, forward_scores
@@ -273,10 +295,15 @@ def score_methods(run: Run, methods: Sequence[Any], kwargs: dict[str, dict[str, 
     with eval_mode(model):
         _, targets = forward_scores(model, x, None, "logit", batch_size)
     scores: dict[str, MethodScores] = {}
+    failed: dict[str, str] = {}
     for method in progress(methods, quiet=quiet, desc="methods", unit="method"):
         start = time.perf_counter()
-        with eval_mode(model):
-            result = method.function(model, x, targets, quiet=True, **kwargs[method.name])
+        try:
+            with eval_mode(model):
+                result = method.function(model, x, targets, quiet=True, **kwargs[method.name])
+        except NetvizError as exc:  # said with the table, or as the error when no method ran
+            failed[method.name] = str(exc)
+            continue
         seconds = time.perf_counter() - start
         with eval_mode(model):
             deletion, insertion = perturbation_curves(model, x, base, targets, result.attributions,
@@ -289,7 +316,7 @@ def score_methods(run: Run, methods: Sequence[Any], kwargs: dict[str, dict[str, 
         # a line per method as it finishes, on a terminal or not: minutes of work are never silent
         say(f"evaluate: {method.name} done in {time.perf_counter() - start:.1f} s (deletion AUC "
             f"{s['deletion_auc']}, insertion AUC {s['insertion_auc']})", quiet)
-    return targets, scores
+    return targets, scores, failed
 
 
 def parse_methods(methods: str | Sequence[str] | None) -> list[str]:

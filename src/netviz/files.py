@@ -7,6 +7,7 @@ a write that fails says which file and why, as a :class:`~netviz.errors.NetvizEr
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import tomllib
@@ -63,7 +64,20 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+    """``data`` as strict JSON: a non-finite number is written as null (bare NaN is not JSON, and
+    other parsers reject it)."""
+    return write_text(path, json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
+
+
+def finite(data: Any) -> Any:
+    """``data`` with every NaN or infinite float replaced by None, containers copied."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    return data
 
 
 def read_json(path: str | os.PathLike) -> Any:

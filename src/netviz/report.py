@@ -11,6 +11,7 @@ autoescaping: a class, file or layer name from a user's model is text, never mar
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import os
 import shutil
@@ -301,26 +302,37 @@ def render(report: Report) -> str:
 
 
 def write_report(run: Run, out: str | os.PathLike | None = None, *, run_all: bool = False,
-                 neurons: str | None = None, open_page: bool = False, quiet: bool = True) -> Path:
-    """Write ``index.html`` into ``out`` (default ``<run>/report/``); with ``run_all``, first run
-    the analyses the run is missing; ``neurons`` (``relu2:0-7``) makes those cards if the run
-    has none of them. Returns the page's path."""
-    from netviz.files import write_text
+                 neurons: str | None = None, open_page: bool = False, quiet: bool = True,
+                 overwrite: bool = False) -> Path:
+    """Write ``index.html`` into ``out`` (default ``<run>/report/``, the run's page, made anew each
+    time); with ``run_all``, first run the analyses the run is missing; ``neurons`` (``relu2:0-7``)
+    makes those cards if the run has none of them. A given ``out`` follows every command's rule:
+    a new or empty folder, or one holding an earlier report with ``overwrite``. Returns the page's path."""
+    from netviz.files import Artifact, write_text
+    from netviz.outputs import open_output
     from netviz.progress import say
 
-    if neurons:
-        _ensure_neurons(run, neurons, quiet)
-    notes = run_missing(run, neurons, quiet) if run_all else []
-    report = collect(run)
-    report.notes = notes
-    folder = Path(out) if out else results_root(run) / "report"
-    made = not folder.exists()
-    try:
-        page = write_text(folder / "index.html", render(report))
-    except BaseException:
-        if made:  # a folder this call created holds the page or is not there
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
+    output = open_output(run, "report", out, overwrite=overwrite) if out else None  # refused before any work
+    with output or contextlib.nullcontext():
+        if neurons:
+            _ensure_neurons(run, neurons, quiet)
+        notes = run_missing(run, neurons, quiet) if run_all else []
+        report = collect(run)
+        report.notes = notes
+        if output is not None:
+            page = write_text(output.path / "index.html", render(report))
+            output.publish([Artifact(page, "the report: one self-contained HTML page")], run=run,
+                           options=dict(run_all=run_all, neurons=neurons))
+            page = output.final / "index.html"
+        else:
+            folder = results_root(run) / "report"
+            made = not folder.exists()
+            try:
+                page = write_text(folder / "index.html", render(report))
+            except BaseException:
+                if made:  # a folder this call created holds the page or is not there
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
     size = page.stat().st_size
     say(f"report: {page} ({size / 1e6:.2f} MB, {sum(len(s.blocks) for s in report.sections)} result(s))", quiet)
     if open_page:

@@ -382,6 +382,8 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
         else:
             source = ModelSource.from_options(model, weights=path if path is not None else weights, **options)
         spec, net = open_model(source, notes=notes)
+        if source.weights not in (None, "default"):
+            check_finite(net, str(source.weights))
         return Run(spec=spec, model=net.to(dev).eval(), device=dev, weights=source.weights,
                    source=source, notes=notes)
     run_dir, ckpt_path = _find_run_dir(find_run(path, runs_dir), notes)
@@ -401,11 +403,27 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
         source = said.over(source)
     spec, net = open_model(source, num_classes=_trained_classes(config), notes=notes)
     load_weights(net, ckpt["model"], ckpt_path)
+    check_finite(net, str(run_dir or ckpt_path))
     metrics = []
     if run_dir is not None and RunFolder(run_dir).metrics.is_file():
         metrics = read_json(RunFolder(run_dir).metrics)
     return Run(spec=spec, model=net.to(dev).eval(), device=dev, path=run_dir,
                checkpoint=ckpt_path, config=config, metrics=metrics, source=source, notes=notes)
+
+
+def check_finite(model: nn.Module, what: str) -> None:
+    """One line when weights are NaN or infinite (a diverged training): every map, score and
+    picture made from them would be meaningless, or end in an error far from the cause."""
+    import torch
+
+    bad = total = 0
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            total += t.numel()
+            bad += int((~torch.isfinite(t.detach())).sum())
+    if bad:
+        raise NetvizError(f"{what}: {bad:,} of its {total:,} weights are not finite (NaN or infinite): its "
+                          "training diverged; train it again with a lower --lr")
 
 
 def _trained_classes(config: dict[str, Any]) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import shutil
 import signal
 import threading
@@ -47,6 +48,15 @@ RECIPES: dict[str, dict[str, Any]] = {
                    "optimizer": "sgd", "scheduler": "onecycle", "weight_decay": 5e-4,
                    "label_smoothing": 0.1, "channels_last": True},
 }
+
+
+NONFINITE = ("stop", "continue")
+
+
+def is_plain_name(name: str) -> bool:
+    """A name that stays one folder inside the runs folder."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0") \
+        and not name.startswith("~")
 
 
 @dataclass
@@ -88,6 +98,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast: on CUDA (+ channels_last) and on CPUs with AMX
     world_size: int = 1  # processes under torchrun (recorded; the global batch stays batch_size)
     hist_bins: int = 60
+    on_nonfinite: str = "stop"  # a NaN or infinite training loss stops the run (continue: train on)
     runs_dir: str | None = None
     name: str | None = None
 
@@ -107,6 +118,10 @@ class TrainConfig:
             (0.0 <= self.augment <= 1.0, f"augment must be a fraction in [0, 1], not {self.augment}"),
             (self.crop_pad >= 0, f"crop_pad must be >= 0, not {self.crop_pad}"),
             (self.hist_bins > 0, "hist_bins must be at least 1"),
+            (self.name is None or is_plain_name(self.name),
+             f"--name {self.name!r}: a run's name is one folder name (no '/', '\\' or '..'), e.g. mnist-lr0.1"),
+            (self.on_nonfinite in NONFINITE, f"unknown --on-nonfinite '{self.on_nonfinite}': use one of "
+                                             f"{', '.join(NONFINITE)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -227,9 +242,12 @@ def build_optimizer(cfg: TrainConfig, params, steps_per_epoch: int):
     if cfg.scheduler == "step":
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=cfg.gamma)
     elif cfg.scheduler == "onecycle":
+        # each phase needs 2 steps or more (OneCycleLR divides by a phase's length less one): a run of
+        # a few batches warms up for 2 of them
+        total = cfg.epochs * steps_per_epoch
+        pct = min(max(cfg.pct_start, 2.5 / total), 1 - 2.5 / total) if total >= 5 else 0.5
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs,
-                                                    steps_per_epoch=steps_per_epoch,
-                                                    pct_start=cfg.pct_start)
+                                                    steps_per_epoch=steps_per_epoch, pct_start=pct)
     return opt, sched
 
 
@@ -247,6 +265,7 @@ class TrainState:
     elapsed: float = 0.0  # training + evaluation seconds of all finished epochs
     metrics: list[dict[str, Any]] = field(default_factory=list)
     milestones: dict[str, dict[str, Any]] = field(default_factory=dict)
+    nonfinite: str | None = None  # where the loss first stopped being finite (on_nonfinite = "continue")
 
     def accum(self) -> dict[str, Any]:
         return {"loss": self.loss, "correct": self.correct, "count": self.count,
@@ -355,7 +374,10 @@ def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sc
             opt.step()
             if sched is not None and cfg.scheduler == "onecycle":
                 sched.step()
-            state.loss += float(loss.detach()) * len(yb)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                _diverged(cfg, state, value, opt.param_groups[0]["lr"])
+            state.loss += value * len(yb)
             state.correct += int((logits.argmax(1) == yb).sum())
             state.count += len(yb)
             state.step += 1
@@ -367,6 +389,24 @@ def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sc
         bar.close()
     if sched is not None and cfg.scheduler == "step":
         sched.step()
+
+
+class TrainingDiverged(NetvizError):
+    """The training loss stopped being finite (NaN or infinite)."""
+
+
+def _diverged(cfg: TrainConfig, state: TrainState, value: float, lr: float) -> None:
+    """Stop at the first non-finite loss; with ``on_nonfinite = "continue"``, say it once and go on."""
+    from netviz.progress import say
+
+    where = f"epoch {state.epoch + 1}, step {state.step + 1}"
+    if cfg.on_nonfinite == "stop":
+        raise TrainingDiverged(f"training diverged: the loss is {value} at {where} (lr {lr:.3g}); the run "
+                               "stopped: lower --lr, or pass --on-nonfinite continue to train on")
+    if state.nonfinite is None:
+        state.nonfinite = where
+        say(f"warning: the training loss is {value} from {where} on (lr {lr:.3g}): training diverged; "
+            "commands will refuse these weights", False)  # a warning --quiet does not hide
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
@@ -502,15 +542,16 @@ def _fill_defaults(cfg: TrainConfig) -> None:
     D.parse_split(cfg.train_split), D.parse_split(cfg.eval_split)
 
 
-def _say_overlap(cfg: TrainConfig, splits: tuple[TensorData, TensorData], quiet: bool) -> None:
-    """Training images that are also evaluation images make the eval accuracy a training one."""
+def _say_overlap(cfg: TrainConfig, splits: tuple[TensorData, TensorData]) -> None:
+    """Training images that are also evaluation images make the eval accuracy a training one: a
+    warning that --quiet does not hide (it changes what the run's numbers mean)."""
     from netviz.progress import say
 
     shared = splits[0].shared_with(splits[1])
     if shared:
-        say(f"note: the train split {cfg.train_split} and the eval split {cfg.eval_split} share {shared:,} "
+        say(f"warning: the train split {cfg.train_split} and the eval split {cfg.eval_split} share {shared:,} "
             "images: the eval accuracy is partly measured on training images (pass --eval-split with "
-            "other images, e.g. the rest of the split)", quiet)
+            "other images, e.g. the rest of the split)")
 
 
 def _configure(model: str | ModelSource | None, config: str | Path | None, resume: str | Path | None,
@@ -768,7 +809,7 @@ def train(model: str | ModelSource | None = None, *, config: str | Path | None =
     device, ctx = _join(cfg, new_run=saved is None)
     # 2. data, before the run folder exists: a missing data set leaves nothing behind
     splits = load_splits(cfg)
-    _say_overlap(cfg, splits, quiet)
+    _say_overlap(cfg, splits)
     # 3. model, data on its device, optimiser
     s = _setup(cfg, source, splits, device, ctx, quiet)
     # 4. the run folder: a new one, or the interrupted one with its state restored

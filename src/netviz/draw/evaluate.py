@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netviz.draw.common import pyplot, save_figure
+from netviz.evaluate import SANITY_LIMIT
 from netviz.files import Artifact, write_json
 
 if TYPE_CHECKING:
@@ -25,8 +26,10 @@ def plot_curves(ev: Evaluation, path: str | os.PathLike) -> Path:
         s = m.summary(n)
         strong_first = (2 * k) % 20 + (2 * k) // 20 % 2  # tab20 pairs each colour with a pale twin
         style = {"color": "0.3", "ls": "--"} if name == "random" else {"color": colours(strong_first)}
-        ax_del.plot(f, m.deletion.mean(0).numpy(), lw=1.6, label=f"{name} ({s['deletion_auc']:.3f})", **style)
-        ax_ins.plot(f, m.insertion.mean(0).numpy(), lw=1.6, label=f"{name} ({s['insertion_auc']:.3f})", **style)
+        mark = ", fails sanity" if s["sanity_passed"] is False and name != "random" else ""
+        ax_del.plot(f, m.deletion.mean(0).numpy(), lw=1.6, label=f"{name} ({s['deletion_auc']:.3f}{mark})", **style)
+        ax_ins.plot(f, m.insertion.mean(0).numpy(), lw=1.6, label=f"{name} ({s['insertion_auc']:.3f}{mark})",
+                    **style)
     ax_del.set_title("deletion: top pixels replaced by the baseline (lower AUC is better)", fontsize=9)
     ax_ins.set_title("insertion: top pixels put into the baseline (higher AUC is better)", fontsize=9)
     for ax in (ax_del, ax_ins):
@@ -50,12 +53,17 @@ def table(ev: Evaluation) -> str:
     for rank, name in enumerate(ev.ranked(), start=1):
         s = ev.methods[name].summary(n)
         sanity = "-" if s["sanity_spearman"] is None else f"{s['sanity_spearman']:.3f}"
+        if s["sanity_passed"] is False:
+            sanity += " FAIL"
         rows.append((str(rank), name, f"{s['deletion_auc']:.4f}", f"{s['insertion_auc']:.4f}",
                      f"{s['insertion_auc'] - s['deletion_auc']:+.4f}", sanity, f"{s['seconds_per_image']:.4f}"))
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if k == 1 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]
-    return "\n".join(lines + ["(deletion: lower is better; insertion: higher; sanity rho: lower)"])
+    lines.append(f"(deletion: lower is better; insertion: higher; sanity rho: lower; FAIL: rho >= {SANITY_LIMIT}, "
+                 "the map hardly depends on the model, ranked below the methods that pass)")
+    lines += [f"not run: {name}: {why}" for name, why in ev.failed.items()]
+    return "\n".join(lines)
 
 
 def write_evaluation(ev: Evaluation, out_dir: str | os.PathLike) -> list[Artifact]:

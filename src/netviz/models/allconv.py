@@ -25,9 +25,14 @@ class ConvELU(nn.Conv2d):
         return F.elu(super().forward(x))
 
 
-class GlobalAvgPool(nn.Module):
+class GlobalAvgPool(nn.AdaptiveAvgPool2d):
+    """The mean over positions, (N, C, H, W) -> (N, C); an average-pool module, so LRP has a rule for it."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3))
+        return super().forward(x).flatten(1)
 
 
 class AllConvNet(nn.Sequential):
