@@ -192,7 +192,7 @@ def test_cli_image_converted_for_mnist(mnist_run, cifar_cat: Path, tmp_path: Pat
     result = invoke(str(mnist_run.path), "--image", str(cifar_cat), "--layers", "-1", "--out",
                     str(tmp_path), "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert "converted to 1 channel(s); resized from 32x32 to 28x28" in result.stderr
+    assert "converted to 1 channel(s); resized from 32x32 to 28x28 (height x width)" in result.stderr
     record = json.loads((tmp_path / "activations.json").read_text())
     assert record["input_note"].startswith("converted to 1 channel") and record["label"] is None
     assert record["layers"][0]["name"] == "fc2"

@@ -249,7 +249,7 @@ def test_allconv_class_by_name(allconv_run, tmp_path: Path) -> None:
     (["--class", "seven"], "unknown class 'seven'"),
     (["--layer", "conv2", "--channel", "64"], "channel 64 is out of range: layer conv2 has 64 channels (0..63)"),
     (["--layer", "conv9"], "unknown layer 'conv9'"),
-    (["--steps", "0"], "--steps must be a positive number of updates, not 0"),
+    (["--steps", "0"], "--steps 0: use 1 or more"),
     (["--layer", "relu2", "--neuron", "0,24,3"], "outside layer relu2's 24x24 map"),
     (["--channel", "3"], "--channel and --neuron need --layer"),
     (["--scale", "big"], "cannot read --scale 'big'"),

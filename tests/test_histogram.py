@@ -236,8 +236,8 @@ def test_run_without_init_checkpoint_draws_one_snapshot(mnist_run, tmp_path: Pat
     (["{missing}"], "does not exist"),
     (["{mnist}", "--layer", "conv7"], "unknown layer 'conv7'; did you mean: conv2, conv1"),
     (["{mnist}", "--layer", "relu1"], "have no weights to histogram"),
-    (["{mnist}", "--per-panel", "0"], "--per-panel must be at least 1"),
-    (["{mnist}", "--bins", "0"], "--bins must be at least 1"),
+    (["{mnist}", "--per-panel", "0"], "--per-panel 0: use 1 or more"),
+    (["{mnist}", "--bins", "0"], "--bins 0: use 1 or more"),
 ])
 def test_bad_input_is_one_line(bad_sources, tmp_path: Path, args: list[str], message: str) -> None:
     result = _invoke(*[bad_sources.get(a, a) for a in args], "--out", str(tmp_path / "o"))

@@ -148,4 +148,5 @@ def test_every_kind_through_the_cli(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["activations", "--model", "mnist", "--image", str(tmp_path / "rgba.png"),
                                       "--layers", "fc2", "--out", str(tmp_path / "o"), "--seed", "0"])
     assert result.exit_code == 0, result.output
-    assert "converted to 1 channel(s); resized from 24x16 to 28x28" in result.stderr
+    assert ("converted to 1 channel(s); resized from 16x24 to 28x28 (height x width), stretched: its "
+            "width/height 1.50 became 1.00") in result.stderr

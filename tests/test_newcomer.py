@@ -14,6 +14,7 @@ import torch
 from conftest import assert_one_line_error
 from test_train import invoke
 
+from netviz.errors import NetvizError
 from netviz.evaluate import SANITY_LIMIT, Evaluation, MethodScores
 from netviz.files import read_json, write_json
 
@@ -124,3 +125,102 @@ def test_report_out_follows_the_out_rule(mnist_run, tmp_path: Path) -> None:
     again = invoke("report", str(mnist_run.path), "--out", str(page), "--quiet")
     assert_one_line_error(again, "already holds the results of `netviz report`")
     assert invoke("report", str(mnist_run.path), "--out", str(page), "--overwrite", "--quiet").exit_code == 0
+
+
+# -- the notebook road ----------------------------------------------------------------------------
+
+def _hooks(module: torch.nn.Module) -> list[int]:
+    return [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules()]
+
+
+def test_load_run_leaves_the_users_module_as_it_was() -> None:
+    # run.model was the user's object, left in eval mode with a forward hook: m(x) returned a tensor
+    from awkward_nets import ThreeHeads
+
+    import netviz
+    from netviz import commands
+
+    torch.manual_seed(0)
+    m = ThreeHeads().train()
+    x = torch.randn(3, 3, 20, 24)
+    hooks = _hooks(m)
+    run = netviz.load_run(model=m, output=2, input_shape=(3, 20, 24))
+    assert run.model is not m
+    assert m.training and all(sub.training for sub in m.modules()) and _hooks(m) == hooks
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    commands.attribute(run, "gradcam", images=x, quiet=True)
+    commands.activations(run, image=x[0], quiet=True)
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in state.items())
+    assert isinstance(m(x), tuple) and m.training and _hooks(m) == hooks
+    # the view shares the weights: an in-place update of the user's model shows in the run
+    with torch.no_grad():
+        m.cls.bias.add_(1.0)
+    assert torch.equal(run.model.cls.bias, m.cls.bias)
+
+
+def test_a_view_of_a_batchnorm_net_runs_lrp_and_puts_the_weights_back() -> None:
+    import netviz
+    from netviz import commands
+
+    m = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.MaxPool2d(2), torch.nn.BatchNorm2d(4),
+                            torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 7 * 7, 3))
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    run = netviz.load_run(model=m, input_shape=(1, 14, 14))
+    commands.attribute(run, "lrp-epsilon", images=torch.randn(2, 1, 14, 14), quiet=True)
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in state.items()) and m.training
+
+
+@pytest.mark.parametrize("name", ["integrated_gradients", "grad_cam", "saliency", "occlusion", "lrp_epsilon_plus"])
+def test_compute_functions_read_a_tuple_output_as_the_cli_does(name: str) -> None:
+    # AttributeError: 'tuple' object has no attribute 'argmax'
+    from awkward_nets import ModuleRelu, ThreeHeads
+
+    import netviz.attribute as attribution
+
+    fn = getattr(attribution, name)
+    torch.manual_seed(0)
+    m = ThreeHeads().eval() if name != "lrp_epsilon_plus" else ModuleRelu().eval()
+    x = torch.randn(2, 3, 16, 16)
+    if name == "lrp_epsilon_plus":  # a net with one output and a functional mean: the one line
+        with pytest.raises(NetvizError, match="a mean written as a function"):
+            fn(m, x)
+        return
+    with pytest.raises(NetvizError, match=r"returns 3 tensors .*output= in Python"):
+        fn(m, x)
+    result = fn(m, x, target=4, output=2)
+    assert result.attributions.shape == x.shape and result.target.tolist() == [4, 4]
+    same = fn(m, x, target=4, head=netviz_head(output=2))
+    assert torch.allclose(same.attributions, result.attributions)
+    assert isinstance(m(x), tuple) and not m._forward_hooks
+
+
+def netviz_head(**kw):
+    from netviz.heads import Head
+
+    return Head(**kw)
+
+
+def test_commands_take_tensors_and_pil_images(mnist_run, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from netviz import commands
+    from netviz.data import normalise
+
+    data = mnist_run.eval_data()
+    pixels = data.images[:2]
+    x = normalise(pixels, mnist_run.spec)
+    pil = Image.fromarray(pixels[0, 0].numpy())
+    a = commands.attribute(mnist_run, "saliency", out=tmp_path / "a", images=x, quiet=True)
+    b = commands.attribute(mnist_run, "saliency", out=tmp_path / "b", images=[pil, pixels[1]], quiet=True)
+    ra, rb = (json.loads((tmp_path / k / "attribute.json").read_text()) for k in "ab")
+    # the float tensor (normalised) and the 8-bit pixels are the same two images: the same maps
+    assert [i["pred"] for i in ra["images"]] == [i["pred"] for i in rb["images"]]
+    assert [i["attribution_sum"] for i in ra["images"]] == pytest.approx([i["attribution_sum"] for i in rb["images"]],
+                                                                          rel=1e-5)
+    assert [i["name"] for i in rb["images"]] == ["image 0", "tensor 1"]
+    assert read_json(tmp_path / "a" / "manifest.json")["options"]["images"] == ["tensor 0", "tensor 1"]
+    assert any(p.suffix == ".png" for p in a) and b.show().images
+    paths = commands.activations(mnist_run, out=tmp_path / "c", image=x[0], quiet=True)
+    assert any(p.name == "activations.png" for p in paths)
+    with pytest.raises(NetvizError, match="a file path, a PIL image or a tensor, not a dict"):
+        commands.attribute(mnist_run, "saliency", images=[{}], quiet=True)

@@ -204,7 +204,7 @@ def _files(root: Path) -> set[Path]:
     (["--model", "lenet9"], "unknown model 'lenet9': known models are allconv, mnist"),
     (["--dataset", "svhn"], "unknown dataset 'svhn'"),
     (["--train-split", "test[:8000"], "malformed split 'test[:8000'"),
-    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--epochs", "0"], "--epochs 0: use 1 or more"),
     (["--optimizer", "lion"], "unknown optimizer 'lion'"),
     (["--device", "tpu"], "unknown device 'tpu'"),
 ])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_run", "train", "NetvizError"]
+__all__ = ["__version__", "load_run", "train", "show", "NetvizError"]
 
 from netviz.errors import NetvizError
 
@@ -20,6 +20,8 @@ def __getattr__(name: str) -> Any:
         from netviz.runs import load_run as found
     elif name == "train":
         from netviz.training import train as found
+    elif name == "show":
+        from netviz.draw.show import show as found
     else:
         raise AttributeError(f"module 'netviz' has no attribute {name!r}")
     globals()[name] = found  # looked up once

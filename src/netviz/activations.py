@@ -77,6 +77,7 @@ class ImageActivations:
     note: str | None = None  # how an image file was converted, if it was
     class_names: tuple[str, ...] = ()
     present: list[int] = field(default_factory=list)  # every predicted class (multi-label: above 0.5)
+    weights: str = ""  # which weights predicted, said beside the prediction ("" for a trained run)
 
     def class_name(self, k: int) -> str:
         return str(self.class_names[k]) if k < len(self.class_names) else str(k)
@@ -89,8 +90,9 @@ class ImageActivations:
     def prediction_text(self) -> str:
         """``predicted 7 (98.1%)``; a multi-label model's every present class."""
         shown = self.present or [self.predicted]
+        said = f" [{self.weights}]" if self.weights else ""
         return "predicted " + ", ".join(f"{self.class_name(k)} ({float(self.probabilities[k]):.1%})"
-                                        for k in shown)
+                                        for k in shown) + said
 
     def top_classes(self, k: int = 5) -> list[tuple[int, float]]:
         p, i = self.probabilities.topk(min(k, self.probabilities.numel()))
@@ -306,7 +308,9 @@ def image_activations(model: nn.Module, spec: ModelSpec, image: torch.Tensor, la
         predicted=pred, predicted_name="", probabilities=probs, layers=results, note=note,
         class_names=names, present=present,
     )
-    act.label_name = None if label is None else act.class_name(label)
+    # the true label is named by the data set (another data set's classes are not the model's)
+    label_names = tuple(class_names) if class_names else names
+    act.label_name = None if label is None else str(label_names[label]) if label < len(label_names) else str(label)
     act.predicted_name = act.class_name(pred)
     return act
 

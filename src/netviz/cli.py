@@ -18,7 +18,7 @@ import click
 from netviz import __version__
 from netviz.attribute import METHODS, all_options, get_method
 from netviz.errors import NetvizError
-from netviz.explain.methods import CHANNEL_METHODS, all_channel_options, get_channel_method
+from netviz.explain.methods import CHANNEL_METHODS, all_channel_options
 
 
 class NetvizGroup(click.Group):
@@ -150,6 +150,9 @@ out_option = _compose(
 )
 data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                                help="Data root (default: $NETVIZ_DATA, else ~/.cache/netviz/data).")
+dataset_option = click.option("--dataset", default=None,
+                              help="The data set the images come from: mnist, cifar10 or imagefolder:PATH "
+                                   "(default: the run's, or the model card's).")
 runs_dir_option = click.option("--runs-dir", type=click.Path(file_okay=False), default=None,
                                help="Runs folder (default: $NETVIZ_RUNS, else ./runs).")
 MODEL_HELP = ("A model: a registry name (mnist, allconv, mnist-fast; `netviz models`), a torchvision "
@@ -194,6 +197,15 @@ def attribution_options(exclude: tuple[str, ...] = ()) -> Callable:
     """One ``--name`` per option the registered attribution methods declare (their Options
     dataclasses: default, help, kind of value), so a method's new option needs no change here."""
     return method_options(all_options(), exclude)
+
+
+def typed(options: dict[str, Any]) -> dict[str, Any]:
+    """Of a command's method options, those the user typed: the others keep the chosen method's own
+    defaults, and one typed for another method can be said to be ignored."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
 
 
 def method_options(options: dict[str, Any], exclude: tuple[str, ...] = ()) -> Callable:
@@ -413,7 +425,7 @@ def layers_cmd(source: SourceArgs, as_json: bool, device: str) -> None:
               help="Sample(s) of the run's eval data: 5, 0-9 or 1,4,7 (default 0).")
 @click.option("--split", default=None,
               help="Split for --index and --top-images, e.g. test[:1000] (default: the run's).")
-@click.option("--layers", default=None,
+@click.option("--layers", "--layer", "layers", default=None,
               help="Layer numbers or names, e.g. 3,conv6,layer2.0.conv1 (default: the model's "
                    "choice, e.g. conv3,conv6,conv9 for allconv). See `netviz layers`.")
 @click.option("--channels", default=None,
@@ -428,12 +440,13 @@ def layers_cmd(source: SourceArgs, as_json: bool, device: str) -> None:
               help="Also find the K eval images with the highest mean activation per channel.")
 @click.option("--batch-size", type=COUNT, default=256, show_default=True,
               help="Batch size of the --top-images pass over the eval data.")
+@dataset_option
 @data_dir_option
 @out_option
 @common_options
 def activations_cmd(source: SourceArgs, image: str | None, index: str | None, split: str | None, layers: str | None,
                     channels: str, mode: str, colorbar: bool, top_images: int, batch_size: int,
-                    data_dir: str | None, out: str | None, overwrite: bool, device: str, seed: int,
+                    dataset: str | None, data_dir: str | None, out: str | None, overwrite: bool, device: str, seed: int,
                     quiet: bool) -> None:
     """Draw what chosen layers output for an image: a tile per channel, a GIF, the numbers.
 
@@ -447,7 +460,7 @@ def activations_cmd(source: SourceArgs, image: str | None, index: str | None, sp
     run = open_source(source, device, seed, quiet)
     print_paths(commands.activations(
         run, out, image=image, index=index, layers=layers, channels=channels, mode=mode,
-        colorbar=colorbar, top_images=top_images, data_dir=data_dir, split=split,
+        colorbar=colorbar, top_images=top_images, data_dir=data_dir, split=split, dataset=dataset,
         batch_size=batch_size, quiet=quiet, overwrite=overwrite))
 
 
@@ -532,17 +545,37 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
 
 # -- attribute ---------------------------------------------------------------------------------
 
+def list_option(registry: dict[str, Any]) -> Callable:
+    """``--list``: the methods of ``registry``, what each computes and the options it takes, then exit."""
+
+    def show(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if not value or ctx.resilient_parsing:
+            return
+        from dataclasses import fields
+
+        width = max(len(name) for name in registry)
+        for name, m in registry.items():
+            own = [f"--{f.name.replace('_', '-')}" for f in fields(m.options)
+                   if f.metadata.get("cli", True) and f.name not in ("score", "batch_size")]
+            click.echo(f"{name.ljust(width)}  {m.summary}" + (f" [{' '.join(own)}]" if own else ""))
+        ctx.exit()
+
+    return click.option("--list", "list_methods", is_flag=True, is_eager=True, expose_value=False, callback=show,
+                        help="List the methods, what each computes and its options, and exit.")
+
+
 @cli.command("attribute")
 @source_options
 @click.option("--method", default="integrated", show_default=True,
-              help="One of: " + "; ".join(f"{m.name} ({m.summary})" for m in METHODS.values()) + ".")
+              help="The method: " + ", ".join(METHODS) + " (`--list` says what each computes).")
+@list_option(METHODS)
 @click.option("--image", "images", multiple=True, type=click.Path(),
               help="An image file; repeat for several (default: --index of the eval set).")
 @click.option("--index", default=None,
               help="Eval-set images: 7, 0-99 or 1,5,10-12 (default 0-7).")
 @click.option("--target", default=None,
-              help="Class to explain (default: each image's predicted class); several at once as "
-                   "3,5 for a multi-label model (their scores are summed).")
+              help="Class to explain, a number or a name (default: each image's predicted class); "
+                   "several at once as 3,5 for a multi-label model (their scores are summed).")
 @attribution_options()
 @click.option("--sanity", is_flag=True,
               help="Also run the cascading model-randomisation test (sanity.json, sanity.png).")
@@ -569,7 +602,7 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
     run = open_source(source, device, seed, quiet)
     print_paths(commands.attribute(
         run, method, out, images=images, indices=index, target=target, sanity=sanity, data_dir=data_dir,
-        style=style, percentile=percentile, seed=seed, quiet=quiet, overwrite=overwrite, **options))
+        style=style, percentile=percentile, seed=seed, quiet=quiet, overwrite=overwrite, **typed(options)))
 
 
 # -- evaluate ----------------------------------------------------------------------------------
@@ -596,12 +629,13 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
 @attribution_options(exclude=("score", "baseline", "layer", "batch_size"))
 @click.option("--sanity-layers", type=COUNT, default=None,
               help="How many layers, from the top, the check re-initialises (default: half).")
+@dataset_option
 @data_dir_option
 @out_option
 @common_options
 def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...], index: str | None,
                  steps_frac: float, baseline: str, layer: str | None, batch_size: int | None, sanity: bool,
-                 sanity_layers: int | None, data_dir: str | None, out: str | None, overwrite: bool,
+                 sanity_layers: int | None, dataset: str | None, data_dir: str | None, out: str | None, overwrite: bool,
                  device: str, seed: int, quiet: bool, **options: Any) -> None:
     """Which attribution method to trust: deletion and insertion curves (RISE), a randomisation
     check and the time per image, for every method on the same images, ranked.
@@ -614,8 +648,8 @@ def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...
     run = open_source(source, device, seed, quiet)
     paths, text = commands.evaluate(
         run, out, methods=methods, images=images, indices=index, steps_frac=steps_frac, baseline=baseline,
-        layer=layer, batch_size=batch_size, sanity=sanity, sanity_layers=sanity_layers, data_dir=data_dir,
-        seed=seed, quiet=quiet, overwrite=overwrite, **options)
+        layer=layer, batch_size=batch_size, sanity=sanity, sanity_layers=sanity_layers, dataset=dataset,
+        data_dir=data_dir, seed=seed, quiet=quiet, overwrite=overwrite, **options)
     if text:
         click.echo(text)
     print_paths(paths)
@@ -672,9 +706,12 @@ def audit_cmd(source: SourceArgs, split: str | None, dataset: str | None, method
 @click.option("--layer", default=None,
               help="A layer with a spatial output, name or number (default: the last one; see `netviz layers`).")
 @click.option("--method", default="grad-x-act", show_default=True,
-              help="One of: " + "; ".join(f"{m.name} ({m.summary})" for m in CHANNEL_METHODS.values()) + ".")
+              help="The method: " + ", ".join(CHANNEL_METHODS) + " (`--list` says what each computes).")
+@list_option(CHANNEL_METHODS)
 @click.option("--top", type=TOP, default=5, show_default=True, help="Channels drawn per image, with their cards.")
-@click.option("--target", type=NONNEG, default=None, help="Class to explain (default: each image's predicted class).")
+@click.option("--target", default=None,
+              help="Class to explain, a number or a name (default: each image's predicted class); several "
+                   "at once as 3,5 (their scores are summed).")
 @method_options(all_channel_options())
 @click.option("--cards/--no-cards", default=True, show_default=True,
               help="Each top channel's neuron card (its dream and top data-set images; cached in the run).")
@@ -683,13 +720,14 @@ def audit_cmd(source: SourceArgs, split: str | None, dataset: str | None, method
               show_default=True, help="How each card's dream is made (see `netviz dream`).")
 @click.option("--dream-steps", type=COUNT, default=None, help="Dream updates (the recipe's by default).")
 @click.option("--split", default=None, help="The data split --index and the cards read (default: the eval split).")
+@dataset_option
 @data_dir_option
 @out_option
 @common_options
 def explain_cmd(source: SourceArgs, images: tuple[str, ...], index: str | None, layer: str | None, method: str,
-                top: int, target: int | None, cards: bool, card_images: int, recipe: str, dream_steps: int | None,
-                split: str | None, data_dir: str | None, out: str | None, overwrite: bool, device: str, seed: int,
-                quiet: bool, **options: Any) -> None:
+                top: int, target: str | None, cards: bool, card_images: int, recipe: str, dream_steps: int | None,
+                split: str | None, dataset: str | None, data_dir: str | None, out: str | None, overwrite: bool,
+                device: str, seed: int, quiet: bool, **options: Any) -> None:
     """Which learned features carried a decision: a layer's channels ranked by their contribution
     to the target's score, each top channel shown by where it fired, its dream and its top images.
 
@@ -699,12 +737,11 @@ def explain_cmd(source: SourceArgs, images: tuple[str, ...], index: str | None, 
     from netviz import commands
 
     run = open_source(source, device, seed, quiet)
-    method_fields = get_channel_method(method).options.__dataclass_fields__
-    given = {k: v for k, v in options.items() if k in method_fields}
+    given = typed(options)
     print_paths(commands.explain(
         run, method, out, images=images, indices=index, layer=layer, top=top, target=target, cards=cards,
-        card_images=card_images, recipe=recipe, dream_steps=dream_steps, data_dir=data_dir, split=split, seed=seed,
-        quiet=quiet, overwrite=overwrite, **given))
+        card_images=card_images, recipe=recipe, dream_steps=dream_steps, data_dir=data_dir, split=split,
+        dataset=dataset, seed=seed, quiet=quiet, overwrite=overwrite, **given))
 
 
 # -- neurons, report ---------------------------------------------------------------------------
@@ -721,11 +758,13 @@ def explain_cmd(source: SourceArgs, images: tuple[str, ...], index: str | None, 
 @click.option("--split", default=None, help="The data split searched (default: the run's eval split).")
 @click.option("--batch-size", type=COUNT, default=256, show_default=True,
               help="Images per forward pass of the search.")
+@dataset_option
 @data_dir_option
 @out_option
 @common_options
 def neurons_cmd(source: SourceArgs, layer: str | None, channels: str | None, top: int, recipe: str,
-                steps: int | None, split: str | None, batch_size: int, data_dir: str | None, out: str | None,
+                steps: int | None, split: str | None, batch_size: int, dataset: str | None, data_dir: str | None,
+                out: str | None,
                 overwrite: bool, device: str, seed: int, quiet: bool) -> None:
     """Neuron cards: per channel, the input it responds to most beside the data-set images that
     excite it most, with where in each it fires (OpenAI Microscope, for any model, offline).
@@ -737,7 +776,7 @@ def neurons_cmd(source: SourceArgs, layer: str | None, channels: str | None, top
     run = open_source(source, device, seed, quiet)
     print_paths(commands.neurons(
         run, out, layer=layer, channels=channels, top=top, recipe=recipe, steps=steps, data_dir=data_dir,
-        split=split, batch_size=batch_size, seed=seed, quiet=quiet, overwrite=overwrite))
+        split=split, dataset=dataset, batch_size=batch_size, seed=seed, quiet=quiet, overwrite=overwrite))
 
 
 @cli.command("report")
@@ -777,7 +816,7 @@ def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str 
 @click.option("--layer", default=None,
               help="Visualise channels of this layer instead: a name (conv3, layer2.0.conv1) or "
                    "a layer number (see `netviz layers`).")
-@click.option("--channel", "channels", default=None,
+@click.option("--channels", "--channel", "channels", default=None,
               help="With --layer: channel(s) 3, 0-15, 1,4,7 or all (default 0).")
 @click.option("--neuron", default=None,
               help="With --layer: one position of a channel, K,Y,X (or K for the centre); K may "

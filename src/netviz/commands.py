@@ -86,8 +86,8 @@ def report(run: Run, out: str | os.PathLike | None = None, *, run_all: bool = Fa
 
 
 def _snapshot_label(run: Run) -> str:
-    """What the single snapshot of a bare ``--model`` is: a fresh init, or pretrained weights."""
-    return "pretrained weights" if run.path is None and run.weights else "initial weights"
+    """What the single snapshot of a bare ``--model`` is: random, pretrained, or from a file."""
+    return run.weights_label
 
 
 def histogram(run: Run, out: str | os.PathLike | None = None, *,
@@ -157,14 +157,15 @@ def kernels(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
 
 
 def activations(run: Run, out: str | os.PathLike | None = None, *,
-                image: str | os.PathLike | None = None,
+                image: str | os.PathLike | Any = None,
                 index: str | int | Sequence[int] | None = None,
                 layers: str | Sequence[str | int] | None = None,
                 channels: str | int | Sequence[int] | None = None, mode: str = "grey",
                 colorbar: bool = False, top_images: int = 0,
-                data_dir: str | os.PathLike | None = None, split: str | None = None,
+                data_dir: str | os.PathLike | None = None, split: str | None = None, dataset: str | None = None,
                 batch_size: int = 256, quiet: bool = False, overwrite: bool = False) -> list[Path]:
-    """`netviz activations`: what ``layers`` output for an image file or eval-set samples.
+    """`netviz activations`: what ``layers`` output for an image (a file, a PIL image or a tensor,
+    see :func:`netviz.inputs.image_items`) or eval-set samples.
 
     One image writes into its output folder directly; several ``index`` values write one
     sub-folder ``index-<N>/`` each. Images are computed and drawn one at a time, so only one
@@ -174,13 +175,16 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
     from netviz.data import conform
     from netviz.distributed import is_main
     from netviz.draw.activations import MOST_TOP_DRAWN, check_mode, write_activation_set
+    from netviz.inputs import describe_images
     from netviz.layers import resolve_layers
     from netviz.outputs import open_output
     from netviz.progress import progress
 
     started = time.time()
-    options = dict(image=image, index=index, layers=layers, channels=channels, mode=mode, colorbar=colorbar,
-                   top_images=top_images, split=split, batch_size=batch_size)
+    run = run.with_dataset(dataset)
+    options = dict(image=describe_images(image)[0] if image is not None else None, dataset=dataset, index=index,
+                   layers=layers, channels=channels, mode=mode, colorbar=colorbar, top_images=top_images, split=split,
+                   batch_size=batch_size)
     # 1. the request: mode, layers, the images
     mode = check_mode(mode, colorbar)
     if image is not None and index is not None:
@@ -199,9 +203,11 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
     notes(data.note if data is not None else None)
 
     def activations_of(inp: dict[str, Any]):
-        return image_activations(model, spec, inp["image"], names, channels, label=inp["label"],
-                                 class_names=class_names, source=inp["source"], index=inp["index"],
-                                 note=inp["note"])
+        act = image_activations(model, spec, inp["image"], names, channels, label=inp["label"],
+                                class_names=class_names, source=inp["source"], index=inp["index"],
+                                note=inp["note"])
+        act.weights = run.weights_label if run.path is None else ""
+        return act
 
     # 2. the first image decides which channels each layer shows; the data set's top images for
     #    them (under torchrun every rank scores its share of the data set)
@@ -250,7 +256,7 @@ class _NoteOnce:
             say(f"note: {text}", self.quiet)
 
 
-def _activation_inputs(run: Run, image: str | os.PathLike | None, index: str | int | Sequence[int] | None,
+def _activation_inputs(run: Run, image: Any, index: str | int | Sequence[int] | None,
                        data: Any) -> list[dict[str, Any]]:
     """The image file, or the chosen eval-set samples (:func:`netviz.inputs.select_inputs`), one
     entry per image, fitted to the model."""
@@ -259,7 +265,8 @@ def _activation_inputs(run: Run, image: str | os.PathLike | None, index: str | i
     chosen = select_inputs(run, [image] if image is not None else (), index, default="0", data=data)
     note = "; ".join(n.split(": ", 1)[-1] if image is not None else n for n in chosen.notes) or None
     return [{"image": chosen.images[k:k + 1], "label": chosen.labels[k],
-             "source": str(image) if image is not None else f"{data.name} #{i}", "index": i, "note": note}
+             "source": (str(image) if isinstance(image, (str, os.PathLike)) else chosen.names[k])
+             if image is not None else f"{data.name} #{i}", "index": i, "note": note}
             for k, i in enumerate(chosen.indices)]
 
 
@@ -280,39 +287,48 @@ def _say_activations(act: Any, inp: dict[str, Any], mode: str, spec: ModelSpec, 
 
 
 def attribute(run: Run, method: str = "integrated", out: str | os.PathLike | None = None, *,
-              images: Sequence[str | os.PathLike] = (), indices: str | int | Sequence[int] | None = None,
-              target: int | None = None, sanity: bool = False, data_dir: str | os.PathLike | None = None,
+              images: Any = (), indices: str | int | Sequence[int] | None = None,
+              target: int | str | None = None, sanity: bool = False, data_dir: str | os.PathLike | None = None,
               style: str = "overlay", percentile: float = 99.0, seed: int = 0, quiet: bool = False,
               overwrite: bool = False, **options: Any) -> list[Path]:
     """`netviz attribute`: attributions of ``method`` for images (``indices`` of the eval set, or
-    the files ``images``). ``options`` are the method's own (``steps=64``, ``window=8``, ``layer=
-    "conv2"``...: the fields of its :class:`netviz.attribute.Options` dataclass; those of other
-    methods are ignored, so one set of options serves any method). Writes attribute.json and the
-    method's figures (see the README).
+    ``images``: files, PIL images or tensors, see :func:`netviz.inputs.image_items`). ``options``
+    are the method's own (``steps=64``, ``window=8``, ``layer="conv2"``...: the fields of its
+    :class:`netviz.attribute.Options` dataclass; those of other methods are ignored, so one set of
+    options serves any method). Writes attribute.json and the method's figures (see the README).
     """
-    from netviz.attribute import attribute_run, check_method_options, get_method
+    from netviz.attribute import METHODS, attribute_run, check_method_options, get_method, ignored_options
     from netviz.draw.attribute import check_drawing, write_attribution
+    from netviz.inputs import describe_images
     from netviz.outputs import open_output
+    from netviz.progress import say
 
     started = time.time()
     m = get_method(method)
     check_drawing(style, percentile)
     check_method_options(options)
+    ignored = ignored_options(m, options, METHODS.values())
+    if ignored:
+        say(f"note: {ignored}", quiet)
     chosen = m.make_options({**options, "seed": seed})
     report = attribute_run(run, method, chosen, images=images, indices=indices, target=target, sanity=sanity,
                            data_dir=data_dir, seed=seed, quiet=quiet)
     if report is None:
         return []  # under torchrun, another rank than 0: its share is in rank 0's report
+    for line in report.lines():
+        say(line, quiet)
     with open_output(run, "attribute", out, method, overwrite, started) as output:
         written = write_attribution(report, output.path, style, percentile)
-        recorded = dict(method=method, style=style, percentile=percentile, images=images, indices=indices,
-                        target=target, sanity=sanity, data_dir=data_dir, seed=seed, quiet=quiet, **options)
+        recorded = dict(method=method, style=style, percentile=percentile, images=describe_images(images),
+                        indices=indices, target=target, sanity=sanity, data_dir=data_dir, seed=seed, quiet=quiet,
+                        **options)
         return output.publish(written, run=run, options=recorded, summary=report.summary(),
                               how_to_read=HOW_TO_READ["attribute"])
 
 
 def evaluate(run: Run, out: str | os.PathLike | None = None, *, methods: str | Sequence[str] | None = None,
-             quiet: bool = False, overwrite: bool = False, **options: Any) -> tuple[list[Path], str]:
+             dataset: str | None = None, quiet: bool = False, overwrite: bool = False, **options: Any
+             ) -> tuple[list[Path], str]:
     """`netviz evaluate`: deletion/insertion AUCs, sanity and speed of ``methods`` on the same images;
     ``options`` are those of :func:`netviz.evaluate.evaluate_run`. Returns the paths written
     (evaluate.json, curves.png, the manifest) and the ranked table."""
@@ -321,14 +337,15 @@ def evaluate(run: Run, out: str | os.PathLike | None = None, *, methods: str | S
     from netviz.outputs import open_output
 
     started = time.time()
+    run = run.with_dataset(dataset)
     ev = evaluate_run(run, methods, quiet=quiet, **options)  # checks the methods before any work
     if ev is None:
         return [], ""  # under torchrun, another rank than 0
     names = ev.settings["methods"]
     with open_output(run, "evaluate", out, f"{len(names)}-methods", overwrite, started) as output:
         written = write_evaluation(ev, output.path)
-        paths = output.publish(written, run=run, options=dict(methods=names, **options), summary=ev.summary(),
-                               how_to_read=HOW_TO_READ["evaluate"])
+        paths = output.publish(written, run=run, options=dict(methods=names, dataset=dataset, **options),
+                               summary=ev.summary(), how_to_read=HOW_TO_READ["evaluate"])
         return paths, table(ev)
 
 
@@ -389,8 +406,8 @@ def dream(run: Run, out: str | os.PathLike | None = None, *, classes: str | None
 
 def neurons(run: Run, out: str | os.PathLike | None = None, *, layer: str | int | None = None,
             channels: str | None = None, top: int = 6, recipe: str = "deepdream", steps: int | None = None,
-            data_dir: str | os.PathLike | None = None, split: str | None = None, batch_size: int = 256,
-            seed: int = 0, quiet: bool = False, overwrite: bool = False) -> list[Path]:
+            data_dir: str | os.PathLike | None = None, split: str | None = None, dataset: str | None = None,
+            batch_size: int = 256, seed: int = 0, quiet: bool = False, overwrite: bool = False) -> list[Path]:
     """`netviz neurons`: a card per channel of ``layer`` (default: the model's middle default layer):
     its dream beside the ``top`` data-set images that excite it most, with where it fires."""
     from netviz.draw.neurons import write_neurons
@@ -398,8 +415,9 @@ def neurons(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
     from netviz.outputs import open_output
 
     started = time.time()
+    run = run.with_dataset(dataset)
     options = dict(layer=layer, channels=channels, top=top, recipe=recipe, steps=steps, split=split,
-                   batch_size=batch_size, seed=seed)
+                   dataset=dataset, batch_size=batch_size, seed=seed)
     cards = neurons_run(run, layer, channels, top=top, recipe=recipe, steps=steps, data_dir=data_dir,
                          split=split, batch_size=batch_size, seed=seed, quiet=quiet)
     if cards is None:
@@ -411,27 +429,32 @@ def neurons(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
 
 
 def explain(run: Run, method: str = "grad-x-act", out: str | os.PathLike | None = None, *,
-            images: Sequence[str | os.PathLike] = (), indices: str | int | Sequence[int] | None = None,
-            layer: str | int | None = None, top: int = 5, target: int | None = None, cards: bool = True,
+            images: Any = (), indices: str | int | Sequence[int] | None = None,
+            layer: str | int | None = None, top: int = 5, target: int | str | None = None, cards: bool = True,
             card_images: int = 4, recipe: str = "deepdream", dream_steps: int | None = None,
-            data_dir: str | os.PathLike | None = None, split: str | None = None, seed: int = 0,
-            quiet: bool = False, overwrite: bool = False, **options: Any) -> list[Path]:
+            data_dir: str | os.PathLike | None = None, split: str | None = None, dataset: str | None = None,
+            seed: int = 0, quiet: bool = False, overwrite: bool = False, **options: Any) -> list[Path]:
     """`netviz explain`: which channels of ``layer`` carried each image's decision, with ``method``
     (grad-x-act, layer-integrated or lrp; ``options`` are its own: steps, baseline, rule...), and
     the neuron card of each top channel. Writes explain-<image>.png per image and explain.json."""
     from netviz.draw.explain import write_explanation
     from netviz.explain import explain_run
+    from netviz.inputs import describe_images
     from netviz.outputs import open_output
+    from netviz.progress import say
 
     started = time.time()
+    run = run.with_dataset(dataset)
     ex = explain_run(run, method, images=images, indices=indices, layer=layer, top=top, target=target, cards=cards,
                      card_images=card_images, recipe=recipe, dream_steps=dream_steps, data_dir=data_dir, split=split,
                      seed=seed, quiet=quiet, **options)
     if ex is None:
         return []  # under torchrun, another rank than 0
-    recorded = dict(method=method, images=[str(p) for p in images], indices=indices, layer=layer, top=top,
+    for line in ex.lines():
+        say(line, quiet)
+    recorded = dict(method=method, images=describe_images(images), indices=indices, layer=layer, top=top,
                     target=target, cards=cards, card_images=card_images, recipe=recipe, dream_steps=dream_steps,
-                    split=split, seed=seed, **options)
+                    split=split, dataset=dataset, seed=seed, **options)
     with open_output(run, "explain", out, f"{ex.layer}-{method}", overwrite, started) as output:
         written = write_explanation(ex, output.path)
         return output.publish(written, run=run, options=recorded, summary=ex.summary(),

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
 from netviz.network import offline
@@ -101,7 +101,7 @@ def slice_indices(split: str, n: int) -> range:
     return range(n)[slice(_bound(start, n), _bound(stop, n))]
 
 
-def _check_dataset(dataset: str) -> str:
+def check_dataset(dataset: str) -> str:
     if dataset in ("mnist", "cifar10"):
         return dataset
     if dataset.startswith("imagefolder:") and len(dataset) > len("imagefolder:"):
@@ -114,7 +114,7 @@ def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = No
     """Load one (sliced) split into memory. Only the files of that split need to be present."""
     import torch
 
-    kind = _check_dataset(dataset)
+    kind = check_dataset(dataset)
     base, _, _ = parse_split(split)
     root = data_root(data_dir)
     download = download and not offline()
@@ -293,28 +293,55 @@ def conform(images: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor, str | 
             images = images[:, :1].expand(-1, c, -1, -1).contiguous()
         notes.append(f"converted to {c} channel(s)")
     if tuple(images.shape[2:]) != (h, w):
-        notes.append(f"resized from {images.shape[3]}x{images.shape[2]} to {w}x{h}")
+        ih, iw = images.shape[2:]
+        # sizes as every shape netviz writes: height x width (C,H,W for --input-shape)
+        resized = f"resized from {ih}x{iw} to {h}x{w} (height x width)"
+        if abs(iw / ih - w / h) > 0.01 * w / h:
+            resized += f", stretched: its width/height {iw / ih:.2f} became {w / h:.2f}"
+        notes.append(resized)
         images = F.interpolate(images.float(), size=(h, w), mode="bilinear", antialias=True,
                                align_corners=False).round().clamp(0, 255).byte()
     return images, ("; ".join(notes) or None)
 
 
-def load_image(path: str | os.PathLike, spec: ModelSpec) -> tuple[torch.Tensor, str | None]:
-    """One image file as a uint8 (1, C, H, W) tensor fitted to the model, plus a note if changed.
+def load_image(path: str | os.PathLike | Any, spec: ModelSpec) -> tuple[torch.Tensor, str | None]:
+    """One image file (or an open PIL image) as a uint8 (1, C, H, W) tensor fitted to the model,
+    plus a note if changed.
 
     Any common kind of file reads (see :mod:`netviz.images`); transparency is composited on the
     model's mean colour, and every conversion is said in the note.
     """
     import torch
 
-    from netviz.images import decode
+    from netviz.images import decode, decode_pil
 
-    decoded = decode(path, background=tuple(spec.mean))
+    if isinstance(path, (str, os.PathLike)):
+        decoded = decode(path, background=tuple(spec.mean))
+    else:
+        decoded = decode_pil(path, background=tuple(spec.mean))
     tensor = torch.from_numpy(decoded.pixels.copy())
     tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
     fitted, note = conform(tensor.unsqueeze(0), spec)
     notes = decoded.notes + ([note] if note else [])
     return fitted, "; ".join(notes) or None
+
+
+def tensor_pixels(image: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor, str | None]:
+    """One image tensor (C, H, W) as a uint8 (1, C, H, W) tensor fitted to the model: uint8 are
+    pixels; floating point is the model's normalised input (what ``model(x)`` takes), kept as
+    8-bit pixels as every image netviz draws."""
+    import torch
+
+    t = image.detach().cpu()
+    if t.dtype == torch.uint8:
+        return conform(t.unsqueeze(0), spec)
+    if not t.is_floating_point():
+        raise NetvizError(f"an image tensor holds uint8 pixels or the model's normalised floats, not {t.dtype}")
+    if t.shape[0] != len(spec.mean):
+        raise NetvizError(f"a float image tensor is the model's input: {len(spec.mean)} channel(s) for "
+                          f"{spec.name}, not {t.shape[0]} (pass uint8 pixels to have them converted)")
+    pixels = (denormalise(t.float().unsqueeze(0), spec) * 255).round().byte()
+    return conform(pixels, spec)
 
 
 def normalise(images: torch.Tensor, spec: ModelSpec, device: torch.device | None = None) -> torch.Tensor:

@@ -32,7 +32,7 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else "no message"
 
 
-def close_matches(word: str, choices: Iterable[str], n: int = 5) -> str:
+def close_matches(word: str, choices: Iterable[str], n: int = 5, cutoff: float = 0.5) -> str:
     """A short ", did you mean: a, b?" suffix, or "" when nothing is close."""
-    matches = difflib.get_close_matches(str(word), [str(c) for c in choices], n=n, cutoff=0.5)
+    matches = difflib.get_close_matches(str(word), [str(c) for c in choices], n=n, cutoff=cutoff)
     return f"; did you mean: {', '.join(matches)}?" if matches else ""

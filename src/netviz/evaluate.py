@@ -85,6 +85,7 @@ class Evaluation:
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # a method that could not run -> why
+    sanity_limit: float = SANITY_LIMIT
 
     def ranked(self) -> list[str]:
         """Methods best first: those that pass the sanity check (or were not checked) before those

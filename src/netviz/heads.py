@@ -114,7 +114,7 @@ class Head:
             if len(tensors) == 1:
                 return tensors[0][1]
             raise OutputError(f"the model returns {len(tensors)} tensors ({describe_entries(entries)}): "
-                              "say which holds the class scores with --output INDEX or KEY")
+                              "say which holds the class scores with --output INDEX or KEY (output= in Python)")
         return self._named(entries)
 
     def _named(self, entries: list[tuple[str | int, Any]]) -> torch.Tensor:
@@ -205,6 +205,12 @@ class Head:
 def target_label(target: torch.Tensor) -> int | list[int]:
     """One image's target as JSON holds it: a class, or the classes of a multi-label target."""
     return int(target) if target.ndim == 0 else [int(k) for k in target]
+
+
+def target_name(target: torch.Tensor, spec: Any) -> str:
+    """A target's class name (``spec.class_name``), or the names of several summed (``cat + dog``)."""
+    label = target_label(target)
+    return " + ".join(spec.class_name(k) for k in (label if isinstance(label, list) else [label]))
 
 
 def scaled_box(box: tuple[int, int, int, int], input_size: Sequence[int], out_size: Sequence[int]
@@ -312,6 +318,45 @@ def region_masks(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> tor
     chosen = mask.gather(1, t[:, :, None, None].expand(-1, -1, *mask.shape[2:])).amax(1, keepdim=True)
     up = torch.nn.functional.interpolate(chosen.float(), size=tuple(x.shape[-2:]), mode="nearest")
     return up[:, 0].bool().cpu()
+
+
+def head_from(head: Head | None = None, output: str | int | None = None, activation: str | None = None,
+              region: str | Sequence[int] | None = None) -> Head | None:
+    """The head a Python caller asked for: ``head`` itself, or one made of ``output``,
+    ``activation`` and ``region`` (None when none of them was given)."""
+    if head is not None:
+        if not isinstance(head, Head):
+            raise NetvizError(f"head= takes a netviz.heads.Head, not a {type(head).__name__}")
+        return head
+    if output is None and activation is None and region is None:
+        return None
+    return Head(output=parse_output(output), activation=check_activation(activation), region=parse_region(region))
+
+
+def headless_view(model: nn.Module) -> nn.Module:
+    """A view of ``model`` (:func:`netviz.views.module_view`) without the head netviz may have put
+    on it: a head attached to the view then leaves ``model`` as it is."""
+    from netviz.views import module_view
+
+    view = module_view(model)
+    handle = view.__dict__.pop("netviz_head_handle", None)
+    if handle is not None:  # the handle points into the model's hook tables, not the view's
+        for table in ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called"):
+            getattr(view, table, {}).pop(handle.id, None)
+    view.__dict__.pop("netviz_head", None)
+    return view
+
+
+@contextlib.contextmanager
+def headed(model: nn.Module, head: Head | None = None) -> Iterator[nn.Module]:
+    """``model`` answering with (N, K) class scores: the model itself when it carries a head and
+    no other is asked for; otherwise a view of it with ``head`` (default: the only tensor it
+    returns) attached, so a tuple output is one clear line and the user's module never changes."""
+    current = getattr(model, "netviz_head", None)
+    if isinstance(current, Head) and (head is None or head == current):
+        yield model
+        return
+    yield attach(headless_view(model), head or Head())
 
 
 def head_of(model: nn.Module | None) -> Head:

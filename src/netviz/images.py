@@ -12,7 +12,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
 
@@ -99,6 +99,14 @@ def decode(path: str | os.PathLike, background: tuple[float, ...] = (0.0,)) -> D
     except (OSError, SyntaxError, ValueError) as exc:
         raise NetvizError(f"{path} is truncated or corrupt: {exc}") from exc
     return Decoded(np.ascontiguousarray(pixels), notes)
+
+
+def decode_pil(im: Any, background: tuple[float, ...] = (0.0,)) -> Decoded:
+    """A PIL image already open (a notebook's) into 8-bit grey or RGB pixels, as :func:`decode`."""
+    import numpy as np
+
+    notes: list[str] = []
+    return Decoded(np.ascontiguousarray(_to_pixels(im, background, notes)), notes)
 
 
 def _to_pixels(im, background: tuple[float, ...], notes: list[str]) -> np.ndarray:

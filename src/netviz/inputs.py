@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
 from netviz.selection import parse_indices
@@ -44,12 +44,67 @@ def label_from_folder(path: Path, spec: ModelSpec) -> int | None:
     return names.index(path.parent.name) if path.parent.name in names else None
 
 
-def select_inputs(run: Run, images: Sequence[str | os.PathLike] = (),
+def image_items(images: Any) -> list[Any]:
+    """``images`` as a list of single images: paths, PIL images or (C, H, W) tensors. Takes one
+    path, a PIL image, a tensor (N, C, H, W) or (C, H, W), or a sequence of any of them."""
+    import torch
+
+    def split(t: torch.Tensor) -> list[torch.Tensor]:
+        if t.ndim == 2:
+            return [t.unsqueeze(0)]
+        if t.ndim == 3:
+            return [t]
+        if t.ndim == 4:
+            return list(t)
+        raise NetvizError(f"an image tensor is (N, C, H, W), (C, H, W) or (H, W), not {tuple(t.shape)}")
+
+    if images is None:
+        return []
+    if isinstance(images, (str, os.PathLike)) or _is_pil(images):
+        return [images]
+    if isinstance(images, torch.Tensor):
+        return split(images)
+    items: list[Any] = []
+    for item in images:
+        if isinstance(item, torch.Tensor):
+            items += split(item)
+        elif isinstance(item, (str, os.PathLike)) or _is_pil(item):
+            items.append(item)
+        else:
+            raise NetvizError(f"an image is a file path, a PIL image or a tensor, not a {type(item).__name__}")
+    return items
+
+
+def _is_pil(value: Any) -> bool:
+    return type(value).__module__.startswith("PIL.")
+
+
+def item_name(item: Any, k: int) -> str:
+    """How an image is named in figures and records: its file name, or its place in the list."""
+    if isinstance(item, (str, os.PathLike)):
+        return Path(item).name
+    return f"{'tensor' if hasattr(item, 'shape') else 'image'} {k}"
+
+
+def load_item(item: Any, spec: ModelSpec) -> tuple[torch.Tensor, str | None]:
+    """One image (path, PIL image or tensor) as uint8 (1, C, H, W) fitted to the model, and a note."""
+    from netviz.data import load_image, tensor_pixels
+
+    return tensor_pixels(item, spec) if hasattr(item, "shape") else load_image(item, spec)
+
+
+def describe_images(images: Any) -> list[str]:
+    """What a manifest records of the images a command was given: paths as given, others by name."""
+    items = image_items(images)
+    return [str(p) if isinstance(p, (str, os.PathLike)) else item_name(p, k) for k, p in enumerate(items)]
+
+
+def select_inputs(run: Run, images: Any = (),
                   indices: str | int | Sequence[int] | None = None, data_dir: str | os.PathLike | None = None,
                   default: str = "0-7", shard: bool = False, split: str | None = None,
                   data: TensorData | None = None) -> Inputs:
-    """Image files, or eval-data samples (``indices``, default ``default``, of ``split`` or of the
-    already loaded ``data``); never both.
+    """Images (files, PIL images or tensors: :func:`image_items`), or eval-data samples
+    (``indices``, default ``default``, of ``split`` or of the already loaded ``data``); never both.
 
     ``shard``: under torchrun, only this rank's contiguous share (every rank checks the whole
     selection; each loads and reports on its own files).
@@ -57,23 +112,25 @@ def select_inputs(run: Run, images: Sequence[str | os.PathLike] = (),
     import torch
 
     from netviz import distributed
-    from netviz.data import conform, load_image
+    from netviz.data import conform
 
     spec = run.spec
-    if images and indices is not None:
+    items = image_items(images)
+    if items and indices is not None:
         raise NetvizError("pass --image or --index, not both")
-    if images:
-        share = distributed.shard(len(images)) if shard else range(len(images))
-        files = [images[k] for k in share]
+    if items:
+        share = distributed.shard(len(items)) if shard else range(len(items))
+        names = [item_name(items[k], k) for k in share]
         loaded, notes = [], []
-        for p in files:
-            pixels, note = load_image(p, spec)
+        for k, name in zip(share, names, strict=True):
+            pixels, note = load_item(items[k], spec)
             if note:
-                notes.append(f"{Path(p).name}: {note}")
+                notes.append(f"{name}: {note}")
             loaded.append(pixels)
         empty = torch.zeros(0, *spec.input_shape, dtype=torch.uint8)
-        return Inputs(torch.cat(loaded) if loaded else empty, [Path(p).name for p in files], [None] * len(files),
-                      [label_from_folder(Path(p), spec) for p in files], notes, share.start)
+        labels = [label_from_folder(Path(items[k]), spec) if isinstance(items[k], (str, os.PathLike)) else None
+                  for k in share]
+        return Inputs(torch.cat(loaded) if loaded else empty, names, [None] * len(names), labels, notes, share.start)
     data = data if data is not None else run.eval_data(data_dir, split)
     chosen = parse_indices(default if indices is None else indices, len(data), "index",
                            f"the eval set {data.name}", "images")

@@ -73,7 +73,7 @@ def file_stem(name: str) -> str:
 def results_root(run: Run) -> Path:
     """Where a run's command folders live: the run folder, or for a model that is not a run
     ``netviz-out/<model>/`` ("net.py:Net" -> ``netviz-out/net.py-Net/``)."""
-    return run.path if run.path is not None else Path("netviz-out") / slug(run.spec.name, 80)
+    return run.path if run.path is not None else Path("netviz-out").resolve() / slug(run.spec.name, 80)
 
 
 def _reserve(root: Path, label: str) -> Path:
@@ -139,7 +139,27 @@ class Output:
             from netviz.runs import set_latest
 
             set_latest(self.final)
-        return [self.final / f for f in files] + [self.final / MANIFEST]
+        return Written([self.final / f for f in files] + [self.final / MANIFEST])
+
+
+class Written(list):
+    """The paths a command wrote (a list of :class:`~pathlib.Path`); in a notebook, the last value
+    of a cell shows its pictures inline, and :meth:`show` returns them as PIL images."""
+
+    def show(self) -> Any:
+        """The pictures among these files (:class:`netviz.draw.show.Picture`)."""
+        from netviz.draw.show import show
+
+        return show(list(self))
+
+    def _repr_html_(self) -> str:
+        import html
+
+        try:
+            pictures = self.show()._repr_html_()
+        except NetvizError:
+            pictures = ""
+        return pictures + "<pre>" + html.escape("\n".join(str(p) for p in self)) + "</pre>"
 
 
 def write_manifest(folder: Path, command: str, artifacts: Sequence[Artifact], *, run_path: Path | None,
@@ -153,14 +173,47 @@ def write_manifest(folder: Path, command: str, artifacts: Sequence[Artifact], *,
     for a in artifacts:
         rel = Path(a.path).resolve().relative_to(folder.resolve())
         files.append({"path": rel.as_posix(), "caption": a.caption})
+    line = command_line(command, options)
     write_json(folder / MANIFEST, {
-        "netviz": __version__, "command": command, "command_line": command_line(command, options),
+        "netviz": __version__, "command": command, "command_line": line,
+        "reproduce": reproducible(line, command, run_path), "environment": environment(),
         "options": _jsonable(options), "run": str(run_path.resolve()) if run_path else None, "model": model,
         "started": datetime.fromtimestamp(started).isoformat(timespec="seconds"),
         "seconds": round(time.time() - started, 3), "how_to_read": how_to_read,
         "summary": _jsonable(summary or {}), "files": files,
     })
     return [f["path"] for f in files]
+
+
+ENVIRONMENT = ("NETVIZ_DATA", "NETVIZ_RUNS", "NETVIZ_OFFLINE")
+
+
+def environment() -> dict[str, str]:
+    """The variables that change what a command reads, as they were set."""
+    return {k: os.environ[k] for k in ENVIRONMENT if k in os.environ}
+
+
+def reproducible(line: str, command: str, run_path: Path | None) -> str:
+    """The command line that repeats this result later: the run named even where it was implicit
+    (``runs/latest`` moves), the data folder given as it was read."""
+    if not line.startswith("netviz ") or run_path is None:
+        return line
+    words = shlex.split(line)
+    named = any(_names_run(w, run_path) for w in words[2:])
+    if not named and command in words:
+        at = words.index(command) + 1
+        words = [*words[:at], str(run_path.resolve()), *words[at:]]
+    env = [f"{k}={shlex.quote(v)}" for k, v in environment().items() if k != "NETVIZ_RUNS"]
+    return " ".join([*env, shlex.join(words)])
+
+
+def _names_run(word: str, run_path: Path) -> bool:
+    try:
+        target = Path(word).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+    run = run_path.resolve()
+    return target == run or run in target.parents
 
 
 def _jsonable(value: Any) -> Any:

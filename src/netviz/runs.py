@@ -230,6 +230,19 @@ class Run:
         return self.path.name if self.path is not None else self.spec.name
 
     @property
+    def weights_label(self) -> str:
+        """Which weights the model has, in words every caption and note uses."""
+        if self.path is not None or self.checkpoint is not None:
+            return f"trained weights ({(self.checkpoint or self.path).name})"  # type: ignore[union-attr]
+        if self.weights == "default":
+            return "pretrained weights"
+        if self.weights:
+            return f"weights from {Path(self.weights).name}"
+        if self.source is not None and self.source.kind == "instance":
+            return "your module's weights"
+        return "random weights (untrained)"
+
+    @property
     def folder(self) -> RunFolder | None:
         return RunFolder(self.path) if self.path is not None else None
 
@@ -258,13 +271,24 @@ class Run:
         dataset = self.config.get("dataset") or self.spec.default_dataset
         if dataset is None:
             raise NetvizError(
-                f"model '{self.spec.name}' has no data set to take images from: give it one (dataset = "
-                "\"imagefolder:PATH\" in a model card, or a run trained on data), or use image files where "
-                "the command takes them (--image)"
+                f"model '{self.spec.name}' has no data set to take images from: pass --dataset mnist, cifar10 "
+                "or imagefolder:PATH (dataset = in a model card), or image files where the command takes "
+                "them (--image)"
             )
         split = split or self.config.get("eval_split") or default_splits(dataset)[1]
         data = load_split(dataset, split, data_dir or self.config.get("data_dir"))
         return self.named_by_model(data)
+
+    def with_dataset(self, dataset: str | None) -> Run:
+        """This run reading its images from ``dataset`` (mnist, cifar10, imagefolder:PATH) with that
+        data set's splits; itself when ``dataset`` is None."""
+        if dataset is None:
+            return self
+        from netviz.data import check_dataset
+
+        check_dataset(dataset)
+        config = {k: v for k, v in self.config.items() if k not in ("train_split", "eval_split")}
+        return dataclasses.replace(self, config={**config, "dataset": dataset})
 
     def named_by_model(self, data: TensorData) -> TensorData:
         """The data with the model's class names: one source of names for every command, and a
@@ -368,7 +392,12 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
     from netviz.distributed import init
     from netviz.sources import ModelSource, open_model, source_from_config
 
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if isinstance(model, torch.nn.Module) and device == "auto":
+        from netviz.device import model_device
+
+        dev = model_device(model)  # a module object stays on its own device
+    else:
+        dev = device if isinstance(device, torch.device) else resolve_device(device)
     init(dev)  # under torchrun: join the process group (NCCL on CUDA, gloo on the CPU)
     notes: list[str] = []
     options = dict(model_args=model_args, input_shape=input_shape, mean=mean, std=std,
@@ -384,6 +413,8 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
         spec, net = open_model(source, notes=notes)
         if source.weights not in (None, "default"):
             check_finite(net, str(source.weights))
+        if source.kind == "instance":
+            net = _on_device(net, dev, notes)
         return Run(spec=spec, model=net.to(dev).eval(), device=dev, weights=source.weights,
                    source=source, notes=notes)
     run_dir, ckpt_path = _find_run_dir(find_run(path, runs_dir), notes)
@@ -407,8 +438,23 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
     metrics = []
     if run_dir is not None and RunFolder(run_dir).metrics.is_file():
         metrics = read_json(RunFolder(run_dir).metrics)
-    return Run(spec=spec, model=net.to(dev).eval(), device=dev, path=run_dir,
-               checkpoint=ckpt_path, config=config, metrics=metrics, source=source, notes=notes)
+    return Run(spec=spec, model=net.to(dev).eval(), device=dev, path=run_dir.resolve() if run_dir else None,
+               checkpoint=ckpt_path.resolve(), config=config, metrics=metrics, source=source, notes=notes)
+
+
+def _on_device(view: nn.Module, dev: torch.device, notes: list[str]) -> nn.Module:
+    """A view of the user's module on ``dev``: moving the view would move the user's own tensors,
+    so a view bound for another device is a copy there (said in a note)."""
+    import copy
+
+    from netviz.device import model_device
+
+    here = model_device(view)
+    if here == dev:
+        return view
+    notes.append(f"your module is on {here}: netviz works on a copy of it on {dev} (pass device={str(here)!r} "
+                 "to share its weights instead)")
+    return copy.deepcopy(view)
 
 
 def check_finite(model: nn.Module, what: str) -> None:

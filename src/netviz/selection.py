@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from netviz.errors import NetvizError
+from netviz.errors import NetvizError, close_matches
 
 RANGE_RE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
@@ -49,3 +49,29 @@ def parse_indices(text: str | int | Sequence[int], count: int, what: str, owner:
             plural = units or what + ("es" if what.endswith("s") else "s")
             raise NetvizError(f"{what} {i} is out of range: {owner} has {count} {plural} (0..{count - 1})")
     return list(dict.fromkeys(items))
+
+
+def parse_classes(text: str | int | Sequence[int], names: Sequence[str], count: int, owner: str) -> list[int]:
+    """Class numbers from ``"5"``, ``"0-4"``, ``"all"``, class names (``"cat,dog"``) or both
+    (``"cat,3"``): the one reading of ``--class`` and ``--target`` in every command."""
+    if not isinstance(text, str) or text.strip().lower() == "all":
+        return parse_indices(text, count, "class", owner)
+    lower = [str(n).lower() for n in names]
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if part.lower() in lower and not RANGE_RE.match(part):
+            out.append(lower.index(part.lower()))
+        elif RANGE_RE.match(part) or not names:
+            out.extend(parse_indices(part, count, "class", owner))
+        else:
+            raise NetvizError(f"unknown class '{part}' of {owner}{close_matches(part, [str(n) for n in names])}")
+    return list(dict.fromkeys(out))
+
+
+def target_text(target: str | int | Sequence[int] | None, names: Sequence[str], count: int, owner: str
+                ) -> str | int | Sequence[int] | None:
+    """``--target`` as the attribution functions read it: class names become numbers (``"cat,3"``
+    -> ``"3,3"``: one class per image, or several summed for a multi-label model)."""
+    if not isinstance(target, str):
+        return target
+    return ",".join(str(c) for c in parse_classes(target, names, count, owner))

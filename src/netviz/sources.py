@@ -17,6 +17,7 @@ the module, infers what was not said (and says what it assumed) and loads the we
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import inspect
@@ -63,10 +64,14 @@ def parse_model_args(items: Sequence[str] | Mapping[str, Any] | None) -> dict[st
         if not sep or not key.isidentifier():
             raise NetvizError(f"cannot read --model-arg '{item}': use key=value, e.g. depth=18 or "
                               "widths=[16,32]")
+        text = value.strip()
         try:
-            out[key] = tomllib.loads(f"v = {value.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key] = value.strip()
+            out[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError as exc:
+            if not text or any(c in text for c in "[]{}\"',=#"):  # meant as a list, table or string: say so
+                raise NetvizError(f"cannot read --model-arg '{item}': {text or 'nothing'} is not a TOML value "
+                                  f"({exc}); write a list as [16,32], a string as \"relu\", a number as 18") from None
+            out[key] = text  # a bare word: a string
     return out
 
 
@@ -393,7 +398,9 @@ def _timm(source: ModelSource, num_classes: int | None) -> tuple[nn.Module, dict
         raise NetvizError("timm models need timm: pip install 'netviz[timm]'") from exc
     name = str(source.ref)[len("timm:"):]
     if not timm.is_model(name):
-        raise NetvizError(f"timm has no model '{name}'{close_matches(name, timm.list_models())}")
+        # 1,300 names: only a close match helps (not_a_model is not nest_base)
+        raise NetvizError(f"timm has no model '{name}'{close_matches(name, timm.list_models(), cutoff=0.75)}; "
+                          "list them with timm.list_models('PATTERN*')")
     kwargs = dict(source.model_args)
     if num_classes is not None:
         kwargs.setdefault("num_classes", num_classes)
@@ -421,8 +428,11 @@ def build_module(source: ModelSource, num_classes: int | None = None) -> tuple[n
     from netviz.registry import build_model, get_spec
 
     kind = source.kind
-    if kind == "instance":
-        return source.ref, {}  # type: ignore[return-value]
+    if kind == "instance":  # the user's module is never changed: a view, or a copy to load weights into
+        from netviz.heads import headless_view
+
+        view = headless_view(source.ref)  # type: ignore[arg-type]
+        return (copy.deepcopy(view) if source.weights not in (None, "default") else view), {}
     if kind == "timm":
         return _timm(source, num_classes)
     if kind == "onnx":

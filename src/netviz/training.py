@@ -790,8 +790,8 @@ def _finish(s: _Session, started: float, device: torch.device, quiet: bool) -> R
                        summary={k: summary[k] for k in ("final_eval_acc", "best_eval_acc", "epochs", "seconds")},
                        how_to_read=HOW_TO_READ["train"], started=started)
     say(milestone_line(summary["milestones"]), quiet)
-    return Run(spec=s.spec, model=s.net.eval(), device=device, path=folder.path,
-               checkpoint=folder.checkpoint("final"), config=dataclasses.asdict(cfg), metrics=s.state.metrics)
+    return Run(spec=s.spec, model=s.net.eval(), device=device, path=folder.path.resolve(),
+               checkpoint=folder.checkpoint("final").resolve(), config=dataclasses.asdict(cfg), metrics=s.state.metrics)
 
 
 def train(model: str | ModelSource | None = None, *, config: str | Path | None = None, resume: str | Path | None = None,

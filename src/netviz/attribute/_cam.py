@@ -126,5 +126,4 @@ def cam_method(name: str, weigh: Weigh, summary: str, *, gradients: bool = True)
 
     cam.__doc__ = (f"{summary}, of ``layer`` (default: the last layer with a spatial output): "
                    "``.maps`` (N, 1, h, w), ReLU'd, and ``.attributions`` upsampled to the input.")
-    register(Method(name, cam, summary, LayerOptions, signed=False, layer=True))
-    return cam
+    return register(Method(name, cam, summary, LayerOptions, signed=False, layer=True)).function

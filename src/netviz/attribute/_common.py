@@ -49,6 +49,17 @@ class Attribution:
     maps: torch.Tensor | None = None  # class-activation maps at the layer's resolution (N, 1, h, w)
     layer: str | None = None  # the layer a CAM method read
 
+    def show(self, images: torch.Tensor | None = None, spec: ModelSpec | None = None, style: str = "overlay"
+             ) -> Any:
+        """The maps as pictures (a :class:`netviz.draw.show.Picture`, drawn inline in Jupyter): on
+        ``images`` (the tensor explained, with ``spec``'s normalisation), else as heat maps."""
+        from netviz.draw.show import show
+
+        return show(self, images, spec=spec, style=style)
+
+    def _repr_png_(self) -> bytes:
+        return self.show()._repr_png_()
+
     @property
     def delta(self) -> torch.Tensor | None:
         """sum(attributions) - (F(x) - F(baseline)) per image (Captum's convergence delta)."""

@@ -68,5 +68,5 @@ def guided_backprop(model: nn.Module, x: torch.Tensor,
     return Attribution(grad, "guided-backprop", t, score, score_input=f_x)
 
 
-register(Method("guided-backprop", guided_backprop, "gradient through ReLUs that pass only positive "
-                "signals (Springenberg et al. 2014)"))
+guided_backprop = register(Method("guided-backprop", guided_backprop, "gradient through ReLUs that pass only positive "
+                "signals (Springenberg et al. 2014)")).function

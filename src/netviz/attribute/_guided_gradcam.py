@@ -30,5 +30,5 @@ def guided_grad_cam(model: nn.Module, x: torch.Tensor,
                        settings=dict(cam.settings))
 
 
-register(Method("guided-gradcam", guided_grad_cam, "guided backprop times Grad-CAM (Selvaraju et al. "
-                "2017)", LayerOptions, layer=True))
+guided_grad_cam = register(Method("guided-gradcam", guided_grad_cam, "guided backprop times Grad-CAM (Selvaraju et al. "
+                "2017)", LayerOptions, layer=True)).function

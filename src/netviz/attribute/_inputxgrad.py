@@ -24,5 +24,5 @@ def input_x_gradient(model: nn.Module, x: torch.Tensor,
     return Attribution(x * grad, "inputxgrad", t, score, score_input=f_x)
 
 
-register(Method("inputxgrad", input_x_gradient, "input x gradient (Shrikumar et al. 2016)",
-                from_gradient=lambda x, grad: x * grad))
+input_x_gradient = register(Method("inputxgrad", input_x_gradient, "input x gradient (Shrikumar et al. 2016)",
+                from_gradient=lambda x, grad: x * grad)).function

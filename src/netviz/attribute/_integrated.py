@@ -228,6 +228,6 @@ def integrated_gradients(
                        settings=settings)
 
 
-register(Method("integrated", integrated_gradients,
+integrated_gradients = register(Method("integrated", integrated_gradients,
                 "integrated gradients from a baseline, with a completeness check (Sundararajan et al. 2017)",
-                IntegratedOptions, figures=("grid", "panels", "completeness")))
+                IntegratedOptions, figures=("grid", "panels", "completeness"))).function

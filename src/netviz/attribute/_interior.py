@@ -143,7 +143,7 @@ def interior_gradients(
                              settings={"batch_size": batch_size, "alphas": list(alpha_t)})
 
 
-register(Method("interior", interior_gradients,
+interior_gradients = register(Method("interior", interior_gradients,
                 "gradients at scaled inputs alpha * x, as a strip and a GIF (Sundararajan et al. 2016)",
                 InteriorOptions,
-                figures=("interior",), evaluate=False))
+                figures=("interior",), evaluate=False)).function

@@ -310,5 +310,4 @@ def lrp_method(name: str, make: MakeComposite, summary: str) -> Callable[..., At
     attribute.__doc__ = f"{summary}: the input relevance, shape of x."
     attribute.__name__ = attribute.__qualname__ = name.replace("-", "_")
     COMPOSITES[name] = make
-    register(Method(name, attribute, summary, LrpOptions, requires="zennit"))
-    return attribute
+    return register(Method(name, attribute, summary, LrpOptions, requires="zennit")).function

@@ -107,5 +107,5 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | t
                                  "batch_size": batch_size})
 
 
-register(Method("occlusion", occlusion, "the score's drop when a sliding window is hidden (Zeiler & "
-                "Fergus 2014)", OcclusionOptions))
+occlusion = register(Method("occlusion", occlusion, "the score's drop when a sliding window is hidden (Zeiler & "
+                "Fergus 2014)", OcclusionOptions)).function

@@ -27,5 +27,5 @@ def random_map(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
     return Attribution(noise, "random", t, score, score_input=f_x, settings={"seed": seed})
 
 
-register(Method("random", random_map, "a random map from --seed: the control for `netviz evaluate`",
-                SeededOptions, signed=False))
+random_map = register(Method("random", random_map, "a random map from --seed: the control for `netviz evaluate`",
+                SeededOptions, signed=False)).function

@@ -8,8 +8,9 @@ options of `netviz attribute` and `netviz evaluate` from these dataclasses.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from netviz.errors import NetvizError, close_matches
@@ -117,15 +118,34 @@ METHODS: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
-    """Add a method under its name (one call per method file). An option two methods share must
-    mean the same (one default, one help text): the CLI makes one ``--name`` of it."""
+    """Add a method under its name (one call per method file); returns it with its function taking
+    the head options (:func:`with_head`), the function its file exports. An option two methods
+    share must mean the same (one default, one help text): the CLI makes one ``--name`` of it."""
     known = all_options()
     for f in fields(method.options):
         other = known.get(f.name)
         if other is not None and (other.default, dict(other.metadata)) != (f.default, dict(f.metadata)):
             raise ValueError(f"method {method.name} declares option {f.name} unlike another method")
+    method = replace(method, function=with_head(method.function))
     METHODS[method.name] = method
     return method
+
+
+def with_head(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function(model, x, ...)`` that also takes how the model's output is read, as the CLI does:
+    ``output=`` (which of a tuple's or dict's outputs holds the class scores), ``activation=``,
+    ``region=``, or a whole ``head=`` (:class:`netviz.heads.Head`). The user's module is not
+    changed: the head goes on a view of it (:func:`netviz.heads.headed`)."""
+
+    @functools.wraps(function)
+    def run(model: Any, x: Any, *args: Any, head: Any = None, output: str | int | None = None,
+            activation: str | None = None, region: Any = None, **kwargs: Any) -> Any:
+        from netviz.heads import head_from, headed
+
+        with headed(model, head_from(head, output, activation, region)) as m:
+            return function(m, x, *args, **kwargs)
+
+    return run
 
 
 def all_options() -> dict[str, Any]:
@@ -140,6 +160,21 @@ def options_of(methods: Iterable[Any]) -> dict[str, Any]:
         for f in fields(method.options):
             found.setdefault(f.name, f)
     return found
+
+
+def ignored_options(method: Any, values: dict[str, Any], methods: Iterable[Any]) -> str | None:
+    """A note naming the options in ``values`` that ``method`` does not take, and whose they are
+    (``--window is occlusion's, not integrated's: ignored``); None when it takes them all."""
+    own = {f.name for f in fields(method.options)}
+    others = [k for k, v in values.items() if k not in own and v is not None]
+    if not others:
+        return None
+
+    def owners(name: str) -> str:
+        return " or ".join(m.name for m in methods if name in {f.name for f in fields(m.options)}) or "no method"
+
+    said = "; ".join(f"--{k.replace('_', '-')} is for {owners(k)}" for k in others)
+    return f"{said}, not {method.name}: ignored"
 
 
 def check_method_options(values: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from netviz.attribute._interior import InteriorGradients
 from netviz.attribute._registry import Method, Options, get_method
 from netviz.attribute._sanity import SanityResult, model_randomisation
 from netviz.errors import NetvizError, close_matches
-from netviz.heads import head_of, region_masks, target_label
+from netviz.heads import head_of, region_masks, target_label, target_name
 
 if TYPE_CHECKING:
     import torch
@@ -47,10 +47,27 @@ class AttributeReport:
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     regions: torch.Tensor | None = None  # (N, H, W): the pixels a segmentation target's score sums
+    weights: str = ""  # which weights the model has (Run.weights_label)
 
     @property
     def spec_method(self) -> Method:
         return get_method(self.method)
+
+    def lines(self, most: int = 10) -> list[str]:
+        """What the terminal shows: per image its prediction, the target and what the map adds up to."""
+        res, out = self.result, []
+        err = getattr(res, "completeness_error", None)
+        for i, name in enumerate(self.names[:most]):
+            truth = f" (true {self.spec.class_name(self.labels[i])})" if self.labels[i] is not None else ""
+            total = float(res.attributions[i].double().sum())
+            line = (f"{name}{truth}: predicted {self.spec.class_name(self.preds[i])}, target "
+                    f"{target_name(res.target[i], self.spec)}; map sum {total:.3g}")
+            if err is not None:
+                line += f", completeness error {float(err[i]):.1%} in {int(res.steps[i])} steps"
+            out.append(line)
+        if len(self.names) > most:
+            out.append(f"... and {len(self.names) - most} more image(s) in attribute.json")
+        return out
 
     def summary(self) -> dict[str, Any]:
         """Key numbers: the method, images, predictions, and the completeness error when known."""
@@ -75,6 +92,7 @@ class AttributeReport:
                       "prob": "the softmax probability of the target"}[res.score]
         data: dict[str, Any] = {
             "model": spec.name,
+            "weights": report.weights,
             "run": str(report.run_path) if report.run_path is not None else None,
             "method": report.method,
             "score": res.score,
@@ -216,15 +234,16 @@ def attribute_run(
     method: str = "integrated",
     options: Options | None = None,
     *,
-    images: Sequence[str | os.PathLike] = (),
+    images: Any = (),
     indices: str | int | Sequence[int] | None = None,
-    target: int | None = None,
+    target: int | str | None = None,
     sanity: bool = False,
     data_dir: str | os.PathLike | None = None,
     seed: int = 0,
     quiet: bool = False,
 ) -> AttributeReport | None:
-    """Attribute the run's eval images ``indices`` (default 0-7) or the files ``images`` with
+    """Attribute the run's eval images ``indices`` (default 0-7) or ``images`` (files, PIL images,
+    tensors) for ``target`` (a class number or name, or several summed: ``"3,5"``) with
     ``method`` and its ``options`` (an instance of the method's :class:`Options` dataclass, e.g.
     ``get_method("occlusion").make_options({"window": 8})``; default: its defaults, seeded with
     ``seed``). Under torchrun every rank attributes its share and the report (rank 0's) holds all
@@ -237,6 +256,7 @@ def attribute_run(
     from netviz.device import seed_everything
     from netviz.inputs import merge_inputs, select_inputs
     from netviz.progress import say
+    from netviz.selection import target_text
 
     m = get_method(method)
     options = options if options is not None else m.make_options({"seed": seed})
@@ -247,6 +267,7 @@ def attribute_run(
         raise NetvizError(f"--sanity needs a method with one map per image, not {method}")
     seed_everything(seed)
     spec = run.spec
+    target = target_text(target, spec.class_names, spec.num_classes, f"model {spec.name}")
     # under torchrun each rank attributes its own share of the images; rank 0 gathers them
     inputs = select_inputs(run, images, indices, data_dir, default=DEFAULT_INDICES, shard=True)
     notes = list(inputs.notes)
@@ -292,5 +313,6 @@ def attribute_run(
     return AttributeReport(spec=spec, run_path=run.path, method=method, names=inputs.names,
                            indices=inputs.indices, labels=inputs.labels, preds=[int(p) for p in preds],
                            pixels=inputs.images.float() / 255.0, result=result, sanity=sanity_result,
-                           settings=settings, notes=list(dict.fromkeys(notes + inputs.notes)), regions=regions)
+                           settings=settings, notes=list(dict.fromkeys(notes + inputs.notes)), regions=regions,
+                           weights=run.weights_label)
 

@@ -31,5 +31,5 @@ def saliency(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | to
     return Attribution(grad.abs(), "saliency", t, score, score_input=f_x)
 
 
-register(Method("saliency", saliency, "|gradient| of the score (Simonyan et al. 2013)", signed=False,
-                from_gradient=lambda x, grad: grad.abs()))
+saliency = register(Method("saliency", saliency, "|gradient| of the score (Simonyan et al. 2013)", signed=False,
+                from_gradient=lambda x, grad: grad.abs())).function

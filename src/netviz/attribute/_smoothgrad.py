@@ -91,5 +91,5 @@ def smoothgrad(model: nn.Module, x: torch.Tensor,
                                  "seed": seed})
 
 
-register(Method("smoothgrad", smoothgrad, "gradient averaged over noisy copies (Smilkov et al. 2017)",
-                SmoothGradOptions))
+smoothgrad = register(Method("smoothgrad", smoothgrad, "gradient averaged over noisy copies (Smilkov et al. 2017)",
+                SmoothGradOptions)).function

@@ -153,7 +153,8 @@ def plot_grid(report: AttributeReport, path: str | os.PathLike, style: str = "ov
                                                  percentile), report, i))
         cells.append(sheet.stack([sheet.text_block(caption, 12, color=sheet.RED if wrong else sheet.BLACK),
                                   upscale(picture, GRID_PANEL)], gap=2))
-    title = f"{report.method}: {report.spec.name}, score = class {report.result.score}"
+    weights = f" ({report.weights})" if report.weights and report.run_path is None else ""
+    title = f"{report.method}: {report.spec.name}{weights}, score = class {report.result.score}"
     layer = getattr(report.result, "layer", None)
     if layer:
         title += f", layer {layer}"

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netviz.draw.common import pyplot, save_figure
-from netviz.evaluate import SANITY_LIMIT
 from netviz.files import Artifact, write_json
 
 if TYPE_CHECKING:
@@ -60,7 +59,7 @@ def table(ev: Evaluation) -> str:
     widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if k == 1 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]
-    lines.append(f"(deletion: lower is better; insertion: higher; sanity rho: lower; FAIL: rho >= {SANITY_LIMIT}, "
+    lines.append(f"(deletion: lower is better; insertion: higher; sanity rho: lower; FAIL: rho >= {ev.sanity_limit}, "
                  "the map hardly depends on the model, ranked below the methods that pass)")
     lines += [f"not run: {name}: {why}" for name, why in ev.failed.items()]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from netviz.draw.attribute import overlay, slug
 from netviz.draw.common import minmax, pyplot, rgb, save_figure
 from netviz.files import Artifact, write_json
+from netviz.heads import target_name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from netviz.explain import Explanation
 
 BARS = 12  # channels in the contribution bar chart
+WIDE = 5  # without cards: the top channels' maps a row of this many
 
 
 def upsampled(amap: Any, size: tuple[int, int]) -> np.ndarray:
@@ -38,16 +40,18 @@ def plot_explanation(ex: Explanation, i: int, path: str | os.PathLike) -> Path:
     res, spec = ex.result, ex.spec
     channels = ex.top_channels(i)
     k = max((len(ex.cards[c].top_indices) for c in channels if c in ex.cards), default=0)
-    cols = 2 + (1 + k if ex.cards else 1)
-    fig = plt.figure(figsize=(1.55 * cols, 1.75 * (len(channels) + 1) + 0.5))
-    grid = fig.add_gridspec(len(channels) + 1, cols)
+    # with cards a row per channel (map, dream, top images); without, the channels' maps side by side
+    cols = 2 + 1 + k if ex.cards else WIDE
+    rows = len(channels) if ex.cards else -(-len(channels) // WIDE)
+    fig = plt.figure(figsize=(1.55 * cols, 1.75 * (rows + 1) + 0.5))
+    grid = fig.add_gridspec(rows + 1, cols)
     pixels = ex.pixels[i]
     size = tuple(pixels.shape[1:])
     # row 0: the image, the layer's total map over it, the channels' contributions
     ax = fig.add_subplot(grid[0, 0])
     ax.imshow(rgb(pixels), interpolation="nearest")
     truth = f"true {spec.class_name(ex.labels[i])}\n" if ex.labels[i] is not None else ""
-    ax.set_title(f"{ex.names[i]}\n{truth}target {spec.class_name(int(res.target[i]))}", fontsize=7)
+    ax.set_title(f"{ex.names[i]}\n{truth}target {target_name(res.target[i], spec)}", fontsize=7)
     ax = fig.add_subplot(grid[0, 1])
     ax.imshow(overlay(pixels, upsampled(res.total[i], size)), interpolation="nearest")
     ax.set_title(f"all channels of {ex.layer}\nscore {float(res.score[i]):.3g}", fontsize=7)
@@ -55,7 +59,7 @@ def plot_explanation(ex: Explanation, i: int, path: str | os.PathLike) -> Path:
     # one row per top channel
     share = ex.shares(i)
     for r, c in enumerate(channels):
-        ax = fig.add_subplot(grid[r + 1, 0])
+        ax = fig.add_subplot(grid[r + 1, 0] if ex.cards else grid[1 + r // WIDE, r % WIDE])
         ax.imshow(overlay(pixels, upsampled(res.maps[i, r], size)), interpolation="nearest")
         ax.set_title(f"#{r + 1} channel {c}\n{float(res.contributions[i, c]):+.3g} ({float(share[c]):+.0%})",
                      fontsize=7)

@@ -105,7 +105,9 @@ def log_scatter(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], 
     left, right, top, bottom = 78, 16, 34, 46
     ys = np.concatenate([np.asarray(s[2], float) for s in series] + ([np.array([hline[0]])] if hline else []))
     xs = np.concatenate([np.asarray(s[1], float) for s in series])
-    lo, hi = math.floor(math.log10(max(ys.min(), 1e-12))), math.ceil(math.log10(max(ys.max(), 1e-12)))
+    # a margin of half a decade each way: nothing (a tolerance line, a point) sits on the frame
+    lo = math.floor(math.log10(max(ys.min(), 1e-12)) - 0.5)
+    hi = math.ceil(math.log10(max(ys.max(), 1e-12)) + 0.5)
     hi = max(hi, lo + 1)
     x_max = max(1.0, float(xs.max()) if xs.size else 1.0)  # the x axis runs from -0.5 to x_max + 0.5
     im = Image.new("RGB", (w, h), WHITE)

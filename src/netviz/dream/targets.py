@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from netviz.device import model_device
-from netviz.errors import NetvizError, close_matches
+from netviz.errors import NetvizError
 from netviz.layers import eval_mode
-from netviz.selection import RANGE_RE, parse_indices
 
 if TYPE_CHECKING:
     from torch import nn
@@ -38,19 +37,9 @@ class DreamTarget:
 
 def parse_classes(text: str | int | Sequence[int], spec: ModelSpec) -> list[int]:
     """Class numbers from ``"5"``, ``"0-4"``, ``"all"``, or class names (``"cat,dog"``)."""
-    if not isinstance(text, str) or text.strip().lower() == "all":
-        return parse_indices(text, spec.num_classes, "class", f"model {spec.name}")
-    names = [n.lower() for n in spec.class_names]
-    out: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
-        if part.lower() in names and not RANGE_RE.match(part):
-            out.append(names.index(part.lower()))
-        elif RANGE_RE.match(part) or not names:
-            out.extend(parse_indices(part, spec.num_classes, "class", f"model {spec.name}"))
-        else:
-            raise NetvizError(f"unknown class '{part}' of model {spec.name}"
-                              f"{close_matches(part, spec.class_names)}")
-    return list(dict.fromkeys(out))
+    from netviz.selection import parse_classes as parse
+
+    return parse(text, spec.class_names, spec.num_classes, f"model {spec.name}")
 
 
 def layer_output_shape(model: nn.Module, spec: ModelSpec, layer: str) -> tuple[int, ...]:

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netviz.attribute import ignored_options
 from netviz.errors import NetvizError
-from netviz.explain.methods import ChannelAttribution, get_channel_method
+from netviz.explain.methods import CHANNEL_METHODS, ChannelAttribution, all_channel_options, get_channel_method
+from netviz.heads import target_label, target_name
+from netviz.selection import target_text
 
 if TYPE_CHECKING:
     import torch
@@ -68,8 +71,8 @@ class Explanation:
             share = self.shares(i)
             item: dict[str, Any] = {"image": name} if self.indices[i] is None else {"index": self.indices[i]}
             item.update({
-                "label": self.labels[i], "target": int(res.target[i]),
-                "target_name": self.spec.class_name(int(res.target[i])),
+                "label": self.labels[i], "target": target_label(res.target[i]),
+                "target_name": target_name(res.target[i], self.spec),
                 "score": _num(res.score[i]),
                 "score_baseline": _num(res.score_baseline[i]) if res.score_baseline is not None else None,
                 "completeness_error": _num(res.completeness_error[i]) if res.completeness_error is not None else None,
@@ -88,6 +91,21 @@ class Explanation:
                 "cards": {str(k): {"top_indices": c.top_indices, "top_labels": c.top_labels,
                                    "dream_activation": c.dream_activation} for k, c in sorted(self.cards.items())},
                 "images": images}
+
+    def lines(self, most: int = 10) -> list[str]:
+        """What the terminal shows: per image its target and its top channels with their shares."""
+        res, out = self.result, []
+        for i, name in enumerate(self.names[:most]):
+            truth = f" (true {self.spec.class_name(self.labels[i])})" if self.labels[i] is not None else ""
+            share = self.shares(i)
+            top = ", ".join(f"{c} ({float(share[c]):+.0%})" for c in self.top_channels(i))
+            error = res.completeness_error[i] if res.completeness_error is not None else None
+            done = f"; completeness error {float(error):.1%}" if error is not None and not math.isnan(error) else ""
+            out.append(f"{name}{truth}: target {target_name(res.target[i], self.spec)}, score "
+                       f"{float(res.score[i]):.3g}; top channels of {self.layer}: {top}{done}")
+        if len(self.names) > most:
+            out.append(f"... and {len(self.names) - most} more image(s) in explain.json")
+        return out
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"layer": self.layer, "method": self.result.method, "images": len(self.names),
@@ -119,14 +137,15 @@ def explain_layer(run: Run, layer: str | int | None, notes: list[str]) -> str:
     return name
 
 
-def explain_run(run: Run, method: str = "grad-x-act", *, images: Sequence[str | os.PathLike] = (),
+def explain_run(run: Run, method: str = "grad-x-act", *, images: Any = (),
                 indices: str | int | Sequence[int] | None = None, layer: str | int | None = None,
-                top: int = DEFAULT_TOP, target: int | None = None, cards: bool = True,
+                top: int = DEFAULT_TOP, target: int | str | None = None, cards: bool = True,
                 card_images: int = DEFAULT_CARD_IMAGES, recipe: str = "deepdream", dream_steps: int | None = None,
                 data_dir: str | os.PathLike | None = None, split: str | None = None, seed: int = 0,
                 quiet: bool = True, **options: Any) -> Explanation | None:
-    """Explain the eval images ``indices`` (default 0) or the files ``images`` at ``layer`` with the
-    channel ``method``; ``options`` are its own (``steps``, ``baseline``, ``rule``, ...). With
+    """Explain the eval images ``indices`` (default 0) or ``images`` (files, PIL images, tensors) at
+    ``layer`` for ``target`` (default: each prediction; a class number or name, or several summed)
+    with the channel ``method``; ``options`` are its own (``steps``, ``baseline``, ``rule``, ...). With
     ``cards`` each top channel gets its neuron card (dream and ``card_images`` top images).
     Under torchrun only rank 0 gets the result (the cards are made by all ranks together)."""
     from netviz import distributed
@@ -142,10 +161,15 @@ def explain_run(run: Run, method: str = "grad-x-act", *, images: Sequence[str | 
         raise NetvizError(f"--top {top}: ask for at least one channel")
     if card_images < 1:
         raise NetvizError(f"--card-images {card_images}: ask for at least one image per card")
-    unknown = sorted(set(options) - set(m.options.__dataclass_fields__))
+    known = all_channel_options()
+    unknown = sorted(set(options) - set(known))
     if unknown:
         raise NetvizError(f"explain --method {method} does not take {', '.join(unknown)}")
+    ignored = ignored_options(m, options, CHANNEL_METHODS.values())
+    if ignored:
+        say(f"note: {ignored}", quiet)
     chosen = m.checked(m.make_options({**options, "seed": seed}))
+    target = target_text(target, run.spec.class_names, run.spec.num_classes, f"model {run.spec.name}")
     seed_everything(seed)
     notes: list[str] = []
     name = explain_layer(run, layer, notes)
