@@ -583,12 +583,13 @@ def list_option(registry: dict[str, Any]) -> Callable:
               show_default=True, help="Grid panels: green/red on a grey image, or a heat map.")
 @click.option("--clip", "percentile", type=float, default=99.0, show_default=True,
               help="Percentile of |attribution| drawn at full colour.")
+@dataset_option
 @data_dir_option
 @out_option
 @common_options
 def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], index: str | None, target: str | None,
-                  sanity: bool, style: str, percentile: float, data_dir: str | None, out: str | None,
-                  overwrite: bool, device: str, seed: int, quiet: bool, **options: Any) -> None:
+                  sanity: bool, style: str, percentile: float, dataset: str | None, data_dir: str | None,
+                  out: str | None, overwrite: bool, device: str, seed: int, quiet: bool, **options: Any) -> None:
     """Which pixels made the model's score: gradients, paths, class-activation maps, occlusion.
 
     Writes attribute.json (targets, scores, and for integrated the completeness error and steps
@@ -602,7 +603,8 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
     run = open_source(source, device, seed, quiet)
     print_paths(commands.attribute(
         run, method, out, images=images, indices=index, target=target, sanity=sanity, data_dir=data_dir,
-        style=style, percentile=percentile, seed=seed, quiet=quiet, overwrite=overwrite, **typed(options)))
+        dataset=dataset, style=style, percentile=percentile, seed=seed, quiet=quiet, overwrite=overwrite,
+        **typed(options)))
 
 
 # -- evaluate ----------------------------------------------------------------------------------

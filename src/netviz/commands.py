@@ -289,8 +289,8 @@ def _say_activations(act: Any, inp: dict[str, Any], mode: str, spec: ModelSpec, 
 def attribute(run: Run, method: str = "integrated", out: str | os.PathLike | None = None, *,
               images: Any = (), indices: str | int | Sequence[int] | None = None,
               target: int | str | None = None, sanity: bool = False, data_dir: str | os.PathLike | None = None,
-              style: str = "overlay", percentile: float = 99.0, seed: int = 0, quiet: bool = False,
-              overwrite: bool = False, **options: Any) -> list[Path]:
+              dataset: str | None = None, style: str = "overlay", percentile: float = 99.0, seed: int = 0,
+              quiet: bool = False, overwrite: bool = False, **options: Any) -> list[Path]:
     """`netviz attribute`: attributions of ``method`` for images (``indices`` of the eval set, or
     ``images``: files, PIL images or tensors, see :func:`netviz.inputs.image_items`). ``options``
     are the method's own (``steps=64``, ``window=8``, ``layer="conv2"``...: the fields of its
@@ -304,6 +304,7 @@ def attribute(run: Run, method: str = "integrated", out: str | os.PathLike | Non
     from netviz.progress import say
 
     started = time.time()
+    run = run.with_dataset(dataset)
     m = get_method(method)
     check_drawing(style, percentile)
     check_method_options(options)
@@ -320,8 +321,8 @@ def attribute(run: Run, method: str = "integrated", out: str | os.PathLike | Non
     with open_output(run, "attribute", out, method, overwrite, started) as output:
         written = write_attribution(report, output.path, style, percentile)
         recorded = dict(method=method, style=style, percentile=percentile, images=describe_images(images),
-                        indices=indices, target=target, sanity=sanity, data_dir=data_dir, seed=seed, quiet=quiet,
-                        **options)
+                        indices=indices, target=target, sanity=sanity, data_dir=data_dir, dataset=dataset, seed=seed,
+                        quiet=quiet, **options)
         return output.publish(written, run=run, options=recorded, summary=report.summary(),
                               how_to_read=HOW_TO_READ["attribute"])
 

@@ -35,7 +35,8 @@ CHECKPOINT_FORMAT = "netviz-checkpoint-v1"
 class RunFolder:
     """The layout of a run folder: every file name lives here and nowhere else.
 
-    ``config.toml`` (the resolved config), ``metrics.json`` (one row per epoch), ``summary.json``
+    ``config.toml`` (the resolved config), ``metrics.json`` (one row per epoch), ``trace.json``
+    (the training loss and accuracy about 25 times an epoch), ``summary.json``
     (final and best accuracy, milestones, throughput), ``weight_stats.json`` (per-layer statistics
     per epoch), ``curves.png`` and ``checkpoints/{init,last,final}.pt``; each command writes into
     ``<command>/`` beside them.
@@ -56,6 +57,10 @@ class RunFolder:
     @property
     def metrics(self) -> Path:
         return self.path / "metrics.json"
+
+    @property
+    def trace(self) -> Path:
+        return self.path / "trace.json"
 
     @property
     def summary(self) -> Path:
@@ -98,7 +103,7 @@ class RunFolder:
 
     def files(self) -> list[Path]:
         """What training wrote, in a fixed order (the paths `netviz train` prints)."""
-        main = [self.config, self.metrics, self.summary, self.weight_stats, self.curves]
+        main = [self.config, self.metrics, self.trace, self.summary, self.weight_stats, self.curves]
         ckpts = [self.checkpoint(w) for w in self.CHECKPOINTS]
         return [p for p in main + ckpts if p.is_file()]
 
@@ -106,6 +111,7 @@ class RunFolder:
 RUN_CAPTIONS = {
     "config.toml": "every hyper-parameter of the run, as resolved",
     "metrics.json": "one row per epoch: losses, accuracies, seconds, images per second",
+    "trace.json": "the training loss and accuracy within each epoch, about 25 points an epoch",
     "summary.json": "final and best accuracy, and when the eval accuracy passed 98 %, 99 % and 99.5 %",
     "weight_stats.json": "per-layer weight statistics and histograms per epoch (0 = initialisation)",
     "curves.png": "loss and accuracy per epoch, train vs eval",

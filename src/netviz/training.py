@@ -266,6 +266,10 @@ class TrainState:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     milestones: dict[str, dict[str, Any]] = field(default_factory=dict)
     nonfinite: str | None = None  # where the loss first stopped being finite (on_nonfinite = "continue")
+    # the training loss and accuracy within epochs (rank 0's part of each batch under torchrun):
+    # [{"epoch": 0.04, "train_loss": ..., "train_acc": ...}, ...], since the last point
+    trace: list[dict[str, float]] = field(default_factory=list)
+    since: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss sum, correct, count
 
     def accum(self) -> dict[str, Any]:
         return {"loss": self.loss, "correct": self.correct, "count": self.count,
@@ -377,10 +381,12 @@ def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sc
             value = float(loss.detach())
             if not math.isfinite(value):
                 _diverged(cfg, state, value, opt.param_groups[0]["lr"])
+            right = int((logits.argmax(1) == yb).sum())
             state.loss += value * len(yb)
-            state.correct += int((logits.argmax(1) == yb).sum())
+            state.correct += right
             state.count += len(yb)
             state.step += 1
+            _trace(state, value * len(yb), right, len(yb), steps)
             bar.update(len(idx))
             if state.step % 20 == 0:
                 bar.set_postfix(loss=f"{state.loss / state.count:.4f}", refresh=False)
@@ -389,6 +395,22 @@ def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sc
         bar.close()
     if sched is not None and cfg.scheduler == "step":
         sched.step()
+
+
+TRACE_POINTS = 25  # points of trace.json per epoch
+
+
+def _trace(state: TrainState, loss: float, correct: int, count: int, steps: int) -> None:
+    """Add a batch to the running sums; every 1/TRACE_POINTS of an epoch, a point of trace.json."""
+    since = state.since
+    since[0] += loss
+    since[1] += correct
+    since[2] += count
+    every = max(1, steps // TRACE_POINTS)
+    if (state.step % every == 0 or state.step == steps) and since[2]:
+        state.trace.append({"epoch": round(state.epoch + state.step / steps, 4), "train_loss": since[0] / since[2],
+                            "train_acc": since[1] / since[2]})
+        state.since = [0.0, 0.0, 0.0]
 
 
 class TrainingDiverged(NetvizError):
@@ -648,7 +670,7 @@ class _Session:
             payload.update(optimizer=self.opt.state_dict(), step=st.step, perm=st.perm,
                            scheduler=self.sched.state_dict() if self.sched is not None else {},
                            generator=self.gen.get_state(), rng=torch.get_rng_state(),
-                           accum=st.accum(), milestones=st.milestones)
+                           accum=st.accum(), milestones=st.milestones, trace=st.trace, since=st.since)
         save_checkpoint(self.folder.checkpoint(which), self.spec.name, payload)
 
     def write_config(self) -> None:
@@ -732,7 +754,8 @@ def _restore(s: _Session, folder: RunFolder, saved: dict[str, Any], quiet: bool)
     s.state = TrainState(epoch=saved["epoch"], step=saved["step"], perm=saved.get("perm"),
                          loss=accum["loss"], correct=accum["correct"], count=accum["count"],
                          seconds=accum["seconds"], elapsed=accum.get("elapsed", 0.0),
-                         milestones=dict(saved.get("milestones", {})))
+                         milestones=dict(saved.get("milestones", {})), trace=list(saved.get("trace", [])),
+                         since=list(saved.get("since", [0.0, 0.0, 0.0])))
     if folder.metrics.is_file():
         s.state.metrics = [m for m in read_json(folder.metrics) if m["epoch"] <= s.state.epoch]
     s.stats = read_json(folder.weight_stats)
@@ -763,6 +786,7 @@ def _epoch(s: _Session, quiet: bool, interrupt: _Interrupt | None = None) -> Non
     state.next_epoch()
     if s.main:
         write_json(s.folder.metrics, state.metrics)
+        write_json(s.folder.trace, state.trace)
         write_json(s.folder.weight_stats, s.stats)
     s.checkpoint("last")
 
@@ -782,8 +806,9 @@ def _finish(s: _Session, started: float, device: torch.device, quiet: bool) -> R
     summary = summary_record(cfg, s.state, s.data)
     if s.main:
         s.write_config()
-        plot_curves(s.state.metrics, folder.curves,
-                    title=f"{cfg.model}: train {s.data.train_name}, eval {s.data.eval_name}")
+        smoothing = f" (train loss with label smoothing {cfg.label_smoothing:g})" if cfg.label_smoothing else ""
+        plot_curves(s.state.metrics, folder.curves, title=f"{cfg.model}: train {s.data.train_name}, eval "
+                    f"{s.data.eval_name}{smoothing}", trace=s.state.trace)
         write_json(folder.summary, summary)
         write_manifest(folder.path, "train", run_artifacts(folder), run_path=folder.path, model=s.spec.name,
                        options={k: v for k, v in dataclasses.asdict(cfg).items() if v is not None},

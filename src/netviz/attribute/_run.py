@@ -7,6 +7,7 @@ written by :mod:`netviz.draw.attribute`.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from netviz.registry import ModelSpec
     from netviz.runs import Run
 
+UNIFORM = 0.05  # an unsigned map whose range is under this fraction of its maximum points nowhere
 DEFAULT_INDICES = "0-7"
 
 
@@ -53,6 +55,17 @@ class AttributeReport:
     def spec_method(self) -> Method:
         return get_method(self.method)
 
+    @functools.cached_property
+    def uniform(self) -> list[bool]:
+        """Per image, whether an unsigned map (a CAM's) is nearly the same everywhere: its range under
+        UNIFORM of its maximum. Drawn at full strength such a map would look like a strong answer;
+        it points at no region."""
+        if self.spec_method.signed or self.result.attributions.ndim != 4:
+            return [False] * len(self.names)
+        maps = self.result.attributions.double().sum(1).flatten(1)
+        top, low = maps.amax(1), maps.amin(1)
+        return [bool(t > 0 and (t - b) < UNIFORM * t) for t, b in zip(top, low, strict=True)]
+
     def lines(self, most: int = 10) -> list[str]:
         """What the terminal shows: per image its prediction, the target and what the map adds up to."""
         res, out = self.result, []
@@ -64,6 +77,8 @@ class AttributeReport:
                     f"{target_name(res.target[i], self.spec)}; map sum {total:.3g}")
             if err is not None:
                 line += f", completeness error {float(err[i]):.1%} in {int(res.steps[i])} steps"
+            if self.uniform[i]:
+                line += f"; the map is uniform (its range under {UNIFORM:.0%} of its maximum): it points at no region"
             out.append(line)
         if len(self.names) > most:
             out.append(f"... and {len(self.names) - most} more image(s) in attribute.json")
@@ -110,7 +125,7 @@ class AttributeReport:
                 "name": name, "index": report.indices[i], "label": report.labels[i],
                 "label_name": spec.class_name(report.labels[i]) if report.labels[i] is not None
                 else None,
-                "pred": report.preds[i], "target": target_label(res.target[i]),
+                "pred": report.preds[i], "target": target_label(res.target[i]), "uniform": report.uniform[i],
             }
             if interior:
                 norms = res.gradients[i].flatten(1).norm(dim=1)

@@ -132,6 +132,8 @@ def _caption(report: AttributeReport, i: int) -> tuple[str, bool]:
     err = getattr(report.result, "completeness_error", None)
     if err is not None:
         lines.append(f"err {100 * float(err[i]):.2f}%, {int(report.result.steps[i])} steps")
+    if report.uniform[i]:
+        lines.append("uniform: no region stands out")
     return "\n".join(lines), label is not None and label != pred
 
 

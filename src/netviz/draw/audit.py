@@ -144,23 +144,24 @@ def plot_confusion(audit: Audit, path: str | os.PathLike) -> Path:
     shown = np.sort(shown)
     m = full[np.ix_(shown, shown)]
     k = len(m)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * k, 1.0 + 0.45 * k))
+    cell, text = (0.62, 9) if k <= 12 else (0.45, 7)  # counts readable at 100 %: 9 pt in a 10-class matrix
+    fig, ax = plt.subplots(figsize=(1.4 + cell * k, 1.2 + cell * k))
     rates = m / np.maximum(full[shown].sum(1, keepdims=True), 1)
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     names = [audit.spec.class_name(int(i))[:10] for i in shown]
-    ax.set_xticks(range(k), names, rotation=90, fontsize=6)
-    ax.set_yticks(range(k), names, fontsize=6)
+    ax.set_xticks(range(k), names, rotation=90, fontsize=text - 1)
+    ax.set_yticks(range(k), names, fontsize=text - 1)
     if k <= 20:
         for i in range(k):
             for j in range(k):
                 if m[i, j]:
-                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=5,
+                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=text,
                             color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted", fontsize=7)
-    ax.set_ylabel("true", fontsize=7)
+    ax.set_xlabel("predicted", fontsize=text)
+    ax.set_ylabel("true", fontsize=text)
     left_out = len(seen) - k
     ax.set_title(f"confusion on {audit.data.name}" + (f" ({k} most frequent of {len(seen)} classes seen)"
-                                                     if left_out else ""), fontsize=8)
+                                                     if left_out else ""), fontsize=text)
     return _finish(fig, path)
 
 

@@ -34,11 +34,11 @@ def _columns(n: int) -> int:
     return n if n <= 5 else 5 if n <= 10 else 8
 
 
-def _ratio(after: float, before: float) -> str:
-    if before > 0:
-        r = after / before
-        return f"x{r:.3g}" if r < 1e4 else "x>10^4"
-    return "from 0" if after > 0 else "stays 0"
+def _growth(after: float, before: float) -> str:
+    """How the objective moved from the start image to the saved one: ``0 -> 12.3``, ``x25``."""
+    if before > 0 and after / before < 1e4:
+        return f"x{after / before:.3g} ({before:.2g} -> {after:.3g})"
+    return f"{before:.2g} -> {after:.3g}"
 
 
 def _tile_label(result: DreamResult, i: int, after: Measurement, before: Measurement,
@@ -52,8 +52,9 @@ def _tile_label(result: DreamResult, i: int, after: Measurement, before: Measure
     top = run.spec.class_name(top_class)
     top = top if len(top) <= 10 else top[:9] + "."
     where = "" if t.position is None else f" @{t.position[0]},{t.position[1]}"
-    p = f"{top_p:.2f}" if top_p >= 0.01 else f"{top_p:.1e}"
-    return f"ch {t.index}{where}  {_ratio(after.objective[i], before.objective[i])}\n{top} {p}"
+    p = f"{top_p:.0%}" if top_p >= 0.01 else f"{top_p:.1e}"
+    return (f"channel {t.index}{where}\n{_growth(float(after.objective[i]), float(before.objective[i]))}\n"
+            f"model: {top} ({p})")
 
 
 def plot_grid(result: DreamResult, after: Measurement, before: Measurement, run: Run,
@@ -63,7 +64,7 @@ def plot_grid(result: DreamResult, after: Measurement, before: Measurement, run:
     n = min(len(result.targets), GRID_MAX)
     cols = _columns(n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.3 * rows + 0.9), squeeze=False,
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.5 * rows + 0.9), squeeze=False,
                              layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -84,8 +85,8 @@ def plot_grid(result: DreamResult, after: Measurement, before: Measurement, run:
                  f"{s.param} image, seed {result.seed}", fontsize=10)
     note = ("p = probability of the class, re-measured on the saved 8-bit PNG"
             if t.kind == "class" else
-            "x = total squared activation of the saved PNG / of the start image;\n"
-            "second line: the model's top class for the image")
+            "second line: the objective (total squared activation) of the start image -> of the saved "
+            "PNG;\nthird line: the class the model gives the image")
     fig.supxlabel(note, fontsize=7.5, color="0.35")
     return save_figure(fig, path)
 

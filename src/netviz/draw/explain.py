@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from netviz.draw.attribute import overlay, slug
 from netviz.draw.common import minmax, pyplot, rgb, save_figure
+from netviz.explain.run import DRAWN
 from netviz.files import Artifact, write_json
 from netviz.heads import target_name
 
@@ -38,7 +39,7 @@ def plot_explanation(ex: Explanation, i: int, path: str | os.PathLike) -> Path:
 
     plt = pyplot()
     res, spec = ex.result, ex.spec
-    channels = ex.top_channels(i)
+    channels = ex.top_channels(i)[:DRAWN]
     k = max((len(ex.cards[c].top_indices) for c in channels if c in ex.cards), default=0)
     # with cards a row per channel (map, dream, top images); without, the channels' maps side by side
     cols = 2 + 1 + k if ex.cards else WIDE

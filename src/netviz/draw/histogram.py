@@ -52,7 +52,9 @@ def _density(stats: dict[str, Any]) -> tuple[list[float], list[float]]:
 
 
 def _legend_label(layer: LayerHistogram, note: str = "") -> str:
-    return f"{layer.label} ({layer.count:,}){note}"
+    """``fc (5,760 weights)``: says what is counted (`netviz layers` counts the bias too)."""
+    what = "weights" if layer.param.endswith(".weight") else "values"
+    return f"{layer.label} ({layer.count:,} {what}){note}"
 
 
 def _title(h: WeightHistograms, what: str, run_name: str | None) -> str:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from netviz.runs import Run
 
 DEFAULT_TOP = 5
+DRAWN = 16  # top channels drawn per image (explain.json lists all --top), said in a note
 DEFAULT_CARD_IMAGES = 4
 
 
@@ -161,6 +162,8 @@ def explain_run(run: Run, method: str = "grad-x-act", *, images: Any = (),
         raise NetvizError(f"--top {top}: ask for at least one channel")
     if card_images < 1:
         raise NetvizError(f"--card-images {card_images}: ask for at least one image per card")
+    if top > DRAWN:
+        say(f"note: --top {top}: each figure shows the first {DRAWN} channels (explain.json lists {top})", quiet)
     known = all_channel_options()
     unknown = sorted(set(options) - set(known))
     if unknown:
