@@ -105,7 +105,7 @@ def test_mean_baseline_and_baseline_file(mnist_run, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--target", "10"], "target 10 is out of range"),
+    (["--target", "10"], "class 10 is out of range: model mnist has 10 classes"),
     (["--steps", "0"], "steps must be a positive"),
     (["--method", "lime"], "unknown method 'lime': use one of integrated, interior, saliency"),
     (["--baseline", "grey"], "unknown baseline 'grey'"),

@@ -83,7 +83,7 @@ def test_untrained_allconv_init_std_matches_registry() -> None:
     seed_everything(0)
     run = load_run(model="allconv", device="cpu")
     h = histogram_run(run)
-    assert [s.label for s in h.snapshots] == ["initial weights"]
+    assert [s.label for s in h.snapshots] == ["random weights (untrained)"]
     assert [layer.label for layer in h.layers] == [f"conv{i}" for i in range(1, 10)]
     for layer, std in zip(h.layers, INIT_STD, strict=True):
         assert layer.stats["model"]["std"] == pytest.approx(std, rel=0.05), layer.label
@@ -214,7 +214,7 @@ def test_bare_model_is_seeded(tmp_path: Path) -> None:
     assert a == b
     counts = [d["layers"]["conv1.weight"]["model"]["counts"] for d in (a, c)]
     assert counts[0] != counts[1]
-    assert a["snapshots"] == {"model": "initial weights"}
+    assert a["snapshots"] == {"model": "random weights (untrained)"}
     assert not (tmp_path / "a" / "distributions.png").exists()
 
 

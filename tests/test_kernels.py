@@ -96,7 +96,7 @@ def test_bare_model_single_snapshot(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "m" / "kernels-conv1.json").read_text())
     assert list(data["snapshots"]) == ["model"]
-    assert data["snapshots"]["model"]["label"] == "initial weights"
+    assert data["snapshots"]["model"]["label"] == "random weights (untrained)"
     assert "relative_change" not in data
 
 

@@ -224,3 +224,147 @@ def test_commands_take_tensors_and_pil_images(mnist_run, tmp_path: Path) -> None
     assert any(p.name == "activations.png" for p in paths)
     with pytest.raises(NetvizError, match="a file path, a PIL image or a tensor, not a dict"):
         commands.attribute(mnist_run, "saliency", images=[{}], quiet=True)
+
+
+# -- friction: which weights, which data, which options ---------------------------------------------
+
+def test_random_weights_and_a_users_file_are_named(tmp_path: Path) -> None:
+    result = invoke("activations", "--model", "mnist", "--dataset", "mnist", "--index", "0", "--out",
+                    str(tmp_path / "a"))
+    assert result.exit_code == 0, result.output
+    assert "[random weights (untrained)]" in result.stderr  # beside its prediction
+    weights = tmp_path / "awk.pt"
+    from netviz.runs import load_run
+
+    torch.save(load_run(model="mnist").model.state_dict(), weights)
+    result = invoke("kernels", "--model", "mnist", "--weights", str(weights), "--out", str(tmp_path / "k"), "--quiet")
+    assert result.exit_code == 0, result.output
+    kernels = next((tmp_path / "k").glob("kernels-*.json"))
+    assert json.loads(kernels.read_text())["snapshots"]["model"]["label"] == "weights from awk.pt"
+
+
+def test_commands_that_read_images_take_a_dataset(tmp_path: Path) -> None:
+    # neurons, explain, evaluate and activations had no --dataset; neurons' error suggested --image
+    no_data = invoke("neurons", "--model", "resnet18", "--layer", "layer3")
+    assert_one_line_error(no_data, "pass --dataset mnist, cifar10 or imagefolder:PATH")
+    from conftest import CIFAR_SAMPLE
+
+    result = invoke("neurons", "--model", "resnet18", "--input-shape", "3,64,64", "--layer", "layer3",
+                    "--channels", "0", "--steps", "4", "--top", "2", "--dataset", f"imagefolder:{CIFAR_SAMPLE}",
+                    "--out", str(tmp_path / "n"), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert read_json(tmp_path / "n" / "manifest.json")["options"]["dataset"] == f"imagefolder:{CIFAR_SAMPLE}"
+
+
+def test_an_option_the_method_does_not_take_is_said(mnist_run, tmp_path: Path) -> None:
+    result = invoke("attribute", str(mnist_run.path), "--method", "saliency", "--index", "0", "--window", "8",
+                    "--layer", "relu1", "--out", str(tmp_path / "a"))
+    assert result.exit_code == 0, result.output
+    assert "note: --window is for occlusion; --layer is for gradcam" in result.stderr
+    assert "not saliency: ignored" in result.stderr
+    explained = invoke("explain", str(mnist_run.path), "--index", "0", "--no-cards", "--steps", "16",
+                       "--out", str(tmp_path / "e"))
+    assert explained.exit_code == 0, explained.output
+    assert "--steps is for layer-integrated, not grad-x-act: ignored" in explained.stderr
+
+
+def test_the_overlap_warning_survives_quiet(tmp_path: Path) -> None:
+    result = invoke("train", "--train-split", "test[:96]", "--eval-split", "test[64:128]", "--epochs", "1",
+                    "--runs-dir", str(tmp_path / "runs"), "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "warning: the train split test[:96] and the eval split test[64:128] share 32 images" in result.stderr
+
+
+def test_one_name_for_each_thing(mnist_run, tmp_path: Path) -> None:
+    # dream --channels as every other command (--channel kept); explain --target takes names and lists
+    dream = invoke("dream", str(mnist_run.path), "--layer", "relu1", "--channels", "0-1", "--steps", "2",
+                   "--out", str(tmp_path / "d"), "--quiet")
+    assert dream.exit_code == 0, dream.output
+    old = invoke("dream", str(mnist_run.path), "--layer", "relu1", "--channel", "0", "--steps", "2",
+                 "--out", str(tmp_path / "d2"), "--quiet")
+    assert old.exit_code == 0, old.output
+    explained = invoke("explain", str(mnist_run.path), "--index", "0", "--no-cards", "--target", "3,5",
+                       "--out", str(tmp_path / "e"), "--quiet")
+    assert explained.exit_code == 0, explained.output
+    image = json.loads((tmp_path / "e" / "explain.json").read_text())["images"][0]
+    assert image["target"] == [3, 5] and image["target_name"] == "3 + 5"
+    activations = invoke("activations", str(mnist_run.path), "--layer", "relu1", "--index", "0",
+                         "--out", str(tmp_path / "a"), "--quiet")  # --layer as well as --layers
+    assert activations.exit_code == 0, activations.output
+
+
+def test_help_says_every_default_and_lists_methods() -> None:
+    helped = invoke("train", "--help").stdout
+    assert "Passes over the training split" in helped and "Images per training step" in helped
+    listed = invoke("attribute", "--list")
+    assert listed.exit_code == 0 and listed.stdout.splitlines()[0].startswith("integrated ")
+    assert "occlusion" in listed.stdout and "[--baseline --window --stride]" in listed.stdout
+    # --method's help was a 40-line paragraph
+    assert len(invoke("attribute", "--help").stdout.split("--method")[1].split("--")[0].splitlines()) <= 8
+
+
+def test_a_manifest_repeats_its_command_when_the_run_was_implicit(mnist_run, tmp_path: Path, monkeypatch) -> None:
+    runs = mnist_run.path.parent
+    result = invoke("layers", "--help")  # nothing to do with the run: the manifest below is explain's
+    assert result.exit_code == 0
+    monkeypatch.setenv("NETVIZ_RUNS", str(runs))
+    from netviz.runs import set_latest
+
+    set_latest(mnist_run.path)
+    done = invoke("explain", "--index", "0", "--no-cards", "--out", str(tmp_path / "e"), "--quiet")
+    assert done.exit_code == 0, done.output
+    manifest = read_json(tmp_path / "e" / "manifest.json")
+    assert manifest["command_line"].startswith("netviz explain --index 0")
+    assert str(mnist_run.path) in manifest["reproduce"] and "NETVIZ_DATA=" in manifest["reproduce"]
+    assert manifest["environment"]["NETVIZ_DATA"]
+    assert all(Path(line).is_absolute() for line in done.stdout.splitlines())
+
+
+def test_paths_are_absolute_from_train_and_load_run(tmp_path: Path) -> None:
+    import netviz
+
+    run = netviz.train(model="mnist-fast", train_split="test[:256]", eval_split="test[256:384]", epochs=1,
+                       runs_dir="runs", quiet=True, device="cpu")
+    assert run.path.is_absolute() and netviz.load_run("runs/" + run.path.name).path == run.path
+    trace = read_json(run.path / "trace.json")
+    assert len(trace) >= 2 and trace[-1]["epoch"] == 1.0  # a one-epoch run's curve has points within it
+
+
+def test_terminal_summaries_say_the_prediction_and_the_top_channels(mnist_run, tmp_path: Path) -> None:
+    attributed = invoke("attribute", str(mnist_run.path), "--index", "0", "--out", str(tmp_path / "a"))
+    assert attributed.exit_code == 0, attributed.output
+    assert "index 0 (true " in attributed.stderr and "completeness error" in attributed.stderr
+    explained = invoke("explain", str(mnist_run.path), "--index", "0", "--no-cards", "--out", str(tmp_path / "e"))
+    assert explained.exit_code == 0, explained.output
+    assert "target " in explained.stderr and "top channels of " in explained.stderr
+
+
+def test_a_uniform_cam_is_said_not_painted_as_an_answer(tmp_path: Path) -> None:
+    from netviz.attribute import attribute_run
+    from netviz.runs import load_run
+
+    class Flat(torch.nn.Module):  # a map the same everywhere: a constant layer before the score
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 1)
+            self.fc = torch.nn.Linear(2, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.conv(x * 0 + 1)
+            return self.fc(h.mean((2, 3)))
+
+    run = load_run(model=Flat(), input_shape=(1, 8, 8))
+    report = attribute_run(run, "gradcam", images=torch.rand(2, 1, 8, 8), quiet=True)
+    flat = report.uniform
+    assert any(flat) == bool(report.result.attributions.abs().sum() > 0)
+    if any(flat):
+        assert "points at no region" in report.lines()[0]
+
+
+def test_bad_model_args_and_far_timm_names(tmp_path: Path) -> None:
+    assert_one_line_error(invoke("layers", "--model", "mnist", "--model-arg", "width=[1,"),
+                          "--model-arg 'width=[1,': [1, is not a TOML value")
+    pytest.importorskip("timm")
+    result = invoke("layers", "--model", "timm:not_a_model")
+    assert_one_line_error(result, "timm has no model 'not_a_model'")
+    assert "nest_base" not in result.stderr

@@ -203,9 +203,9 @@ def test_multilabel_cli(tmp_path):
     data = json.loads(next(p for p in paths if p.name == "attribute.json").read_text())
     assert [im["target"] for im in data["images"]] == [[1, 3], [1, 3]]
     result = invoke("attribute", "--model", model, "--target", "1,9", "--index", "0")
-    assert_one_line_error(result, "target 9 is out of range: the model has 5 classes")
+    assert_one_line_error(result, "class 9 is out of range: model awkward_nets.py:MultiLabel has 5 classes (0..4)")
     result = invoke("attribute", "--model", model, "--target", "one", "--index", "0")
-    assert_one_line_error(result, "cannot read --target 'one'")
+    assert_one_line_error(result, "unknown class 'one' of model awkward_nets.py:MultiLabel: give a class number (0..4)")
 
 
 # -- segmentation -------------------------------------------------------------------------------

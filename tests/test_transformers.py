@@ -190,9 +190,9 @@ def test_onnx_weights_held_as_buffers_are_layers():
 # -- functional ReLUs ---------------------------------------------------------------------------
 
 def test_guided_backprop_refuses_functional_relus(tmp_path):
-    for method in ("guided-backprop", "guided-gradcam"):
+    for method, layer in (("guided-backprop", []), ("guided-gradcam", ["--layer", "conv2"])):
         result = invoke("attribute", "--model", f"{NETS}:FunctionalRelu", "--input-shape", "3,32,32",
-                        "--mean", "0.5", "--std", "0.25", "--image", IMAGE, "--method", method, "--layer", "conv2")
+                        "--mean", "0.5", "--std", "0.25", "--image", IMAGE, "--method", method, *layer)
         assert_one_line_error(result, "also applies 1 ReLU(s) as functions (F.relu / torch.relu)")
     assert not (tmp_path / "netviz-out").exists()
     files(invoke("attribute", "--model", f"{NETS}:ModuleRelu", "--input-shape", "3,32,32", "--mean", "0.5",

@@ -389,12 +389,13 @@ def models_cmd(as_json: bool) -> None:
 @source_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @device_option
-def layers_cmd(source: SourceArgs, as_json: bool, device: str) -> None:
+@quiet_option
+def layers_cmd(source: SourceArgs, as_json: bool, device: str, quiet: bool) -> None:
     """List every addressable layer: number, dotted name, type, output shape, parameters.
 
     Every --layer/--layers option takes a dotted name (conv3, features.3, layer2.0.conv1) or a
-    layer number: the layers that hold weights are numbered from 1, as the 2018 all-convolutional post counts them
-    (negative numbers count from the end); modules without weights go by name.
+    layer number: the layers that hold weights are numbered from 1, as the 2018 all-convolutional post
+    counts them (negative numbers count from the end); modules without weights go by name.
     """
     import dataclasses
     import json
@@ -402,7 +403,7 @@ def layers_cmd(source: SourceArgs, as_json: bool, device: str) -> None:
     from netviz import commands
     from netviz.layers import format_layer_table, own_weights
 
-    run = open_source(source, device)
+    run = open_source(source, device, quiet=quiet)
     infos = commands.layers(run)
     total = sum(w.numel() for m in run.model.modules() for w in own_weights(m))
     shape = "x".join(map(str, run.spec.input_shape))

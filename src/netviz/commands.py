@@ -85,11 +85,6 @@ def report(run: Run, out: str | os.PathLike | None = None, *, run_all: bool = Fa
                         overwrite=overwrite)
 
 
-def _snapshot_label(run: Run) -> str:
-    """What the single snapshot of a bare ``--model`` is: random, pretrained, or from a file."""
-    return run.weights_label
-
-
 def histogram(run: Run, out: str | os.PathLike | None = None, *,
               layers: str | Sequence[str] | None = None, bins: int = 60, include_bias: bool = False,
               layout: str = "panels", per_panel: int | None = None, log_y: bool = False,
@@ -113,7 +108,7 @@ def histogram(run: Run, out: str | os.PathLike | None = None, *,
     if per_panel is not None and per_panel < 1:
         raise NetvizError(f"--per-panel must be at least 1, not {per_panel}")
     hists = histogram_run(run, layers=layers, bins=bins, include_bias=include_bias,
-                           model_label=_snapshot_label(run), quiet=quiet)
+                           quiet=quiet)
     for note in hists.notes:
         say(note, quiet)
     want_evo = evolution or tensorboard is not None
@@ -145,8 +140,7 @@ def kernels(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
     options = dict(layer=layer, scale=scale, max_kernels=max_kernels, max_out=max_out, max_in=max_in)
     if scale not in SCALES:
         raise NetvizError(f"unknown scale '{scale}': use one of {', '.join(SCALES)}")
-    ks = kernels_run(run, layer=layer, max_kernels=max_kernels, max_out=max_out, max_in=max_in,
-                     model_label=_snapshot_label(run))
+    ks = kernels_run(run, layer=layer, max_kernels=max_kernels, max_out=max_out, max_in=max_in)
     if ks.note:
         say(ks.note, quiet)
     with open_output(run, "kernels", out, ks.layer, overwrite, started) as output:

@@ -208,7 +208,7 @@ def weight_histograms(model: nn.Module, snapshots: Mapping[str, Mapping[str, tor
     return WeightHistograms(model=model_name, bins=bins, snapshots=snaps, layers=out)
 
 
-def run_snapshots(run: Run, model_label: str = "initial weights"
+def run_snapshots(run: Run, model_label: str | None = None
                   ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str], list[str]]:
     """(key -> state dict, key -> label, notes) of the weights a run offers, in time order.
 
@@ -218,7 +218,7 @@ def run_snapshots(run: Run, model_label: str = "initial weights"
     """
     after = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
     if run.path is None and run.checkpoint is None:
-        return {"model": after}, {"model": model_label}, []
+        return {"model": after}, {"model": model_label or run.weights_label}, []
     which = run.checkpoint.stem if run.checkpoint is not None else "final"
     init = run.state_dict("init") if run.path is not None and which != "init" else None
     if init is None:
@@ -230,11 +230,12 @@ def run_snapshots(run: Run, model_label: str = "initial weights"
 
 
 def histogram_run(run: Run, *, layers: str | Sequence[str] | None = None, bins: int = 60,
-                   include_bias: bool = False, model_label: str = "initial weights",
+                   include_bias: bool = False, model_label: str | None = None,
                    quiet: bool = True) -> WeightHistograms:
     """Before (checkpoint ``init``) vs after (the loaded model) for a run; one snapshot otherwise.
 
-    ``model_label`` names the single snapshot of a bare ``--model`` (e.g. "pretrained weights").
+    ``model_label`` names the single snapshot of a bare ``--model`` (default: which weights it
+    has, ``run.weights_label``).
     """
     snapshots, labels, notes = run_snapshots(run, model_label)
     result = weight_histograms(run.model, snapshots, labels, model_name=run.spec.name,

@@ -170,7 +170,7 @@ def layer_kernels(model: nn.Module, snapshots: Mapping[str, Mapping[str, torch.T
 
 def kernels_run(run: Run, *, layer: str | int | None = None, max_kernels: int = 256,
                 max_out: int = 32, max_in: int = 32,
-                model_label: str = "initial weights") -> KernelSet:
+                model_label: str | None = None) -> KernelSet:
     """Kernels of ``layer`` before (``init``) and after training, or of the single snapshot."""
     from netviz.histogram import run_snapshots
 

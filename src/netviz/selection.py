@@ -64,7 +64,8 @@ def parse_classes(text: str | int | Sequence[int], names: Sequence[str], count: 
         elif RANGE_RE.match(part) or not names:
             out.extend(parse_indices(part, count, "class", owner))
         else:
-            raise NetvizError(f"unknown class '{part}' of {owner}{close_matches(part, [str(n) for n in names])}")
+            raise NetvizError(f"unknown class '{part}' of {owner}: give a class number (0..{count - 1}) or one of "
+                              f"its class names{close_matches(part, [str(n) for n in names])}")
     return list(dict.fromkeys(out))
 
 

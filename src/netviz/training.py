@@ -242,10 +242,10 @@ def build_optimizer(cfg: TrainConfig, params, steps_per_epoch: int):
     if cfg.scheduler == "step":
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=cfg.gamma)
     elif cfg.scheduler == "onecycle":
-        # each phase needs 2 steps or more (OneCycleLR divides by a phase's length less one): a run of
-        # a few batches warms up for 2 of them
+        # OneCycleLR divides by each phase's length less one: a run of a few batches gets phases that
+        # are not empty (a long run keeps pct_start as it is)
         total = cfg.epochs * steps_per_epoch
-        pct = min(max(cfg.pct_start, 2.5 / total), 1 - 2.5 / total) if total >= 5 else 0.5
+        pct = min(max(cfg.pct_start, 1.5 / total), 1 - 0.5 / total)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs,
                                                     steps_per_epoch=steps_per_epoch, pct_start=pct)
     return opt, sched

@@ -38,19 +38,23 @@ class Collected:
     activations: torch.Tensor  # (N, D) float16
 
 
-def feature_layer(run: Run) -> str:
+def feature_layer(run: Run, notes: list[str] | None = None) -> str:
     """The layer before the classifier: the last module to run before the last linear layer that
-    changes what it gets (dropout and identities skipped)."""
+    changes what it gets (dropout and identities skipped). A model without a linear classifier
+    (all-convolutional, a segmentation net) is read at its last spatial layer, said in ``notes``."""
     from torch import nn
 
-    from netviz.layers import NO_OP_TYPES, execution_order
+    from netviz.layers import NO_OP_TYPES, execution_order, last_spatial_layer
 
     order = execution_order(run.model, run.spec.input_shape)
     last_linear = max((i for i, (name, _) in enumerate(order)
                        if isinstance(run.model.get_submodule(name), nn.Linear)), default=None)
     if last_linear is None:
-        raise NetvizError("the model has no linear classifier to take the layer before it: pass --layer "
-                          "(see `netviz layers`)")
+        name = last_spatial_layer(run.model, run.spec.input_shape)
+        if notes is not None:
+            notes.append(f"the model has no linear classifier: its activations are read at {name}, the last "
+                         "layer with a spatial output (pass --layer to choose another)")
+        return name
     before = [name for name, _ in order[:last_linear]
               if type(run.model.get_submodule(name)).__name__ not in NO_OP_TYPES
               and not any(other.startswith(name + ".") for other, _ in order[:last_linear])]

@@ -164,7 +164,10 @@ def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
         raise NetvizError(f"--limit {limit}: audit at least one image")
     chosen = m.make_options({**options, "seed": seed})
     chosen.check()
-    name = resolve_layer(run.model, layer) if layer is not None else feature_layer(run)
+    said: list[str] = []
+    name = resolve_layer(run.model, layer) if layer is not None else feature_layer(run, said)
+    for note in said:
+        say(f"note: {note}", quiet)
     seed_everything(seed)
     data = audit_data(run, dataset, split, data_dir)
     if limit is not None and limit < len(data):

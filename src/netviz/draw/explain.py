@@ -80,8 +80,9 @@ def plot_explanation(ex: Explanation, i: int, path: str | os.PathLike) -> Path:
     for ax in fig.axes:
         if ax.get_label() != "bars":
             ax.axis("off")
-    fig.suptitle(f"{spec.name}: which channels of {ex.layer} carried the decision ({res.method}); green raised "
-                 "the score, red lowered it", fontsize=8)
+    weights = f" ({ex.weights})" if ex.weights and ex.run_path is None else ""
+    fig.suptitle(f"{spec.name}{weights}: which channels of {ex.layer} carried the decision ({res.method}); green "
+                 "raised the score, red lowered it", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
 

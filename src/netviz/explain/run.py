@@ -49,6 +49,7 @@ class Explanation:
     dataset: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    weights: str = ""  # which weights the model has (Run.weights_label)
 
     @property
     def layer(self) -> str:
@@ -84,7 +85,8 @@ class Explanation:
                                     for k in range(res.contributions.shape[1])), key=lambda c: c["rank"]),
             })
             images.append(item)
-        return {"model": self.spec.name, "run": str(self.run_path) if self.run_path is not None else None,
+        return {"model": self.spec.name, "weights": self.weights,
+                "run": str(self.run_path) if self.run_path is not None else None,
                 "layer": self.layer, "method": res.method, "summary": method.summary,
                 "completeness_reference": method.reference,
                 "share": "contribution / sum of |contribution| over the layer's channels",
@@ -209,7 +211,7 @@ def explain_run(run: Run, method: str = "grad-x-act", *, images: Any = (),
                    for k, v in chosen.given().items() if k != "offset"}}
     return Explanation(run.spec, run.path, inputs.names, inputs.indices, inputs.labels,
                        inputs.images.float() / 255.0, result, min(top, result.contributions.shape[1]), found,
-                       dataset, settings, notes)
+                       dataset, settings, notes, weights=run.weights_label)
 
 
 def _card_data(run: Run, data_dir: str | os.PathLike | None, split: str | None):
