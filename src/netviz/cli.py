@@ -185,7 +185,7 @@ model_options = _compose(
                       "box in input pixels."),
     click.option("--reshape", default=None, metavar="auto|nchw|nhwc|tokens",
                  help="How a layer of tokens (N, T, C: ViT, DeiT) or a channels-last map (N, H, W, C: "
-                      "Swin) is read as channels x height x width (default auto: guessed and said)."),
+                      "Swin) is read as channels x height x width (default: auto, guessed and said)."),
 )
 
 
@@ -314,16 +314,17 @@ def main() -> None:
               help="TOML file of hyper-parameters (configs/<model>.toml); options override it.")
 @click.option("--dataset", default=None, help="mnist, cifar10 or imagefolder:PATH (default: the model's).")
 @data_dir_option
-@click.option("--train-split", default=None, help="e.g. train, test[:8000], train[:10%].")
-@click.option("--eval-split", default=None, help="e.g. test, test[8000:].")
+@click.option("--train-split", default=None,
+              help="e.g. train, test[:8000], train[:10%] (default: the data set's train split).")
+@click.option("--eval-split", default=None, help="e.g. test, test[8000:] (default: the data set's test split).")
 @click.option("--epochs", type=COUNT, default=None, help="Passes over the training split (default: the "
               "model's recipe, 10 for mnist; configs/*.toml).")
 @click.option("--batch-size", type=COUNT, default=None, help="Images per training step (default: the "
               "model's recipe, 64 for mnist).")
-@click.option("--lr", type=POSITIVE, default=None, help="Learning rate.")
-@click.option("--optimizer", default=None, help="adadelta, adam, amsgrad, adamw or sgd.")
+@click.option("--lr", type=POSITIVE, default=None, help="Learning rate (default: the model's recipe, 1.0 for mnist).")
+@click.option("--optimizer", default=None, help="adadelta, adam, amsgrad, adamw or sgd (default: the model's recipe).")
 @click.option("--augment", type=FRACTION, default=None,
-              help="Fraction of each batch given random crop + flip (0 to 1).")
+              help="Fraction of each batch given random crop + flip, 0 to 1 (default: the model's recipe).")
 @click.option("--on-nonfinite", type=click.Choice(["stop", "continue"]), default=None,
               help="When the training loss becomes NaN or infinite: stop (default) or continue.")
 @click.option("--amp/--no-amp", default=None,
@@ -670,7 +671,8 @@ def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...
               help="The attribution method of the maps (any one with a map per image; see `netviz attribute`).")
 @click.option("--layer", default=None, help="The layer whose activations are clustered (default: the one before "
               "the classifier).")
-@click.option("--limit", type=COUNT, default=None, help="Audit only the first N images of the split.")
+@click.option("--limit", type=COUNT, default=None,
+              help="Audit only the first N images of the split (default: all of them).")
 @click.option("--cards/--no-cards", default=True, show_default=True,
               help="Each flagged cluster's top channels with their neuron cards (dream and top images).")
 @attribution_options(exclude=("layer",))
@@ -835,24 +837,26 @@ def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str 
 @click.option("--max-steps", type=COUNT, default=None,
               help="With --until: the most updates an image gets (default 4 x the recipe's steps).")
 @click.option("--lr", type=POSITIVE, default=None,
-              help="Adam learning rate, or the normgrad step (largest pixel change per step).")
+              help="Adam learning rate, or the normgrad step (largest pixel change per step) (default: the recipe's).")
 @click.option("--optimizer", type=click.Choice(["adam", "normgrad"]), default=None,
-              help="adam, or normgrad (gradient scaled so its largest coefficient is --lr).")
+              help="adam, or normgrad (gradient scaled so its largest coefficient is --lr) (default: the recipe's).")
 @click.option("--param", type=click.Choice(["pixel", "fft"]), default=None,
               help="Image parameterisation: pixel (clamped to valid pixels) or fft (decorrelated "
-                   "Fourier image, as Lucid/Lucent).")
+                   "Fourier image, as Lucid/Lucent) (default: the recipe's).")
 @click.option("--init", type=click.Choice(["black", "grey", "noise", "multiscale"]), default=None,
               help="Start image of --param pixel; noise/multiscale are centred on the model's "
-                   "mean pixel.")
+                   "mean pixel (default: the recipe's).")
 @click.option("--jitter", type=NONNEG, default=None,
               help="Random shift of up to N pixels every step (default: ~side/28 for "
                    "deepdream and lucent, 0 for paper).")
 @click.option("--scale", default=None,
-              help="Random zoom range every step, e.g. 0.95,1.05 (1 = off).")
+              help="Random zoom range every step, e.g. 0.95,1.05 (1 = off) (default: the recipe's).")
 @click.option("--rotate", type=NONNEG_FLOAT, default=None,
-              help="Random rotation of up to +-DEG degrees every step.")
-@click.option("--tv", type=NONNEG_FLOAT, default=None, help="Weight of a total-variation penalty.")
-@click.option("--l2", type=NONNEG_FLOAT, default=None, help="Weight of an L2 penalty (distance from grey).")
+              help="Random rotation of up to +-DEG degrees every step (default: the recipe's).")
+@click.option("--tv", type=NONNEG_FLOAT, default=None,
+              help="Weight of a total-variation penalty (default: the recipe's).")
+@click.option("--l2", type=NONNEG_FLOAT, default=None,
+              help="Weight of an L2 penalty (distance from grey) (default: the recipe's).")
 @click.option("--blur-every", type=NONNEG, default=None,
               help="Blur the image every N steps (--param pixel; 0 = never).")
 @click.option("--blur-sigma", type=POSITIVE, default=None,
