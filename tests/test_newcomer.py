@@ -308,7 +308,7 @@ def test_a_manifest_repeats_its_command_when_the_run_was_implicit(mnist_run, tmp
     result = invoke("layers", "--help")  # nothing to do with the run: the manifest below is explain's
     assert result.exit_code == 0
     monkeypatch.setenv("NETVIZ_RUNS", str(runs))
-    from netviz.runs import set_latest
+    from netviz.files import set_latest
 
     set_latest(mnist_run.path)
     done = invoke("explain", "--index", "0", "--no-cards", "--out", str(tmp_path / "e"), "--quiet")

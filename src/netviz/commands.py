@@ -18,12 +18,14 @@ or ``out``), then publish that folder with its ``manifest.json``; it returns the
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netviz.catalog import how_to_read
 from netviz.errors import NetvizError
 
 if TYPE_CHECKING:
@@ -31,32 +33,6 @@ if TYPE_CHECKING:
     from netviz.registry import ModelSpec
     from netviz.runs import Run
 
-# One line per command on how to read what it wrote (manifests, the report).
-HOW_TO_READ = {
-    "train": "Loss and accuracy per epoch: eval accuracy that stops rising while train accuracy climbs is "
-             "overfitting; summary.json says when the eval accuracy passed 98 %, 99 % and 99.5 %.",
-    "histogram": "Each layer's weights before and after training: training usually widens the first "
-                 "layers' bells; a layer whose histogram did not move did not learn.",
-    "kernels": "Each first-layer kernel as an image, mid-grey = 0, lighter = positive: trained kernels "
-               "look like edge and blob detectors, untrained ones like noise.",
-    "activations": "Each tile is one channel's output for the input; bright = strong response. Deeper "
-                   "layers are coarser and respond to larger, more abstract patterns.",
-    "attribute": "Green pixels raised the class score, red ones lowered it (non-negative maps: greener "
-                 "is more); the completeness error says how exactly integrated gradients add up.",
-    "dream": "The input each class or channel responds to most, optimised from a start image and "
-             "measured on the saved PNG: what the network looks for, not what the data looks like.",
-    "evaluate": "Deletion AUC low and insertion AUC high mean the map found what the model uses; a "
-                "method no better than random explains nothing; sanity rho low means it depends on "
-                "the model.",
-    "explain": "The layer's channels ranked by how much each raised the target's score; per top channel, "
-               "where it fired in this image, its dream and the data-set images it responds to most: the "
-               "features the decision used.",
-    "audit": "Per class, clusters of its images and whether one relies on something other than the class: a "
-             "flagged cluster shares a pattern in a small region that the rest of the data lacks and that alone "
-             "turns other images into this class (a backdoor trigger, a watermark, a spurious mark).",
-    "neurons": "For each channel: the input it responds to most (its dream) beside the data-set images "
-               "that excite it most, with where in each image it fires.",
-}
 
 
 def train(model: str | None = None, **options: Any) -> Run:
@@ -78,11 +54,80 @@ def layers(run: Run) -> list[LayerInfo]:
 def report(run: Run, out: str | os.PathLike | None = None, *, run_all: bool = False,
            neurons: str | None = None, open_page: bool = False, quiet: bool = False, overwrite: bool = False) -> Path:
     """`netviz report`: one self-contained HTML page of everything the run has (with ``run_all``,
-    first the analyses it is missing); returns the page's path."""
+    first the analyses it is missing, with the options of :data:`netviz.catalog.COMMANDS`;
+    ``neurons``, ``relu2:0-7``, makes those cards if the run has none of them); returns the page's
+    path."""
     from netviz.report import write_report
 
-    return write_report(run, out, run_all=run_all, neurons=neurons, open_page=open_page, quiet=quiet,
-                        overwrite=overwrite)
+    def before() -> list[str]:
+        if neurons:
+            _ensure_neurons(run, neurons, quiet)
+        return _run_missing(run, neurons, quiet) if run_all else []
+
+    return write_report(run, out, before=before, options=dict(run_all=run_all, neurons=neurons),
+                        open_page=open_page, quiet=quiet, overwrite=overwrite)
+
+
+def _report_analyses(run: Run, neurons: str | None) -> dict[str, tuple[list[str] | None, Callable[[], Any]]]:
+    """What `report --all` runs where the run has no result of a command: per command, the command
+    line its manifest keeps and the call, with the options of its catalog entry (and the classes
+    and channels that depend on the model)."""
+    from netviz.catalog import COMMANDS
+    from netviz.neurons import parse_neurons
+
+    layer, channels = parse_neurons(neurons)
+    classes = "all" if run.spec.num_classes <= 10 else "0-9"
+    given: dict[str, tuple[list[str], dict[str, Any]]] = {
+        "dream": (["--class", classes], {"classes": classes}),
+        "neurons": ([*(["--layer", layer] if layer else []), *(["--channels", channels] if channels else [])],
+                    {"layer": layer, "channels": channels}),
+    }
+    analyses = {}
+    for c in COMMANDS.values():
+        if c.report_args is None:
+            continue
+        words, options = given.get(c.name, ([], {}))
+        # a bare model's manifests keep the Python call instead of a command line
+        argv = [c.name, str(run.path), *words, *c.report_args] if run.path is not None else None
+        analyses[c.name] = (argv, functools.partial(FUNCTIONS[c.name], run, quiet=True, **options,
+                                                    **c.report_options))
+    return analyses
+
+
+def _run_missing(run: Run, neurons: str | None = None, quiet: bool = True) -> list[str]:
+    """Run every analysis of :func:`_report_analyses` whose command has no output yet; returns
+    notes about what could not run (e.g. a model without a data set)."""
+    from netviz.outputs import command_line_of, manifests, results_root, set_command_line
+    from netviz.progress import progress, say
+
+    done = {m.get("command") for _, m in manifests(results_root(run))}
+    notes = []
+    todo = {k: v for k, v in _report_analyses(run, neurons).items() if k not in done}
+    outer = command_line_of()
+    try:
+        for command, (argv, analysis) in progress(list(todo.items()), quiet=quiet, desc="analyses", unit="command"):
+            say(f"report --all: running {command}", quiet)
+            set_command_line(argv)
+            try:
+                analysis()
+            except NetvizError as exc:
+                notes.append(f"{command} could not run with its defaults: {exc}")
+    finally:
+        set_command_line(outer, joined=True)
+    return notes
+
+
+def _ensure_neurons(run: Run, neurons: str, quiet: bool) -> None:
+    """Make the cards ``neurons`` asks for, unless the run already has exactly those."""
+    from netviz.neurons import parse_neurons
+    from netviz.outputs import manifests, results_root
+
+    layer, channels = parse_neurons(neurons)
+    for _, m in manifests(results_root(run)):
+        opts = m.get("options", {})
+        if m.get("command") == "neurons" and opts.get("layer") == layer and opts.get("channels") == channels:
+            return
+    FUNCTIONS["neurons"](run, layer=layer, channels=channels, quiet=quiet)
 
 
 def histogram(run: Run, out: str | os.PathLike | None = None, *,
@@ -124,7 +169,7 @@ def histogram(run: Run, out: str | os.PathLike | None = None, *,
         if tensorboard is not None:
             extra = write_tensorboard(tensorboard, **({"evolution": evo} if evo is not None else {"histograms": hists}))
         return output.publish(written, run=run, options=options, summary=hists.summary(),
-                              how_to_read=HOW_TO_READ["histogram"]) + extra
+                              how_to_read=how_to_read("histogram")) + extra
 
 
 def kernels(run: Run, out: str | os.PathLike | None = None, *, layer: str | int | None = None,
@@ -147,7 +192,7 @@ def kernels(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
         written = write_kernels(ks, output.path, scale=scale, model_name=run.spec.name,
                                 run_name=run.name if run.path is not None else None)
         return output.publish(written, run=run, options=options, summary=ks.summary(),
-                              how_to_read=HOW_TO_READ["kernels"])
+                              how_to_read=how_to_read("kernels"))
 
 
 def activations(run: Run, out: str | os.PathLike | None = None, *,
@@ -233,7 +278,7 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
             written += write_activation_set(act, folder, mode=mode, colorbar=colorbar, top=top,
                                             top_data_images=top_pixels, run=run)
         return output.publish(written, run=run, options=options, summary=summary,
-                              how_to_read=HOW_TO_READ["activations"])
+                              how_to_read=how_to_read("activations"))
 
 
 class _NoteOnce:
@@ -318,7 +363,7 @@ def attribute(run: Run, method: str = "integrated", out: str | os.PathLike | Non
                         indices=indices, target=target, sanity=sanity, data_dir=data_dir, dataset=dataset, seed=seed,
                         quiet=quiet, **options)
         return output.publish(written, run=run, options=recorded, summary=report.summary(),
-                              how_to_read=HOW_TO_READ["attribute"])
+                              how_to_read=how_to_read("attribute"))
 
 
 def evaluate(run: Run, out: str | os.PathLike | None = None, *, methods: str | Sequence[str] | None = None,
@@ -340,7 +385,7 @@ def evaluate(run: Run, out: str | os.PathLike | None = None, *, methods: str | S
     with open_output(run, "evaluate", out, f"{len(names)}-methods", overwrite, started) as output:
         written = write_evaluation(ev, output.path)
         paths = output.publish(written, run=run, options=dict(methods=names, dataset=dataset, **options),
-                               summary=ev.summary(), how_to_read=HOW_TO_READ["evaluate"])
+                               summary=ev.summary(), how_to_read=how_to_read("evaluate"))
         return paths, table(ev)
 
 
@@ -396,7 +441,7 @@ def dream(run: Run, out: str | os.PathLike | None = None, *, classes: str | None
     with open_output(run, "dream", out, label, overwrite, started) as output:
         written = write_dream(result, run, output.path, gif=gif or bool(gif_every))
         return output.publish(written, run=run, options=options, summary=result.summary(),
-                              how_to_read=HOW_TO_READ["dream"])
+                              how_to_read=how_to_read("dream"))
 
 
 def neurons(run: Run, out: str | os.PathLike | None = None, *, layer: str | int | None = None,
@@ -420,7 +465,7 @@ def neurons(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
     with open_output(run, "neurons", out, f"{cards.layer}-{channels or 'default'}", overwrite, started) as output:
         written = write_neurons(cards, output.path)
         return output.publish(written, run=run, options=options, summary=cards.summary(),
-                              how_to_read=HOW_TO_READ["neurons"])
+                              how_to_read=how_to_read("neurons"))
 
 
 def explain(run: Run, method: str = "grad-x-act", out: str | os.PathLike | None = None, *,
@@ -453,7 +498,7 @@ def explain(run: Run, method: str = "grad-x-act", out: str | os.PathLike | None 
     with open_output(run, "explain", out, f"{ex.layer}-{method}", overwrite, started) as output:
         written = write_explanation(ex, output.path)
         return output.publish(written, run=run, options=recorded, summary=ex.summary(),
-                              how_to_read=HOW_TO_READ["explain"])
+                              how_to_read=how_to_read("explain"))
 
 
 def audit(run: Run, out: str | os.PathLike | None = None, *, dataset: str | None = None, split: str | None = None,
@@ -477,4 +522,11 @@ def audit(run: Run, out: str | os.PathLike | None = None, *, dataset: str | None
     with open_output(run, "audit", out, result.data.name.replace(":", "-"), overwrite, started) as output:
         written = write_audit(result, output.path)
         return output.publish(written, run=run, options=recorded, summary=result.summary(),
-                              how_to_read=HOW_TO_READ["audit"]), result.table()
+                              how_to_read=how_to_read("audit")), result.table()
+
+
+# the command functions by name, for `report --all` (netviz.catalog holds what it runs them with)
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "histogram": histogram, "kernels": kernels, "activations": activations, "attribute": attribute,
+    "evaluate": evaluate, "dream": dream, "neurons": neurons, "explain": explain, "audit": audit,
+}

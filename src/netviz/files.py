@@ -117,3 +117,34 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise NetvizError(f"cannot read config {path}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise NetvizError(f"config {path} is not valid TOML: {exc}") from exc
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe piece of text: ``"class all"`` -> ``"class-all"``."""
+    out = "".join(c if c.isalnum() or c in "._+" else "-" for c in text.strip())
+    while "--" in out:
+        out = out.replace("--", "-")
+    return out.strip("-.")[:limit].rstrip("-.") or "result"
+
+
+def file_stem(name: str) -> str:
+    """A layer or class name as part of a file name: a user's ``"<b>/x"`` never becomes a path."""
+    return slug(name, 80)
+
+
+def set_latest(run_path: Path) -> None:
+    """Point ``<parent>/latest`` at ``run_path``, atomically (a relative symlink, or a text file)."""
+    marker = run_path.parent / "latest"
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=run_path.parent, prefix=".latest.", suffix=".tmp")
+    except OSError as exc:
+        raise NetvizError(f"cannot point {marker} at {run_path.name}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()
+    try:
+        os.symlink(run_path.name, tmp)
+    except OSError:  # no symlinks (some Windows setups): a file naming the run
+        write_text(marker, run_path.name + "\n")
+        return
+    os.replace(tmp, marker)

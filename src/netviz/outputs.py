@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
-from netviz.files import Artifact, current_umask, read_json, write_json
+from netviz.files import Artifact, current_umask, read_json, set_latest, slug, write_json
 
 if TYPE_CHECKING:
     from netviz.runs import Run
@@ -55,19 +55,6 @@ def command_line(command: str, options: dict[str, Any]) -> str:
         return _COMMAND_LINE[0]
     args = ", ".join(f"{k}={v!r}" for k, v in options.items() if v is not None)
     return f"netviz.commands.{command}(run{', ' if args else ''}{args})"
-
-
-def slug(text: str, limit: int = 40) -> str:
-    """A file-name-safe piece of text: ``"class all"`` -> ``"class-all"``."""
-    out = "".join(c if c.isalnum() or c in "._+" else "-" for c in text.strip())
-    while "--" in out:
-        out = out.replace("--", "-")
-    return out.strip("-.")[:limit].rstrip("-.") or "result"
-
-
-def file_stem(name: str) -> str:
-    """A layer or class name as part of a file name: a user's ``"<b>/x"`` never becomes a path."""
-    return slug(name, 80)
 
 
 def results_root(run: Run) -> Path:
@@ -136,8 +123,6 @@ class Output:
             os.replace(self.path, self.final)  # onto the empty reserved folder: atomic on POSIX
         self.published = True
         if self.latest:
-            from netviz.runs import set_latest
-
             set_latest(self.final)
         return Written([self.final / f for f in files] + [self.final / MANIFEST])
 

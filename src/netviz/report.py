@@ -21,28 +21,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netviz.errors import NetvizError
-from netviz.outputs import MANIFEST, command_line_of, manifests, results_root, set_command_line
+from netviz.catalog import COMMANDS
+from netviz.outputs import MANIFEST, manifests, results_root
 
 if TYPE_CHECKING:
     from netviz.runs import Run
 
-SECTIONS = (
-    ("train", "Training", "Loss and accuracy per epoch: eval accuracy that stops rising while train "
-                          "accuracy climbs is overfitting."),
-    ("histogram", "Weight histograms", None),
-    ("kernels", "Kernels", None),
-    ("activations", "Activations", None),
-    ("dream", "Dreams", None),
-    ("neurons", "Neuron cards", None),
-    ("explain", "Which features carried a decision", None),
-    ("audit", "Right for the right reasons: the audit", None),
-    ("attribute", "Attribution", None),
-    ("evaluate", "Which attribution to trust", None),
-)
-# images embedded per invocation (the rest are listed by name)
-FIGURES_SHOWN = {"histogram": 4, "kernels": 2, "activations": 4, "dream": 1, "attribute": 5, "evaluate": 1,
-                 "neurons": 16, "explain": 2, "audit": 6}
 IMAGE_TYPES = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 MAX_IMAGE_BYTES = 1_500_000  # larger files are listed, not embedded: the page stays small
 
@@ -140,7 +124,7 @@ def tables(summary: dict[str, Any], most: int = 24) -> list[Table]:
 
 def block_from_manifest(folder: Path, manifest: dict[str, Any], root: Path) -> Block:
     command = manifest.get("command", "?")
-    shown = FIGURES_SHOWN.get(command, 4)
+    shown = COMMANDS[command].figures if command in COMMANDS else 4
     figures, files = [], []
     for entry in manifest.get("files", []):
         files.append((entry["path"], entry.get("caption", "")))
@@ -184,7 +168,8 @@ def train_block(run: Run) -> Block | None:
     command = manifest.get("command_line") or _train_command(run.config)
     return Block(title=run.name, folder=".", command_line=command, when=manifest.get("started", ""),
                  tables=tables({**numbers, "metrics": metrics}), figures=figures, files=files,
-                 how_to_read=SECTIONS[0][2], more=[Table([], [[k, _cell(v)] for k, v in config.items()], "config")])
+                 how_to_read=COMMANDS["train"].how_to_read,
+                 more=[Table([], [[k, _cell(v)] for k, v in config.items()], "config")])
 
 
 def _train_command(config: dict[str, Any]) -> str:
@@ -202,10 +187,9 @@ def _train_command(config: dict[str, Any]) -> str:
 def collect(run: Run, root: Path | None = None) -> Report:
     """Every section of the page, from the run folder and the manifests under ``root``."""
     from netviz import __version__
-    from netviz.commands import HOW_TO_READ
 
     root = root or results_root(run)
-    sections = {sid: Section(sid, title, text or HOW_TO_READ.get(sid, "")) for sid, title, text in SECTIONS}
+    sections = {c.name: Section(c.name, c.title, c.how_to_read) for c in COMMANDS.values()}
     block = train_block(run)
     if block is not None:
         sections["train"].blocks.append(block)
@@ -219,77 +203,6 @@ def collect(run: Run, root: Path | None = None) -> Report:
                   sections=list(sections.values()))
 
 
-# -- --all: what is missing, run in-process ---------------------------------------------------------
-
-def default_analyses(run: Run, neurons: str | None) -> dict[str, tuple[list[str] | None, Callable[[], Any]]]:
-    """The analyses ``--all`` runs when the run has none of their kind, with their defaults: per
-    command, the equivalent command line (for its manifest) and the call."""
-    from netviz import commands
-    from netviz.neurons import parse_neurons
-
-    layer, channels = parse_neurons(neurons)
-    classes = "all" if run.spec.num_classes <= 10 else "0-9"
-    methods = "integrated,saliency,gradcam,occlusion,random"
-
-    def argv(*args: str) -> list[str] | None:  # a bare model's manifests keep the Python call instead
-        return [args[0], str(run.path), *args[1:]] if run.path is not None else None
-
-    neuron_args = ["--layer", layer] if layer else []
-    neuron_args += ["--channels", channels] if channels else []
-    return {
-        "histogram": (argv("histogram"), lambda: commands.histogram(run, quiet=True)),
-        "kernels": (argv("kernels"), lambda: commands.kernels(run, quiet=True)),
-        "activations": (argv("activations", "--index", "0"), lambda: commands.activations(run, index="0", quiet=True)),
-        "dream": (argv("dream", "--class", classes, "--until", "0.99"),
-                  lambda: commands.dream(run, classes=classes, until=0.99, quiet=True)),
-        "neurons": (argv("neurons", *neuron_args),
-                    lambda: commands.neurons(run, layer=layer, channels=channels, quiet=True)),
-        "explain": (argv("explain", "--index", "0"), lambda: commands.explain(run, indices="0", quiet=True)),
-        "audit": (argv("audit"), lambda: commands.audit(run, quiet=True)),
-        "attribute": (argv("attribute", "--index", "0-7"),
-                      lambda: commands.attribute(run, "integrated", indices="0-7", quiet=True)),
-        "evaluate": (argv("evaluate", "--methods", methods, "--index", "0-19", "--sanity-layers", "1"),
-                     lambda: commands.evaluate(run, methods=methods, indices="0-19", sanity_layers=1, quiet=True)),
-    }
-
-
-def run_missing(run: Run, neurons: str | None = None, quiet: bool = True) -> list[str]:
-    """Run every analysis of :func:`default_analyses` whose command has no output yet; returns
-    notes about what could not run (e.g. a model without a data set)."""
-    from netviz.progress import progress, say
-
-    root = results_root(run)
-    done = {m.get("command") for _, m in manifests(root)}
-    notes = []
-    todo = {k: v for k, v in default_analyses(run, neurons).items() if k not in done}
-    outer = command_line_of()
-    try:
-        for command, (argv, analysis) in progress(list(todo.items()), quiet=quiet, desc="analyses", unit="command"):
-            say(f"report --all: running {command}", quiet)
-            set_command_line(argv)
-            try:
-                analysis()
-            except NetvizError as exc:
-                notes.append(f"{command} could not run with its defaults: {exc}")
-    finally:
-        set_command_line(outer, joined=True)
-    return notes
-
-
-def _ensure_neurons(run: Run, neurons: str, quiet: bool) -> None:
-    """Make the cards ``neurons`` asks for, unless the run already has exactly those."""
-    from netviz import commands
-    from netviz.neurons import parse_neurons
-
-    layer, channels = parse_neurons(neurons)
-    root = results_root(run)
-    for _, m in manifests(root):
-        opts = m.get("options", {})
-        if m.get("command") == "neurons" and opts.get("layer") == layer and opts.get("channels") == channels:
-            return
-    commands.neurons(run, layer=layer, channels=channels, quiet=quiet)
-
-
 # -- writing ---------------------------------------------------------------------------------------
 
 def render(report: Report) -> str:
@@ -301,28 +214,26 @@ def render(report: Report) -> str:
     return env.get_template("report.html.j2").render(r=report)
 
 
-def write_report(run: Run, out: str | os.PathLike | None = None, *, run_all: bool = False,
-                 neurons: str | None = None, open_page: bool = False, quiet: bool = True,
-                 overwrite: bool = False) -> Path:
+def write_report(run: Run, out: str | os.PathLike | None = None, *,
+                 before: Callable[[], list[str]] | None = None, options: dict[str, Any] | None = None,
+                 open_page: bool = False, quiet: bool = True, overwrite: bool = False) -> Path:
     """Write ``index.html`` into ``out`` (default ``<run>/report/``, the run's page, made anew each
-    time); with ``run_all``, first run the analyses the run is missing; ``neurons`` (``relu2:0-7``)
-    makes those cards if the run has none of them. A given ``out`` follows every command's rule:
-    a new or empty folder, or one holding an earlier report with ``overwrite``. Returns the page's path."""
+    time); ``before`` (`report --all`: the analyses the run is missing) runs once ``out`` is known
+    to be usable and returns notes for the page. A given ``out`` follows every command's rule: a
+    new or empty folder, or one holding an earlier report with ``overwrite``. Returns the page's path."""
     from netviz.files import Artifact, write_text
     from netviz.outputs import open_output
     from netviz.progress import say
 
     output = open_output(run, "report", out, overwrite=overwrite) if out else None  # refused before any work
     with output or contextlib.nullcontext():
-        if neurons:
-            _ensure_neurons(run, neurons, quiet)
-        notes = run_missing(run, neurons, quiet) if run_all else []
+        notes = before() if before is not None else []
         report = collect(run)
         report.notes = notes
         if output is not None:
             page = write_text(output.path / "index.html", render(report))
             output.publish([Artifact(page, "the report: one self-contained HTML page")], run=run,
-                           options=dict(run_all=run_all, neurons=neurons))
+                           options=options or {})
             page = output.final / "index.html"
         else:
             folder = results_root(run) / "report"

@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from netviz.errors import NetvizError
-from netviz.files import atomic_write, read_json, read_toml, write_text
+from netviz.files import atomic_write, read_json, read_toml
 
 if TYPE_CHECKING:
     import torch
@@ -91,7 +90,7 @@ class RunFolder:
     def card_cache(self, layer: str, key: str) -> Path:
         """Where neuron cards of ``layer`` made with the settings hashed to ``key`` are kept, to be
         reused by a later `netviz explain` or `netviz neurons` (``cache/neurons/<layer>/<key>/``)."""
-        from netviz.outputs import file_stem
+        from netviz.files import file_stem
 
         return self.path / "cache" / "neurons" / file_stem(layer) / key
 
@@ -323,24 +322,6 @@ def latest_run(runs_dir: str | os.PathLike | None = None) -> Path:
     if not target.is_dir():
         raise NetvizError(f"{marker} points at {target}, which no longer exists: pass a run folder")
     return target
-
-
-def set_latest(run_path: Path) -> None:
-    """Point ``<parent>/latest`` at ``run_path``, atomically (a relative symlink, or a text file)."""
-    marker = run_path.parent / "latest"
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=run_path.parent, prefix=".latest.", suffix=".tmp")
-    except OSError as exc:
-        raise NetvizError(f"cannot point {marker} at {run_path.name}: {exc.strerror or exc}") from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()
-    try:
-        os.symlink(run_path.name, tmp)
-    except OSError:  # no symlinks (some Windows setups): a file naming the run
-        write_text(marker, run_path.name + "\n")
-        return
-    os.replace(tmp, marker)
 
 
 def find_run(path: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None) -> Path:

@@ -535,7 +535,7 @@ def _resume_config(resume: str | Path, model: str | None, overrides: dict[str, A
 
 
 def _new_folder(cfg: TrainConfig) -> RunFolder:
-    from netviz.outputs import slug
+    from netviz.files import slug
     from netviz.runs import create_run_folder, runs_root
     from netviz.sources import ModelSource
 
@@ -715,8 +715,8 @@ def _start_folder(s: _Session) -> None:
     """A new run folder (made by rank 0, its name sent to the others) with the config, the
     initial weights and their statistics."""
     from netviz import distributed
-    from netviz.files import write_json
-    from netviz.runs import RunFolder, set_latest
+    from netviz.files import set_latest, write_json
+    from netviz.runs import RunFolder
     from netviz.stats import state_stats
 
     s.folder = RunFolder(Path(distributed.broadcast(str(_new_folder(s.cfg).path) if s.main else None)))
@@ -794,7 +794,7 @@ def _epoch(s: _Session, quiet: bool, interrupt: _Interrupt | None = None) -> Non
 def _finish(s: _Session, started: float, device: torch.device, quiet: bool) -> Run:
     """The final weights, the config as this session ran it (a resume may have used another
     number of processes), the curves, ``summary.json`` and the run's manifest."""
-    from netviz.commands import HOW_TO_READ
+    from netviz.catalog import how_to_read
     from netviz.draw.curves import plot_curves
     from netviz.files import write_json
     from netviz.outputs import write_manifest
@@ -813,7 +813,7 @@ def _finish(s: _Session, started: float, device: torch.device, quiet: bool) -> R
         write_manifest(folder.path, "train", run_artifacts(folder), run_path=folder.path, model=s.spec.name,
                        options={k: v for k, v in dataclasses.asdict(cfg).items() if v is not None},
                        summary={k: summary[k] for k in ("final_eval_acc", "best_eval_acc", "epochs", "seconds")},
-                       how_to_read=HOW_TO_READ["train"], started=started)
+                       how_to_read=how_to_read("train"), started=started)
     say(milestone_line(summary["milestones"]), quiet)
     return Run(spec=s.spec, model=s.net.eval(), device=device, path=folder.path.resolve(),
                checkpoint=folder.checkpoint("final").resolve(), config=dataclasses.asdict(cfg), metrics=s.state.metrics)

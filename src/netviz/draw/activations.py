@@ -16,7 +16,7 @@ from netviz.activations import uses_rgb
 from netviz.draw import sheet
 from netviz.draw.common import font, minmax, mosaic, pyplot, save_figure, save_gif, to_uint8, upscale
 from netviz.errors import NetvizError
-from netviz.outputs import file_stem
+from netviz.files import file_stem
 
 if TYPE_CHECKING:
     import numpy as np

@@ -110,7 +110,7 @@ def render(pixels: Any, attr: Any, style: str = "overlay", percentile: float = 9
     return heatmap(attr, percentile) if style == "heatmap" else overlay(pixels, attr, percentile)
 
 
-def slug(name: str) -> str:
+def image_stem(name: str) -> str:
     """A file-name-safe form of an image name: "index 12" -> "0012", "cat 3.png" -> "cat_3"."""
     m = re.fullmatch(r"index (\d+)", name)
     if m:
@@ -360,7 +360,7 @@ def _panels(report: AttributeReport, out: Path, style: str, percentile: float) -
         panel = image_panel(report.pixels[i], report.result.attributions[i], percentile,
                             outline=lambda a, i=i: outlined(a, report, i))
         written.append(Artifact(save_png(_label(panel, f"{report.method}: {caption}"),
-                                         out / f"{report.method}_{slug(name)}.png"),
+                                         out / f"{report.method}_{image_stem(name)}.png"),
                                 f"{report.method}, {caption}: image | overlay | heat map"))
     return written
 
@@ -374,7 +374,7 @@ def _interior_figures(report: AttributeReport, out: Path, style: str, percentile
     written = [Artifact(plot_interior_scores(report, out / "interior_scores.png"),
                         "the score and the gradient norm at each scaled input alpha * x")]
     for i in range(min(len(report.names), STRIP_MAX)):
-        s = slug(report.names[i])
+        s = image_stem(report.names[i])
         written.append(Artifact(plot_interior_strip(report, i, out / f"interior_{s}.png", percentile),
                                 f"{report.names[i]}: scaled inputs and their gradients, one column per alpha"))
         written.append(Artifact(save_gif(interior_frames(report, i, percentile), out / f"interior_{s}.gif"),

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.draw.common import minmax, pyplot, rgb, save_figure
-from netviz.files import Artifact, write_json
-from netviz.outputs import file_stem
+from netviz.files import Artifact, file_stem, write_json
 
 if TYPE_CHECKING:
     from netviz.audit import Audit, ClassAudit, Cluster

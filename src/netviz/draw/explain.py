@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netviz.draw.attribute import overlay, slug
+from netviz.draw.attribute import image_stem, overlay
 from netviz.draw.common import minmax, pyplot, rgb, save_figure
 from netviz.explain.run import DRAWN
 from netviz.files import Artifact, write_json
@@ -111,7 +111,7 @@ def write_explanation(ex: Explanation, out_dir: str | os.PathLike) -> list[Artif
     written = []
     for i, name in enumerate(ex.names):
         top = ", ".join(str(c) for c in ex.top_channels(i))
-        written.append(Artifact(plot_explanation(ex, i, out / f"explain-{slug(name)}.png"),
+        written.append(Artifact(plot_explanation(ex, i, out / f"explain-{image_stem(name)}.png"),
                                 f"{name}: the top channels of {ex.layer} ({top}) with their maps, dreams and "
                                 "top images"))
     written.append(Artifact(write_json(out / "explain.json", ex.record()),

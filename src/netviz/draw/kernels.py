@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 
 from netviz.draw.common import mosaic, pyplot, save_figure
 from netviz.errors import NetvizError
-from netviz.files import Artifact, write_json
-from netviz.outputs import file_stem
+from netviz.files import Artifact, file_stem, write_json
 
 if TYPE_CHECKING:
     import numpy as np

@@ -15,8 +15,8 @@ from netviz.dream.objectives import Objective, activations, channel, class_logpr
 from netviz.dream.recipes import DreamSettings, recipe_settings
 from netviz.dream.targets import DreamTarget, image_seed, layer_output_shape, parse_classes
 from netviz.errors import NetvizError
+from netviz.files import file_stem
 from netviz.layers import eval_mode
-from netviz.outputs import file_stem
 from netviz.selection import parse_indices
 
 if TYPE_CHECKING:
