@@ -262,7 +262,7 @@ def test_resume_refuses_bad_checkpoints(tmp_path: Path, mnist_run) -> None:
     (corrupt / "config.toml").write_text((mnist_run.path / "config.toml").read_text())
     (corrupt / "checkpoints" / "last.pt").write_bytes(b"\x00not a torch file" * 10)
     result = invoke("train", "--resume", str(corrupt))
-    assert result.exit_code == 2 and "corrupt or not a PyTorch file" in result.stderr
+    assert result.exit_code == 2 and "corrupt or not a PyTorch checkpoint" in result.stderr
 
     result = invoke("train", "--model", "allconv", "--resume", str(mnist_run.path))
     assert result.exit_code == 2 and "it trains 'mnist', not 'allconv'" in result.stderr

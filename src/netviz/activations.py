@@ -128,7 +128,7 @@ class ImageActivations:
             layers.append(entry)
         return {
             "model": run.spec.name if run is not None else None,
-            "run": str(run.path) if run is not None and run.path is not None else None,
+            "run": str(run.path) if run is not None and run.is_training_run else None,
             "source": act.source, "index": act.index, "input_note": act.note,
             "label": act.label, "label_name": act.label_name,
             "predicted": act.predicted, "predicted_name": act.predicted_name,

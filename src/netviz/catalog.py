@@ -42,7 +42,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "Each tile is one channel's output for the input; bright = strong response. Deeper layers "
             'are coarser and respond to larger, more abstract patterns.',
             figures=4,
-            report_args=('--index', '0'), report_options={'index': '0'}),
+            report_args=('--index', '0'), report_options={'indices': '0'}),
     Command('dream', 'Dreams',
             'The input each class or channel responds to most, optimised from a start image and '
             'measured on the saved PNG: what the network looks for, not what the data looks like.',

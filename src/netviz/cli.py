@@ -461,7 +461,7 @@ def activations_cmd(source: SourceArgs, image: str | None, index: str | None, sp
 
     run = open_source(source, device, seed, quiet)
     print_paths(commands.activations(
-        run, out, image=image, index=index, layers=layers, channels=channels, mode=mode,
+        run, out, image=image, indices=index, layers=layers, channels=channels, mode=mode,
         colorbar=colorbar, top_images=top_images, data_dir=data_dir, split=split, dataset=dataset,
         batch_size=batch_size, quiet=quiet, overwrite=overwrite))
 

@@ -88,7 +88,7 @@ def _report_analyses(run: Run, neurons: str | None) -> dict[str, tuple[list[str]
             continue
         words, options = given.get(c.name, ([], {}))
         # a bare model's manifests keep the Python call instead of a command line
-        argv = [c.name, str(run.path), *words, *c.report_args] if run.path is not None else None
+        argv = [c.name, str(run.path), *words, *c.report_args] if run.is_training_run else None
         analyses[c.name] = (argv, functools.partial(FUNCTIONS[c.name], run, quiet=True, **options,
                                                     **c.report_options))
     return analyses
@@ -158,11 +158,11 @@ def histogram(run: Run, out: str | os.PathLike | None = None, *,
         say(note, quiet)
     want_evo = evolution or tensorboard is not None
     evo = evolution_run(run, layers=layers, include_bias=include_bias) if want_evo else None
-    if evolution and evo is None and run.path is not None:
+    if evolution and evo is None and run.is_training_run:
         say("no per-epoch weight statistics with two or more epochs: skipping the evolution "
             "figures", quiet)
     with open_output(run, "histogram", out, layout, overwrite, started) as output:
-        run_name = run.name if run.path is not None else None
+        run_name = run.name if run.is_training_run else None
         written = write_histograms(hists, output.path, evolution=evo if evolution else None, layout=layout,
                                    per_panel=per_panel, log_y=log_y, run_name=run_name)
         extra = []
@@ -190,14 +190,14 @@ def kernels(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
         say(ks.note, quiet)
     with open_output(run, "kernels", out, ks.layer, overwrite, started) as output:
         written = write_kernels(ks, output.path, scale=scale, model_name=run.spec.name,
-                                run_name=run.name if run.path is not None else None)
+                                run_name=run.name if run.is_training_run else None)
         return output.publish(written, run=run, options=options, summary=ks.summary(),
                               how_to_read=how_to_read("kernels"))
 
 
 def activations(run: Run, out: str | os.PathLike | None = None, *,
                 image: str | os.PathLike | Any = None,
-                index: str | int | Sequence[int] | None = None,
+                indices: str | int | Sequence[int] | None = None,
                 layers: str | Sequence[str | int] | None = None,
                 channels: str | int | Sequence[int] | None = None, mode: str = "grey",
                 colorbar: bool = False, top_images: int = 0,
@@ -206,7 +206,7 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
     """`netviz activations`: what ``layers`` output for an image (a file, a PIL image or a tensor,
     see :func:`netviz.inputs.image_items`) or eval-set samples.
 
-    One image writes into its output folder directly; several ``index`` values write one
+    One image writes into its output folder directly; several ``indices`` write one
     sub-folder ``index-<N>/`` each. Images are computed and drawn one at a time, so only one
     image's activations are held in memory.
     """
@@ -221,12 +221,12 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
 
     started = time.time()
     run = run.with_dataset(dataset)
-    options = dict(image=describe_images(image)[0] if image is not None else None, dataset=dataset, index=index,
+    options = dict(image=describe_images(image)[0] if image is not None else None, dataset=dataset, indices=indices,
                    layers=layers, channels=channels, mode=mode, colorbar=colorbar, top_images=top_images, split=split,
                    batch_size=batch_size)
     # 1. the request: mode, layers, the images
     mode = check_mode(mode, colorbar)
-    if image is not None and index is not None:
+    if image is not None and indices is not None:
         raise NetvizError("pass either --image or --index, not both")
     if top_images < 0:
         raise NetvizError(f"--top-images {top_images}: use 0 (off) or a positive count")
@@ -237,7 +237,7 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
                           "(see `netviz layers`)")
     data = run.eval_data(data_dir, split) if image is None or top_images else None
     class_names = data.classes if data is not None else spec.class_names
-    inputs = _activation_inputs(run, image, index, data)
+    inputs = _activation_inputs(run, image, indices, data)
     notes = _NoteOnce(quiet)
     notes(data.note if data is not None else None)
 
@@ -245,7 +245,7 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
         act = image_activations(model, spec, inp["image"], names, channels, label=inp["label"],
                                 class_names=class_names, source=inp["source"], index=inp["index"],
                                 note=inp["note"])
-        act.weights = run.weights_label if run.path is None else ""
+        act.weights = run.weights_label if not run.is_training_run else ""
         return act
 
     # 2. the first image decides which channels each layer shows; the data set's top images for
@@ -295,13 +295,13 @@ class _NoteOnce:
             say(f"note: {text}", self.quiet)
 
 
-def _activation_inputs(run: Run, image: Any, index: str | int | Sequence[int] | None,
+def _activation_inputs(run: Run, image: Any, indices: str | int | Sequence[int] | None,
                        data: Any) -> list[dict[str, Any]]:
     """The image file, or the chosen eval-set samples (:func:`netviz.inputs.select_inputs`), one
     entry per image, fitted to the model."""
     from netviz.inputs import select_inputs
 
-    chosen = select_inputs(run, [image] if image is not None else (), index, default="0", data=data)
+    chosen = select_inputs(run, [image] if image is not None else (), indices, default="0", data=data)
     note = "; ".join(n.split(": ", 1)[-1] if image is not None else n for n in chosen.notes) or None
     return [{"image": chosen.images[k:k + 1], "label": chosen.labels[k],
              "source": (str(image) if isinstance(image, (str, os.PathLike)) else chosen.names[k])

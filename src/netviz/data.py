@@ -13,7 +13,6 @@ import contextlib
 import gzip
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -371,16 +370,6 @@ def pixel_bounds(spec: ModelSpec, device: torch.device | None = None) -> tuple[t
     mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
     return (0 - mean) / std, (1 - mean) / std
-
-
-def batches(n: int, batch_size: int, shuffle: bool = False,
-            generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
-    """Index tensors that cut ``range(n)`` into batches (shuffled with ``generator`` if asked)."""
-    import torch
-
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
 
 
 def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4,

@@ -217,10 +217,10 @@ def run_snapshots(run: Run, model_label: str | None = None
     model gives one snapshot ``model`` labelled ``model_label``.
     """
     after = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
-    if run.path is None and run.checkpoint is None:
+    if not run.is_training_run and run.checkpoint is None:
         return {"model": after}, {"model": model_label or run.weights_label}, []
     which = run.checkpoint.stem if run.checkpoint is not None else "final"
-    init = run.state_dict("init") if run.path is not None and which != "init" else None
+    init = run.state_dict("init") if run.is_training_run and which != "init" else None
     if init is None:
         notes = [] if which == "init" else [
             "no checkpoints/init.pt: only the loaded weights are shown"]

@@ -128,10 +128,6 @@ def resolve_layers(model: nn.Module, refs: str | Sequence[str | int]) -> list[st
     return out
 
 
-def get_module(model: nn.Module, name: str) -> nn.Module:
-    return model.get_submodule(name)
-
-
 class _StopForward(Exception):
     """Raised by a hook to end a forward pass once the last wanted layer has run."""
 

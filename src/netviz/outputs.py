@@ -60,7 +60,7 @@ def command_line(command: str, options: dict[str, Any]) -> str:
 def results_root(run: Run) -> Path:
     """Where a run's command folders live: the run folder, or for a model that is not a run
     ``netviz-out/<model>/`` ("net.py:Net" -> ``netviz-out/net.py-Net/``)."""
-    return run.path if run.path is not None else Path("netviz-out").resolve() / slug(run.spec.name, 80)
+    return run.path if run.is_training_run else Path("netviz-out").resolve() / slug(run.spec.name, 80)
 
 
 def _reserve(root: Path, label: str) -> Path:

@@ -147,7 +147,7 @@ def train_block(run: Run) -> Block | None:
     from netviz.files import read_json
     from netviz.runs import RunFolder
 
-    if run.path is None:
+    if not run.is_training_run:
         return None
     folder = RunFolder(run.path)
     manifest = read_json(run.path / MANIFEST) if (run.path / MANIFEST).is_file() else {}

@@ -83,10 +83,6 @@ class RunFolder:
             raise ValueError(f"unknown checkpoint {which!r}")
         return self.checkpoints / f"{which}.pt"
 
-    def output(self, command: str) -> Path:
-        """Where ``netviz <command>`` writes for this run."""
-        return self.path / command
-
     def card_cache(self, layer: str, key: str) -> Path:
         """Where neuron cards of ``layer`` made with the settings hashed to ``key`` are kept, to be
         reused by a later `netviz explain` or `netviz neurons` (``cache/neurons/<layer>/<key>/``)."""
@@ -173,25 +169,14 @@ def save_checkpoint(path: str | os.PathLike, model_name: str, state: dict[str, A
 
 
 def load_checkpoint(path: str | os.PathLike, model_name: str | None = None) -> dict[str, Any]:
-    """Load a netviz checkpoint safely (``weights_only=True``: a checkpoint can never run code)."""
-    import pickle
-
-    import torch
+    """A netviz checkpoint, read safely (:func:`netviz.weights.read_checkpoint`: ``weights_only``,
+    a checkpoint can never run code)."""
+    from netviz.weights import read_checkpoint
 
     path = Path(path)
     if not path.is_file():
         raise NetvizError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "GLOBAL" not in str(exc):  # not a refused class or function: just bad bytes
-            raise NetvizError(f"checkpoint {path} is corrupt or not a PyTorch file") from exc
-        raise NetvizError(
-            f"refusing to load {path}: it holds pickled objects other than tensors, which could "
-            "run code (netviz only loads weights_only checkpoints)"
-        ) from exc
-    except Exception as exc:
-        raise NetvizError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(exc).__name__})") from exc
+    ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise NetvizError(f"{path} is not a netviz checkpoint (no 'model' state dict in it)")
     if model_name is not None and ckpt.get("model_name") not in (None, model_name):
@@ -231,8 +216,13 @@ class Run:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def is_training_run(self) -> bool:
+        """A run folder `netviz train` wrote (as opposed to a model by name or a weights file)."""
+        return self.path is not None
+
+    @property
     def name(self) -> str:
-        return self.path.name if self.path is not None else self.spec.name
+        return self.path.name if self.is_training_run else self.spec.name
 
     @property
     def weights_label(self) -> str:
@@ -249,11 +239,11 @@ class Run:
 
     @property
     def folder(self) -> RunFolder | None:
-        return RunFolder(self.path) if self.path is not None else None
+        return RunFolder(self.path) if self.is_training_run else None
 
     def checkpoint_path(self, which: str) -> Path | None:
         """``init``, ``final`` or ``last``: the file if this run has it."""
-        if self.path is None:
+        if not self.is_training_run:
             return None
         path = RunFolder(self.path).checkpoint(which)
         return path if path.is_file() else None
@@ -265,7 +255,7 @@ class Run:
 
     def weight_stats(self) -> dict[str, Any] | None:
         """Per-epoch weight statistics recorded by training, or None (see ``train.weight_stats``)."""
-        if self.path is None or not RunFolder(self.path).weight_stats.is_file():
+        if not self.is_training_run or not RunFolder(self.path).weight_stats.is_file():
             return None
         return read_json(RunFolder(self.path).weight_stats)
 

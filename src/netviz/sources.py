@@ -43,9 +43,6 @@ HEAD_KEYS = ("output", "activation", "region", "reshape")  # how the model's out
 CARD_KEYS = ("model", "weights", "input_shape", "mean", "std", "classes", "layers", "dataset",
              "model_args", "description", *HEAD_KEYS)
 SIZES_TRIED = (28, 32, 64, 96, 128, 224)  # square input sizes tried when none is given
-HOW_TO_NAME = ("a registry name (see `netviz models`), a torchvision classifier such as resnet18, "
-               "path/to/file.py:NAME, package.module:NAME, timm:NAME, path/to/model.onnx or a model card "
-               "path/to/card.toml")
 
 
 # -- parsing what users type ----------------------------------------------------------------------

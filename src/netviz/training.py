@@ -1,7 +1,7 @@
 """Training, in the steps of a training script (pytorch/examples' MNIST, nanoGPT's train.py).
 
 :func:`train` reads top to bottom: resolve the config, open the run folder, load the data, build
-the model and optimiser, then per epoch :func:`train_one_epoch`, :func:`evaluate`, record the
+the model and optimiser, then per epoch :func:`train_one_epoch`, :func:`eval_accuracy`, record the
 metrics and checkpoint; at the end the final checkpoint, the curves and ``summary.json``.
 ``train(model="mnist", train_split="test[:8000]", eval_split="test[8000:]", epochs=3, seed=1)``
 returns a :class:`netviz.runs.Run`. The run folder's layout is :class:`netviz.runs.RunFolder`.
@@ -431,7 +431,7 @@ def _diverged(cfg: TrainConfig, state: TrainState, value: float, lr: float) -> N
             "commands will refuse these weights", False)  # a warning --quiet does not hide
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
+def eval_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
              amp: bool = True) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` on normalised inputs ``x`` and labels ``y``;
     under torchrun each rank evaluates its share and the sums are added over the ranks."""
@@ -771,7 +771,7 @@ def _epoch(s: _Session, quiet: bool, interrupt: _Interrupt | None = None) -> Non
     cfg, state = s.cfg, s.state
     train_one_epoch(s.model, s.data, cfg, s.opt, s.sched, state, s.gen, quiet=quiet, interrupt=interrupt)
     eval_start = time.perf_counter()
-    eval_loss, eval_acc = evaluate(s.net, s.data.x_eval, s.data.y_eval, cfg.eval_batch_size, cfg.amp)
+    eval_loss, eval_acc = eval_accuracy(s.net, s.data.x_eval, s.data.y_eval, cfg.eval_batch_size, cfg.amp)
     passed = set(state.milestones)
     row = record_epoch(state, eval_loss, eval_acc, time.perf_counter() - eval_start,
                        s.opt.param_groups[0]["lr"], len(s.data.y_train))

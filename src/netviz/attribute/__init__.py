@@ -42,7 +42,6 @@ from netviz.attribute._registry import (
     Options,
     SeededOptions,
     all_options,
-    check_method,
     check_method_options,
     get_method,
     ignored_options,
@@ -72,7 +71,7 @@ from netviz.attribute._lrp import COMPOSITES, LrpOptions, relevance_rules, seed_
 from netviz.attribute._lrp_epsilon import lrp_epsilon  # isort: skip
 from netviz.attribute._lrp_epsilon_plus import lrp_epsilon_plus  # isort: skip
 from netviz.attribute._lrp_epsilon_gamma_box import lrp_epsilon_gamma_box  # isort: skip
-from netviz.attribute._run import AttributeReport, attribute_run, for_share, load_baseline, method_kwargs  # isort: skip
+from netviz.attribute._run import AttributeResult, attribute_run, for_share, load_baseline, method_kwargs  # isort: skip
 from netviz.attribute._sanity import SanityResult, model_randomisation, parameter_layers, spearman  # isort: skip
 from netviz.selection import parse_indices  # isort: skip
 
@@ -92,9 +91,9 @@ __all__ = [
     "check_score", "options_of", "relative_error", "relevance_rules", "resolve_target", "seed_relevance",
     "model_score", "target_label",
     "step_schedule", "zennit",
-    "AttributeReport", "Attribution", "BaselineOptions", "InteriorGradients", "LayerOptions", "Method", "Options",
+    "AttributeResult", "Attribution", "BaselineOptions", "InteriorGradients", "LayerOptions", "Method", "Options",
     "SanityResult", "SeededOptions", "all_options", "attribute", "attribute_run", "check_batch_size",
-    "check_method", "check_method_options", "eval_mode", "fast_format", "for_share", "forward_scores",
+    "check_method_options", "eval_mode", "fast_format", "for_share", "forward_scores",
     "get_method", "ignored_options", "load_baseline", "method_kwargs", "option", "grad_cam", "grad_cam_plus_plus",
     "gradient", "guided_backprop", "guided_grad_cam", "input_x_gradient", "integrated_gradients",
     "interior_gradients", "layer_cam",

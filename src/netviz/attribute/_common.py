@@ -246,18 +246,6 @@ def forward_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor | Non
     return torch.cat(scores), torch.cat(preds)
 
 
-def parse_classes(text: str) -> list[int]:
-    """``"3"`` or ``"3,5"`` (several classes at once, for a multi-label model) -> class numbers."""
-    try:
-        classes = [int(p) for p in str(text).split(",") if p.strip()]
-    except ValueError:
-        classes = []
-    if not classes or min(classes) < 0:
-        raise NetvizError(f"cannot read --target '{text}': give a class number, or several at once "
-                          "as 3,5 (their scores are summed)")
-    return list(dict.fromkeys(classes))
-
-
 def resolve_target(model: nn.Module, x: torch.Tensor,
                    target: int | str | Sequence[int] | torch.Tensor | None, score: str = "logit",
                    batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,12 +253,14 @@ def resolve_target(model: nn.Module, x: torch.Tensor,
     ``"3,5"`` names several classes for every image (F sums their scores): targets (N, T)."""
     import torch
 
+    from netviz.selection import parse_classes
+
     n = x.shape[0]
     if target is None:
         scores, preds = forward_scores(model, x, None, score, batch_size)
         return preds, scores
-    if isinstance(target, str):
-        classes = parse_classes(target)
+    if isinstance(target, str):  # numbers here; commands turn class names into numbers first
+        classes = parse_classes(target, (), _num_classes(model, x), "the model")
         t = torch.tensor(classes).view(1, -1).expand(n, -1).clone() if len(classes) > 1 else \
             torch.full((n,), classes[0], dtype=torch.long)
     else:

@@ -195,11 +195,6 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def check_method(name: str) -> str:
-    get_method(name)
-    return name
-
-
 def method_function(name: str) -> Callable[..., Any]:
     """The function of :mod:`netviz.attribute` behind a ``--method`` name."""
     return get_method(name).function

@@ -1,7 +1,7 @@
 """`netviz attribute` as a plain function: pick the images of a run, attribute, sanity-check.
 
 Which options a method takes comes from its registered :class:`~netviz.attribute._registry.Method`;
-nothing here branches on a method's name. The result (:class:`AttributeReport`) is drawn and
+nothing here branches on a method's name. The result (:class:`AttributeResult`) is drawn and
 written by :mod:`netviz.draw.attribute`.
 """
 
@@ -33,7 +33,7 @@ DEFAULT_INDICES = "0-7"
 
 
 @dataclass
-class AttributeReport:
+class AttributeResult:
     """Everything `netviz attribute` computed, ready to be drawn."""
 
     spec: ModelSpec
@@ -256,7 +256,7 @@ def attribute_run(
     data_dir: str | os.PathLike | None = None,
     seed: int = 0,
     quiet: bool = False,
-) -> AttributeReport | None:
+) -> AttributeResult | None:
     """Attribute the run's eval images ``indices`` (default 0-7) or ``images`` (files, PIL images,
     tensors) for ``target`` (a class number or name, or several summed: ``"3,5"``) with
     ``method`` and its ``options`` (an instance of the method's :class:`Options` dataclass, e.g.
@@ -325,7 +325,7 @@ def attribute_run(
                          f"{' ...' if len(empty) > 3 else ''}: its score sums an empty region (0); pass "
                          "--region Y0,X0,Y1,X1 to name the pixels")
             say(f"note: {notes[-1]}", quiet)
-    return AttributeReport(spec=spec, run_path=run.path, method=method, names=inputs.names,
+    return AttributeResult(spec=spec, run_path=run.path, method=method, names=inputs.names,
                            indices=inputs.indices, labels=inputs.labels, preds=[int(p) for p in preds],
                            pixels=inputs.images.float() / 255.0, result=result, sanity=sanity_result,
                            settings=settings, notes=list(dict.fromkeys(notes + inputs.notes)), regions=regions,

@@ -22,7 +22,7 @@ from netviz.heads import target_label
 if TYPE_CHECKING:
     import numpy as np
 
-    from netviz.attribute import AttributeReport, InteriorGradients, SanityResult
+    from netviz.attribute import AttributeResult, InteriorGradients, SanityResult
 
 POSITIVE = (0.0, 0.85, 0.25)  # green: pushes the score up
 NEGATIVE = (1.0, 0.1, 0.2)  # red: pushes it down
@@ -118,7 +118,7 @@ def image_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem).strip("_") or "image"
 
 
-def _caption(report: AttributeReport, i: int) -> tuple[str, bool]:
+def _caption(report: AttributeResult, i: int) -> tuple[str, bool]:
     spec = report.spec
     label = report.labels[i]
     pred = report.preds[i]
@@ -140,7 +140,7 @@ def _caption(report: AttributeReport, i: int) -> tuple[str, bool]:
 GRID_PANEL = 160  # pixels: a grid panel's side at least (MNIST's 28 drawn 6x)
 
 
-def plot_grid(report: AttributeReport, path: str | os.PathLike, style: str = "overlay",
+def plot_grid(report: AttributeResult, path: str | os.PathLike, style: str = "overlay",
               percentile: float = 99.0) -> Path:
     """One panel per image (at most GRID_MAX): the attribution with true/predicted labels (red
     when the prediction is wrong), under a title; drawn with PIL."""
@@ -169,7 +169,7 @@ def plot_grid(report: AttributeReport, path: str | os.PathLike, style: str = "ov
     return sheet.save_sheet(sheet.stack([sheet.text_block([title], 14), sheet.grid(cells, min(n, 8))], gap=8), path)
 
 
-def outlined(picture: np.ndarray, report: AttributeReport, i: int) -> np.ndarray:
+def outlined(picture: np.ndarray, report: AttributeResult, i: int) -> np.ndarray:
     """``picture`` (H, W, 3, floats in [0, 1], as :func:`render` gives) with the outline of image
     ``i``'s region in yellow, for a segmentation model (the pixels its target's score sums);
     unchanged otherwise."""
@@ -197,7 +197,7 @@ def image_panel(pixels: Any, attr: Any, percentile: float = 99.0,
     return to_uint8(upscale(row, min_size=256 * 3))
 
 
-def plot_completeness(report: AttributeReport, path: str | os.PathLike) -> Path:
+def plot_completeness(report: AttributeResult, path: str | os.PathLike) -> Path:
     """Relative completeness error per image (log scale), coloured by the steps it used (PIL)."""
     import numpy as np
 
@@ -215,7 +215,7 @@ def plot_completeness(report: AttributeReport, path: str | os.PathLike) -> Path:
     return sheet.save_sheet(chart, path)
 
 
-def plot_interior_strip(report: AttributeReport, i: int, path: str | os.PathLike,
+def plot_interior_strip(report: AttributeResult, i: int, path: str | os.PathLike,
                         percentile: float = 99.0) -> Path:
     """Scaled inputs (top) and their gradients (bottom), one column per alpha."""
     import numpy as np
@@ -244,7 +244,7 @@ def plot_interior_strip(report: AttributeReport, i: int, path: str | os.PathLike
     return save_figure(fig, path)
 
 
-def interior_frames(report: AttributeReport, i: int, percentile: float = 99.0
+def interior_frames(report: AttributeResult, i: int, percentile: float = 99.0
                     ) -> list[np.ndarray]:
     """GIF frames from black to the image: [scaled input | its gradient], upscaled."""
     import numpy as np
@@ -274,7 +274,7 @@ def _label(frame: np.ndarray, text: str) -> np.ndarray:
     return np.asarray(im)
 
 
-def plot_interior_scores(report: AttributeReport, path: str | os.PathLike) -> Path:
+def plot_interior_scores(report: AttributeResult, path: str | os.PathLike) -> Path:
     """F(alpha x) and the gradient norm against alpha for every image: the saturation."""
     plt = pyplot()
     res: InteriorGradients = report.result  # type: ignore[assignment]
@@ -295,7 +295,7 @@ def plot_interior_scores(report: AttributeReport, path: str | os.PathLike) -> Pa
     return save_figure(fig, path)
 
 
-def plot_sanity(sanity: SanityResult, report: AttributeReport, path: str | os.PathLike,
+def plot_sanity(sanity: SanityResult, report: AttributeResult, path: str | os.PathLike,
                 percentile: float = 99.0) -> Path:
     """Mean rank correlation per cascade step, and the first image's maps as layers go."""
     import numpy as np
@@ -347,12 +347,12 @@ def check_drawing(style: str, percentile: float) -> None:
         raise NetvizError(f"clip percentile must be in (0, 100], not {percentile}")
 
 
-def _grid_figure(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Artifact]:
+def _grid_figure(report: AttributeResult, out: Path, style: str, percentile: float) -> list[Artifact]:
     return [Artifact(plot_grid(report, out / f"{report.method}.png", style, percentile),
                      f"{report.method} for {len(report.names)} image(s), with true and predicted labels")]
 
 
-def _panels(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Artifact]:
+def _panels(report: AttributeResult, out: Path, style: str, percentile: float) -> list[Artifact]:
     """One [image | overlay | heat map] PNG per image, its caption under it."""
     written = []
     for i, name in enumerate(report.names):
@@ -365,12 +365,12 @@ def _panels(report: AttributeReport, out: Path, style: str, percentile: float) -
     return written
 
 
-def _completeness_figure(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Artifact]:
+def _completeness_figure(report: AttributeResult, out: Path, style: str, percentile: float) -> list[Artifact]:
     return [Artifact(plot_completeness(report, out / "completeness.png"),
                      "each image's completeness error |sum - (F(x) - F(b))| / |F(x) - F(b)| and steps")]
 
 
-def _interior_figures(report: AttributeReport, out: Path, style: str, percentile: float) -> list[Artifact]:
+def _interior_figures(report: AttributeResult, out: Path, style: str, percentile: float) -> list[Artifact]:
     written = [Artifact(plot_interior_scores(report, out / "interior_scores.png"),
                         "the score and the gradient norm at each scaled input alpha * x")]
     for i in range(min(len(report.names), STRIP_MAX)):
@@ -387,7 +387,7 @@ FIGURES = {"grid": _grid_figure, "panels": _panels, "completeness": _completenes
            "interior": _interior_figures}
 
 
-def write_attribution(report: AttributeReport, out_dir: str | os.PathLike,
+def write_attribution(report: AttributeResult, out_dir: str | os.PathLike,
                       style: str = "overlay", percentile: float = 99.0) -> list[Artifact]:
     """Write attribute.json and the figures the report's method asks for."""
     check_drawing(style, percentile)
