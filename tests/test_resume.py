@@ -79,9 +79,9 @@ def test_resume_of_a_finished_run_changes_nothing(mnist_run, tmp_path: Path) -> 
 
 @pytest.mark.parametrize("kind", ["twice"])
 def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path: Path, kind: str) -> None:
-    from netviz.training import _Interrupt
+    from netviz.training.loop import Interrupt
 
-    interrupt = _Interrupt()
+    interrupt = Interrupt()
     interrupt.handle(signal.SIGINT, None)  # the first is only noted
     assert interrupt.requested and not interrupt.forced
     with pytest.raises(KeyboardInterrupt):

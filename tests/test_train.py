@@ -98,7 +98,7 @@ def test_fast_recipe_reaches_99_percent_on_full_mnist(mnist_train_split: Path, t
 
 
 def test_resume_after_interrupt_is_bitwise_identical(tmp_path: Path, monkeypatch) -> None:
-    import netviz.training
+    import netviz.training.loop
 
     whole = train(runs_dir=str(tmp_path), name="whole", **SMALL)
 
@@ -106,11 +106,11 @@ def test_resume_after_interrupt_is_bitwise_identical(tmp_path: Path, monkeypatch
         if state.epoch * steps_per_epoch + state.step == 13:
             raise KeyboardInterrupt
 
-    untouched = netviz.training._before_step
-    monkeypatch.setattr(netviz.training, "_before_step", ctrl_c_at_step_13)
+    untouched = netviz.training.loop._before_step
+    monkeypatch.setattr(netviz.training.loop, "_before_step", ctrl_c_at_step_13)
     with pytest.raises(Exception, match="interrupted"):
         train(runs_dir=str(tmp_path), name="cut", **SMALL)
-    monkeypatch.setattr(netviz.training, "_before_step", untouched)
+    monkeypatch.setattr(netviz.training.loop, "_before_step", untouched)
     assert not (tmp_path / "cut" / "checkpoints" / "final.pt").exists()
     assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 3
     opened = invoke("layers", str(tmp_path / "cut"))  # every command says the run never finished
@@ -292,7 +292,7 @@ def test_pickled_code_in_checkpoint_is_refused(tmp_path: Path, mnist_run) -> Non
 def test_model_args_from_a_config_file_and_on_resume_build_that_model(tmp_path: Path, monkeypatch) -> None:
     # A config file that names its model and widths (as configs/mnist-fast-994.toml does): the CLI
     # names no model, and --resume names none either; both must build the 8/16/24 net it says.
-    import netviz.training
+    import netviz.training.loop
 
     config = tmp_path / "wide.toml"
     config.write_text('model = "mnist-fast"\nmodel_args = {widths = [8, 16, 24]}\nbatch_size = 64\n')
@@ -307,10 +307,10 @@ def test_model_args_from_a_config_file_and_on_resume_build_that_model(tmp_path: 
         if state.epoch * steps_per_epoch + state.step == 13:
             raise KeyboardInterrupt
 
-    untouched = netviz.training._before_step
-    monkeypatch.setattr(netviz.training, "_before_step", ctrl_c_at_step_13)
+    untouched = netviz.training.loop._before_step
+    monkeypatch.setattr(netviz.training.loop, "_before_step", ctrl_c_at_step_13)
     assert invoke(*args, "--name", "cut").exit_code == 130
-    monkeypatch.setattr(netviz.training, "_before_step", untouched)
+    monkeypatch.setattr(netviz.training.loop, "_before_step", untouched)
     resumed = invoke("train", "--resume", str(tmp_path / "cut"), "--quiet")
     assert resumed.exit_code == 0, resumed.output
     again = load_checkpoint(tmp_path / "cut" / "checkpoints" / "final.pt")["model"]
