@@ -135,3 +135,25 @@ def test_no_import_circle() -> None:
 
 def test_the_circle_check_finds_a_circle() -> None:
     assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _names_a_kind(node: ast.AST) -> bool:
+    """``x.kind`` or ``x.kind.name``."""
+    if not isinstance(node, ast.Attribute):
+        return False
+    return node.attr == "kind" or node.attr == "name" and isinstance(node.value, ast.Attribute) \
+        and node.value.attr == "kind"
+
+
+def test_model_kinds_are_plug_ins() -> None:
+    # a kind of model reference is one module of netviz/kinds: nothing else compares a kind's name
+    found = []
+    for path, tree in _modules().items():
+        if path.parent.name == "kinds":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare) and any(_names_a_kind(side) for side in [node.left, *node.comparators]) \
+                    and any(isinstance(c, ast.Constant) and isinstance(c.value, str) for c in node.comparators):
+                found.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    # dream targets and data sets have kinds of their own, not model kinds
+    assert [f for f in found if not f.startswith(("dream/", "draw/dream.py"))] == []

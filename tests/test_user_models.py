@@ -249,7 +249,7 @@ def test_module_reference_instance_and_entry_point(user, saved, tmp_path, monkey
     monkeypatch.syspath_prepend(str(user["root"]))
     by_module = load_run(model="user_net:tiny", weights=str(saved["safetensors"]), input_shape=SHAPE,
                          mean="0.3", std="0.3", device="cpu")
-    assert by_module.spec.num_classes == 7 and ModelSource(ref="user_net:tiny").kind == "module"
+    assert by_module.spec.num_classes == 7 and ModelSource(ref="user_net:tiny").kind.name == "module"
     instance = load_run(model=by_module.model, input_shape=(3, 24, 40), mean=[0.3], std=[0.3],
                         device="cpu")
     assert instance.spec.input_shape == by_module.spec.input_shape
@@ -389,3 +389,39 @@ def test_class_names_have_one_source_and_a_note_when_the_data_disagrees(user, sa
     assert attributed["images"][0]["label_name"] == names[label]
     assert shown["label_name"] == names[label] and shown["predicted_name"] in names
     assert [c["name"] for c in shown["top_classes"]] == [names[c["class"]] for c in shown["top_classes"]]
+
+
+def test_a_new_kind_of_model_is_one_object(tmp_path, monkeypatch) -> None:
+    # what a new module of netviz/kinds defines: the CLI, load_run and `netviz models` take it alone
+    from torch import nn
+
+    import netviz.kinds as kinds
+    from netviz.runs import load_run
+
+    def build(source, num_classes):
+        width = int(str(source.ref).split(":", 1)[1])
+        return nn.Sequential(nn.Conv2d(1, width, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(width, 4)), {"input_size": (1, 12, 12)}
+
+    toy = kinds.Kind("toy", order=2, form="toy:WIDTH", meaning="a toy net of WIDTH channels",
+                     matches=lambda ref: isinstance(ref, str) and ref.startswith("toy:"), build=build)
+    monkeypatch.setattr(kinds, "KINDS", sorted([*kinds.KINDS, toy], key=lambda k: k.order))
+    run = load_run(model="toy:6")
+    assert run.spec.input_shape == (1, 12, 12) and run.spec.num_classes == 4 and run.spec.name == "toy:6"
+    assert "toy:WIDTH" in kinds.model_help()
+    listed = CliRunner().invoke(cli, ["models"])
+    assert "a toy net of WIDTH channels" in listed.stdout
+
+
+def test_a_cards_onnx_file_is_the_cards(tmp_path, monkeypatch) -> None:
+    # a card naming nets/m.onnx kept that path relative to the working folder, while the card's
+    # weights were resolved against the card
+    from netviz.sources import load_card
+
+    card = tmp_path / "cards" / "m.toml"
+    card.parent.mkdir()
+    card.write_text('model = "nets/m.onnx"\nweights = "w.pt"\n')
+    monkeypatch.chdir(tmp_path)
+    source = load_card(card)
+    assert source.ref == str(tmp_path / "cards" / "nets" / "m.onnx")
+    assert source.weights == str(tmp_path / "cards" / "w.pt")

@@ -19,6 +19,7 @@ from netviz import __version__
 from netviz.attribute import METHODS, all_options, get_method
 from netviz.errors import NetvizError
 from netviz.explain.methods import CHANNEL_METHODS, all_channel_options
+from netviz.kinds import model_help
 
 
 class NetvizGroup(click.Group):
@@ -155,9 +156,7 @@ dataset_option = click.option("--dataset", default=None,
                                    "(default: the run's, or the model card's).")
 runs_dir_option = click.option("--runs-dir", type=click.Path(file_okay=False), default=None,
                                help="Runs folder (default: $NETVIZ_RUNS, else ./runs).")
-MODEL_HELP = ("A model: a registry name (mnist, allconv, mnist-fast; `netviz models`), a torchvision "
-              "classifier (resnet18), path/to/file.py:NAME, package.module:NAME, timm:NAME or a "
-              "model card path/to/card.toml.")
+MODEL_HELP = model_help()
 # How a model is described besides its name: the same options for train and every other command.
 model_options = _compose(
     click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",

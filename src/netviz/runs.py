@@ -233,7 +233,7 @@ class Run:
             return "pretrained weights"
         if self.weights:
             return f"weights from {Path(self.weights).name}"
-        if self.source is not None and self.source.kind == "instance":
+        if self.source is not None and not self.source.kind.recordable:  # a model object
             return "your module's weights"
         return "random weights (untrained)"
 
@@ -390,7 +390,7 @@ def load_run(path: str | os.PathLike | None = None, *, model: str | nn.Module | 
         spec, net = open_model(source, notes=notes)
         if source.weights not in (None, "default"):
             check_finite(net, str(source.weights))
-        if source.kind == "instance":
+        if not source.kind.recordable:  # a model object: a view of it, on its own device
             net = _on_device(net, dev, notes)
         return Run(spec=spec, model=net.to(dev).eval(), device=dev, weights=source.weights,
                    source=source, notes=notes)

@@ -17,21 +17,17 @@ the module, infers what was not said (and says what it assumed) and loads the we
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import importlib
-import inspect
 import json
 import os
-import sys
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netviz.errors import NetvizError, close_matches, first_line
+from netviz.errors import NetvizError, first_line
 from netviz.heads import Head, OutputError, check_activation, parse_output, parse_region
+from netviz.kinds import Kind, kind_of, other_ways
 from netviz.tokens import check_reshape
 
 if TYPE_CHECKING:
@@ -181,9 +177,7 @@ class ModelSource:
                     layers=tuple(layers.split(",")) if isinstance(layers, str) else
                     (tuple(layers) if layers is not None else None),
                     dataset=dataset, **head_options(output, activation, region, reshape))
-        if isinstance(given.ref, str) and given.ref.endswith(".toml"):
-            return given.over(load_card(given.ref))
-        return given
+        return given.over(load_card(str(given.ref))) if given.kind.holds_source else given
 
     def config_values(self) -> dict[str, Any]:
         """What the user said about the model, as :class:`netviz.training.TrainConfig` values."""
@@ -201,43 +195,21 @@ class ModelSource:
                                               "layers", "dataset", *HEAD_KEYS) if getattr(self, k) is not None})
 
     @property
-    def kind(self) -> str:
-        """instance, timm, onnx, file, module or name (registry, entry point or torchvision)."""
-        ref = self.ref
-        if not isinstance(ref, str):
-            return "instance"
-        if ref.startswith("timm:"):
-            return "timm"
-        if ref.lower().endswith(".onnx"):
-            return "onnx"
-        if ":" in ref:
-            left = ref.rsplit(":", 1)[0]
-            return "file" if left.endswith(".py") or "/" in left or os.sep in left else "module"
-        return "name"
+    def kind(self) -> Kind:
+        """How the reference names the model (:mod:`netviz.kinds`)."""
+        return kind_of(self.ref)
 
     @property
     def name(self) -> str:
         """A short name for titles, checkpoints and folders: ``mnist``, ``net.py:Net``, ``timm:resnet18``."""
-        if self.kind == "instance":
-            return type(self.ref).__name__
-        if self.kind == "onnx":
-            return Path(str(self.ref)).name
-        if self.kind == "file":
-            path, obj = str(self.ref).rsplit(":", 1)
-            return f"{Path(path).name}:{obj}"
-        return str(self.ref)
+        return self.kind.short_name(self.ref)
 
     def record(self) -> dict[str, Any]:
         """What ``config.toml`` keeps so that a run reopens from any folder (absolute paths)."""
-        if self.kind == "instance":
+        if not self.kind.recordable:
             raise NetvizError("a model instance cannot be recorded in a run: train a model named "
                               "by file.py:NAME, module:NAME, timm:NAME or a registry name")
-        ref = str(self.ref)
-        if self.kind == "file":
-            path, obj = ref.rsplit(":", 1)
-            ref = f"{Path(path).expanduser().resolve()}:{obj}"
-        if self.kind == "onnx":
-            ref = str(Path(ref).expanduser().resolve())
+        ref = self.kind.absolute(str(self.ref), Path.cwd())
         out: dict[str, Any] = {"model": ref}
         if self.model_args:
             out["model_args"] = dict(self.model_args)
@@ -269,11 +241,7 @@ def load_card(path: str | os.PathLike) -> ModelSource:
         path = Path(value).expanduser()
         return str(path if path.is_absolute() else (base / path).resolve())
 
-    ref = str(card["model"])
-    if ":" in ref and not ref.startswith("timm:"):
-        left, obj = ref.rsplit(":", 1)
-        if left.endswith(".py") or "/" in left:
-            ref = f"{here(left)}:{obj}"
+    ref = kind_of(str(card["model"])).absolute(str(card["model"]), base)  # its paths are the card's
     weights = card.get("weights")
     if weights is not None and str(weights).lower() not in ("none", "default", ""):
         weights = here(str(weights))
@@ -301,158 +269,14 @@ def source_from_config(config: Mapping[str, Any]) -> ModelSource:
 
 # -- building ----------------------------------------------------------------------------------------
 
-def _import_file(path: Path) -> Any:
-    """Import a Python file as a module of its own (its folder on sys.path while it imports)."""
-    import importlib.util
-
-    if not path.is_file():
-        raise NetvizError(f"model file {path} does not exist")
-    name = "netviz_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise NetvizError(f"cannot import {path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        del sys.modules[name]
-        raise NetvizError(f"cannot import {path}: syntax error at line {exc.lineno}: {exc.msg}") from exc
-    except Exception as exc:
-        del sys.modules[name]
-        raise NetvizError(f"cannot import {path}: {type(exc).__name__}: {first_line(exc)}") from exc
-    finally:
-        if folder in sys.path:
-            sys.path.remove(folder)
-    return module
-
-
-def _import_module(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        raise NetvizError(f"cannot import module '{name}': {exc.msg} (is it installed, or on "
-                          "PYTHONPATH?)") from exc
-    except Exception as exc:
-        raise NetvizError(f"cannot import module '{name}': {type(exc).__name__}: {first_line(exc)}") from exc
-
-
-def _constructor(source: ModelSource) -> tuple[Callable[..., Any], str]:
-    """The class or function a file/module reference names, and where it came from."""
-    ref = str(source.ref)
-    where, obj = ref.rsplit(":", 1)
-    module = _import_file(Path(where).expanduser()) if source.kind == "file" else _import_module(where)
-    if not obj or not hasattr(module, obj):
-        defined = sorted(n for n, v in vars(module).items()
-                         if not n.startswith("_") and callable(v) and getattr(v, "__module__", None)
-                         == module.__name__)
-        raise NetvizError(f"{where} has no '{obj}'{close_matches(obj, defined)} (it defines: "
-                          f"{', '.join(defined) or 'no classes or functions'})")
-    target = getattr(module, obj)
-    if not callable(target):
-        raise NetvizError(f"{where}:{obj} is a {type(target).__name__}, not a class or a function "
-                          "returning an nn.Module")
-    return target, f"{where}:{obj}"
-
-
-def accepts(fn: Callable[..., Any], name: str) -> bool:
-    """Whether ``fn`` takes a keyword ``name`` (or any keyword)."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-
-
-def _call(fn: Callable[..., Any], what: str, kwargs: dict[str, Any]) -> nn.Module:
-    from torch import nn
-
-    try:
-        module = fn(**kwargs)
-    except NetvizError:
-        raise
-    except Exception as exc:
-        args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        raise NetvizError(f"building {what}({args}) failed: {type(exc).__name__}: {first_line(exc)}") from exc
-    if not isinstance(module, nn.Module):
-        raise NetvizError(f"{what} returned a {type(module).__name__}, not an nn.Module")
-    return module
-
-
-def _timm(source: ModelSource, num_classes: int | None) -> tuple[nn.Module, dict[str, Any]]:
-    """A timm model; pretrained weights only from the local cache (never a download)."""
-    if source.weights == "default":
-        from netviz.network import hub_offline
-
-        hub_offline()  # before timm imports the hub: its cache only, no minute of retries
-    try:
-        import timm
-    except ImportError as exc:
-        raise NetvizError("timm models need timm: pip install 'netviz[timm]'") from exc
-    name = str(source.ref)[len("timm:"):]
-    if not timm.is_model(name):
-        # 1,300 names: only a close match helps (not_a_model is not nest_base)
-        raise NetvizError(f"timm has no model '{name}'{close_matches(name, timm.list_models(), cutoff=0.75)}; "
-                          "list them with timm.list_models('PATTERN*')")
-    kwargs = dict(source.model_args)
-    if num_classes is not None:
-        kwargs.setdefault("num_classes", num_classes)
-    pretrained = source.weights == "default"
-    try:
-        model = timm.create_model(name, pretrained=pretrained, **kwargs)
-    except Exception as exc:
-        if pretrained:
-            from huggingface_hub.constants import HF_HUB_CACHE
-
-            raise NetvizError(f"no pretrained weights for timm:{name} in the Hugging Face cache {HF_HUB_CACHE} "
-                              f"({type(exc).__name__}): download them once with timm on a machine with "
-                              "internet (timm.create_model(name, pretrained=True)), or pass --weights FILE") from exc
-        raise NetvizError(f"building timm:{name} failed: {type(exc).__name__}: {first_line(exc)}") from exc
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    return model, cfg
-
-
 def build_module(source: ModelSource, num_classes: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """The module a source names, freshly initialised (or pretrained for ``weights="default"``).
-
-    ``num_classes``: passed to a constructor that takes it (train fits the model to its data).
-    Returns the module and what the source knows about its input (timm's pretrained_cfg).
-    """
-    from netviz.registry import build_model, get_spec
-
-    kind = source.kind
-    if kind == "instance":  # the user's module is never changed: a view, or a copy to load weights into
-        from netviz.heads import headless_view
-
-        view = headless_view(source.ref)  # type: ignore[arg-type]
-        return (copy.deepcopy(view) if source.weights not in (None, "default") else view), {}
-    if kind == "timm":
-        return _timm(source, num_classes)
-    if kind == "onnx":
-        from netviz.onnx_models import convert, input_shape, load_onnx
-
-        proto = load_onnx(str(source.ref))  # read and checked once
-        shape = input_shape(proto)
-        return convert(proto, str(source.ref)), {"input_size": shape} if shape is not None else {}
-    if kind in ("file", "module"):
-        fn, what = _constructor(source)
-        kwargs = dict(source.model_args)
-        if num_classes is not None and "num_classes" not in kwargs and accepts(fn, "num_classes"):
-            kwargs["num_classes"] = num_classes
-        return _call(fn, what, kwargs), {}
-    spec = get_spec(str(source.ref))
-    kwargs = dict(source.model_args)
-    weights = "default" if source.weights == "default" else None
-    if num_classes is not None and num_classes != spec.num_classes and "num_classes" not in kwargs:
-        try:
-            return build_model(spec, weights, num_classes=num_classes, **kwargs), {}
-        except NetvizError:
-            pass  # it takes no num_classes: the caller compares the output width with the data
-    return build_model(spec, weights, **kwargs), {}
+    """The module a source names, freshly initialised (or pretrained for ``weights="default"``), and
+    what its kind knows about its input (timm's pretrained_cfg). ``num_classes``: passed to a
+    constructor that takes it (train fits the model to its data)."""
+    build = source.kind.build
+    if build is None:
+        raise NetvizError(f"{source.ref} names no model by itself: open it with --model")
+    return build(source, num_classes)
 
 
 # -- what the model expects ------------------------------------------------------------------------
@@ -538,7 +362,7 @@ def describe(source: ModelSource, model: nn.Module, timm_cfg: Mapping[str, Any] 
     if any(s <= 0 for s in std):
         raise NetvizError(f"--std must be positive, not {','.join(map(str, std))}")
     classes = source.classes
-    if classes is None and width == 1000 and source.kind == "timm":
+    if classes is None and width == 1000 and source.kind.pretrained:
         classes = imagenet_classes()
         notes.append(f"class names: ImageNet's ({IMAGENET_CLASSES_SOURCE})")
     if classes is not None and len(classes) != width:
@@ -549,7 +373,7 @@ def describe(source: ModelSource, model: nn.Module, timm_cfg: Mapping[str, Any] 
         input_shape=shape, num_classes=width, mean=mean, std=std,
         class_names=tuple(classes) if classes is not None else tuple(str(k) for k in range(width)),
         default_dataset=source.dataset, default_layers=tuple(source.layers or ()),
-        has_pretrained=source.kind == "timm", description=source.description or f"{source.name}",
+        has_pretrained=source.kind.pretrained, description=source.description or f"{source.name}",
         extra={"source": source},
     )
 
@@ -568,31 +392,17 @@ def open_model(source: ModelSource, num_classes: int | None = None,
     notes = notes if notes is not None else []
     model, cfg = build_module(source, num_classes)
     attach(model, source.head)
-    if source.kind == "name":
+    if source.kind.registry:
         spec = get_spec(str(source.ref))
         spec = _with_options(spec, source, model)
     else:
         spec = describe(source, model, cfg, notes)
     check_region(source.head, spec.input_shape)
-    if source.kind == "onnx":
-        notes.append(_onnx_note(str(source.ref), model, spec.input_shape))
+    if source.kind.note is not None:
+        notes.append(source.kind.note(str(source.ref), model, spec.input_shape))
     if source.weights not in (None, "default"):
         load_weights_file(model, source.weights)
     return spec, model.eval()
-
-
-def _onnx_note(path: str, model: nn.Module, shape: Sequence[int]) -> str:
-    """How far the converted model is from onnxruntime on one seeded random input."""
-    import torch
-
-    from netviz.onnx_models import runtime_difference
-
-    x = torch.rand((1, *shape), generator=torch.Generator().manual_seed(0))
-    diff = runtime_difference(path, model, x)
-    if diff != diff:  # NaN
-        return f"{Path(path).name}: converted by onnx2torch (onnxruntime could not check it)"
-    return (f"{Path(path).name}: converted by onnx2torch; its largest difference to onnxruntime on one "
-            f"random input is {diff:.2g}")
 
 
 def _with_options(spec: ModelSpec, source: ModelSource, model: nn.Module) -> ModelSpec:
@@ -626,19 +436,6 @@ def _with_options(spec: ModelSpec, source: ModelSource, model: nn.Module) -> Mod
 
 # -- what can be named ------------------------------------------------------------------------------
 
-OTHER_WAYS = (
-    ("resnet18, vit_b_16, ...", "any torchvision classifier by its name (--weights default: pretrained)"),
-    ("timm:NAME", "a timm model, e.g. timm:resnet18 (pip install 'netviz[timm]'; pretrained weights "
-                  "only from the local cache)"),
-    ("path/to/file.py:NAME", "a class, or a function returning an nn.Module, in your Python file"),
-    ("package.module:NAME", "the same in an importable module (e.g. on PYTHONPATH)"),
-    ("path/to/model.onnx", "an ONNX file, converted by onnx2torch and checked against onnxruntime "
-                           "(pip install 'netviz[onnx]')"),
-    ("path/to/card.toml", "a model card: model, weights, input_shape, mean, std, classes, layers, "
-                          "dataset, model_args, output, activation, region, reshape (paths relative to the card)"),
-)
-
-
 OUTPUT_WAYS = (
     ("--output INDEX|KEY", "the class scores among several outputs (a tuple, dict, namedtuple or "
                            "dataclass); without it such a model is refused in one line listing them"),
@@ -663,5 +460,5 @@ def catalogue() -> dict[str, Any]:
 
     timm_installed = importlib.util.find_spec("timm") is not None  # without importing it: 5 s
     return {"registry": registry, "installed": installed, "timm_installed": timm_installed,
-            "other": [{"form": form, "meaning": meaning} for form, meaning in OTHER_WAYS],
+            "other": [{"form": form, "meaning": meaning} for form, meaning in other_ways()],
             "outputs": [{"option": form, "meaning": meaning} for form, meaning in OUTPUT_WAYS]}

@@ -121,7 +121,7 @@ def resolve_config(model: str | None = None, config_file: str | Path | None = No
     values: dict[str, Any] = {}
     file_values = read_toml(config_file) if config_file else {}
     name = model or file_values.get("model") or "mnist"
-    if ModelSource(ref=name).kind == "name":
+    if ModelSource(ref=name).kind.registry:
         get_spec(name)  # unknown model -> clear error before anything else
     values.update(RECIPES.get(name, {}))
     values.update(file_values)
@@ -185,9 +185,9 @@ def _fill_defaults(cfg: TrainConfig) -> None:
     from netviz.sources import ModelSource, load_card
 
     source = ModelSource(ref=cfg.model)
-    if source.kind == "name":
+    if source.kind.registry:
         cfg.dataset = cfg.dataset or get_spec(cfg.model).default_dataset
-    elif cfg.model.endswith(".toml"):
+    elif source.kind.holds_source:
         cfg.dataset = cfg.dataset or load_card(cfg.model).dataset
     if cfg.dataset is None:
         raise NetvizError(f"model '{cfg.model}' has no default data set: pass --dataset "

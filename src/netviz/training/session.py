@@ -86,7 +86,7 @@ def join_processes(cfg: TrainConfig, new_run: bool) -> tuple[torch.device, Any]:
 def _record_model(cfg: TrainConfig, spec: ModelSpec, source: ModelSource) -> None:
     """Write into ``cfg`` what the model is, as it was resolved, so the run reopens alone from any
     folder with the same output width."""
-    if source.kind != "name":
+    if not source.kind.registry:
         cfg.model, cfg.model_args = source.record()["model"], dict(source.model_args)
         cfg.input_shape, cfg.mean, cfg.std = list(spec.input_shape), list(spec.mean), list(spec.std)
         cfg.classes = list(spec.class_names)
