@@ -1,9 +1,11 @@
 """Do two versions of netviz write the same bytes? A refactoring must not change what users get.
 
-Runs `histogram`, `kernels`, `activations` and `dream --batch-size 1` of each version (git
+Runs every command that writes files (`histogram`, `kernels`, `activations`, `dream --batch-size 1`,
+`attribute`, `evaluate`, `neurons`, `explain`, `audit`, at small sizes) of each version (git
 revisions, checked out into temporary worktrees) on one run folder, and compares every file they
-write byte for byte; a JSON file is compared without its times (`started`, `seconds`: the clock,
-not the result) and a manifest without its command line. Exits 1 and names the files that differ.
+write byte for byte; a JSON file is compared without its clock fields at any depth (`started`,
+`seconds`, `seconds_per_image`) and a manifest without its command lines. Exits 1 and names the
+files that differ.
 
     NETVIZ_DATA=../shared/data python scripts/same_outputs.py RUN [--before REV] [--after REV]
 
@@ -27,8 +29,23 @@ COMMANDS = {
     "kernels": ["kernels", "{run}"],
     "activations": ["activations", "{run}", "--index", "0-1"],
     "dream": ["dream", "{run}", "--class", "all", "--batch-size", "1"],
+    "attribute": ["attribute", "{run}", "--index", "0-3"],
+    "evaluate": ["evaluate", "{run}", "--methods", "integrated,gradcam,saliency,random", "--index", "0-3",
+                 "--sanity-layers", "1"],
+    "neurons": ["neurons", "{run}", "--channels", "0-1", "--steps", "8", "--top", "3"],
+    "explain": ["explain", "{run}", "--index", "0", "--dream-steps", "8", "--card-images", "2"],
+    "audit": ["audit", "{run}", "--limit", "256"],
 }
-UNSTABLE = ("started", "seconds", "command_line")
+UNSTABLE = ("started", "seconds", "seconds_per_image", "command_line", "reproduce")
+
+
+def _stable(data: object) -> object:
+    """``data`` without its clock fields, at any depth."""
+    if isinstance(data, dict):
+        return {k: _stable(v) for k, v in data.items() if k not in UNSTABLE}
+    if isinstance(data, list):
+        return [_stable(v) for v in data]
+    return data
 
 
 def source_of(rev: str | None, tmp: Path) -> Path:
@@ -43,9 +60,7 @@ def source_of(rev: str | None, tmp: Path) -> Path:
 
 def digest(path: Path) -> str:
     if path.suffix == ".json":
-        data = json.loads(path.read_text())
-        for key in UNSTABLE:
-            data.pop(key, None)
+        data = _stable(json.loads(path.read_text()))
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

@@ -280,7 +280,7 @@ def open_source(source: SourceArgs, device: str, seed: int | None = None, quiet:
                 reshape=source.reshape)
     model = None if source.model is None else ModelSource.from_options(
         source.model, model_args=source.model_args or None, weights=source.weights, input_shape=source.input_shape,
-        mean=source.mean, std=source.std, classes=source.classes, **head)  # parsed once, here
+        mean=source.mean, std=source.std, classes=source.classes, **head)  # parsed and checked before any work
     run = load_run(source.run, model=model, runs_dir=source.runs_dir, device=device,
                    **(head if model is None else {}))
     for note in run.notes:

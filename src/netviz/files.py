@@ -69,6 +69,12 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
 
 
+def finite_number(v: Any) -> float | None:
+    """A number (a tensor's one value too) for JSON: None where it is not finite."""
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
 def finite(data: Any) -> Any:
     """``data`` with every NaN or infinite float replaced by None, containers copied."""
     if isinstance(data, float):

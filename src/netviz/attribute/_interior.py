@@ -23,6 +23,7 @@ from netviz.attribute._common import (
 )
 from netviz.attribute._registry import BaselineOptions, Method, SeededOptions, option, register
 from netviz.errors import NetvizError
+from netviz.files import finite_number
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +58,12 @@ class InteriorGradients:
     def attributions(self) -> torch.Tensor:
         """The gradients (N, A, C, H, W): interior gradients are gradients."""
         return self.gradients
+
+    def image_record(self, i: int) -> dict[str, Any]:
+        """What attribute.json keeps of image ``i``: F and the gradient's norm at each alpha."""
+        norms = self.gradients[i].flatten(1).norm(dim=1)
+        return {"alphas": list(self.alphas), "scores": [finite_number(v) for v in self.scores[i]],
+                "gradient_norms": [finite_number(v) for v in norms]}
 
     def scaled_inputs(self) -> torch.Tensor:
         import torch

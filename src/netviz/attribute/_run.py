@@ -8,7 +8,6 @@ written by :mod:`netviz.draw.attribute`.
 from __future__ import annotations
 
 import functools
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from netviz.attribute._interior import InteriorGradients
 from netviz.attribute._registry import Method, Options, get_method
 from netviz.attribute._sanity import SanityResult, model_randomisation
 from netviz.errors import NetvizError, close_matches
+from netviz.files import finite_number
 from netviz.heads import head_of, region_masks, target_label, target_name
 
 if TYPE_CHECKING:
@@ -118,7 +118,6 @@ class AttributeResult:
         }
         if getattr(res, "layer", None):
             data["layer"] = res.layer
-        interior = hasattr(res, "alphas")
         complete = getattr(res, "completeness_error", None) is not None
         for i, name in enumerate(report.names):
             item: dict[str, Any] = {
@@ -127,20 +126,11 @@ class AttributeResult:
                 else None,
                 "pred": report.preds[i], "target": target_label(res.target[i]), "uniform": report.uniform[i],
             }
-            if interior:
-                norms = res.gradients[i].flatten(1).norm(dim=1)
-                item["alphas"] = list(res.alphas)
-                item["scores"] = [_num(v) for v in res.scores[i]]
-                item["gradient_norms"] = [_num(v) for v in norms]
-            else:
-                item["attribution_sum"] = _num(res.attributions[i].double().sum())
-                item["attribution_max_abs"] = _num(res.attributions[i].abs().max())
-                if res.score_input is not None:
-                    item["score_input"] = _num(res.score_input[i])
+            item.update(res.image_record(i))  # each kind of result says what it records of an image
             if complete:
-                item["score_baseline"] = _num(res.score_baseline[i])
-                item["completeness_delta"] = _num(res.delta[i])
-                item["completeness_error"] = _num(res.completeness_error[i])
+                item["score_baseline"] = finite_number(res.score_baseline[i])
+                item["completeness_delta"] = finite_number(res.delta[i])
+                item["completeness_error"] = finite_number(res.completeness_error[i])
                 item["steps"] = int(res.steps[i])
             data["images"].append(item)
         if complete:
@@ -148,10 +138,11 @@ class AttributeResult:
             tol = res.settings.get("tolerance")
             data["completeness"] = {
                 "definition": "|sum(attributions) - (F(x) - F(baseline))| / |F(x) - F(baseline)|",
-                "max": _num(err.max()), "mean": _num(err.mean()), "median": _num(err.median()),
+                "max": finite_number(err.max()), "mean": finite_number(err.mean()),
+                "median": finite_number(err.median()),
                 "images_over_1_percent": int((err > 0.01).sum()),
                 "images_over_tolerance": int((err > tol).sum()) if tol else None,
-                "mean_steps": _num(res.steps.double().mean()),
+                "mean_steps": finite_number(res.steps.double().mean()),
             }
         return data
 
@@ -170,18 +161,12 @@ class AttributeResult:
             "targets": [target_label(t) for t in sanity.target],
             "layers": [
                 {"randomised_up_to": name,
-                 "abs_mean": _num(np.nanmean(rank[j])), "signed_mean": _num(np.nanmean(signed[j])),
-                 "abs_per_image": [_num(v) for v in rank[j]],
-                 "signed_per_image": [_num(v) for v in signed[j]]}
+                 "abs_mean": finite_number(np.nanmean(rank[j])), "signed_mean": finite_number(np.nanmean(signed[j])),
+                 "abs_per_image": [finite_number(v) for v in rank[j]],
+                 "signed_per_image": [finite_number(v) for v in signed[j]]}
                 for j, name in enumerate(sanity.layers)
             ],
         }
-
-
-def _num(v: Any) -> float | None:
-    """A JSON number, or None for NaN and infinities."""
-    v = float(v)
-    return None if math.isnan(v) or math.isinf(v) else v
 
 
 def load_baseline(baseline: str | None, run: Run, data_dir: str | os.PathLike | None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from netviz.attribute import ignored_options
 from netviz.errors import NetvizError
 from netviz.explain.methods import CHANNEL_METHODS, ChannelAttribution, all_channel_options, get_channel_method
+from netviz.files import finite_number
 from netviz.heads import target_label, target_name
 from netviz.selection import target_text
 
@@ -75,13 +76,14 @@ class Explanation:
             item.update({
                 "label": self.labels[i], "target": target_label(res.target[i]),
                 "target_name": target_name(res.target[i], self.spec),
-                "score": _num(res.score[i]),
-                "score_baseline": _num(res.score_baseline[i]) if res.score_baseline is not None else None,
-                "completeness_error": _num(res.completeness_error[i]) if res.completeness_error is not None else None,
+                "score": finite_number(res.score[i]),
+                "score_baseline": finite_number(res.score_baseline[i]) if res.score_baseline is not None else None,
+                "completeness_error": (finite_number(res.completeness_error[i])
+                                       if res.completeness_error is not None else None),
                 "steps": int(res.steps[i]) if res.steps is not None else None,
-                "contribution_sum": _num(res.contributions[i].sum()),
-                "channels": sorted(({"channel": k, "contribution": _num(res.contributions[i, k]),
-                                     "share": _num(share[k]), "rank": rank[k]}
+                "contribution_sum": finite_number(res.contributions[i].sum()),
+                "channels": sorted(({"channel": k, "contribution": finite_number(res.contributions[i, k]),
+                                     "share": finite_number(share[k]), "rank": rank[k]}
                                     for k in range(res.contributions.shape[1])), key=lambda c: c["rank"]),
             })
             images.append(item)
@@ -114,13 +116,8 @@ class Explanation:
         out: dict[str, Any] = {"layer": self.layer, "method": self.result.method, "images": len(self.names),
                                "top_channels": {n: self.top_channels(i) for i, n in enumerate(self.names)}}
         if self.result.completeness_error is not None:
-            out["completeness_error_max"] = _num(self.result.completeness_error.max())
+            out["completeness_error_max"] = finite_number(self.result.completeness_error.max())
         return out
-
-
-def _num(v: Any) -> float | None:
-    v = float(v)
-    return None if math.isnan(v) or math.isinf(v) else v
 
 
 def explain_layer(run: Run, layer: str | int | None, notes: list[str]) -> str:
