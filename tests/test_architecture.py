@@ -157,3 +157,42 @@ def test_model_kinds_are_plug_ins() -> None:
                 found.append(f"{path.relative_to(SRC)}:{node.lineno}")
     # dream targets and data sets have kinds of their own, not model kinds
     assert [f for f in found if not f.startswith(("dream/", "draw/dream.py"))] == []
+
+
+def test_no_default_is_written_in_the_cli() -> None:
+    # a command's defaults live in its Python function (or the dataclass of a method's options);
+    # the click options read them, so `--help`, the CLI and a notebook cannot drift apart
+    tree = ast.parse((SRC / "cli.py").read_text(encoding="utf-8"))
+    written = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "option":
+            for kw in node.keywords:
+                if kw.arg == "default" and isinstance(kw.value, ast.Constant) and kw.value.value not in (None, False):
+                    written.append(f"cli.py:{node.lineno} default={kw.value.value!r}")
+    assert written == []
+
+
+def test_every_click_default_is_the_python_default() -> None:
+    import inspect
+
+    import click
+
+    from netviz import commands
+    from netviz.cli import cli
+    from netviz.evaluate import evaluate_run
+
+    checked = 0
+    for name, command in cli.commands.items():
+        functions = [f for f in (getattr(commands, name, None), evaluate_run if name == "evaluate" else None) if f]
+        for param in command.params:
+            if not isinstance(param, click.Option):
+                continue
+            for function in functions:
+                found = inspect.signature(function).parameters.get(param.name)
+                given = param.default  # click's "no default" is a sentinel, not a value to compare
+                if found is not None and found.default is not inspect.Parameter.empty \
+                        and isinstance(given, (str, int, float, bool)):
+                    assert param.default == found.default or (param.is_flag and not found.default), \
+                        f"{name} --{param.name}: click {param.default!r}, Python {found.default!r}"
+                    checked += 1
+    assert checked >= 20

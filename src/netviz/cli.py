@@ -7,6 +7,7 @@ Errors the user can fix become one line on stderr and exit code 2 (130 when inte
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -15,11 +16,13 @@ from typing import Any
 
 import click
 
-from netviz import __version__
+from netviz import __version__, commands
 from netviz.attribute import METHODS, all_options, get_method
 from netviz.errors import NetvizError
+from netviz.evaluate import evaluate_run
 from netviz.explain.methods import CHANNEL_METHODS, all_channel_options
 from netviz.kinds import model_help
+from netviz.runs import load_run
 
 
 class NetvizGroup(click.Group):
@@ -125,6 +128,13 @@ POSITIVE = Number(float, 0, strict=True)
 NONNEG_FLOAT = Number(float, 0)
 FRACTION = Number(float, 0, most=1)
 
+def default_of(function: Callable[..., Any], name: str) -> Any:
+    """The default of ``function``'s keyword ``name``: a command's defaults are written once, in its
+    Python function (or the compute function it hands its options to), and the options here read
+    them (a test holds every default to that)."""
+    return inspect.signature(function).parameters[name].default
+
+
 def _compose(*decorators: Callable) -> Callable:
     def apply(f: Callable) -> Callable:
         for d in reversed(decorators):
@@ -134,9 +144,9 @@ def _compose(*decorators: Callable) -> Callable:
     return apply
 
 
-device_option = click.option("--device", default="auto", show_default=True,
+device_option = click.option("--device", default=default_of(load_run, "device"), show_default=True,
                              help="auto, cpu, cuda, cuda:N or mps.")
-seed_option = click.option("--seed", type=SEED, default=0, show_default=True,
+seed_option = click.option("--seed", type=SEED, default=default_of(commands.attribute, "seed"), show_default=True,
                            help="Random seed; the same seed repeats a command exactly on the CPU.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
 common_options = _compose(device_option, seed_option, quiet_option)
@@ -433,13 +443,13 @@ def layers_cmd(source: SourceArgs, as_json: bool, device: str, quiet: bool) -> N
               help="Channels, as every list: 5 (channel 5), 0-9, 3,5,7 or all (default: "
                    "the first 27).")
 @click.option("--mode", type=click.Choice(["grey", "gray", "rgb"], case_sensitive=False),
-              default="grey", show_default=True,
+              default=default_of(commands.activations, "mode"), show_default=True,
               help="grey: one tile per channel; rgb: three consecutive channels per colour tile.")
 @click.option("--colorbar", is_flag=True,
               help="One raw-value scale per layer with a colour bar, instead of min-max per tile.")
-@click.option("--top-images", type=NONNEG, default=0, show_default=True,
+@click.option("--top-images", type=NONNEG, default=default_of(commands.activations, "top_images"), show_default=True,
               help="Also find the K eval images with the highest mean activation per channel.")
-@click.option("--batch-size", type=COUNT, default=256, show_default=True,
+@click.option("--batch-size", type=COUNT, default=default_of(commands.activations, "batch_size"), show_default=True,
               help="Batch size of the --top-images pass over the eval data.")
 @dataset_option
 @data_dir_option
@@ -472,18 +482,19 @@ def activations_cmd(source: SourceArgs, image: str | None, index: str | None, sp
 @click.option("--layer", "--layers", "layers", default=None,
               help="Only these layers (layer numbers or dotted names, e.g. 1,conv2 or features); "
                    "see `netviz layers`.")
-@click.option("--layout", type=click.Choice(["panels", "grid"]), default="panels",
+@click.option("--layout", type=click.Choice(["panels", "grid"]), default=default_of(commands.histogram, "layout"),
               show_default=True,
               help="panels: the 2018 all-convolutional post's figure, one row per snapshot, layers grouped in panels; "
                    "grid: one subplot per layer, before and after overlaid on shared bins.")
 @click.option("--per-panel", type=PER_PANEL, default=None,
               help="Layers per panel (3 gives that post's panels 1-3, 4-6, 7-9; default: 3, or "
                    "more so there are at most 4 panels).")
-@click.option("--bins", type=BINS, default=60, show_default=True, help="Histogram bins.")
+@click.option("--bins", type=BINS,
+              default=default_of(commands.histogram, "bins"), show_default=True, help="Histogram bins.")
 @click.option("--log-y", is_flag=True, help="Logarithmic y axis (shows the tails).")
 @click.option("--include-bias", is_flag=True,
               help="Also 1-D parameters (biases, normalisation scales); default: weights only.")
-@click.option("--evolution/--no-evolution", default=True, show_default=True,
+@click.option("--evolution/--no-evolution", default=default_of(commands.histogram, "evolution"), show_default=True,
               help="Also draw distributions.png and ridgeline.png from the per-epoch statistics "
                    "training recorded.")
 @click.option("--tensorboard", type=click.Path(file_okay=False), default=None,
@@ -516,15 +527,15 @@ def histogram_cmd(source: SourceArgs, layers: str | None, layout: str, per_panel
               help="A conv layer (layer number or dotted name; default: the first convolution). "
                    "Layers with other than 1 or 3 input channels are drawn as an output x input "
                    "channel grid.")
-@click.option("--scale", type=click.Choice(["kernel", "layer"]), default="kernel",
+@click.option("--scale", type=click.Choice(["kernel", "layer"]), default=default_of(commands.kernels, "scale"),
               show_default=True,
               help="kernel: each kernel scaled by its own max |w|; layer: one scale for the "
                    "layer and all snapshots (shows growth).")
-@click.option("--max-kernels", type=COUNT, default=256, show_default=True,
+@click.option("--max-kernels", type=COUNT, default=default_of(commands.kernels, "max_kernels"), show_default=True,
               help="Most kernels drawn for a layer with 1 or 3 input channels.")
-@click.option("--max-out", type=COUNT, default=32, show_default=True,
+@click.option("--max-out", type=COUNT, default=default_of(commands.kernels, "max_out"), show_default=True,
               help="Most output channels (rows) in the channel grid.")
-@click.option("--max-in", type=COUNT, default=32, show_default=True,
+@click.option("--max-in", type=COUNT, default=default_of(commands.kernels, "max_in"), show_default=True,
               help="Most input channels (columns) in the channel grid.")
 @out_option
 @common_options
@@ -567,7 +578,7 @@ def list_option(registry: dict[str, Any]) -> Callable:
 
 @cli.command("attribute")
 @source_options
-@click.option("--method", default="integrated", show_default=True,
+@click.option("--method", default=default_of(commands.attribute, "method"), show_default=True,
               help="The method: " + ", ".join(METHODS) + " (`--list` says what each computes).")
 @list_option(METHODS)
 @click.option("--image", "images", multiple=True, type=click.Path(),
@@ -580,9 +591,10 @@ def list_option(registry: dict[str, Any]) -> Callable:
 @attribution_options()
 @click.option("--sanity", is_flag=True,
               help="Also run the cascading model-randomisation test (sanity.json, sanity.png).")
-@click.option("--style", type=click.Choice(["overlay", "heatmap"]), default="overlay",
+@click.option("--style", type=click.Choice(["overlay", "heatmap"]), default=default_of(commands.attribute, "style"),
               show_default=True, help="Grid panels: green/red on a grey image, or a heat map.")
-@click.option("--clip", "percentile", type=float, default=99.0, show_default=True,
+@click.option("--clip", "percentile", type=float,
+              default=default_of(commands.attribute, "percentile"), show_default=True,
               help="Percentile of |attribution| drawn at full colour.")
 @dataset_option
 @data_dir_option
@@ -618,16 +630,16 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
 @click.option("--image", "images", multiple=True, type=click.Path(),
               help="An image file; repeat for several (default: --index of the eval set).")
 @click.option("--index", default=None, help="Eval-set images: 0-49 (the default), 7 or 1,5,10-12.")
-@click.option("--steps-frac", type=float, default=0.05, show_default=True,
+@click.option("--steps-frac", type=float, default=default_of(evaluate_run, "steps_frac"), show_default=True,
               help="The fraction of the pixels removed or inserted per step of the curves.")
-@click.option("--baseline", type=click.Choice(["black", "blur", "mean"]), default="black",
+@click.option("--baseline", type=click.Choice(["black", "blur", "mean"]), default=default_of(evaluate_run, "baseline"),
               show_default=True,
               help="What deleted pixels become and insertion starts from (and the methods' own baseline).")
 @click.option("--layer", default=None, help="The layer of the CAM methods (default: the last spatial one).")
 @click.option("--batch-size", type=COUNT, default=None,
               help="Images per forward pass of the curves and of the methods (default as for "
                    "`netviz attribute`).")
-@click.option("--sanity/--no-sanity", default=True, show_default=True,
+@click.option("--sanity/--no-sanity", default=default_of(evaluate_run, "sanity"), show_default=True,
               help="Also the randomisation check (one more map per method).")
 @attribution_options(exclude=("score", "baseline", "layer", "batch_size"))
 @click.option("--sanity-layers", type=COUNT, default=None,
@@ -666,13 +678,13 @@ def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...
               help="The split audited: train[:20000], test... (default: the run's training split).")
 @click.option("--dataset", default=None, help="Another data set: mnist, cifar10 or imagefolder:PATH "
               "(default: the run's own).")
-@click.option("--method", default="inputxgrad", show_default=True,
+@click.option("--method", default=default_of(commands.audit, "method"), show_default=True,
               help="The attribution method of the maps (any one with a map per image; see `netviz attribute`).")
 @click.option("--layer", default=None, help="The layer whose activations are clustered (default: the one before "
               "the classifier).")
 @click.option("--limit", type=COUNT, default=None,
               help="Audit only the first N images of the split (default: all of them).")
-@click.option("--cards/--no-cards", default=True, show_default=True,
+@click.option("--cards/--no-cards", default=default_of(commands.audit, "cards"), show_default=True,
               help="Each flagged cluster's top channels with their neuron cards (dream and top images).")
 @attribution_options(exclude=("layer",))
 @data_dir_option
@@ -709,18 +721,22 @@ def audit_cmd(source: SourceArgs, split: str | None, dataset: str | None, method
 @click.option("--index", default=None, help="Eval-set images: 7, 0-3 or 1,5 (default 0).")
 @click.option("--layer", default=None,
               help="A layer with a spatial output, name or number (default: the last one; see `netviz layers`).")
-@click.option("--method", default="grad-x-act", show_default=True,
+@click.option("--method", default=default_of(commands.explain, "method"), show_default=True,
               help="The method: " + ", ".join(CHANNEL_METHODS) + " (`--list` says what each computes).")
 @list_option(CHANNEL_METHODS)
-@click.option("--top", type=TOP, default=5, show_default=True, help="Channels drawn per image, with their cards.")
+@click.option("--top", type=TOP,
+              default=default_of(commands.explain, "top"), show_default=True,
+              help="Channels drawn per image, with their cards.")
 @click.option("--target", default=None,
               help="Class to explain, a number or a name (default: each image's predicted class); several "
                    "at once as 3,5 (their scores are summed).")
 @method_options(all_channel_options())
-@click.option("--cards/--no-cards", default=True, show_default=True,
+@click.option("--cards/--no-cards", default=default_of(commands.explain, "cards"), show_default=True,
               help="Each top channel's neuron card (its dream and top data-set images; cached in the run).")
-@click.option("--card-images", type=COUNT, default=4, show_default=True, help="Data-set images per card.")
-@click.option("--recipe", type=click.Choice(["deepdream", "lucent", "paper"]), default="deepdream",
+@click.option("--card-images", type=COUNT,
+              default=default_of(commands.explain, "card_images"), show_default=True, help="Data-set images per card.")
+@click.option("--recipe", type=click.Choice(["deepdream", "lucent", "paper"]),
+              default=default_of(commands.explain, "recipe"),
               show_default=True, help="How each card's dream is made (see `netviz dream`).")
 @click.option("--dream-steps", type=COUNT, default=None, help="Dream updates (the recipe's by default).")
 @click.option("--split", default=None, help="The data split --index and the cards read (default: the eval split).")
@@ -755,12 +771,14 @@ def explain_cmd(source: SourceArgs, images: tuple[str, ...], index: str | None, 
 @click.option("--layer", default=None,
               help="A layer with a spatial output (default: the model's middle default layer).")
 @click.option("--channels", default=None, help="Channels: 0-7 (the default), 3 or 1,4,9.")
-@click.option("--top", type=COUNT, default=6, show_default=True, help="Data-set images per channel.")
-@click.option("--recipe", type=click.Choice(["deepdream", "lucent", "paper"]), default="deepdream",
+@click.option("--top", type=COUNT,
+              default=default_of(commands.neurons, "top"), show_default=True, help="Data-set images per channel.")
+@click.option("--recipe", type=click.Choice(["deepdream", "lucent", "paper"]),
+              default=default_of(commands.neurons, "recipe"),
               show_default=True, help="How each channel's dream is made (see `netviz dream`).")
 @click.option("--steps", type=COUNT, default=None, help="Dream updates (the recipe's by default).")
 @click.option("--split", default=None, help="The data split searched (default: the run's eval split).")
-@click.option("--batch-size", type=COUNT, default=256, show_default=True,
+@click.option("--batch-size", type=COUNT, default=default_of(commands.neurons, "batch_size"), show_default=True,
               help="Images per forward pass of the search.")
 @dataset_option
 @data_dir_option
@@ -867,7 +885,7 @@ def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str 
 @click.option("--gif", is_flag=True, help="Also write dream.gif of the optimisation.")
 @click.option("--gif-every", type=COUNT, default=None,
               help="GIF: one frame every K steps (default: steps/25).")
-@click.option("--batch-size", type=COUNT, default=64, show_default=True,
+@click.option("--batch-size", type=COUNT, default=default_of(commands.dream, "batch_size"), show_default=True,
               help="Images per forward/backward. An image's random draws and updates do not depend "
                    "on its batch; 1 also makes the CPU rounding identical to a one-target run.")
 @out_option
