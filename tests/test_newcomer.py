@@ -358,7 +358,7 @@ def test_a_uniform_cam_is_said_not_painted_as_an_answer(tmp_path: Path) -> None:
     flat = report.uniform
     assert any(flat) == bool(report.result.attributions.abs().sum() > 0)
     if any(flat):
-        assert "points at no region" in report.lines()[0]
+        assert any("points at no region" in line for line in report.lines())
 
 
 def test_bad_model_args_and_far_timm_names(tmp_path: Path) -> None:

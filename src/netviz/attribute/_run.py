@@ -68,7 +68,8 @@ class AttributeResult:
 
     def lines(self, most: int = 10) -> list[str]:
         """What the terminal shows: per image its prediction, the target and what the map adds up to."""
-        res, out = self.result, []
+        res = self.result
+        out = [f"{self.spec.name} with {self.weights}:"] if self.run_path is None and self.weights else []
         err = getattr(res, "completeness_error", None)
         for i, name in enumerate(self.names[:most]):
             truth = f" (true {self.spec.class_name(self.labels[i])})" if self.labels[i] is not None else ""

@@ -99,7 +99,8 @@ class Explanation:
 
     def lines(self, most: int = 10) -> list[str]:
         """What the terminal shows: per image its target and its top channels with their shares."""
-        res, out = self.result, []
+        res = self.result
+        out = [f"{self.spec.name} with {self.weights}:"] if self.run_path is None and self.weights else []
         for i, name in enumerate(self.names[:most]):
             truth = f" (true {self.spec.class_name(self.labels[i])})" if self.labels[i] is not None else ""
             share = self.shares(i)
