@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from netviz import __version__, commands
 from netviz.attribute import METHODS, all_options, get_method
@@ -128,6 +129,7 @@ POSITIVE = Number(float, 0, strict=True)
 NONNEG_FLOAT = Number(float, 0)
 FRACTION = Number(float, 0, most=1)
 
+
 def default_of(function: Callable[..., Any], name: str) -> Any:
     """The default of ``function``'s keyword ``name``: a command's defaults are written once, in its
     Python function (or the compute function it hands its options to), and the options here read
@@ -211,8 +213,6 @@ def attribution_options(exclude: tuple[str, ...] = ()) -> Callable:
 def typed(options: dict[str, Any]) -> dict[str, Any]:
     """Of a command's method options, those the user typed: the others keep the chosen method's own
     defaults, and one typed for another method can be said to be ignored."""
-    from click.core import ParameterSource
-
     ctx = click.get_current_context()
     return {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
 
@@ -349,7 +349,6 @@ def train(model: str | None, config_file: str | None, resume: str | None, quiet:
           std: str | None, class_names: str | None, output: str | None, activation: str | None,
           region: str | None, reshape: str | None, **options: Any) -> None:
     """Train a model and write a run folder (default: the MNIST net)."""
-    from netviz import commands
     from netviz.runs import RunFolder
     from netviz.sources import ModelSource
 
@@ -410,7 +409,6 @@ def layers_cmd(source: SourceArgs, as_json: bool, device: str, quiet: bool) -> N
     import dataclasses
     import json
 
-    from netviz import commands
     from netviz.layers import format_layer_table, own_weights
 
     run = open_source(source, device, quiet=quiet)
@@ -466,8 +464,6 @@ def activations_cmd(source: SourceArgs, image: str | None, index: str | None, sp
     prediction) and, with --top-images, top-<name>.png. Several --index values write one
     sub-folder index-<N>/ each.
     """
-    from netviz import commands
-
     run = open_source(source, device, seed, quiet)
     print_paths(commands.activations(
         run, out, image=image, indices=index, layers=layers, channels=channels, mode=mode,
@@ -512,8 +508,6 @@ def histogram_cmd(source: SourceArgs, layers: str | None, layout: str, per_panel
     distributions.png (percentile bands) and ridgeline.png (one histogram per epoch).
     With --model NAME alone there is one snapshot: the model's initial (or pretrained) weights.
     """
-    from netviz import commands
-
     run = open_source(source, device, seed, quiet)
     print_paths(commands.histogram(
         run, out, layers=layers, bins=bins, include_bias=include_bias, layout=layout,
@@ -547,8 +541,6 @@ def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: 
     when the layer has 3 input channels. Writes kernels-<layer>.png and kernels-<layer>.json
     (per snapshot: max |w|, mean, std, per-kernel L2 norms; the relative change).
     """
-    from netviz import commands
-
     run = open_source(source, device, seed, quiet)
     print_paths(commands.kernels(
         run, out, layer=layer, scale=scale, max_kernels=max_kernels, max_out=max_out,
@@ -611,8 +603,6 @@ def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], inde
     and interior_scores.png; with --sanity, sanity.json and sanity.png. Each method takes the
     options its help names; the others are ignored.
     """
-    from netviz import commands
-
     run = open_source(source, device, seed, quiet)
     print_paths(commands.attribute(
         run, method, out, images=images, indices=index, target=target, sanity=sanity, data_dir=data_dir,
@@ -658,8 +648,6 @@ def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...
     Writes evaluate.json (per method: deletion_auc, insertion_auc, sanity_spearman,
     seconds_per_image and per-image curves) and curves.png, and prints the ranked table.
     """
-    from netviz import commands
-
     run = open_source(source, device, seed, quiet)
     paths, text = commands.evaluate(
         run, out, methods=methods, images=images, indices=index, steps_frac=steps_frac, baseline=baseline,
@@ -700,8 +688,6 @@ def audit_cmd(source: SourceArgs, split: str | None, dataset: str | None, method
     Writes audit.json, classes.png, cluster-<class>-<k>.png per flagged cluster, mistakes.png and
     confusion.png, and prints the flagged classes and why.
     """
-    from netviz import commands
-
     run = open_source(source, device, seed, quiet)
     given = {k: v for k, v in options.items() if k in get_method(method).options.__dataclass_fields__}
     paths, table = commands.audit(run, out, dataset=dataset, split=split, data_dir=data_dir, method=method,
@@ -754,8 +740,6 @@ def explain_cmd(source: SourceArgs, images: tuple[str, ...], index: str | None, 
     Writes explain-<image>.png per image and explain.json (every channel: contribution, share,
     rank). Each method takes the options its help names; the others are ignored.
     """
-    from netviz import commands
-
     run = open_source(source, device, seed, quiet)
     given = typed(options)
     print_paths(commands.explain(
@@ -786,15 +770,12 @@ def explain_cmd(source: SourceArgs, images: tuple[str, ...], index: str | None, 
 @common_options
 def neurons_cmd(source: SourceArgs, layer: str | None, channels: str | None, top: int, recipe: str,
                 steps: int | None, split: str | None, batch_size: int, dataset: str | None, data_dir: str | None,
-                out: str | None,
-                overwrite: bool, device: str, seed: int, quiet: bool) -> None:
+                out: str | None, overwrite: bool, device: str, seed: int, quiet: bool) -> None:
     """Neuron cards: per channel, the input it responds to most beside the data-set images that
     excite it most, with where in each it fires (OpenAI Microscope, for any model, offline).
 
     Writes card-<layer>-<channel>.png per channel and neurons.json.
     """
-    from netviz import commands
-
     run = open_source(source, device, seed, quiet)
     print_paths(commands.neurons(
         run, out, layer=layer, channels=channels, top=top, recipe=recipe, steps=steps, data_dir=data_dir,
@@ -821,8 +802,6 @@ def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str 
     Every image is embedded, the CSS is inline, nothing is fetched from outside: the page opens
     offline in any browser, with JavaScript off. Writes <run>/report/index.html.
     """
-    from netviz import commands
-
     run = open_source(source, device, seed, quiet)
     print_paths([commands.report(run, out, run_all=run_all, neurons=neurons, open_page=open_page, quiet=quiet,
                                  overwrite=overwrite)])
@@ -900,8 +879,6 @@ def dream_cmd(source: SourceArgs, classes: str | None, layer: str | None, channe
     (labelled), dream.json (target, objective, probability or activation before/after and the
     top-3 classes, all measured on the saved 8-bit PNGs) and, with --gif, dream.gif.
     """
-    from netviz import commands
-
     run = open_source(source, device, seed, quiet)
     print_paths(commands.dream(
         run, out, classes=classes, layer=layer, channels=channels, neuron=neuron, recipe=recipe,

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from netviz.runs import Run
 
 
-
 def train(model: str | None = None, **options: Any) -> Run:
     """`netviz train`: train a model and write its run folder; ``options`` are those of
     :func:`netviz.training.train` (config, resume, epochs, train_split, seed, ...)."""
@@ -152,8 +151,7 @@ def histogram(run: Run, out: str | os.PathLike | None = None, *,
         raise NetvizError(f"unknown layout '{layout}': use one of {', '.join(LAYOUTS)}")
     if per_panel is not None and per_panel < 1:
         raise NetvizError(f"--per-panel must be at least 1, not {per_panel}")
-    hists = histogram_run(run, layers=layers, bins=bins, include_bias=include_bias,
-                           quiet=quiet)
+    hists = histogram_run(run, layers=layers, bins=bins, include_bias=include_bias, quiet=quiet)
     for note in hists.notes:
         say(note, quiet)
     want_evo = evolution or tensorboard is not None
@@ -245,7 +243,7 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
         act = image_activations(model, spec, inp["image"], names, channels, label=inp["label"],
                                 class_names=class_names, source=inp["source"], index=inp["index"],
                                 note=inp["note"])
-        act.weights = run.weights_label if not run.is_training_run else ""
+        act.weights = run.caption_weights
         return act
 
     # 2. the first image decides which channels each layer shows; the data set's top images for

@@ -158,10 +158,10 @@ def write_manifest(folder: Path, command: str, artifacts: Sequence[Artifact], *,
     for a in artifacts:
         rel = Path(a.path).resolve().relative_to(folder.resolve())
         files.append({"path": rel.as_posix(), "caption": a.caption})
-    line = command_line(command, options)
+    line, env = command_line(command, options), environment()
     write_json(folder / MANIFEST, {
         "netviz": __version__, "command": command, "command_line": line,
-        "reproduce": reproducible(line, command, run_path), "environment": environment(),
+        "reproduce": reproducible(line, command, run_path, env), "environment": env,
         "options": _jsonable(options), "run": str(run_path.resolve()) if run_path else None, "model": model,
         "started": datetime.fromtimestamp(started).isoformat(timespec="seconds"),
         "seconds": round(time.time() - started, 3), "how_to_read": how_to_read,
@@ -178,9 +178,9 @@ def environment() -> dict[str, str]:
     return {k: os.environ[k] for k in ENVIRONMENT if k in os.environ}
 
 
-def reproducible(line: str, command: str, run_path: Path | None) -> str:
+def reproducible(line: str, command: str, run_path: Path | None, env: dict[str, str]) -> str:
     """The command line that repeats this result later: the run named even where it was implicit
-    (``runs/latest`` moves), the data folder given as it was read."""
+    (``runs/latest`` moves), the data folder given as it was read (``env``: :func:`environment`)."""
     if not line.startswith("netviz ") or run_path is None:
         return line
     words = shlex.split(line)
@@ -188,8 +188,8 @@ def reproducible(line: str, command: str, run_path: Path | None) -> str:
     if not named and command in words:
         at = words.index(command) + 1
         words = [*words[:at], str(run_path.resolve()), *words[at:]]
-    env = [f"{k}={shlex.quote(v)}" for k, v in environment().items() if k != "NETVIZ_RUNS"]
-    return " ".join([*env, shlex.join(words)])
+    assigned = [f"{k}={shlex.quote(v)}" for k, v in env.items() if k != "NETVIZ_RUNS"]
+    return " ".join([*assigned, shlex.join(words)])
 
 
 def _names_run(word: str, run_path: Path) -> bool:

@@ -227,7 +227,7 @@ class Run:
     @property
     def weights_label(self) -> str:
         """Which weights the model has, in words every caption and note uses."""
-        if self.path is not None or self.checkpoint is not None:
+        if self.is_training_run or self.checkpoint is not None:
             return f"trained weights ({(self.checkpoint or self.path).name})"  # type: ignore[union-attr]
         if self.weights == "default":
             return "pretrained weights"
@@ -236,6 +236,11 @@ class Run:
         if self.source is not None and not self.source.kind.recordable:  # a model object
             return "your module's weights"
         return "random weights (untrained)"
+
+    @property
+    def caption_weights(self) -> str:
+        """The weights a caption or a prediction names: a training run's go without saying."""
+        return "" if self.is_training_run else self.weights_label
 
     @property
     def folder(self) -> RunFolder | None:

@@ -69,4 +69,4 @@ def guided_backprop(model: nn.Module, x: torch.Tensor,
 
 
 guided_backprop = register(Method("guided-backprop", guided_backprop, "gradient through ReLUs that pass only positive "
-                "signals (Springenberg et al. 2014)")).function
+                                  "signals (Springenberg et al. 2014)")).function

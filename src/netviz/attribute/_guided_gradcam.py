@@ -31,4 +31,4 @@ def guided_grad_cam(model: nn.Module, x: torch.Tensor,
 
 
 guided_grad_cam = register(Method("guided-gradcam", guided_grad_cam, "guided backprop times Grad-CAM (Selvaraju et al. "
-                "2017)", LayerOptions, layer=True)).function
+                                  "2017)", LayerOptions, layer=True)).function

@@ -25,4 +25,4 @@ def input_x_gradient(model: nn.Module, x: torch.Tensor,
 
 
 input_x_gradient = register(Method("inputxgrad", input_x_gradient, "input x gradient (Shrikumar et al. 2016)",
-                from_gradient=lambda x, grad: x * grad)).function
+                                   from_gradient=lambda x, grad: x * grad)).function

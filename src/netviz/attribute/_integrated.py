@@ -229,5 +229,6 @@ def integrated_gradients(
 
 
 integrated_gradients = register(Method("integrated", integrated_gradients,
-                "integrated gradients from a baseline, with a completeness check (Sundararajan et al. 2017)",
-                IntegratedOptions, figures=("grid", "panels", "completeness"))).function
+                                       "integrated gradients from a baseline, with a completeness check "
+                                       "(Sundararajan et al. 2017)",
+                                       IntegratedOptions, figures=("grid", "panels", "completeness"))).function

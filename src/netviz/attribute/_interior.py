@@ -151,6 +151,7 @@ def interior_gradients(
 
 
 interior_gradients = register(Method("interior", interior_gradients,
-                "gradients at scaled inputs alpha * x, as a strip and a GIF (Sundararajan et al. 2016)",
-                InteriorOptions,
-                figures=("interior",), evaluate=False)).function
+                                     "gradients at scaled inputs alpha * x, as a strip and a GIF "
+                                     "(Sundararajan et al. 2016)",
+                                     InteriorOptions,
+                                     figures=("interior",), evaluate=False)).function

@@ -108,4 +108,4 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | t
 
 
 occlusion = register(Method("occlusion", occlusion, "the score's drop when a sliding window is hidden (Zeiler & "
-                "Fergus 2014)", OcclusionOptions)).function
+                            "Fergus 2014)", OcclusionOptions)).function

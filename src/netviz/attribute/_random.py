@@ -28,4 +28,4 @@ def random_map(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | 
 
 
 random_map = register(Method("random", random_map, "a random map from --seed: the control for `netviz evaluate`",
-                SeededOptions, signed=False)).function
+                             SeededOptions, signed=False)).function

@@ -73,9 +73,10 @@ class AttributeResult:
         err = getattr(res, "completeness_error", None)
         for i, name in enumerate(self.names[:most]):
             truth = f" (true {self.spec.class_name(self.labels[i])})" if self.labels[i] is not None else ""
-            total = float(res.attributions[i].double().sum())
             line = (f"{name}{truth}: predicted {self.spec.class_name(self.preds[i])}, target "
-                    f"{target_name(res.target[i], self.spec)}; map sum {total:.3g}")
+                    f"{target_name(res.target[i], self.spec)}")
+            if res.attributions.ndim == 4:  # one map per image (interior's are a strip of gradients)
+                line += f"; map sum {float(res.attributions[i].double().sum()):.3g}"
             if err is not None:
                 line += f", completeness error {float(err[i]):.1%} in {int(res.steps[i])} steps"
             if self.uniform[i]:

@@ -32,4 +32,4 @@ def saliency(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | to
 
 
 saliency = register(Method("saliency", saliency, "|gradient| of the score (Simonyan et al. 2013)", signed=False,
-                from_gradient=lambda x, grad: grad.abs())).function
+                           from_gradient=lambda x, grad: grad.abs())).function

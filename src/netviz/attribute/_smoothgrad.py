@@ -92,4 +92,4 @@ def smoothgrad(model: nn.Module, x: torch.Tensor,
 
 
 smoothgrad = register(Method("smoothgrad", smoothgrad, "gradient averaged over noisy copies (Smilkov et al. 2017)",
-                SmoothGradOptions)).function
+                             SmoothGradOptions)).function

@@ -81,7 +81,7 @@ def plot_grid(result: DreamResult, after: Measurement, before: Measurement, run:
     shown = "" if n == len(result.targets) else f" (first {n} of {len(result.targets)})"
     steps = (f"until p >= {s.until:g} (at most {s.budget} steps)" if s.until is not None
              else f"{s.steps} steps")
-    weights = f" ({run.weights_label})" if not run.is_training_run else ""
+    weights = f" ({run.caption_weights})" if run.caption_weights else ""
     fig.suptitle(f"{run.name}{weights} - {what}{shown}\nrecipe {s.recipe}, {steps}, "
                  f"{s.param} image, seed {result.seed}", fontsize=10)
     note = ("p = probability of the class, re-measured on the saved 8-bit PNG"

@@ -98,6 +98,7 @@ def _files(paths: list[Path]) -> Picture:
 def _attribution(result: Any, images: Any, spec: ModelSpec | None, style: str, percentile: float) -> Picture:
     from PIL import Image
 
+    from netviz.data import denormalise
     from netviz.draw.attribute import check_drawing, render
     from netviz.draw.common import to_uint8, upscale
     from netviz.heads import target_label
@@ -106,11 +107,10 @@ def _attribution(result: Any, images: Any, spec: ModelSpec | None, style: str, p
     attr = result.attributions
     pixels = None
     if images is not None:
-        mean, std = (spec.mean, spec.std) if spec is not None else ((0.0,), (1.0,))
         x = images.detach().cpu().float()
         if tuple(x.shape) != tuple(attr.shape):
             raise NetvizError(f"the images {tuple(x.shape)} are not those explained {tuple(attr.shape)}")
-        pixels = (x * x.new_tensor(std).view(1, -1, 1, 1) + x.new_tensor(mean).view(1, -1, 1, 1)).clamp(0, 1)
+        pixels = denormalise(x, spec) if spec is not None else x.clamp(0, 1)  # no spec: pixels in [0, 1]
     drawn = "heatmap" if pixels is None else style
     pictures, captions = [], []
     for i in range(attr.shape[0]):

@@ -25,6 +25,12 @@ def _same(ref: str, base: Path) -> str:
     return ref
 
 
+def absolute_path(path: str, base: Path) -> str:
+    """``path`` as an absolute, resolved path: a relative one is ``base``'s."""
+    p = Path(path).expanduser()
+    return str((p if p.is_absolute() else base / p).resolve())
+
+
 @dataclass(frozen=True)
 class Kind:
     """One kind of model reference (see the module's docstring)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from netviz.kinds import Kind
+from netviz.kinds import Kind, absolute_path
 from netviz.kinds.code import build_from, constructor, import_file, looks_like_file
 
 
@@ -26,8 +26,7 @@ def _short(ref: Any) -> str:
 
 def _absolute(ref: str, base: Path) -> str:
     path, obj = ref.rsplit(":", 1)
-    p = Path(path).expanduser()
-    return f"{(p if p.is_absolute() else base / p).resolve()}:{obj}"
+    return f"{absolute_path(path, base)}:{obj}"
 
 
 KIND = Kind("file", order=4, form="path/to/file.py:NAME",

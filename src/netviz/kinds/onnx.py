@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from netviz.kinds import Kind
+from netviz.kinds import Kind, absolute_path
 
 
 def _matches(ref: Any) -> bool:
@@ -19,11 +19,6 @@ def _build(source: Any, num_classes: int | None) -> tuple[Any, dict[str, Any]]:
     proto = load_onnx(str(source.ref))  # read and checked once
     shape = input_shape(proto)
     return convert(proto, str(source.ref)), {"input_size": shape} if shape is not None else {}
-
-
-def _absolute(ref: str, base: Path) -> str:
-    p = Path(ref).expanduser()
-    return str((p if p.is_absolute() else base / p).resolve())
 
 
 def _note(path: str, model: Any, shape: Sequence[int]) -> str:
@@ -43,5 +38,5 @@ def _note(path: str, model: Any, shape: Sequence[int]) -> str:
 KIND = Kind("onnx", order=3, form="path/to/model.onnx",
             meaning="an ONNX file, converted by onnx2torch and checked against onnxruntime (pip install "
                     "'netviz[onnx]')",
-            matches=_matches, build=_build, short_name=lambda ref: Path(str(ref)).name, absolute=_absolute,
+            matches=_matches, build=_build, short_name=lambda ref: Path(str(ref)).name, absolute=absolute_path,
             note=_note)
