@@ -58,14 +58,27 @@ def source_of(rev: str | None, tmp: Path) -> Path:
     return tree / "src"
 
 
-def digest(path: Path) -> str:
+def digest(path: Path) -> str | dict:
+    """A file's content hash; a JSON file's stable content itself, so a difference can be named."""
     if path.suffix == ".json":
-        data = _stable(json.loads(path.read_text()))
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        return _stable(json.loads(path.read_text()))
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def outputs(src: Path, run: Path, out: Path) -> dict[str, str]:
+def what_differs(a: object, b: object, where: str = "") -> list[str]:
+    """The keys (dotted, to the first level that is not a dict) where two JSON values differ."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return [where or "(the whole file)"] if a != b else []
+    found = []
+    for k in sorted(a.keys() | b.keys()):
+        if k not in a or k not in b:
+            found.append(f"{where}{k} ({'added' if k not in a else 'removed'})")
+        else:
+            found += what_differs(a[k], b[k], f"{where}{k}.")
+    return found
+
+
+def outputs(src: Path, run: Path, out: Path) -> dict[str, str | dict]:
     env = {**os.environ, "PYTHONPATH": str(src), "CUDA_VISIBLE_DEVICES": ""}
     found = {}
     for name, args in COMMANDS.items():
@@ -94,7 +107,9 @@ def main() -> int:
     differ = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     print(f"{len(before)} files before, {len(after)} after; {len(differ)} differ")
     for name in differ:
-        print(f"  differs: {name}")
+        a, b = before.get(name), after.get(name)
+        keys = what_differs(a, b) if isinstance(a, dict) and isinstance(b, dict) else []
+        print(f"  differs: {name}" + (f": {', '.join(keys)}" if keys else ""))
     return 1 if differ else 0
 
 

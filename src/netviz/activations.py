@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
 from netviz.heads import head_of
+from netviz.inputs import ImageOptions
+from netviz.options import data_dir_option, dataset_option, option
 from netviz.selection import parse_int_list
 
 if TYPE_CHECKING:
@@ -33,6 +35,36 @@ if TYPE_CHECKING:
     from netviz.runs import Run
 
 DEFAULT_CHANNELS = 27  # the 2018 all-convolutional post's choice: 27 grey tiles or 9 RGB tiles
+
+
+@dataclass(frozen=True)
+class ActivationsOptions(ImageOptions):
+    """`netviz activations`: which image, which layers and channels, how they are drawn."""
+
+    image: Any = option(None, "An image file (PNG, JPEG, ...), fitted to the model's channels and size.", "file")
+    indices: str | int | Sequence[int] | None = option(None, "Sample(s) of the run's eval data: 5, 0-9 or 1,4,7 "
+                                                       "(default 0).", flags=("--index",))
+    split: str | None = option(None, "Split for --index and --top-images, e.g. test[:1000] (default: the run's).")
+    layers: str | Sequence[str | int] | None = option(
+        None, "Layer numbers or names, e.g. 3,conv6,layer2.0.conv1 (default: the model's choice, e.g. "
+        "conv3,conv6,conv9 for allconv). See `netviz layers`.", flags=("--layers", "--layer"))
+    channels: str | int | Sequence[int] | None = option(
+        None, "Channels, as every list: 5 (channel 5), 0-9, 3,5,7 or all (default: the first 27).")
+    mode: str = option("grey", "grey: one tile per channel; rgb: three consecutive channels per colour tile.",
+                       "choice", choices=("grey", "gray", "rgb"), case_sensitive=False)
+    colorbar: bool = option(False, "One raw-value scale per layer with a colour bar, instead of min-max per "
+                            "tile.", "flag")
+    top_images: int = option(0, "Also find the K eval images with the highest mean activation per channel.",
+                             "whole")
+    batch_size: int = option(256, "Batch size of the --top-images pass over the eval data.", "count")
+    dataset: str | None = dataset_option()
+    data_dir: str | None = data_dir_option()
+
+    def check(self) -> None:
+        if self.image is not None and self.indices is not None:
+            raise NetvizError("pass either --image or --index, not both")
+        if self.top_images < 0:
+            raise NetvizError(f"--top-images {self.top_images}: use 0 (off) or a positive count")
 
 
 @dataclass

@@ -18,11 +18,12 @@ import click
 from click.core import ParameterSource
 
 from netviz import __version__, commands
-from netviz.attribute import METHODS, all_options, get_method
+from netviz.attribute import METHODS, all_options
+from netviz.catalog import COMMANDS, Command
 from netviz.errors import NetvizError
-from netviz.evaluate import evaluate_run
 from netviz.explain.methods import CHANNEL_METHODS, all_channel_options
 from netviz.kinds import model_help
+from netviz.options import cli_fields
 from netviz.runs import load_run
 
 
@@ -200,14 +201,39 @@ model_options = _compose(
 )
 
 
-KINDS: dict[str, Any] = {"str": str, "int": int, "float": float, "count": COUNT, "positive": POSITIVE,
-                        "nonneg": NONNEG_FLOAT}
+def click_type(meta: dict[str, Any]) -> Any:
+    """The click type of an option's kind of value (:func:`netviz.options.option`)."""
+    kind, most = meta["kind"], meta["most"]
+    if kind == "choice":
+        return click.Choice(list(meta["choices"]), case_sensitive=meta["case_sensitive"])
+    if kind == "path":
+        return click.Path(file_okay=False)
+    if kind == "file":
+        return click.Path()
+    numbers = {"count": Number(int, 1, most=most or MOST), "whole": Number(int, 0, most=most or MOST),
+               "positive": Number(float, 0, strict=True, most=most), "nonneg": Number(float, 0, most=most),
+               "fraction": FRACTION, "seed": SEED, "int": int, "float": float, "str": None}
+    return numbers[kind]
 
 
-def attribution_options(exclude: tuple[str, ...] = ()) -> Callable:
-    """One ``--name`` per option the registered attribution methods declare (their Options
-    dataclasses: default, help, kind of value), so a method's new option needs no change here."""
-    return method_options(all_options(), exclude)
+def click_option(name: str, f: Any) -> Callable:
+    """The click option of one :func:`netviz.options.option` field: its flags, type, default and help."""
+    meta = f.metadata
+    flags = meta["flags"] or (f"--{name.replace('_', '-')}",)
+    help_text = meta["help"]() if callable(meta["help"]) else meta["help"]
+    if meta["kind"] == "flag":
+        return click.option(*flags, name, is_flag=True, help=help_text)
+    if meta["kind"] == "switch":
+        word = flags[0][2:]
+        return click.option(f"--{word}/--no-{word}", name, default=f.default, show_default=f.default is not None,
+                            help=help_text)
+    return click.option(*flags, name, type=click_type(meta), default=f.default, multiple=meta["multiple"],
+                        show_default=f.default not in (None, ()), metavar=meta["metavar"], help=help_text)
+
+
+def fields_options(options: dict[str, Any]) -> Callable:
+    """One click option per :func:`netviz.options.option` field of ``options`` (name -> field)."""
+    return _compose(*(click_option(name, f) for name, f in options.items() if f.metadata["cli"]))
 
 
 def typed(options: dict[str, Any]) -> dict[str, Any]:
@@ -215,17 +241,6 @@ def typed(options: dict[str, Any]) -> dict[str, Any]:
     defaults, and one typed for another method can be said to be ignored."""
     ctx = click.get_current_context()
     return {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
-
-
-def method_options(options: dict[str, Any], exclude: tuple[str, ...] = ()) -> Callable:
-    """One ``--name`` per dataclass field of ``options`` (a registry's :func:`option` fields)."""
-    decorators = []
-    for name, f in options.items():
-        if f.metadata["cli"] and name not in exclude:
-            decorators.append(click.option(f"--{name.replace('_', '-')}", name, type=KINDS[f.metadata["kind"]],
-                                           default=f.default, show_default=f.default is not None,
-                                           help=f.metadata["help"]))
-    return _compose(*decorators)
 
 
 @dataclass
@@ -426,128 +441,7 @@ def layers_cmd(source: SourceArgs, as_json: bool, device: str, quiet: bool) -> N
     click.echo(format_layer_table(infos))
 
 
-@cli.command("activations")
-@source_options
-@click.option("--image", type=click.Path(), default=None,
-              help="An image file (PNG, JPEG, ...), fitted to the model's channels and size.")
-@click.option("--index", default=None,
-              help="Sample(s) of the run's eval data: 5, 0-9 or 1,4,7 (default 0).")
-@click.option("--split", default=None,
-              help="Split for --index and --top-images, e.g. test[:1000] (default: the run's).")
-@click.option("--layers", "--layer", "layers", default=None,
-              help="Layer numbers or names, e.g. 3,conv6,layer2.0.conv1 (default: the model's "
-                   "choice, e.g. conv3,conv6,conv9 for allconv). See `netviz layers`.")
-@click.option("--channels", default=None,
-              help="Channels, as every list: 5 (channel 5), 0-9, 3,5,7 or all (default: "
-                   "the first 27).")
-@click.option("--mode", type=click.Choice(["grey", "gray", "rgb"], case_sensitive=False),
-              default=default_of(commands.activations, "mode"), show_default=True,
-              help="grey: one tile per channel; rgb: three consecutive channels per colour tile.")
-@click.option("--colorbar", is_flag=True,
-              help="One raw-value scale per layer with a colour bar, instead of min-max per tile.")
-@click.option("--top-images", type=NONNEG, default=default_of(commands.activations, "top_images"), show_default=True,
-              help="Also find the K eval images with the highest mean activation per channel.")
-@click.option("--batch-size", type=COUNT, default=default_of(commands.activations, "batch_size"), show_default=True,
-              help="Batch size of the --top-images pass over the eval data.")
-@dataset_option
-@data_dir_option
-@out_option
-@common_options
-def activations_cmd(source: SourceArgs, image: str | None, index: str | None, split: str | None, layers: str | None,
-                    channels: str, mode: str, colorbar: bool, top_images: int, batch_size: int,
-                    dataset: str | None, data_dir: str | None, out: str | None, overwrite: bool, device: str, seed: int,
-                    quiet: bool) -> None:
-    """Draw what chosen layers output for an image: a tile per channel, a GIF, the numbers.
-
-    Writes activations.png (input + one row per layer), layer-<name>.png per layer,
-    activations.gif (input -> each layer), activations.json (per-channel mean/max and the
-    prediction) and, with --top-images, top-<name>.png. Several --index values write one
-    sub-folder index-<N>/ each.
-    """
-    run = open_source(source, device, seed, quiet)
-    print_paths(commands.activations(
-        run, out, image=image, indices=index, layers=layers, channels=channels, mode=mode,
-        colorbar=colorbar, top_images=top_images, data_dir=data_dir, split=split, dataset=dataset,
-        batch_size=batch_size, quiet=quiet, overwrite=overwrite))
-
-
-# -- histogram, kernels ------------------------------------------------------------------------
-
-@cli.command("histogram")
-@source_options
-@click.option("--layer", "--layers", "layers", default=None,
-              help="Only these layers (layer numbers or dotted names, e.g. 1,conv2 or features); "
-                   "see `netviz layers`.")
-@click.option("--layout", type=click.Choice(["panels", "grid"]), default=default_of(commands.histogram, "layout"),
-              show_default=True,
-              help="panels: the 2018 all-convolutional post's figure, one row per snapshot, layers grouped in panels; "
-                   "grid: one subplot per layer, before and after overlaid on shared bins.")
-@click.option("--per-panel", type=PER_PANEL, default=None,
-              help="Layers per panel (3 gives that post's panels 1-3, 4-6, 7-9; default: 3, or "
-                   "more so there are at most 4 panels).")
-@click.option("--bins", type=BINS,
-              default=default_of(commands.histogram, "bins"), show_default=True, help="Histogram bins.")
-@click.option("--log-y", is_flag=True, help="Logarithmic y axis (shows the tails).")
-@click.option("--include-bias", is_flag=True,
-              help="Also 1-D parameters (biases, normalisation scales); default: weights only.")
-@click.option("--evolution/--no-evolution", default=default_of(commands.histogram, "evolution"), show_default=True,
-              help="Also draw distributions.png and ridgeline.png from the per-epoch statistics "
-                   "training recorded.")
-@click.option("--tensorboard", type=click.Path(file_okay=False), default=None,
-              help="Also write the per-epoch histograms as TensorBoard summaries into DIR "
-                   "(needs the tensorboard package).")
-@out_option
-@common_options
-def histogram_cmd(source: SourceArgs, layers: str | None, layout: str, per_panel: int | None, bins: int, log_y: bool,
-                  include_bias: bool, evolution: bool, tensorboard: str | None, out: str | None, overwrite: bool,
-                  device: str, seed: int, quiet: bool) -> None:
-    """Per-layer weight histograms before vs after training, and their evolution per epoch.
-
-    Writes histogram.png, histogram.json (per layer and snapshot: count, mean, std, min, max,
-    percentiles, bin edges and counts) and, for a run with two or more recorded epochs,
-    distributions.png (percentile bands) and ridgeline.png (one histogram per epoch).
-    With --model NAME alone there is one snapshot: the model's initial (or pretrained) weights.
-    """
-    run = open_source(source, device, seed, quiet)
-    print_paths(commands.histogram(
-        run, out, layers=layers, bins=bins, include_bias=include_bias, layout=layout,
-        per_panel=per_panel, log_y=log_y, evolution=evolution, tensorboard=tensorboard,
-        quiet=quiet, overwrite=overwrite))
-
-
-@cli.command("kernels")
-@source_options
-@click.option("--layer", default=None,
-              help="A conv layer (layer number or dotted name; default: the first convolution). "
-                   "Layers with other than 1 or 3 input channels are drawn as an output x input "
-                   "channel grid.")
-@click.option("--scale", type=click.Choice(["kernel", "layer"]), default=default_of(commands.kernels, "scale"),
-              show_default=True,
-              help="kernel: each kernel scaled by its own max |w|; layer: one scale for the "
-                   "layer and all snapshots (shows growth).")
-@click.option("--max-kernels", type=COUNT, default=default_of(commands.kernels, "max_kernels"), show_default=True,
-              help="Most kernels drawn for a layer with 1 or 3 input channels.")
-@click.option("--max-out", type=COUNT, default=default_of(commands.kernels, "max_out"), show_default=True,
-              help="Most output channels (rows) in the channel grid.")
-@click.option("--max-in", type=COUNT, default=default_of(commands.kernels, "max_in"), show_default=True,
-              help="Most input channels (columns) in the channel grid.")
-@out_option
-@common_options
-def kernels_cmd(source: SourceArgs, layer: str | None, scale: str, max_kernels: int, max_out: int, max_in: int,
-                out: str | None, overwrite: bool, device: str, seed: int, quiet: bool) -> None:
-    """Draw a convolution layer's kernels as small images, before vs after training.
-
-    Each kernel is scaled symmetrically around zero (mid-grey = 0) so its sign shows; RGB tiles
-    when the layer has 3 input channels. Writes kernels-<layer>.png and kernels-<layer>.json
-    (per snapshot: max |w|, mean, std, per-kernel L2 norms; the relative change).
-    """
-    run = open_source(source, device, seed, quiet)
-    print_paths(commands.kernels(
-        run, out, layer=layer, scale=scale, max_kernels=max_kernels, max_out=max_out,
-        max_in=max_in, quiet=quiet, overwrite=overwrite))
-
-
-# -- attribute ---------------------------------------------------------------------------------
+# -- methods ---------------------------------------------------------------------------------
 
 def list_option(registry: dict[str, Any]) -> Callable:
     """``--list``: the methods of ``registry``, what each computes and the options it takes, then exit."""
@@ -568,219 +462,7 @@ def list_option(registry: dict[str, Any]) -> Callable:
                         help="List the methods, what each computes and its options, and exit.")
 
 
-@cli.command("attribute")
-@source_options
-@click.option("--method", default=default_of(commands.attribute, "method"), show_default=True,
-              help="The method: " + ", ".join(METHODS) + " (`--list` says what each computes).")
-@list_option(METHODS)
-@click.option("--image", "images", multiple=True, type=click.Path(),
-              help="An image file; repeat for several (default: --index of the eval set).")
-@click.option("--index", default=None,
-              help="Eval-set images: 7, 0-99 or 1,5,10-12 (default 0-7).")
-@click.option("--target", default=None,
-              help="Class to explain, a number or a name (default: each image's predicted class); "
-                   "several at once as 3,5 for a multi-label model (their scores are summed).")
-@attribution_options()
-@click.option("--sanity", is_flag=True,
-              help="Also run the cascading model-randomisation test (sanity.json, sanity.png).")
-@click.option("--style", type=click.Choice(["overlay", "heatmap"]), default=default_of(commands.attribute, "style"),
-              show_default=True, help="Grid panels: green/red on a grey image, or a heat map.")
-@click.option("--clip", "percentile", type=float,
-              default=default_of(commands.attribute, "percentile"), show_default=True,
-              help="Percentile of |attribution| drawn at full colour.")
-@dataset_option
-@data_dir_option
-@out_option
-@common_options
-def attribute_cmd(source: SourceArgs, method: str, images: tuple[str, ...], index: str | None, target: str | None,
-                  sanity: bool, style: str, percentile: float, dataset: str | None, data_dir: str | None,
-                  out: str | None, overwrite: bool, device: str, seed: int, quiet: bool, **options: Any) -> None:
-    """Which pixels made the model's score: gradients, paths, class-activation maps, occlusion.
-
-    Writes attribute.json (targets, scores, and for integrated the completeness error and steps
-    of every image), <method>.png (a grid with true and predicted labels), <method>_<image>.png
-    (image | overlay | heat map) and completeness.png; for interior, interior_<image>.png/.gif
-    and interior_scores.png; with --sanity, sanity.json and sanity.png. Each method takes the
-    options its help names; the others are ignored.
-    """
-    run = open_source(source, device, seed, quiet)
-    print_paths(commands.attribute(
-        run, method, out, images=images, indices=index, target=target, sanity=sanity, data_dir=data_dir,
-        dataset=dataset, style=style, percentile=percentile, seed=seed, quiet=quiet, overwrite=overwrite,
-        **typed(options)))
-
-
-# -- evaluate ----------------------------------------------------------------------------------
-
-@cli.command("evaluate")
-@source_options
-@click.option("--methods", default=None,
-              help="Methods to score, e.g. integrated,gradcam,saliency,random (default: every "
-                   "method with one map per image; random is the control).")
-@click.option("--image", "images", multiple=True, type=click.Path(),
-              help="An image file; repeat for several (default: --index of the eval set).")
-@click.option("--index", default=None, help="Eval-set images: 0-49 (the default), 7 or 1,5,10-12.")
-@click.option("--steps-frac", type=float, default=default_of(evaluate_run, "steps_frac"), show_default=True,
-              help="The fraction of the pixels removed or inserted per step of the curves.")
-@click.option("--baseline", type=click.Choice(["black", "blur", "mean"]), default=default_of(evaluate_run, "baseline"),
-              show_default=True,
-              help="What deleted pixels become and insertion starts from (and the methods' own baseline).")
-@click.option("--layer", default=None, help="The layer of the CAM methods (default: the last spatial one).")
-@click.option("--batch-size", type=COUNT, default=None,
-              help="Images per forward pass of the curves and of the methods (default as for "
-                   "`netviz attribute`).")
-@click.option("--sanity/--no-sanity", default=default_of(evaluate_run, "sanity"), show_default=True,
-              help="Also the randomisation check (one more map per method).")
-@attribution_options(exclude=("score", "baseline", "layer", "batch_size"))
-@click.option("--sanity-layers", type=COUNT, default=None,
-              help="How many layers, from the top, the check re-initialises (default: half).")
-@dataset_option
-@data_dir_option
-@out_option
-@common_options
-def evaluate_cmd(source: SourceArgs, methods: str | None, images: tuple[str, ...], index: str | None,
-                 steps_frac: float, baseline: str, layer: str | None, batch_size: int | None, sanity: bool,
-                 sanity_layers: int | None, dataset: str | None, data_dir: str | None, out: str | None, overwrite: bool,
-                 device: str, seed: int, quiet: bool, **options: Any) -> None:
-    """Which attribution method to trust: deletion and insertion curves (RISE), a randomisation
-    check and the time per image, for every method on the same images, ranked.
-
-    Writes evaluate.json (per method: deletion_auc, insertion_auc, sanity_spearman,
-    seconds_per_image and per-image curves) and curves.png, and prints the ranked table.
-    """
-    run = open_source(source, device, seed, quiet)
-    paths, text = commands.evaluate(
-        run, out, methods=methods, images=images, indices=index, steps_frac=steps_frac, baseline=baseline,
-        layer=layer, batch_size=batch_size, sanity=sanity, sanity_layers=sanity_layers, dataset=dataset,
-        data_dir=data_dir, seed=seed, quiet=quiet, overwrite=overwrite, **options)
-    if text:
-        click.echo(text)
-    print_paths(paths)
-
-
-# -- audit -----------------------------------------------------------------------------------
-
-@cli.command("audit")
-@source_options
-@click.option("--split", default=None,
-              help="The split audited: train[:20000], test... (default: the run's training split).")
-@click.option("--dataset", default=None, help="Another data set: mnist, cifar10 or imagefolder:PATH "
-              "(default: the run's own).")
-@click.option("--method", default=default_of(commands.audit, "method"), show_default=True,
-              help="The attribution method of the maps (any one with a map per image; see `netviz attribute`).")
-@click.option("--layer", default=None, help="The layer whose activations are clustered (default: the one before "
-              "the classifier).")
-@click.option("--limit", type=COUNT, default=None,
-              help="Audit only the first N images of the split (default: all of them).")
-@click.option("--cards/--no-cards", default=default_of(commands.audit, "cards"), show_default=True,
-              help="Each flagged cluster's top channels with their neuron cards (dream and top images).")
-@attribution_options(exclude=("layer",))
-@data_dir_option
-@out_option
-@common_options
-def audit_cmd(source: SourceArgs, split: str | None, dataset: str | None, method: str, layer: str | None,
-              limit: int | None, cards: bool, data_dir: str | None, out: str | None, overwrite: bool, device: str,
-              seed: int, quiet: bool, **options: Any) -> None:
-    """Is the model right for the right reasons, over a whole data set: per class, clusters of its
-    images by activations and attribution maps, and whether a cluster relies on a pattern other
-    than the class (a backdoor trigger, a watermark, a spurious mark); confident mistakes; confusion.
-
-    Writes audit.json, classes.png, cluster-<class>-<k>.png per flagged cluster, mistakes.png and
-    confusion.png, and prints the flagged classes and why.
-    """
-    run = open_source(source, device, seed, quiet)
-    given = {k: v for k, v in options.items() if k in get_method(method).options.__dataclass_fields__}
-    paths, table = commands.audit(run, out, dataset=dataset, split=split, data_dir=data_dir, method=method,
-                                  layer=layer, limit=limit, cards=cards, seed=seed, quiet=quiet, overwrite=overwrite,
-                                  **given)
-    if table:
-        click.echo(table)
-    print_paths(paths)
-
-
-# -- explain ---------------------------------------------------------------------------------
-
-@cli.command("explain")
-@source_options
-@click.option("--image", "images", multiple=True, type=click.Path(),
-              help="An image file; repeat for several (default: --index of the eval set).")
-@click.option("--index", default=None, help="Eval-set images: 7, 0-3 or 1,5 (default 0).")
-@click.option("--layer", default=None,
-              help="A layer with a spatial output, name or number (default: the last one; see `netviz layers`).")
-@click.option("--method", default=default_of(commands.explain, "method"), show_default=True,
-              help="The method: " + ", ".join(CHANNEL_METHODS) + " (`--list` says what each computes).")
-@list_option(CHANNEL_METHODS)
-@click.option("--top", type=TOP,
-              default=default_of(commands.explain, "top"), show_default=True,
-              help="Channels drawn per image, with their cards.")
-@click.option("--target", default=None,
-              help="Class to explain, a number or a name (default: each image's predicted class); several "
-                   "at once as 3,5 (their scores are summed).")
-@method_options(all_channel_options())
-@click.option("--cards/--no-cards", default=default_of(commands.explain, "cards"), show_default=True,
-              help="Each top channel's neuron card (its dream and top data-set images; cached in the run).")
-@click.option("--card-images", type=COUNT,
-              default=default_of(commands.explain, "card_images"), show_default=True, help="Data-set images per card.")
-@click.option("--recipe", type=click.Choice(["deepdream", "lucent", "paper"]),
-              default=default_of(commands.explain, "recipe"),
-              show_default=True, help="How each card's dream is made (see `netviz dream`).")
-@click.option("--dream-steps", type=COUNT, default=None, help="Dream updates (the recipe's by default).")
-@click.option("--split", default=None, help="The data split --index and the cards read (default: the eval split).")
-@dataset_option
-@data_dir_option
-@out_option
-@common_options
-def explain_cmd(source: SourceArgs, images: tuple[str, ...], index: str | None, layer: str | None, method: str,
-                top: int, target: str | None, cards: bool, card_images: int, recipe: str, dream_steps: int | None,
-                split: str | None, dataset: str | None, data_dir: str | None, out: str | None, overwrite: bool,
-                device: str, seed: int, quiet: bool, **options: Any) -> None:
-    """Which learned features carried a decision: a layer's channels ranked by their contribution
-    to the target's score, each top channel shown by where it fired, its dream and its top images.
-
-    Writes explain-<image>.png per image and explain.json (every channel: contribution, share,
-    rank). Each method takes the options its help names; the others are ignored.
-    """
-    run = open_source(source, device, seed, quiet)
-    given = typed(options)
-    print_paths(commands.explain(
-        run, method, out, images=images, indices=index, layer=layer, top=top, target=target, cards=cards,
-        card_images=card_images, recipe=recipe, dream_steps=dream_steps, data_dir=data_dir, split=split,
-        dataset=dataset, seed=seed, quiet=quiet, overwrite=overwrite, **given))
-
-
-# -- neurons, report ---------------------------------------------------------------------------
-
-@cli.command("neurons")
-@source_options
-@click.option("--layer", default=None,
-              help="A layer with a spatial output (default: the model's middle default layer).")
-@click.option("--channels", default=None, help="Channels: 0-7 (the default), 3 or 1,4,9.")
-@click.option("--top", type=COUNT,
-              default=default_of(commands.neurons, "top"), show_default=True, help="Data-set images per channel.")
-@click.option("--recipe", type=click.Choice(["deepdream", "lucent", "paper"]),
-              default=default_of(commands.neurons, "recipe"),
-              show_default=True, help="How each channel's dream is made (see `netviz dream`).")
-@click.option("--steps", type=COUNT, default=None, help="Dream updates (the recipe's by default).")
-@click.option("--split", default=None, help="The data split searched (default: the run's eval split).")
-@click.option("--batch-size", type=COUNT, default=default_of(commands.neurons, "batch_size"), show_default=True,
-              help="Images per forward pass of the search.")
-@dataset_option
-@data_dir_option
-@out_option
-@common_options
-def neurons_cmd(source: SourceArgs, layer: str | None, channels: str | None, top: int, recipe: str,
-                steps: int | None, split: str | None, batch_size: int, dataset: str | None, data_dir: str | None,
-                out: str | None, overwrite: bool, device: str, seed: int, quiet: bool) -> None:
-    """Neuron cards: per channel, the input it responds to most beside the data-set images that
-    excite it most, with where in each it fires (OpenAI Microscope, for any model, offline).
-
-    Writes card-<layer>-<channel>.png per channel and neurons.json.
-    """
-    run = open_source(source, device, seed, quiet)
-    print_paths(commands.neurons(
-        run, out, layer=layer, channels=channels, top=top, recipe=recipe, steps=steps, data_dir=data_dir,
-        split=split, dataset=dataset, batch_size=batch_size, seed=seed, quiet=quiet, overwrite=overwrite))
-
+# -- report ----------------------------------------------------------------------------------
 
 @cli.command("report")
 @source_options
@@ -807,81 +489,42 @@ def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str 
                                  overwrite=overwrite)])
 
 
-# -- dream -------------------------------------------------------------------------------------
+# -- the analyses: made from the catalog and each command's options dataclass -------------------
 
-@cli.command("dream")
-@source_options
-@click.option("--class", "classes", default=None,
-              help="Class(es) to maximise: 5, 0-4, 3,7, a class name, or all (the default "
-                   "without --layer). All are optimised in one batch.")
-@click.option("--layer", default=None,
-              help="Visualise channels of this layer instead: a name (conv3, layer2.0.conv1) or "
-                   "a layer number (see `netviz layers`).")
-@click.option("--channels", "--channel", "channels", default=None,
-              help="With --layer: channel(s) 3, 0-15, 1,4,7 or all (default 0).")
-@click.option("--neuron", default=None,
-              help="With --layer: one position of a channel, K,Y,X (or K for the centre); K may "
-                   "be a range such as 0-7.")
-@click.option("--recipe", type=click.Choice(["paper", "deepdream", "lucent"]), default=None,
-              help="paper: the MNIST post (black start, Adam, 50 steps; default for --class); "
-                   "deepdream: multi-scale noise, gradient steps of 1/8, jitter, 256 steps "
-                   "(default for --layer); lucent: FFT image, jitter/scale/rotate, Adam.")
-@click.option("--steps", type=COUNT, default=None, help="Number of updates (recipe default).")
-@click.option("--until", type=float, default=None,
-              help="Class dreams: stop each image once its target probability, measured on the "
-                   "saved 8-bit PNG, reaches P (e.g. 0.99); the others go on up to --max-steps.")
-@click.option("--max-steps", type=COUNT, default=None,
-              help="With --until: the most updates an image gets (default 4 x the recipe's steps).")
-@click.option("--lr", type=POSITIVE, default=None,
-              help="Adam learning rate, or the normgrad step (largest pixel change per step) (default: the recipe's).")
-@click.option("--optimizer", type=click.Choice(["adam", "normgrad"]), default=None,
-              help="adam, or normgrad (gradient scaled so its largest coefficient is --lr) (default: the recipe's).")
-@click.option("--param", type=click.Choice(["pixel", "fft"]), default=None,
-              help="Image parameterisation: pixel (clamped to valid pixels) or fft (decorrelated "
-                   "Fourier image, as Lucid/Lucent) (default: the recipe's).")
-@click.option("--init", type=click.Choice(["black", "grey", "noise", "multiscale"]), default=None,
-              help="Start image of --param pixel; noise/multiscale are centred on the model's "
-                   "mean pixel (default: the recipe's).")
-@click.option("--jitter", type=NONNEG, default=None,
-              help="Random shift of up to N pixels every step (default: ~side/28 for "
-                   "deepdream and lucent, 0 for paper).")
-@click.option("--scale", default=None,
-              help="Random zoom range every step, e.g. 0.95,1.05 (1 = off) (default: the recipe's).")
-@click.option("--rotate", type=NONNEG_FLOAT, default=None,
-              help="Random rotation of up to +-DEG degrees every step (default: the recipe's).")
-@click.option("--tv", type=NONNEG_FLOAT, default=None,
-              help="Weight of a total-variation penalty (default: the recipe's).")
-@click.option("--l2", type=NONNEG_FLOAT, default=None,
-              help="Weight of an L2 penalty (distance from grey) (default: the recipe's).")
-@click.option("--blur-every", type=NONNEG, default=None,
-              help="Blur the image every N steps (--param pixel; 0 = never).")
-@click.option("--blur-sigma", type=POSITIVE, default=None,
-              help="Blur radius in pixels (default: 0.5, or side/224).")
-@click.option("--decorrelate/--no-decorrelate", default=None,
-              help="fft: decorrelate the colours of 3-channel images (default on).")
-@click.option("--redirect-relu/--no-redirect-relu", default=None,
-              help="Let gradients reach dead ReLUs, as Lucid does (default on, off for paper).")
-@click.option("--gif", is_flag=True, help="Also write dream.gif of the optimisation.")
-@click.option("--gif-every", type=COUNT, default=None,
-              help="GIF: one frame every K steps (default: steps/25).")
-@click.option("--batch-size", type=COUNT, default=default_of(commands.dream, "batch_size"), show_default=True,
-              help="Images per forward/backward. An image's random draws and updates do not depend "
-                   "on its batch; 1 also makes the CPU rounding identical to a one-target run.")
-@out_option
-@common_options
-def dream_cmd(source: SourceArgs, classes: str | None, layer: str | None, channels: str | None, neuron: str | None,
-              recipe: str | None, scale: str | None, gif: bool, gif_every: int | None,
-              batch_size: int, out: str | None, overwrite: bool, device: str, seed: int, quiet: bool,
-              **settings: Any) -> None:
-    """Inputs the network likes most: maximise a class, or a channel/neuron of a layer.
+METHOD_REGISTRIES = {"attribute": (METHODS, all_options), "explain": (CHANNEL_METHODS, all_channel_options)}
 
-    Writes class_<k>.png or <layer>_channel_<k>.png (at the model's input size), grid.png
-    (labelled), dream.json (target, objective, probability or activation before/after and the
-    top-3 classes, all measured on the saved 8-bit PNGs) and, with --gif, dream.gif.
-    """
-    run = open_source(source, device, seed, quiet)
-    print_paths(commands.dream(
-        run, out, classes=classes, layer=layer, channels=channels, neuron=neuron, recipe=recipe,
-        scale=scale, gif=gif, gif_every=gif_every, batch_size=batch_size, seed=seed, quiet=quiet,
-        overwrite=overwrite,
-        **settings))
+
+def analysis_command(entry: Command, function: Callable[..., Any] | None = None) -> click.Command:
+    """`netviz <entry.name>`: RUN or --model, one option per field of the command function's options
+    dataclass (and, for a command that takes a method, every option of the registry's methods), --out,
+    --device, --seed, --quiet; it calls the function (default: ``commands.<name>``) and prints what it
+    wrote."""
+    function = function or commands.FUNCTIONS[entry.name]
+    options_type = function.options_type
+    own = cli_fields(options_type)
+    decorators = [source_options, fields_options(own)]
+    if entry.methods is not None:
+        registry, method_fields = METHOD_REGISTRIES[entry.methods]
+        skip = (*own, *options_type.sets)
+        decorators += [list_option(registry),
+                       fields_options({k: f for k, f in method_fields().items() if k not in skip})]
+    takes_seed = "seed" in options_type.__dataclass_fields__
+
+    def command(source: SourceArgs, out: str | None, overwrite: bool, device: str, seed: int, quiet: bool,
+                **values: Any) -> None:
+        run = open_source(source, device, seed, quiet)
+        given = {k: values.pop(k) for k in own}
+        result = function(run, out=out, quiet=quiet, overwrite=overwrite, **given,
+                          **({"seed": seed} if takes_seed else {}), **typed(values))
+        paths, text = result if isinstance(result, tuple) else (result, "")
+        if text:
+            click.echo(text)
+        print_paths(paths)
+
+    command.__name__ = f"{entry.name}_cmd"
+    return click.command(entry.name, help=entry.help)(_compose(*decorators, out_option, common_options)(command))
+
+
+for _entry in COMMANDS.values():
+    if _entry.name in commands.FUNCTIONS:
+        cli.add_command(analysis_command(_entry))

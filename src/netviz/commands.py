@@ -25,8 +25,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netviz.catalog import how_to_read
+from netviz.activations import ActivationsOptions
+from netviz.attribute import AttributeOptions
+from netviz.audit.run import AuditOptions
+from netviz.catalog import COMMANDS, Command, how_to_read
+from netviz.dream.recipes import DreamOptions
 from netviz.errors import NetvizError
+from netviz.evaluate import EvaluateOptions
+from netviz.explain.run import ExplainOptions
+from netviz.neurons import NeuronsOptions
+from netviz.options import takes
 
 if TYPE_CHECKING:
     from netviz.layers import LayerInfo
@@ -129,78 +137,9 @@ def _ensure_neurons(run: Run, neurons: str, quiet: bool) -> None:
     FUNCTIONS["neurons"](run, layer=layer, channels=channels, quiet=quiet)
 
 
-def histogram(run: Run, out: str | os.PathLike | None = None, *,
-              layers: str | Sequence[str] | None = None, bins: int = 60, include_bias: bool = False,
-              layout: str = "panels", per_panel: int | None = None, log_y: bool = False,
-              evolution: bool = True, tensorboard: str | os.PathLike | None = None,
-              quiet: bool = False, overwrite: bool = False) -> list[Path]:
-    """`netviz histogram`: weight histograms before vs after training, and their evolution.
-
-    Writes histogram.json, histogram.png and, when the run recorded two or more epochs,
-    distributions.png and ridgeline.png; with ``tensorboard`` also event files in that folder.
-    """
-    from netviz.draw.histogram import LAYOUTS, write_histograms, write_tensorboard
-    from netviz.histogram import evolution_run, histogram_run
-    from netviz.outputs import open_output
-    from netviz.progress import say
-
-    started = time.time()
-    options = dict(layers=layers, bins=bins, include_bias=include_bias, layout=layout, per_panel=per_panel,
-                   log_y=log_y, evolution=evolution, tensorboard=tensorboard)
-    if layout not in LAYOUTS:  # check options before any work
-        raise NetvizError(f"unknown layout '{layout}': use one of {', '.join(LAYOUTS)}")
-    if per_panel is not None and per_panel < 1:
-        raise NetvizError(f"--per-panel must be at least 1, not {per_panel}")
-    hists = histogram_run(run, layers=layers, bins=bins, include_bias=include_bias, quiet=quiet)
-    for note in hists.notes:
-        say(note, quiet)
-    want_evo = evolution or tensorboard is not None
-    evo = evolution_run(run, layers=layers, include_bias=include_bias) if want_evo else None
-    if evolution and evo is None and run.is_training_run:
-        say("no per-epoch weight statistics with two or more epochs: skipping the evolution "
-            "figures", quiet)
-    with open_output(run, "histogram", out, layout, overwrite, started) as output:
-        run_name = run.name if run.is_training_run else None
-        written = write_histograms(hists, output.path, evolution=evo if evolution else None, layout=layout,
-                                   per_panel=per_panel, log_y=log_y, run_name=run_name)
-        extra = []
-        if tensorboard is not None:
-            extra = write_tensorboard(tensorboard, **({"evolution": evo} if evo is not None else {"histograms": hists}))
-        return output.publish(written, run=run, options=options, summary=hists.summary(),
-                              how_to_read=how_to_read("histogram")) + extra
-
-
-def kernels(run: Run, out: str | os.PathLike | None = None, *, layer: str | int | None = None,
-            scale: str = "kernel", max_kernels: int = 256, max_out: int = 32, max_in: int = 32,
-            quiet: bool = False, overwrite: bool = False) -> list[Path]:
-    """`netviz kernels`: a convolution's kernels as images; writes kernels-<layer>.png and .json."""
-    from netviz.draw.kernels import SCALES, write_kernels
-    from netviz.kernels import kernels_run
-    from netviz.outputs import open_output
-    from netviz.progress import say
-
-    started = time.time()
-    options = dict(layer=layer, scale=scale, max_kernels=max_kernels, max_out=max_out, max_in=max_in)
-    if scale not in SCALES:
-        raise NetvizError(f"unknown scale '{scale}': use one of {', '.join(SCALES)}")
-    ks = kernels_run(run, layer=layer, max_kernels=max_kernels, max_out=max_out, max_in=max_in)
-    if ks.note:
-        say(ks.note, quiet)
-    with open_output(run, "kernels", out, ks.layer, overwrite, started) as output:
-        written = write_kernels(ks, output.path, scale=scale, model_name=run.spec.name,
-                                run_name=run.name if run.is_training_run else None)
-        return output.publish(written, run=run, options=options, summary=ks.summary(),
-                              how_to_read=how_to_read("kernels"))
-
-
-def activations(run: Run, out: str | os.PathLike | None = None, *,
-                image: str | os.PathLike | Any = None,
-                indices: str | int | Sequence[int] | None = None,
-                layers: str | Sequence[str | int] | None = None,
-                channels: str | int | Sequence[int] | None = None, mode: str = "grey",
-                colorbar: bool = False, top_images: int = 0,
-                data_dir: str | os.PathLike | None = None, split: str | None = None, dataset: str | None = None,
-                batch_size: int = 256, quiet: bool = False, overwrite: bool = False) -> list[Path]:
+@takes(ActivationsOptions)
+def activations(run: Run, out: str | os.PathLike | None = None, *, options: ActivationsOptions, quiet: bool = False,
+                overwrite: bool = False) -> list[Path]:
     """`netviz activations`: what ``layers`` output for an image (a file, a PIL image or a tensor,
     see :func:`netviz.inputs.image_items`) or eval-set samples.
 
@@ -212,28 +151,22 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
     from netviz.data import conform
     from netviz.distributed import is_main
     from netviz.draw.activations import MOST_TOP_DRAWN, check_mode, write_activation_set
-    from netviz.inputs import describe_images
     from netviz.layers import resolve_layers
     from netviz.outputs import open_output
     from netviz.progress import progress
 
     started = time.time()
-    run = run.with_dataset(dataset)
-    options = dict(image=describe_images(image)[0] if image is not None else None, dataset=dataset, indices=indices,
-                   layers=layers, channels=channels, mode=mode, colorbar=colorbar, top_images=top_images, split=split,
-                   batch_size=batch_size)
+    o = options
+    run = run.with_dataset(o.dataset)
+    image, indices, channels, colorbar, top_images = o.image, o.indices, o.channels, o.colorbar, o.top_images
     # 1. the request: mode, layers, the images
-    mode = check_mode(mode, colorbar)
-    if image is not None and indices is not None:
-        raise NetvizError("pass either --image or --index, not both")
-    if top_images < 0:
-        raise NetvizError(f"--top-images {top_images}: use 0 (off) or a positive count")
+    mode = check_mode(o.mode, colorbar)
     model, spec = run.model, run.spec
-    names = resolve_layers(model, layers) if layers else default_layers(model, spec)
+    names = resolve_layers(model, o.layers) if o.layers else default_layers(model, spec)
     if not names:
         raise NetvizError("no layers given: pass --layers, e.g. --layers 3,conv6 "
                           "(see `netviz layers`)")
-    data = run.eval_data(data_dir, split) if image is None or top_images else None
+    data = run.eval_data(o.data_dir, o.split) if image is None or top_images else None
     class_names = data.classes if data is not None else spec.class_names
     inputs = _activation_inputs(run, image, indices, data)
     notes = _NoteOnce(quiet)
@@ -254,7 +187,7 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
         if top_images > len(data):
             notes(f"--top-images {top_images}: {data.name} has only {len(data)} images")
         top = top_activating(model, spec, data, {ly.name: ly.channels for ly in first.layers},
-                             k=min(top_images, len(data)), batch_size=batch_size, quiet=quiet)
+                             k=min(top_images, len(data)), batch_size=o.batch_size, quiet=quiet)
         top_pixels = conform(data.images, spec)[0]
         if min(top_images, len(data)) > MOST_TOP_DRAWN:
             notes(f"--top-images {top_images}: the figure shows the first {MOST_TOP_DRAWN} per channel "
@@ -275,7 +208,7 @@ def activations(run: Run, out: str | os.PathLike | None = None, *,
             folder = output.path / f"index-{act.index}" if several else output.path
             written += write_activation_set(act, folder, mode=mode, colorbar=colorbar, top=top,
                                             top_data_images=top_pixels, run=run)
-        return output.publish(written, run=run, options=options, summary=summary,
+        return output.publish(written, run=run, options=o.record(), summary=summary,
                               how_to_read=how_to_read("activations"))
 
 
@@ -323,106 +256,98 @@ def _say_activations(act: Any, inp: dict[str, Any], mode: str, spec: ModelSpec, 
     say(f"{act.source}{truth}: {act.prediction_text}", quiet)
 
 
-def attribute(run: Run, method: str = "integrated", out: str | os.PathLike | None = None, *,
-              images: Any = (), indices: str | int | Sequence[int] | None = None,
-              target: int | str | None = None, sanity: bool = False, data_dir: str | os.PathLike | None = None,
-              dataset: str | None = None, style: str = "overlay", percentile: float = 99.0, seed: int = 0,
-              quiet: bool = False, overwrite: bool = False, **options: Any) -> list[Path]:
+@takes(AttributeOptions)
+def attribute(run: Run, out: str | os.PathLike | None = None, *, options: AttributeOptions, quiet: bool = False,
+              overwrite: bool = False, **method_options: Any) -> list[Path]:
     """`netviz attribute`: attributions of ``method`` for images (``indices`` of the eval set, or
-    ``images``: files, PIL images or tensors, see :func:`netviz.inputs.image_items`). ``options``
-    are the method's own (``steps=64``, ``window=8``, ``layer="conv2"``...: the fields of its
-    :class:`netviz.attribute.Options` dataclass; those of other methods are ignored, so one set of
-    options serves any method). Writes attribute.json and the method's figures (see the README).
+    ``images``: files, PIL images or tensors, see :func:`netviz.inputs.image_items`).
+    ``method_options`` are the method's own (``steps=64``, ``window=8``, ``layer="conv2"``...: the
+    fields of its :class:`netviz.attribute.Options` dataclass; those of other methods are said to be
+    ignored, so one set of options serves any method). Writes attribute.json and the method's figures
+    (see the README).
     """
     from netviz.attribute import METHODS, attribute_run, check_method_options, get_method, ignored_options
-    from netviz.draw.attribute import check_drawing, write_attribution
-    from netviz.inputs import describe_images
+    from netviz.draw.attribute import write_attribution
     from netviz.outputs import open_output
     from netviz.progress import say
 
     started = time.time()
-    run = run.with_dataset(dataset)
-    m = get_method(method)
-    check_drawing(style, percentile)
-    check_method_options(options)
-    ignored = ignored_options(m, options, METHODS.values())
+    o = options
+    run = run.with_dataset(o.dataset)
+    m = get_method(o.method)
+    check_method_options(method_options)
+    ignored = ignored_options(m, method_options, METHODS.values())
     if ignored:
         say(f"note: {ignored}", quiet)
-    chosen = m.make_options({**options, "seed": seed})
-    report = attribute_run(run, method, chosen, images=images, indices=indices, target=target, sanity=sanity,
-                           data_dir=data_dir, seed=seed, quiet=quiet)
-    if report is None:
-        return []  # under torchrun, another rank than 0: its share is in rank 0's report
-    for line in report.lines():
+    chosen = m.make_options({**method_options, "seed": o.seed})
+    result = attribute_run(run, o.method, chosen, images=o.images, indices=o.indices, target=o.target,
+                           sanity=o.sanity, data_dir=o.data_dir, seed=o.seed, quiet=quiet)
+    if result is None:
+        return []  # under torchrun, another rank than 0: its share is in rank 0's result
+    for line in result.lines():
         say(line, quiet)
-    with open_output(run, "attribute", out, method, overwrite, started) as output:
-        written = write_attribution(report, output.path, style, percentile)
-        recorded = dict(method=method, style=style, percentile=percentile, images=describe_images(images),
-                        indices=indices, target=target, sanity=sanity, data_dir=data_dir, dataset=dataset, seed=seed,
-                        quiet=quiet, **options)
-        return output.publish(written, run=run, options=recorded, summary=report.summary(),
+    with open_output(run, "attribute", out, o.method, overwrite, started) as output:
+        written = write_attribution(result, output.path, o.style, o.percentile)
+        return output.publish(written, run=run, options={**o.record(), **method_options}, summary=result.summary(),
                               how_to_read=how_to_read("attribute"))
 
 
-def evaluate(run: Run, out: str | os.PathLike | None = None, *, methods: str | Sequence[str] | None = None,
-             dataset: str | None = None, quiet: bool = False, overwrite: bool = False, **options: Any
-             ) -> tuple[list[Path], str]:
-    """`netviz evaluate`: deletion/insertion AUCs, sanity and speed of ``methods`` on the same images;
-    ``options`` are those of :func:`netviz.evaluate.evaluate_run`. Returns the paths written
-    (evaluate.json, curves.png, the manifest) and the ranked table."""
+@takes(EvaluateOptions)
+def evaluate(run: Run, out: str | os.PathLike | None = None, *, options: EvaluateOptions, quiet: bool = False,
+             overwrite: bool = False, **method_options: Any) -> tuple[list[Path], str]:
+    """`netviz evaluate`: deletion/insertion AUCs, sanity and speed of ``methods`` on the same images
+    (see :func:`netviz.evaluate.evaluate_run`); ``method_options`` are the methods' own. Returns the
+    paths written (evaluate.json, curves.png, the manifest) and the ranked table."""
     from netviz.draw.evaluate import table, write_evaluation
     from netviz.evaluate import evaluate_run
     from netviz.outputs import open_output
 
     started = time.time()
-    run = run.with_dataset(dataset)
-    ev = evaluate_run(run, methods, quiet=quiet, **options)  # checks the methods before any work
+    o = options
+    run = run.with_dataset(o.dataset)
+    given = {k: v for k, v in o.record().items() if k not in ("methods", "dataset")}
+    ev = evaluate_run(run, o.methods, quiet=quiet, **{**given, "images": o.images},
+                      **method_options)  # checks the methods before any work
     if ev is None:
         return [], ""  # under torchrun, another rank than 0
     names = ev.settings["methods"]
     with open_output(run, "evaluate", out, f"{len(names)}-methods", overwrite, started) as output:
         written = write_evaluation(ev, output.path)
-        paths = output.publish(written, run=run, options=dict(methods=names, dataset=dataset, **options),
+        paths = output.publish(written, run=run, options={**o.record(), "methods": names, **method_options},
                                summary=ev.summary(), how_to_read=how_to_read("evaluate"))
         return paths, table(ev)
 
 
-def dream(run: Run, out: str | os.PathLike | None = None, *, classes: str | None = None,
-          layer: str | int | None = None, channels: str | None = None, neuron: str | None = None,
-          recipe: str | None = None, scale: str | None = None, gif: bool = False,
-          gif_every: int | None = None, batch_size: int = 64, seed: int = 0,
-          quiet: bool = False, overwrite: bool = False, **settings: Any) -> list[Path]:
+@takes(DreamOptions)
+def dream(run: Run, out: str | os.PathLike | None = None, *, options: DreamOptions, quiet: bool = False,
+          overwrite: bool = False) -> list[Path]:
     """`netviz dream`: maximise classes (default: all), or channels / a neuron of ``layer``.
 
-    ``settings`` override the recipe (steps, lr, optimizer, param, init, jitter, rotate, tv, l2,
-    blur_every, until, max_steps, ...; see :func:`netviz.dream.dream_classes`). Writes the images,
-    grid.png, dream.json (measured on the saved PNGs) and, with ``gif``, dream.gif.
+    The recipe's settings (steps, lr, optimizer, param, init, jitter, rotate, tv, l2, blur_every,
+    until, max_steps, ...; see :func:`netviz.dream.dream_classes`) are overridden by those given.
+    Writes the images, grid.png, dream.json (measured on the saved PNGs) and, with ``gif``,
+    dream.gif.
     """
     from netviz.draw.dream import write_dream
-    from netviz.dream import DreamSettings, dream_channels, dream_classes, parse_neuron, parse_scale, recipe_settings
+    from netviz.dream import dream_channels, dream_classes, parse_neuron, parse_scale, recipe_settings
     from netviz.outputs import open_output
     from netviz.progress import say
 
     started = time.time()
-    options = dict(classes=classes, layer=layer, channels=channels, neuron=neuron, recipe=recipe, scale=scale,
-                   gif=gif, gif_every=gif_every, batch_size=batch_size, seed=seed, **settings)
-    if layer is None and (channels is not None or neuron is not None):
-        raise NetvizError("--channel and --neuron need --layer NAME (see `netviz layers`)")
-    if layer is not None and classes is not None:
-        raise NetvizError("use either --class or --layer, not both")
-    if channels is not None and neuron is not None:
-        raise NetvizError("use either --channel or --neuron, not both")
-    compute = dict(seed=seed, quiet=quiet, batch_size=batch_size, scale=parse_scale(scale),
-                   gif_every=gif_every if gif_every is not None else (-1 if gif else None), **settings)
-    settings_of = {k: v for k, v in compute.items() if k in DreamSettings.__dataclass_fields__}
+    o = options
+    classes, layer, channels, recipe, gif = o.classes, o.layer, o.channels, o.recipe, o.gif
+    settings = o.settings()
+    compute = dict(seed=o.seed, quiet=quiet, batch_size=o.batch_size, scale=parse_scale(o.scale),
+                   gif_every=o.gif_every if o.gif_every is not None else (-1 if gif else None), **settings)
+    # bad settings are one line before any work
     recipe_settings(recipe or ("paper" if layer is None else "deepdream"), run.spec.input_shape,
-                    **settings_of)  # bad settings are one line before any work
+                    scale=compute["scale"], gif_every=compute["gif_every"], **settings)
     say(f"dream: {run.name} on {run.device}", quiet)
     if layer is None:
         result = dream_classes(run, classes or "all", recipe=recipe or "paper", **compute)
         label = f"class-{classes or 'all'}"
-    elif neuron is not None:
-        picked, position = parse_neuron(neuron)
+    elif o.neuron is not None:
+        picked, position = parse_neuron(o.neuron)
         result = dream_channels(run, layer, picked, position=position,
                                 recipe=recipe or "deepdream", **compute)
         label = f"{result.targets[0].layer}-neuron-{picked}" if result else ""
@@ -437,15 +362,14 @@ def dream(run: Run, out: str | os.PathLike | None = None, *, classes: str | None
             say(f"class {target.label} did not reach p >= {s.until:g} within {s.budget} steps "
                 "(dream.json has its probability; raise --max-steps)", quiet)
     with open_output(run, "dream", out, label, overwrite, started) as output:
-        written = write_dream(result, run, output.path, gif=gif or bool(gif_every))
-        return output.publish(written, run=run, options=options, summary=result.summary(),
+        written = write_dream(result, run, output.path, gif=gif or bool(o.gif_every))
+        return output.publish(written, run=run, options=o.record(), summary=result.summary(),
                               how_to_read=how_to_read("dream"))
 
 
-def neurons(run: Run, out: str | os.PathLike | None = None, *, layer: str | int | None = None,
-            channels: str | None = None, top: int = 6, recipe: str = "deepdream", steps: int | None = None,
-            data_dir: str | os.PathLike | None = None, split: str | None = None, dataset: str | None = None,
-            batch_size: int = 256, seed: int = 0, quiet: bool = False, overwrite: bool = False) -> list[Path]:
+@takes(NeuronsOptions)
+def neurons(run: Run, out: str | os.PathLike | None = None, *, options: NeuronsOptions, quiet: bool = False,
+            overwrite: bool = False) -> list[Path]:
     """`netviz neurons`: a card per channel of ``layer`` (default: the model's middle default layer):
     its dream beside the ``top`` data-set images that excite it most, with where it fires."""
     from netviz.draw.neurons import write_neurons
@@ -453,78 +377,108 @@ def neurons(run: Run, out: str | os.PathLike | None = None, *, layer: str | int 
     from netviz.outputs import open_output
 
     started = time.time()
-    run = run.with_dataset(dataset)
-    options = dict(layer=layer, channels=channels, top=top, recipe=recipe, steps=steps, split=split,
-                   dataset=dataset, batch_size=batch_size, seed=seed)
-    cards = neurons_run(run, layer, channels, top=top, recipe=recipe, steps=steps, data_dir=data_dir,
-                         split=split, batch_size=batch_size, seed=seed, quiet=quiet)
+    o = options
+    run = run.with_dataset(o.dataset)
+    cards = neurons_run(run, o.layer, o.channels, top=o.top, recipe=o.recipe, steps=o.steps, data_dir=o.data_dir,
+                        split=o.split, batch_size=o.batch_size, seed=o.seed, quiet=quiet)
     if cards is None:
         return []  # under torchrun, another rank than 0
-    with open_output(run, "neurons", out, f"{cards.layer}-{channels or 'default'}", overwrite, started) as output:
+    with open_output(run, "neurons", out, f"{cards.layer}-{o.channels or 'default'}", overwrite, started) as output:
         written = write_neurons(cards, output.path)
-        return output.publish(written, run=run, options=options, summary=cards.summary(),
+        return output.publish(written, run=run, options=o.record(), summary=cards.summary(),
                               how_to_read=how_to_read("neurons"))
 
 
-def explain(run: Run, method: str = "grad-x-act", out: str | os.PathLike | None = None, *,
-            images: Any = (), indices: str | int | Sequence[int] | None = None,
-            layer: str | int | None = None, top: int = 5, target: int | str | None = None, cards: bool = True,
-            card_images: int = 4, recipe: str = "deepdream", dream_steps: int | None = None,
-            data_dir: str | os.PathLike | None = None, split: str | None = None, dataset: str | None = None,
-            seed: int = 0, quiet: bool = False, overwrite: bool = False, **options: Any) -> list[Path]:
+@takes(ExplainOptions)
+def explain(run: Run, out: str | os.PathLike | None = None, *, options: ExplainOptions, quiet: bool = False,
+            overwrite: bool = False, **method_options: Any) -> list[Path]:
     """`netviz explain`: which channels of ``layer`` carried each image's decision, with ``method``
-    (grad-x-act, layer-integrated or lrp; ``options`` are its own: steps, baseline, rule...), and
+    (grad-x-act, layer-integrated or lrp; ``method_options`` are its own: steps, baseline, rule...), and
     the neuron card of each top channel. Writes explain-<image>.png per image and explain.json."""
     from netviz.draw.explain import write_explanation
     from netviz.explain import explain_run
-    from netviz.inputs import describe_images
     from netviz.outputs import open_output
     from netviz.progress import say
 
     started = time.time()
-    run = run.with_dataset(dataset)
-    ex = explain_run(run, method, images=images, indices=indices, layer=layer, top=top, target=target, cards=cards,
-                     card_images=card_images, recipe=recipe, dream_steps=dream_steps, data_dir=data_dir, split=split,
-                     seed=seed, quiet=quiet, **options)
+    o = options
+    run = run.with_dataset(o.dataset)
+    ex = explain_run(run, o.method, images=o.images, indices=o.indices, layer=o.layer, top=o.top, target=o.target,
+                     cards=o.cards, card_images=o.card_images, recipe=o.recipe, dream_steps=o.dream_steps,
+                     data_dir=o.data_dir, split=o.split, seed=o.seed, quiet=quiet, **method_options)
     if ex is None:
         return []  # under torchrun, another rank than 0
     for line in ex.lines():
         say(line, quiet)
-    recorded = dict(method=method, images=describe_images(images), indices=indices, layer=layer, top=top,
-                    target=target, cards=cards, card_images=card_images, recipe=recipe, dream_steps=dream_steps,
-                    split=split, dataset=dataset, seed=seed, **options)
-    with open_output(run, "explain", out, f"{ex.layer}-{method}", overwrite, started) as output:
+    with open_output(run, "explain", out, f"{ex.layer}-{o.method}", overwrite, started) as output:
         written = write_explanation(ex, output.path)
-        return output.publish(written, run=run, options=recorded, summary=ex.summary(),
+        return output.publish(written, run=run, options={**o.record(), **method_options}, summary=ex.summary(),
                               how_to_read=how_to_read("explain"))
 
 
-def audit(run: Run, out: str | os.PathLike | None = None, *, dataset: str | None = None, split: str | None = None,
-          data_dir: str | os.PathLike | None = None, method: str = "inputxgrad", layer: str | int | None = None,
-          limit: int | None = None, cards: bool = True, seed: int = 0, quiet: bool = False, overwrite: bool = False,
-          **options: Any) -> tuple[list[Path], str]:
+@takes(AuditOptions)
+def audit(run: Run, out: str | os.PathLike | None = None, *, options: AuditOptions, quiet: bool = False,
+          overwrite: bool = False, **method_options: Any) -> tuple[list[Path], str]:
     """`netviz audit`: the model over a whole split (default: its training split): per class its
-    clusters and whether one relies on a shortcut; ``options`` are ``method``'s own. Returns the
-    paths written (audit.json and the figures) and the table of flagged classes."""
+    clusters and whether one relies on a shortcut; ``method_options`` are ``method``'s own. Returns
+    the paths written (audit.json and the figures) and the table of flagged classes."""
     from netviz.audit import audit_run
     from netviz.draw.audit import write_audit
     from netviz.outputs import open_output
 
     started = time.time()
-    result = audit_run(run, dataset=dataset, split=split, data_dir=data_dir, method=method, layer=layer,
-                       limit=limit, cards=cards, seed=seed, quiet=quiet, **options)
+    o = options
+    result = audit_run(run, dataset=o.dataset, split=o.split, data_dir=o.data_dir, method=o.method, layer=o.layer,
+                       limit=o.limit, cards=o.cards, seed=o.seed, quiet=quiet, **method_options)
     if result is None:
         return [], ""  # under torchrun, another rank than 0
-    recorded = dict(dataset=dataset, split=split, method=method, layer=layer, limit=limit, cards=cards, seed=seed,
-                    **options)
     with open_output(run, "audit", out, result.data.name.replace(":", "-"), overwrite, started) as output:
         written = write_audit(result, output.path)
-        return output.publish(written, run=run, options=recorded, summary=result.summary(),
+        return output.publish(written, run=run, options={**o.record(), **method_options}, summary=result.summary(),
                               how_to_read=how_to_read("audit")), result.table()
 
 
-# the command functions by name, for `report --all` (netviz.catalog holds what it runs them with)
-FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "histogram": histogram, "kernels": kernels, "activations": activations, "attribute": attribute,
-    "evaluate": evaluate, "dream": dream, "neurons": neurons, "explain": explain, "audit": audit,
-}
+def standard(entry: Command) -> Callable[..., Any]:
+    """The Python function of a command that follows the standard outline, from its catalog entry:
+    options in (checked before any work), its ``compute``, the result's lines said, its ``draw``
+    into a folder of its own, that folder published with its manifest; returns the paths written
+    (those ``draw`` wrote outside the folder, such as TensorBoard's event files, last)."""
+    from netviz.catalog import load
+
+    compute, draw = load(entry.compute), load(entry.draw)
+
+    @takes(load(entry.options))
+    def command(run: Run, out: str | os.PathLike | None = None, *, options: Any, quiet: bool = False,
+                overwrite: bool = False) -> list[Path]:
+        from netviz.files import Artifact
+        from netviz.outputs import open_output
+        from netviz.progress import say
+
+        started = time.time()
+        result = compute(run, options, quiet=quiet)
+        if result is None:
+            return []  # under torchrun, another rank than 0: rank 0 writes
+        for line in result.lines():
+            say(line, quiet)
+        with open_output(run, entry.name, out, result.label, overwrite, started) as output:
+            written = draw(result, output.path, options)
+            inside = [a for a in written if isinstance(a, Artifact)]
+            elsewhere = [a for a in written if not isinstance(a, Artifact)]
+            paths = output.publish(inside, run=run, options=options.record(), summary=result.summary(),
+                                   how_to_read=entry.how_to_read)
+            paths.extend(elsewhere)
+            return paths
+
+    command.__name__ = command.__qualname__ = entry.name
+    command.__doc__ = f"`netviz {entry.name}`: {entry.help}"
+    return command
+
+
+# the commands that follow the standard outline, made from their catalog entries
+for _entry in COMMANDS.values():
+    if _entry.standard:
+        globals()[_entry.name] = standard(_entry)
+
+# the command functions by name, for `report --all` and the CLI
+FUNCTIONS: dict[str, Callable[..., Any]] = {c.name: globals()[c.name] for c in COMMANDS.values()
+                                            if hasattr(globals().get(c.name), "options_type")}

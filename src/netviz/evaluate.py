@@ -17,10 +17,12 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from netviz.errors import NetvizError
 from netviz.heads import head_of
+from netviz.inputs import ImageOptions
+from netviz.options import data_dir_option, dataset_option, images_option, option, seed_option
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +36,35 @@ CURVE_BASELINES = ("black", "blur", "mean")
 # A map whose rank correlation with the randomised model's map is at least this fails the sanity
 # check: it hardly depends on what the model learned (Adebayo et al. 2018)
 SANITY_LIMIT = 0.9
+
+
+@dataclass(frozen=True)
+class EvaluateOptions(ImageOptions):
+    """`netviz evaluate`: the methods and images, the curves' step and baseline, the randomisation
+    check; the methods' own options come beside these (``baseline``, ``layer`` and ``batch_size``
+    serve the curves and every method alike)."""
+
+    sets: ClassVar[tuple[str, ...]] = ("score",)  # every method explains the logit
+
+    methods: str | Sequence[str] | None = option(
+        None, "Methods to score, e.g. integrated,gradcam,saliency,random (default: every method with one map per "
+        "image; random is the control).")
+    images: Any = images_option()
+    indices: str | Sequence[int] | None = option(None, "Eval-set images: 0-49 (the default), 7 or 1,5,10-12.",
+                                                 flags=("--index",))
+    steps_frac: float = option(0.05, "The fraction of the pixels removed or inserted per step of the curves.",
+                               "float")
+    baseline: str = option("black", "What deleted pixels become and insertion starts from (and the methods' own "
+                           "baseline).", "choice", choices=CURVE_BASELINES)
+    layer: str | int | None = option(None, "The layer of the CAM methods (default: the last spatial one).")
+    batch_size: int | None = option(None, "Images per forward pass of the curves and of the methods (default as "
+                                    "for `netviz attribute`).", "count")
+    sanity: bool = option(True, "Also the randomisation check (one more map per method).", "switch")
+    sanity_layers: int | None = option(None, "How many layers, from the top, the check re-initialises (default: "
+                                       "half).", "count")
+    dataset: str | None = dataset_option()
+    data_dir: str | None = data_dir_option()
+    seed: int = seed_option()
 
 
 def default_methods() -> list[str]:
@@ -201,9 +232,10 @@ def sanity_correlation(model: nn.Module, x: torch.Tensor, method: Any, original:
 
 
 def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images: Sequence[str | os.PathLike] = (),
-                 indices: str | Sequence[int] | None = None, steps_frac: float = 0.05,
-                 baseline: str = "black", layer: str | int | None = None, batch_size: int | None = None,
-                 sanity: bool = True, sanity_layers: int | None = None, data_dir: str | os.PathLike | None = None,
+                 indices: str | Sequence[int] | None = None, steps_frac: float = EvaluateOptions.steps_frac,
+                 baseline: str = EvaluateOptions.baseline, layer: str | int | None = None,
+                 batch_size: int | None = None, sanity: bool = EvaluateOptions.sanity,
+                 sanity_layers: int | None = None, data_dir: str | os.PathLike | None = None,
                  seed: int = 0, quiet: bool = True, **options: Any) -> Evaluation | None:
     """Score ``methods`` (default :func:`default_methods`) on the run's eval images ``indices``
     (default 0-49) or on image files; every method explains the same target (the prediction).

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
+from netviz.options import CommandOptions, option
 from netviz.stats import PERCENTILES, tensor_stats
 
 if TYPE_CHECKING:
@@ -21,6 +22,38 @@ if TYPE_CHECKING:
     from torch import nn
 
     from netviz.runs import Run
+
+
+LAYOUTS = ("panels", "grid")
+
+
+@dataclass(frozen=True)
+class HistogramOptions(CommandOptions):
+    """`netviz histogram`: which layers, how they are binned and drawn."""
+
+    layers: str | Sequence[str] | None = option(
+        None, "Only these layers (layer numbers or dotted names, e.g. 1,conv2 or features); see `netviz layers`.",
+        flags=("--layer", "--layers"))
+    layout: str = option("panels", "panels: the 2018 all-convolutional post's figure, one row per snapshot, "
+                         "layers grouped in panels; grid: one subplot per layer, before and after overlaid on "
+                         "shared bins.", "choice", choices=LAYOUTS)
+    per_panel: int | None = option(None, "Layers per panel (3 gives that post's panels 1-3, 4-6, 7-9; default: 3, "
+                                   "or more so there are at most 4 panels).", "count", most=64)
+    # more bins than a figure has pixels show nothing more
+    bins: int = option(60, "Histogram bins.", "count", most=10_000)
+    log_y: bool = option(False, "Logarithmic y axis (shows the tails).", "flag")
+    include_bias: bool = option(False, "Also 1-D parameters (biases, normalisation scales); default: weights "
+                                "only.", "flag")
+    evolution: bool = option(True, "Also draw distributions.png and ridgeline.png from the per-epoch statistics "
+                             "training recorded.", "switch")
+    tensorboard: str | None = option(None, "Also write the per-epoch histograms as TensorBoard summaries into DIR "
+                                     "(needs the tensorboard package).", "path")
+
+    def check(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise NetvizError(f"unknown layout '{self.layout}': use one of {', '.join(LAYOUTS)}")
+        if self.per_panel is not None and self.per_panel < 1:
+            raise NetvizError(f"--per-panel must be at least 1, not {self.per_panel}")
 
 
 @dataclass(frozen=True)
@@ -229,7 +262,7 @@ def run_snapshots(run: Run, model_label: str | None = None
     return {"init": init, which: after}, {"init": "before training", which: after_label}, []
 
 
-def histogram_run(run: Run, *, layers: str | Sequence[str] | None = None, bins: int = 60,
+def histogram_run(run: Run, *, layers: str | Sequence[str] | None = None, bins: int = HistogramOptions.bins,
                    include_bias: bool = False, model_label: str | None = None,
                    quiet: bool = True) -> WeightHistograms:
     """Before (checkpoint ``init``) vs after (the loaded model) for a run; one snapshot otherwise.
@@ -277,3 +310,34 @@ def evolution_run(run: Run, *, layers: str | Sequence[str] | None = None,
         return None
     return weight_evolution(stats, run.model, model_name=run.spec.name, layers=layers,
                             include_bias=include_bias)
+
+
+@dataclass
+class HistogramRun:
+    """What `netviz histogram` measured: the snapshots' histograms and, when asked for (and the
+    run recorded two or more epochs), the per-epoch evolution."""
+
+    histograms: WeightHistograms
+    evolution: WeightEvolution | None
+    run_name: str | None  # the figures' titles name a training run
+    label: str  # what the output folder is named after: the layout
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return self.notes
+
+    def summary(self) -> dict[str, Any]:
+        return self.histograms.summary()
+
+
+def compute(run: Run, options: HistogramOptions, quiet: bool = False) -> HistogramRun:
+    """`netviz histogram`'s numbers: the run's snapshots binned, and their evolution for the figures
+    or TensorBoard."""
+    hists = histogram_run(run, layers=options.layers, bins=options.bins, include_bias=options.include_bias,
+                          quiet=quiet)
+    notes = list(hists.notes)
+    wanted = options.evolution or options.tensorboard is not None
+    evo = evolution_run(run, layers=options.layers, include_bias=options.include_bias) if wanted else None
+    if options.evolution and evo is None and run.is_training_run:
+        notes.append("no per-epoch weight statistics with two or more epochs: skipping the evolution figures")
+    return HistogramRun(hists, evo, run.name if run.is_training_run else None, options.layout, notes)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
+from netviz.options import CommandOptions
 from netviz.selection import parse_indices
 
 if TYPE_CHECKING:
@@ -97,6 +98,19 @@ def describe_images(images: Any) -> list[str]:
     """What a manifest records of the images a command was given: paths as given, others by name."""
     items = image_items(images)
     return [str(p) if isinstance(p, (str, os.PathLike)) else item_name(p, k) for k, p in enumerate(items)]
+
+
+@dataclass(frozen=True)
+class ImageOptions(CommandOptions):
+    """Options of a command that takes images (``image``/``images``): a manifest records files by
+    their paths and images given as tensors or PIL images by name (:func:`describe_images`)."""
+
+    def recorded(self, name: str, value: Any) -> Any:
+        if name == "images":
+            return describe_images(value)
+        if name == "image":
+            return describe_images(value)[0] if value is not None else None
+        return super().recorded(name, value)
 
 
 def select_inputs(run: Run, images: Any = (),

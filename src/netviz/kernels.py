@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError, close_matches
+from netviz.options import CommandOptions, option
 
 if TYPE_CHECKING:
     import numpy as np
@@ -22,6 +23,25 @@ if TYPE_CHECKING:
     from netviz.runs import Run
 
 MODES = ("rgb", "grey", "channels")
+SCALES = ("kernel", "layer")
+
+
+@dataclass(frozen=True)
+class KernelsOptions(CommandOptions):
+    """`netviz kernels`: which layer, how its kernels are scaled, how many are drawn."""
+
+    layer: str | int | None = option(None, "A conv layer (layer number or dotted name; default: the first "
+                                     "convolution). Layers with other than 1 or 3 input channels are drawn as an "
+                                     "output x input channel grid.")
+    scale: str = option("kernel", "kernel: each kernel scaled by its own max |w|; layer: one scale for the layer "
+                        "and all snapshots (shows growth).", "choice", choices=SCALES)
+    max_kernels: int = option(256, "Most kernels drawn for a layer with 1 or 3 input channels.", "count")
+    max_out: int = option(32, "Most output channels (rows) in the channel grid.", "count")
+    max_in: int = option(32, "Most input channels (columns) in the channel grid.", "count")
+
+    def check(self) -> None:
+        if self.scale not in SCALES:
+            raise NetvizError(f"unknown scale '{self.scale}': use one of {', '.join(SCALES)}")
 
 
 @dataclass
@@ -39,6 +59,16 @@ class KernelSet:
     snapshots: dict[str, str]  # key -> label, in time order
     kernels: dict[str, np.ndarray] = field(default_factory=dict)
     note: str | None = None  # set when capped
+    model_name: str = ""  # for the figure's title
+    run_name: str | None = None  # the training run, named in the title
+
+    @property
+    def label(self) -> str:
+        """What the output folder is named after."""
+        return self.layer
+
+    def lines(self) -> list[str]:
+        return [self.note] if self.note else []
 
     @property
     def shown_out(self) -> int:
@@ -168,8 +198,8 @@ def layer_kernels(model: nn.Module, snapshots: Mapping[str, Mapping[str, torch.T
     return result
 
 
-def kernels_run(run: Run, *, layer: str | int | None = None, max_kernels: int = 256,
-                max_out: int = 32, max_in: int = 32,
+def kernels_run(run: Run, *, layer: str | int | None = None, max_kernels: int = KernelsOptions.max_kernels,
+                max_out: int = KernelsOptions.max_out, max_in: int = KernelsOptions.max_in,
                 model_label: str | None = None) -> KernelSet:
     """Kernels of ``layer`` before (``init``) and after training, or of the single snapshot."""
     from netviz.histogram import run_snapshots
@@ -177,3 +207,11 @@ def kernels_run(run: Run, *, layer: str | int | None = None, max_kernels: int = 
     snapshots, labels, _notes = run_snapshots(run, model_label)
     return layer_kernels(run.model, snapshots, labels, layer=layer, max_kernels=max_kernels,
                          max_out=max_out, max_in=max_in)
+
+
+def compute(run: Run, options: KernelsOptions, quiet: bool = False) -> KernelSet:
+    """`netviz kernels`'s numbers: the layer's kernels in each snapshot of the run."""
+    ks = kernels_run(run, layer=options.layer, max_kernels=options.max_kernels, max_out=options.max_out,
+                     max_in=options.max_in)
+    ks.model_name, ks.run_name = run.spec.name, run.name if run.is_training_run else None
+    return ks

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netviz.dream.recipes import RECIPES
 from netviz.errors import NetvizError
+from netviz.options import CommandOptions, data_dir_option, dataset_option, option, seed_option
 
 if TYPE_CHECKING:
     import torch
@@ -24,6 +26,24 @@ if TYPE_CHECKING:
 
 DEFAULT_CHANNELS = "0-7"
 DEFAULT_TOP = 6
+
+
+@dataclass(frozen=True)
+class NeuronsOptions(CommandOptions):
+    """`netviz neurons`: which channels get a card, how each card's dream is made and searched for."""
+
+    layer: str | int | None = option(None, "A layer with a spatial output (default: the model's middle default "
+                                     "layer).")
+    channels: str | None = option(None, f"Channels: {DEFAULT_CHANNELS} (the default), 3 or 1,4,9.")
+    top: int = option(DEFAULT_TOP, "Data-set images per channel.", "count")
+    recipe: str = option("deepdream", "How each channel's dream is made (see `netviz dream`).", "choice",
+                         choices=RECIPES)
+    steps: int | None = option(None, "Dream updates (the recipe's by default).", "count")
+    split: str | None = option(None, "The data split searched (default: the run's eval split).")
+    batch_size: int = option(256, "Images per forward pass of the search.", "count")
+    dataset: str | None = dataset_option()
+    data_dir: str | None = data_dir_option()
+    seed: int = seed_option()
 
 
 @dataclass
@@ -79,8 +99,9 @@ def default_layer(run: Run) -> str:
 
 
 def neurons_run(run: Run, layer: str | int | None = None, channels: str | None = None, *, top: int = DEFAULT_TOP,
-                 recipe: str = "deepdream", steps: int | None = None, data_dir: str | os.PathLike | None = None,
-                 split: str | None = None, batch_size: int = 256, seed: int = 0,
+                 recipe: str = NeuronsOptions.recipe, steps: int | None = None,
+                 data_dir: str | os.PathLike | None = None, split: str | None = None,
+                 batch_size: int = NeuronsOptions.batch_size, seed: int = 0,
                  quiet: bool = True) -> NeuronCards | None:
     """Cards for ``channels`` (default the first 8) of ``layer`` (default :func:`default_layer`)."""
     from netviz.dream import recipe_settings

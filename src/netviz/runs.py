@@ -279,6 +279,22 @@ class Run:
         data = load_split(dataset, split, data_dir or self.config.get("data_dir"))
         return self.named_by_model(data)
 
+    def train_data(self, dataset: str | None = None, split: str | None = None,
+                   data_dir: str | os.PathLike | None = None) -> TensorData:
+        """The run's training split (or ``split``) of its data set (or ``dataset``): what `audit` and
+        `concepts` read by default, where what the model learnt from lives."""
+        from netviz.data import default_splits, load_split
+
+        dataset = dataset or self.config.get("dataset") or self.spec.default_dataset
+        if dataset is None:
+            raise NetvizError(f"model '{self.spec.name}' has no data set to read: pass --dataset imagefolder:PATH")
+        split = split or self.config.get("train_split") or default_splits(dataset)[0]
+        data = load_split(dataset, split, data_dir or self.config.get("data_dir"))
+        if len(data) and int(data.labels.max()) >= self.spec.num_classes:
+            raise NetvizError(f"{data.name} has {len(data.classes)} classes but model '{self.spec.name}' gives "
+                              f"{self.spec.num_classes} scores: use data of its own classes")
+        return self.named_by_model(data)
+
     def with_dataset(self, dataset: str | None) -> Run:
         """This run reading its images from ``dataset`` (mnist, cifar10, imagefolder:PATH) with that
         data set's splits; itself when ``dataset`` is None."""

@@ -31,6 +31,7 @@ from netviz.attribute._common import (
     make_baseline,
     mean_baseline,
     model_score,
+    opening,
     resolve_target,
     score_of,
 )
@@ -71,7 +72,8 @@ from netviz.attribute._lrp import COMPOSITES, LrpOptions, relevance_rules, seed_
 from netviz.attribute._lrp_epsilon import lrp_epsilon  # isort: skip
 from netviz.attribute._lrp_epsilon_plus import lrp_epsilon_plus  # isort: skip
 from netviz.attribute._lrp_epsilon_gamma_box import lrp_epsilon_gamma_box  # isort: skip
-from netviz.attribute._run import AttributeResult, attribute_run, for_share, load_baseline, method_kwargs  # isort: skip
+from netviz.attribute._run import (  # isort: skip
+    AttributeOptions, AttributeResult, attribute_run, for_share, load_baseline, method_kwargs)
 from netviz.attribute._sanity import SanityResult, model_randomisation, parameter_layers, spearman  # isort: skip
 from netviz.selection import parse_indices  # isort: skip
 
@@ -89,9 +91,10 @@ def attribute(model: nn.Module, x: torch.Tensor, method: str = "integrated",
 __all__ = [
     "BASELINES", "COMPOSITES", "DEFAULT_ALPHAS", "METHODS", "QUADRATURES", "SCORES", "IntegratedOptions", "LrpOptions",
     "check_score", "options_of", "relative_error", "relevance_rules", "resolve_target", "seed_relevance",
-    "model_score", "target_label",
+    "model_score", "opening", "target_label",
     "step_schedule", "zennit",
-    "AttributeResult", "Attribution", "BaselineOptions", "InteriorGradients", "LayerOptions", "Method", "Options",
+    "AttributeOptions", "AttributeResult", "Attribution",
+    "BaselineOptions", "InteriorGradients", "LayerOptions", "Method", "Options",
     "SanityResult", "SeededOptions", "all_options", "attribute", "attribute_run", "check_batch_size",
     "check_method_options", "eval_mode", "fast_format", "for_share", "forward_scores",
     "get_method", "ignored_options", "load_baseline", "method_kwargs", "option", "grad_cam", "grad_cam_plus_plus",

@@ -12,17 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from netviz.attribute._common import (
-    Attribution,
-    check_batch_size,
-    check_input,
-    check_score,
-    eval_mode,
-    model_score,
-    resolve_target,
-)
+from netviz.attribute._common import Attribution, check_input, model_score, opening
 from netviz.attribute._registry import LayerOptions, Method, register
-from netviz.device import model_device
 from netviz.errors import NetvizError
 
 if TYPE_CHECKING:
@@ -88,30 +79,21 @@ def class_activation_maps(model: nn.Module, x: torch.Tensor,
     import torch
     from torch.nn import functional as F
 
-    from netviz.progress import progress
-
     x = check_input(x)
-    check_score(score)
-    batch_size = check_batch_size(batch_size, model, x)
-    dev = model_device(model)
     name = cam_layer(model, layer, x.shape[1:])
-    maps = []
-    with eval_mode(model):
-        t, f_x = resolve_target(model, x, target, score, batch_size)
-        with progress(total=x.shape[0], quiet=quiet, desc=method, unit="image") as bar:
-            for start in range(0, x.shape[0], batch_size):
-                reading = read_layer(model, x[start:start + batch_size].to(dev),
-                                     t[start:start + batch_size].to(dev), name, score, gradients,
-                                     batch_size)
-                w = weigh(reading)
-                w = w[:, :, None, None] if w.ndim == 2 else w
-                maps.append(torch.relu((w * reading.activations).sum(1, keepdim=True)).cpu())
-                bar.update(reading.x.shape[0])
-    cams = torch.cat(maps)
+    with opening(model, x, target, score, batch_size) as o:
+
+        def cam(xb: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
+            reading = read_layer(model, xb, tb, name, score, gradients, o.batch_size)
+            w = weigh(reading)
+            w = w[:, :, None, None] if w.ndim == 2 else w
+            return torch.relu((w * reading.activations).sum(1, keepdim=True))
+
+        cams = o.each(cam, quiet, method)
     up = F.interpolate(cams, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
-    return Attribution(up.expand(-1, x.shape[1], -1, -1).contiguous(), method, t, score,
-                       score_input=f_x, maps=cams, layer=name,
-                       settings={"layer": name, "batch_size": batch_size})
+    return Attribution(up.expand(-1, x.shape[1], -1, -1).contiguous(), method, o.target, score,
+                       score_input=o.score_input, maps=cams, layer=name,
+                       settings={"layer": name, "batch_size": o.batch_size})
 
 
 def cam_method(name: str, weigh: Weigh, summary: str, *, gradients: bool = True) -> Callable[..., Attribution]:

@@ -1,4 +1,5 @@
-"""What every attribution method shares: targets, the score, baselines, batched input gradients.
+"""What every attribution method shares: targets, the score, baselines, batched input gradients, and
+the opening every method starts with (:func:`opening`: checks, eval mode, the target, the batches).
 
 All tensors are in the model's *normalised* input space. Functions that need to know what "black"
 or "white" is there take ``spec`` (a ModelSpec) or ``mean``/``std``; with neither, pixel 0 is
@@ -7,8 +8,9 @@ taken to be 0 and pixel 1 to be 1 (an unnormalised model).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -377,17 +379,59 @@ def batched_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, s
     return torch.cat(out) if out else torch.empty_like(x)
 
 
-def plain_gradients(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None,
-                    score: str, batch_size: int | None, quiet: bool, desc: str = "gradients"
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x on the CPU, dF/dx, target, F(x)) in eval mode, ``batch_size`` images at a time."""
-    from netviz.progress import progress
+@dataclass
+class Opening:
+    """Where every method starts: ``x`` checked (N, C, H, W on the CPU), the score and the batch size
+    checked, the model in eval mode, the ``target`` of every image resolved with its score ``score_input``
+    F(x). A method supplies its computation per batch (:meth:`each`) or walks :meth:`batches` itself."""
 
+    model: nn.Module
+    x: torch.Tensor
+    target: torch.Tensor
+    score_input: torch.Tensor
+    score: str
+    batch_size: int
+    device: torch.device
+
+    def batches(self, quiet: bool = True, desc: str = "", unit: str = "image"
+                ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+        """(which images, their inputs, their targets) on the model's device, ``batch_size`` images at a
+        time, with a progress bar."""
+        from netviz.progress import progress
+
+        n = self.x.shape[0]
+        with progress(total=n, quiet=quiet, desc=desc, unit=unit) as bar:
+            for start in range(0, n, self.batch_size):
+                which = slice(start, min(start + self.batch_size, n))
+                yield which, self.x[which].to(self.device), self.target[which].to(self.device)
+                bar.update(which.stop - which.start)
+
+    def each(self, step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], quiet: bool = True,
+             desc: str = "", unit: str = "image") -> torch.Tensor:
+        """``step(inputs, targets)`` of every batch, one row per image, concatenated on the CPU."""
+        import torch
+
+        out = [step(xb, tb).cpu() for _, xb, tb in self.batches(quiet, desc, unit)]
+        return torch.cat(out) if out else torch.empty(0)
+
+
+@contextlib.contextmanager
+def opening(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None,
+            score: str = "logit", batch_size: int | None = None) -> Iterator[Opening]:
+    """The opening of every method (:class:`Opening`): the checks, eval mode (the model's own mode is
+    restored after), the target and F(x)."""
     x = check_input(x)
     check_score(score)
     batch_size = check_batch_size(batch_size, model, x)
     with eval_mode(model):
         t, f_x = resolve_target(model, x, target, score, batch_size)
-        with progress(total=x.shape[0], quiet=quiet, desc=desc, unit="image") as bar:
-            grad = batched_gradients(model, x, t, score, batch_size, on_batch=bar.update)
-    return x, grad, t, f_x
+        yield Opening(model, x, t, f_x, score, batch_size, model_device(model))
+
+
+def plain_gradients(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None,
+                    score: str, batch_size: int | None, quiet: bool, desc: str = "gradients"
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x on the CPU, dF/dx, target, F(x)) in eval mode, ``batch_size`` images at a time."""
+    with opening(model, x, target, score, batch_size) as o:
+        grad = o.each(lambda xb, tb: input_gradients(model, xb, tb, score)[0], quiet, desc)
+    return o.x, grad, o.target, o.score_input

@@ -13,15 +13,12 @@ from typing import TYPE_CHECKING
 
 from netviz.attribute._common import (
     Attribution,
-    check_batch_size,
     check_input,
-    check_score,
-    eval_mode,
     forward_scores,
     input_gradients,
     make_baseline,
     model_device,
-    resolve_target,
+    opening,
 )
 from netviz.attribute._registry import BaselineOptions, Method, SeededOptions, option, register
 from netviz.errors import NetvizError, close_matches
@@ -191,13 +188,11 @@ def integrated_gradients(
 
     x = check_input(x)
     check_quadrature(quadrature)
-    check_score(score)
-    batch_size = check_batch_size(batch_size, model, x)
     schedule = step_schedule(steps, tolerance, max_steps, quadrature)
     b = make_baseline(x, baseline, spec=spec, mean=mean, std=std, seed=seed, offset=offset)
     n_img = x.shape[0]
-    with eval_mode(model):
-        target, f_x = resolve_target(model, x, target, score, batch_size)
+    with opening(model, x, target, score, batch_size) as o:
+        target, f_x, batch_size = o.target, o.score_input, o.batch_size
         f_b, _ = forward_scores(model, b, target, score, batch_size)
         delta = f_x - f_b
         attributions = torch.zeros_like(x)

@@ -12,14 +12,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from netviz.attribute._common import (
-    check_batch_size,
     check_input,
-    check_score,
-    eval_mode,
     input_gradients,
     make_baseline,
-    model_device,
-    resolve_target,
+    opening,
 )
 from netviz.attribute._registry import BaselineOptions, Method, SeededOptions, option, register
 from netviz.errors import NetvizError
@@ -120,17 +116,14 @@ def interior_gradients(
     from netviz.progress import progress
 
     x = check_input(x)
-    check_score(score)
-    batch_size = check_batch_size(batch_size, model, x)
     alpha_t = parse_alphas(alphas)
     b = make_baseline(x, baseline, spec=spec, mean=mean, std=std, seed=seed, offset=offset)
-    dev = model_device(model)
     n, a = x.shape[0], len(alpha_t)
     grads = torch.zeros((n, a, *x.shape[1:]))
     scores = torch.zeros((n, a), dtype=torch.float64)
-    alpha_dev = torch.tensor(alpha_t, dtype=torch.float32, device=dev)
-    with eval_mode(model):
-        target, _ = resolve_target(model, x, target, score, batch_size)
+    with opening(model, x, target, score, batch_size) as o:
+        target, batch_size, dev = o.target, o.batch_size, o.device
+        alpha_dev = torch.tensor(alpha_t, dtype=torch.float32, device=dev)
         pairs = n * a
         with progress(total=n, quiet=quiet, desc="interior gradients", unit="image") as bar:
             done = 0

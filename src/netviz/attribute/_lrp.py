@@ -21,16 +21,11 @@ from netviz.attribute._common import (
     Attribution,
     _pixel,
     as_columns,
-    check_batch_size,
-    check_input,
-    check_score,
-    eval_mode,
     norm_params,
+    opening,
     read_scores,
-    resolve_target,
 )
 from netviz.attribute._registry import Method, Options, option, register
-from netviz.device import model_device
 from netviz.errors import NetvizError
 from netviz.heads import head_of
 
@@ -275,28 +270,20 @@ def lrp(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.T
     target's score when the rules conserve relevance)."""
     import torch
 
-    from netviz.progress import progress
+    with opening(model, x, target, options.score, options.batch_size) as o, \
+            relevance_rules(model, o.x[:1].to(o.device), method, options, spec) as ruled:
 
-    x = check_input(x)
-    check_score(options.score)
-    batch_size = check_batch_size(options.batch_size, model, x)
-    dev = model_device(model)
-    out = []
-    with eval_mode(model):
-        t, f_x = resolve_target(model, x, target, options.score, batch_size)
-        with relevance_rules(model, x[:1].to(dev), method, options, spec) as ruled, \
-                progress(total=x.shape[0], quiet=quiet, desc=method, unit="image") as bar:
-            for start in range(0, x.shape[0], batch_size):
-                chunk = x[start:start + batch_size].to(dev).requires_grad_(True)
-                with torch.enable_grad():
-                    logits = ruled(chunk)
-                    seed = seed_relevance(logits, t[start:start + batch_size].to(dev), options.score,
-                                          head_of(model).activation)
-                    (rel,) = torch.autograd.grad(logits, chunk, seed)
-                out.append(rel.detach().float().cpu())
-                bar.update(chunk.shape[0])
-    return Attribution(torch.cat(out), method, t, options.score, score_input=f_x,
-                       settings={"batch_size": batch_size, "epsilon": options.epsilon})
+        def relevance(xb: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
+            xb = xb.requires_grad_(True)
+            with torch.enable_grad():
+                logits = ruled(xb)
+                seed = seed_relevance(logits, tb, options.score, head_of(model).activation)
+                (rel,) = torch.autograd.grad(logits, xb, seed)
+            return rel.detach().float()
+
+        out = o.each(relevance, quiet, method)
+    return Attribution(out, method, o.target, options.score, score_input=o.score_input,
+                       settings={"batch_size": o.batch_size, "epsilon": options.epsilon})
 
 
 def lrp_method(name: str, make: MakeComposite, summary: str) -> Callable[..., Attribution]:

@@ -17,15 +17,11 @@ from typing import TYPE_CHECKING
 
 from netviz.attribute._common import (
     Attribution,
-    check_batch_size,
     check_input,
-    check_score,
-    eval_mode,
     fast_format,
     make_baseline,
-    model_device,
     model_score,
-    resolve_target,
+    opening,
 )
 from netviz.attribute._registry import BaselineOptions, Method, SeededOptions, option, register
 from netviz.errors import NetvizError
@@ -75,16 +71,13 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | t
     from netviz.progress import progress
 
     x = check_input(x)
-    check_score(score)
-    batch_size = check_batch_size(batch_size, model, x)
     masks = window_masks(x.shape[2], x.shape[3], int(window), int(stride))
     b = make_baseline(x, baseline, spec=spec, mean=mean, std=std, seed=seed, offset=offset)
-    dev = model_device(model)
-    masks_dev = masks.to(dev)
     count = masks.sum(0)  # windows covering each pixel (>= 1 everywhere: stride <= window)
     n, positions = x.shape[0], masks.shape[0]
-    with eval_mode(model), torch.no_grad():
-        t, f_x = resolve_target(model, x, target, score, batch_size)
+    with opening(model, x, target, score, batch_size) as o, torch.no_grad():
+        t, f_x, batch_size, dev = o.target, o.score_input, o.batch_size, o.device
+        masks_dev = masks.to(dev)
         xs, bs, ts, fs = x.to(dev), b.to(dev), t.to(dev), f_x.to(dev)
         total = torch.zeros(n, 1, *x.shape[2:], device=dev)
         # A window over pixels that already equal the baseline changes nothing: its drop is 0

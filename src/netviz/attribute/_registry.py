@@ -10,18 +10,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from netviz.errors import NetvizError, close_matches
-
-
-def option(default: Any, help: str, kind: str = "str", *, cli: bool = True) -> Any:
-    """A method option: its default, its help text and its kind of value (``count``: a whole number
-    >= 1, ``int``, ``float``, ``positive``, ``nonneg``, ``str``; the method checks what else it
-    needs, with its own words), read by the CLI to
-    make ``--name`` (``cli=False``: set by the command itself, not an option of its own)."""
-    return field(default=default, metadata={"help": help, "kind": kind, "cli": cli})
+from netviz.options import option
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,18 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from netviz.attribute._common import BASELINES, Attribution, mean_baseline
 from netviz.attribute._interior import InteriorGradients
-from netviz.attribute._registry import Method, Options, get_method
+from netviz.attribute._registry import METHODS, Method, Options, SeededOptions, get_method
 from netviz.attribute._sanity import SanityResult, model_randomisation
 from netviz.errors import NetvizError, close_matches
 from netviz.files import finite_number
 from netviz.heads import head_of, region_masks, target_label, target_name
+from netviz.inputs import ImageOptions
+from netviz.options import data_dir_option, dataset_option, images_option, option, seed_option
+from netviz.styles import STYLES, check_drawing
 
 if TYPE_CHECKING:
     import torch
@@ -30,6 +33,36 @@ if TYPE_CHECKING:
 
 UNIFORM = 0.05  # an unsigned map whose range is under this fraction of its maximum points nowhere
 DEFAULT_INDICES = "0-7"
+
+
+@dataclass(frozen=True)
+class AttributeOptions(ImageOptions):
+    """`netviz attribute`: the method, the images and target, how the maps are drawn; the method's own
+    options (its :class:`Options` dataclass) come beside these."""
+
+    positional: ClassVar[tuple[str, ...]] = ("method",)
+
+    method: str = option("integrated", lambda: "The method: " + ", ".join(METHODS)
+                         + " (`--list` says what each computes).")
+    images: Any = images_option()
+    indices: str | int | Sequence[int] | None = option(None, f"Eval-set images: 7, 0-99 or 1,5,10-12 (default "
+                                                       f"{DEFAULT_INDICES}).", flags=("--index",))
+    target: int | str | None = option(None, "Class to explain, a number or a name (default: each image's "
+                                      "predicted class); several at once as 3,5 for a multi-label model (their "
+                                      "scores are summed).")
+    sanity: bool = option(False, "Also run the cascading model-randomisation test (sanity.json, sanity.png).",
+                          "flag")
+    style: str = option("overlay", "Grid panels: green/red on a grey image, or a heat map.", "choice",
+                        choices=STYLES)
+    percentile: float = option(99.0, "Percentile of |attribution| drawn at full colour.", "float",
+                               flags=("--clip",))
+    dataset: str | None = dataset_option()
+    data_dir: str | None = data_dir_option()
+    seed: int = seed_option()
+
+    def check(self) -> None:
+        check_drawing(self.style, self.percentile)
+
 
 
 @dataclass
@@ -222,7 +255,7 @@ def for_share(options: Options, offset: int) -> Options:
     """The options of a share of the images that starts at ``offset`` (random draws skip the rest)."""
     import dataclasses
 
-    return dataclasses.replace(options, offset=offset) if hasattr(options, "offset") else options
+    return dataclasses.replace(options, offset=offset) if isinstance(options, SeededOptions) else options
 
 
 def recorded(options: dict[str, Any]) -> dict[str, Any]:

@@ -8,15 +8,10 @@ from typing import TYPE_CHECKING
 
 from netviz.attribute._common import (
     Attribution,
-    check_batch_size,
-    check_input,
-    check_score,
-    eval_mode,
     input_gradients,
-    model_device,
     norm_params,
+    opening,
     pixel_range,
-    resolve_target,
 )
 from netviz.attribute._registry import Method, SeededOptions, option, register
 from netviz.errors import NetvizError
@@ -52,23 +47,19 @@ def smoothgrad(model: nn.Module, x: torch.Tensor,
 
     from netviz.progress import progress
 
-    x = check_input(x)
-    check_score(score)
-    batch_size = check_batch_size(batch_size, model, x)
     if isinstance(samples, bool) or int(samples) != samples or samples <= 0:
         raise NetvizError(f"samples must be a positive whole number, not {samples}")
     if not noise >= 0:
         raise NetvizError(f"noise must be a fraction of the pixel range >= 0 (e.g. 0.15), "
                           f"not {noise}")
     m, s = norm_params(spec, mean, std)
-    sigma = (noise * pixel_range(x, m, s)).expand(samples, *x.shape[1:]).contiguous()
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(offset):  # the draws of the images before x (another rank's share), as alone
-        torch.normal(0.0, sigma, generator=gen)
-    dev = model_device(model)
-    out = torch.zeros_like(x)
-    with eval_mode(model):
-        t, f_x = resolve_target(model, x, target, score, batch_size)
+    with opening(model, x, target, score, batch_size) as o:
+        x, t, batch_size, dev = o.x, o.target, o.batch_size, o.device
+        sigma = (noise * pixel_range(x, m, s)).expand(samples, *x.shape[1:]).contiguous()
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(offset):  # the draws of the images before x (another rank's share), as alone
+            torch.normal(0.0, sigma, generator=gen)
+        out = torch.zeros_like(x)
         group = max(1, batch_size // samples)  # images whose noisy copies share batches
         with progress(total=x.shape[0], quiet=quiet, desc="smoothgrad", unit="image") as bar:
             for g0 in range(0, x.shape[0], group):
@@ -86,7 +77,7 @@ def smoothgrad(model: nn.Module, x: torch.Tensor,
                     acc.index_add_(0, who, grad.abs() if absolute else grad)
                 out[g0:g0 + len(idx)] = acc.cpu() / samples
                 bar.update(len(idx))
-    return Attribution(out, "smoothgrad", t, score, score_input=f_x,
+    return Attribution(out, "smoothgrad", t, score, score_input=o.score_input,
                        settings={"samples": samples, "noise": noise, "absolute": absolute,
                                  "seed": seed})
 

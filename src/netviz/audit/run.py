@@ -17,6 +17,7 @@ from netviz.audit.clusters import split_class
 from netviz.audit.collect import Collected, collect_split, feature_layer
 from netviz.audit.evidence import Evidence, region, weigh
 from netviz.errors import NetvizError
+from netviz.options import CommandOptions, data_dir_option, dataset_option, option, seed_option
 
 if TYPE_CHECKING:
     import torch
@@ -26,6 +27,27 @@ if TYPE_CHECKING:
     from netviz.runs import Run
 
 DEFAULT_METHOD = "inputxgrad"
+
+
+@dataclass(frozen=True)
+class AuditOptions(CommandOptions):
+    """`netviz audit`: which split, the attribution method of the maps (its own options come beside
+    these), the layer clustered, how much of the split."""
+
+    split: str | None = option(None, "The split audited: train[:20000], test... (default: the run's training "
+                               "split).")
+    dataset: str | None = dataset_option("Another data set: mnist, cifar10 or imagefolder:PATH (default: the "
+                                         "run's own).")
+    method: str = option(DEFAULT_METHOD, "The attribution method of the maps (any one with a map per image; see "
+                         "`netviz attribute`).")
+    layer: str | int | None = option(None, "The layer whose activations are clustered (default: the one before "
+                                     "the classifier).")
+    limit: int | None = option(None, "Audit only the first N images of the split (default: all of them).",
+                               "count")
+    cards: bool = option(True, "Each flagged cluster's top channels with their neuron cards (dream and top "
+                         "images).", "switch")
+    data_dir: str | None = data_dir_option()
+    seed: int = seed_option()
 MISTAKES = 4  # the most confident mistakes kept per class
 OTHERS = 2000  # correctly classified images of other classes the patterns are tested on
 
@@ -124,17 +146,7 @@ class Audit:
 
 def audit_data(run: Run, dataset: str | None, split: str | None, data_dir: str | os.PathLike | None) -> TensorData:
     """The split to audit: by default the run's training split (where poisoned or spurious samples live)."""
-    from netviz.data import default_splits, load_split
-
-    dataset = dataset or run.config.get("dataset") or run.spec.default_dataset
-    if dataset is None:
-        raise NetvizError(f"model '{run.spec.name}' has no data set to audit: pass --dataset imagefolder:PATH")
-    split = split or run.config.get("train_split") or default_splits(dataset)[0]
-    data = load_split(dataset, split, data_dir or run.config.get("data_dir"))
-    if len(data) and int(data.labels.max()) >= run.spec.num_classes:
-        raise NetvizError(f"{data.name} has {len(data.classes)} classes but model '{run.spec.name}' gives "
-                          f"{run.spec.num_classes} scores: audit it on data of its own classes")
-    return run.named_by_model(data)
+    return run.train_data(dataset, split, data_dir)
 
 
 def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
@@ -149,7 +161,7 @@ def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
     collects its share; rank 0 gets the audit."""
     import torch
 
-    from netviz.attribute import check_method_options, get_method
+    from netviz.attribute import METHODS, check_method_options, get_method, ignored_options
     from netviz.device import seed_everything
     from netviz.layers import resolve_layer
     from netviz.progress import progress, say
@@ -160,6 +172,9 @@ def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
     if not m.evaluate:
         raise NetvizError(f"--method {method} gives no map per image: use one that does, e.g. {DEFAULT_METHOD}")
     check_method_options(options)
+    ignored = ignored_options(m, options, METHODS.values())
+    if ignored:
+        say(f"note: {ignored}", quiet)
     if limit is not None and limit < 1:
         raise NetvizError(f"--limit {limit}: audit at least one image")
     chosen = m.make_options({**options, "seed": seed})

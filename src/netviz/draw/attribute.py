@@ -18,6 +18,7 @@ from netviz.draw import sheet
 from netviz.draw.common import font, pyplot, rgb, save_figure, save_gif, save_png, to_uint8, upscale
 from netviz.files import Artifact, write_json
 from netviz.heads import target_label
+from netviz.styles import check_drawing
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 POSITIVE = (0.0, 0.85, 0.25)  # green: pushes the score up
 NEGATIVE = (1.0, 0.1, 0.2)  # red: pushes it down
-STYLES = ("overlay", "heatmap")
 GRID_MAX = 64  # images in one grid figure
 STRIP_MAX = 16  # interior-gradient strips and GIFs written
 
@@ -335,16 +335,6 @@ def plot_sanity(sanity: SanityResult, report: AttributeResult, path: str | os.Pa
         sub.axis("off")
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-def check_drawing(style: str, percentile: float) -> None:
-    """Fail on drawing options before any attribution is computed."""
-    from netviz.errors import NetvizError
-
-    if style not in STYLES:
-        raise NetvizError(f"unknown style '{style}': use overlay or heatmap")
-    if not 0 < percentile <= 100:
-        raise NetvizError(f"clip percentile must be in (0, 100], not {percentile}")
 
 
 def _grid_figure(report: AttributeResult, out: Path, style: str, percentile: float) -> list[Artifact]:

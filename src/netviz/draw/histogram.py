@@ -15,9 +15,8 @@ from netviz.files import Artifact, write_json
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from netviz.histogram import LayerHistogram, WeightEvolution, WeightHistograms
+    from netviz.histogram import HistogramOptions, HistogramRun, LayerHistogram, WeightEvolution, WeightHistograms
 
-LAYOUTS = ("panels", "grid")
 # TensorBoard's distribution bands: outer to inner pairs of percentile indices into PERCENTILES.
 _BANDS = ((0, 8), (1, 7), (2, 6), (3, 5))
 
@@ -302,4 +301,17 @@ def write_histograms(h: WeightHistograms, out_dir: str | os.PathLike, *,
                                 "each layer's weight percentiles (min/7/16/31/50/69/84/93/max) per epoch"))
         written.append(Artifact(plot_ridgeline(evolution, out / "ridgeline.png", run_name=run_name),
                                 "each layer's weight histogram per epoch, stacked"))
+    return written
+
+
+def draw(result: HistogramRun, folder: Path, options: HistogramOptions) -> list[Artifact | Path]:
+    """`netviz histogram`'s figures and record (:func:`write_histograms`) and, with
+    ``options.tensorboard``, the event files there (paths outside ``folder``)."""
+    evo = result.evolution
+    written: list[Artifact | Path] = list(write_histograms(
+        result.histograms, folder, evolution=evo if options.evolution else None, layout=options.layout,
+        per_panel=options.per_panel, log_y=options.log_y, run_name=result.run_name))
+    if options.tensorboard is not None:
+        written += write_tensorboard(options.tensorboard,
+                                     **({"evolution": evo} if evo is not None else {"histograms": result.histograms}))
     return written

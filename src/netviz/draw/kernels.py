@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 from netviz.draw.common import mosaic, pyplot, save_figure
 from netviz.errors import NetvizError
 from netviz.files import Artifact, file_stem, write_json
+from netviz.kernels import SCALES
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from netviz.kernels import KernelSet
+    from netviz.kernels import KernelSet, KernelsOptions
 
-SCALES = ("kernel", "layer")
 
 
 def signed_unit(w: np.ndarray, scale: str, layer_max: float) -> np.ndarray:
@@ -154,3 +154,8 @@ def write_kernels(ks: KernelSet, out_dir: str | os.PathLike, *, scale: str = "ke
                      f"{ks.layer}: per snapshot max |w|, mean, std, per-kernel norms, relative change"),
             Artifact(png, f"{ks.layer}'s kernels as images (mid-grey = 0, lighter = positive), "
                           f"{' vs '.join(ks.snapshots.values())}")]
+
+
+def draw(ks: KernelSet, folder: Path, options: KernelsOptions) -> list[Artifact]:
+    """`netviz kernels`'s figure and record (:func:`write_kernels`)."""
+    return write_kernels(ks, folder, scale=options.scale, model_name=ks.model_name, run_name=ks.run_name)

@@ -99,9 +99,10 @@ def _attribution(result: Any, images: Any, spec: ModelSpec | None, style: str, p
     from PIL import Image
 
     from netviz.data import denormalise
-    from netviz.draw.attribute import check_drawing, render
+    from netviz.draw.attribute import render
     from netviz.draw.common import to_uint8, upscale
     from netviz.heads import target_label
+    from netviz.styles import check_drawing
 
     check_drawing(style, percentile)
     attr = result.attributions

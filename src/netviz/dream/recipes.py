@@ -9,6 +9,7 @@ from typing import Any
 
 from netviz.dream.param import INITS, PARAMS
 from netviz.errors import NetvizError
+from netviz.options import CommandOptions, option, seed_option
 
 RECIPES = ("paper", "deepdream", "lucent")
 OPTIMIZERS = ("adam", "normgrad")
@@ -145,3 +146,71 @@ def parse_scale(text: str | None) -> tuple[float, float] | None:
         raise NetvizError(f"cannot read --scale '{text}': use a range like 0.95,1.05 or one "
                           "factor like 1.05 (1 = off)")
     return (values[0], values[1])
+
+
+@dataclass(frozen=True)
+class DreamOptions(CommandOptions):
+    """`netviz dream`: what is maximised (classes, or channels / a neuron of a layer), the recipe and
+    its settings (None: the recipe's), the GIF."""
+
+    classes: str | None = option(None, "Class(es) to maximise: 5, 0-4, 3,7, a class name, or all (the default "
+                                 "without --layer). All are optimised in one batch.", flags=("--class",))
+    layer: str | int | None = option(None, "Visualise channels of this layer instead: a name (conv3, "
+                                     "layer2.0.conv1) or a layer number (see `netviz layers`).")
+    channels: str | None = option(None, "With --layer: channel(s) 3, 0-15, 1,4,7 or all (default 0).",
+                                  flags=("--channels", "--channel"))
+    neuron: str | None = option(None, "With --layer: one position of a channel, K,Y,X (or K for the centre); K "
+                                "may be a range such as 0-7.")
+    recipe: str | None = option(None, "paper: the MNIST post (black start, Adam, 50 steps; default for --class); "
+                                "deepdream: multi-scale noise, gradient steps of 1/8, jitter, 256 steps (default for "
+                                "--layer); lucent: FFT image, jitter/scale/rotate, Adam.", "choice", choices=RECIPES)
+    steps: int | None = option(None, "Number of updates (recipe default).", "count")
+    until: float | None = option(None, "Class dreams: stop each image once its target probability, measured on "
+                                 "the saved 8-bit PNG, reaches P (e.g. 0.99); the others go on up to --max-steps.",
+                                 "float")
+    max_steps: int | None = option(None, "With --until: the most updates an image gets (default 4 x the recipe's "
+                                   "steps).", "count")
+    lr: float | None = option(None, "Adam learning rate, or the normgrad step (largest pixel change per step) "
+                              "(default: the recipe's).", "positive")
+    optimizer: str | None = option(None, "adam, or normgrad (gradient scaled so its largest coefficient is --lr) "
+                                   "(default: the recipe's).", "choice", choices=OPTIMIZERS)
+    param: str | None = option(None, "Image parameterisation: pixel (clamped to valid pixels) or fft "
+                               "(decorrelated Fourier image, as Lucid/Lucent) (default: the recipe's).", "choice",
+                               choices=PARAMS)
+    init: str | None = option(None, "Start image of --param pixel; noise/multiscale are centred on the model's "
+                              "mean pixel (default: the recipe's).", "choice", choices=INITS)
+    jitter: int | None = option(None, "Random shift of up to N pixels every step (default: ~side/28 for "
+                                "deepdream and lucent, 0 for paper).", "whole")
+    scale: str | None = option(None, "Random zoom range every step, e.g. 0.95,1.05 (1 = off) (default: the "
+                               "recipe's).")
+    rotate: float | None = option(None, "Random rotation of up to +-DEG degrees every step (default: the "
+                                  "recipe's).", "nonneg")
+    tv: float | None = option(None, "Weight of a total-variation penalty (default: the recipe's).", "nonneg")
+    l2: float | None = option(None, "Weight of an L2 penalty (distance from grey) (default: the recipe's).",
+                              "nonneg")
+    blur_every: int | None = option(None, "Blur the image every N steps (--param pixel; 0 = never).", "whole")
+    blur_sigma: float | None = option(None, "Blur radius in pixels (default: 0.5, or side/224).", "positive")
+    decorrelate: bool | None = option(None, "fft: decorrelate the colours of 3-channel images (default on).",
+                                      "switch")
+    redirect_relu: bool | None = option(None, "Let gradients reach dead ReLUs, as Lucid does (default on, off "
+                                        "for paper).", "switch")
+    gif: bool = option(False, "Also write dream.gif of the optimisation.", "flag")
+    gif_every: int | None = option(None, "GIF: one frame every K steps (default: steps/25).", "count")
+    batch_size: int = option(64, "Images per forward/backward. An image's random draws and updates do not "
+                             "depend on its batch; 1 also makes the CPU rounding identical to a one-target run.",
+                             "count")
+    seed: int = seed_option()
+
+    def check(self) -> None:
+        if self.layer is None and (self.channels is not None or self.neuron is not None):
+            raise NetvizError("--channel and --neuron need --layer NAME (see `netviz layers`)")
+        if self.layer is not None and self.classes is not None:
+            raise NetvizError("use either --class or --layer, not both")
+        if self.channels is not None and self.neuron is not None:
+            raise NetvizError("use either --channel or --neuron, not both")
+
+    def settings(self) -> dict[str, Any]:
+        """The recipe's settings these options override (those given)."""
+        names = set(DreamSettings.__dataclass_fields__)
+        names -= {"recipe", "scale", "gif_every"}  # the recipe is named apart; the others derived by the command
+        return {k: v for k, v in self.record().items() if k in names and v is not None}

@@ -24,17 +24,15 @@ from netviz.attribute import (
     IntegratedOptions,
     LrpOptions,
     Options,
-    check_batch_size,
-    check_score,
     forward_scores,
     make_baseline,
     model_score,
+    opening,
     option,
     options_of,
     quadrature_rule,
     relative_error,
     relevance_rules,
-    resolve_target,
     seed_relevance,
     step_schedule,
     zennit,
@@ -42,7 +40,7 @@ from netviz.attribute import (
 from netviz.device import model_device
 from netviz.errors import NetvizError, close_matches
 from netviz.heads import head_of
-from netviz.layers import eval_mode, layer_tapped
+from netviz.layers import layer_tapped
 
 if TYPE_CHECKING:
     import torch
@@ -149,16 +147,13 @@ def grad_x_act(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, l
     """Per channel, the sum over positions of activation x gradient of the score."""
     import torch
 
-    check_score(options.score)
-    batch_size = check_batch_size(options.batch_size, model, x)
-    dev = model_device(model)
     positions, sums = [], []
-    with eval_mode(model):
-        t, f_x = resolve_target(model, x, target, options.score, batch_size)
-        for start in range(0, x.shape[0], batch_size):
-            chunk = x[start:start + batch_size].to(dev).requires_grad_(True)
+    with opening(model, x, target, options.score, options.batch_size) as o:
+        t, f_x = o.target, o.score_input
+        for _, chunk, tb in o.batches():
+            chunk = chunk.requires_grad_(True)
             with layer_tapped(model, layer) as tap, torch.enable_grad():
-                f = model_score(model, chunk, t[start:start + batch_size].to(dev), options.score)
+                f = model_score(model, chunk, tb, options.score)
                 a = tap["output"]
                 grid = _grid(model, a, chunk, layer)
                 (g,) = torch.autograd.grad(f.sum(), a)
@@ -222,12 +217,10 @@ def layer_integrated(model: nn.Module, x: torch.Tensor, target: torch.Tensor | N
     completeness error is above ``options.tolerance`` are redone with twice the steps."""
     import torch
 
-    check_score(options.score)
-    batch_size = check_batch_size(options.batch_size, model, x)
     schedule = step_schedule(options.steps, options.tolerance, options.max_steps, options.quadrature)
     b = make_baseline(x, options.baseline, spec=spec, seed=options.seed, offset=options.offset)
-    with eval_mode(model):
-        t, f_x = resolve_target(model, x, target, options.score, batch_size)
+    with opening(model, x, target, options.score, options.batch_size) as o:
+        t, f_x, batch_size = o.target, o.score_input, o.batch_size
         f_b, _ = forward_scores(model, b, t, options.score, batch_size)
         a_x, a_b = _layer_output(model, x, layer, batch_size), _layer_output(model, b, layer, batch_size)
         grid = _grid(model, a_x, x, layer)
@@ -279,20 +272,17 @@ def lrp_channels(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None,
     import torch
 
     _check_rule(options)
-    check_score(options.score)
-    batch_size = check_batch_size(options.batch_size, model, x)
-    dev = model_device(model)
     rel, orders, cond, totals = [], [], [], []
-    with eval_mode(model):
-        t, f_x = resolve_target(model, x, target, options.score, batch_size)
+    with opening(model, x, target, options.score, options.batch_size) as o:
+        t, f_x, dev = o.target, o.score_input, o.device
         with relevance_rules(model, x[:1].to(dev), options.rule, options, spec) as ruled:
-            for start in range(0, x.shape[0], batch_size):
-                chunk = x[start:start + batch_size].to(dev).requires_grad_(True)
+            for _, chunk, tb in o.batches():
+                chunk = chunk.requires_grad_(True)
                 with layer_tapped(ruled, layer) as tap, torch.enable_grad():
                     logits = ruled(chunk)
                     a = tap["output"]
                     _spatial(a, layer)
-                    seed = seed_relevance(logits, t[start:start + batch_size].to(dev), options.score,
+                    seed = seed_relevance(logits, tb, options.score,
                                           head_of(model).activation)
                     r_layer, r_input = torch.autograd.grad(logits, (a, chunk), seed, retain_graph=True)
                     order = torch.argsort(r_layer.double().sum((2, 3)).cpu(), dim=1, descending=True, stable=True)

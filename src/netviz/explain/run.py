@@ -13,13 +13,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from netviz.attribute import ignored_options
+from netviz.dream.recipes import RECIPES
 from netviz.errors import NetvizError
 from netviz.explain.methods import CHANNEL_METHODS, ChannelAttribution, all_channel_options, get_channel_method
 from netviz.files import finite_number
 from netviz.heads import target_label, target_name
+from netviz.inputs import ImageOptions
+from netviz.options import data_dir_option, dataset_option, images_option, option, seed_option
 from netviz.selection import target_text
 
 if TYPE_CHECKING:
@@ -32,6 +35,35 @@ if TYPE_CHECKING:
 DEFAULT_TOP = 5
 DRAWN = 16  # top channels drawn per image (explain.json lists all --top), said in a note
 DEFAULT_CARD_IMAGES = 4
+
+
+@dataclass(frozen=True)
+class ExplainOptions(ImageOptions):
+    """`netviz explain`: which images, which layer and method, how many channels with which cards; the
+    method's own options (steps, baseline, rule) come beside these."""
+
+    positional: ClassVar[tuple[str, ...]] = ("method",)
+
+    method: str = option("grad-x-act", "The method: " + ", ".join(CHANNEL_METHODS)
+                         + " (`--list` says what each computes).")
+    images: Any = images_option()
+    indices: str | int | Sequence[int] | None = option(None, "Eval-set images: 7, 0-3 or 1,5 (default 0).",
+                                                       flags=("--index",))
+    layer: str | int | None = option(None, "A layer with a spatial output, name or number (default: the last "
+                                     "one; see `netviz layers`).")
+    top: int = option(DEFAULT_TOP, "Channels drawn per image, with their cards.", "count", most=64)
+    target: int | str | None = option(None, "Class to explain, a number or a name (default: each image's "
+                                      "predicted class); several at once as 3,5 (their scores are summed).")
+    cards: bool = option(True, "Each top channel's neuron card (its dream and top data-set images; cached in "
+                         "the run).", "switch")
+    card_images: int = option(DEFAULT_CARD_IMAGES, "Data-set images per card.", "count")
+    recipe: str = option("deepdream", "How each card's dream is made (see `netviz dream`).", "choice",
+                         choices=RECIPES)
+    dream_steps: int | None = option(None, "Dream updates (the recipe's by default).", "count")
+    split: str | None = option(None, "The data split --index and the cards read (default: the eval split).")
+    dataset: str | None = dataset_option()
+    data_dir: str | None = data_dir_option()
+    seed: int = seed_option()
 
 
 @dataclass
@@ -138,10 +170,11 @@ def explain_layer(run: Run, layer: str | int | None, notes: list[str]) -> str:
     return name
 
 
-def explain_run(run: Run, method: str = "grad-x-act", *, images: Any = (),
+def explain_run(run: Run, method: str = ExplainOptions.method, *, images: Any = (),
                 indices: str | int | Sequence[int] | None = None, layer: str | int | None = None,
                 top: int = DEFAULT_TOP, target: int | str | None = None, cards: bool = True,
-                card_images: int = DEFAULT_CARD_IMAGES, recipe: str = "deepdream", dream_steps: int | None = None,
+                card_images: int = DEFAULT_CARD_IMAGES, recipe: str = ExplainOptions.recipe,
+                dream_steps: int | None = None,
                 data_dir: str | os.PathLike | None = None, split: str | None = None, seed: int = 0,
                 quiet: bool = True, **options: Any) -> Explanation | None:
     """Explain the eval images ``indices`` (default 0) or ``images`` (files, PIL images, tensors) at
