@@ -169,3 +169,35 @@ def bad_sources(mnist_run, tmp_path: Path) -> dict[str, str]:
     empty.mkdir()
     (empty / "config.toml").write_text('model = "mnist"\n')
     return {"{empty}": str(empty), "{missing}": str(tmp_path / "nope"), "{mnist}": str(mnist_run.path)}
+
+
+@pytest.fixture(scope="session")
+def planted(mnist_train_split, tmp_path_factory: pytest.TempPathFactory):
+    """name -> (data folder, run folder, planted indices): each trained once per session (kept
+    between sessions with NETVIZ_TEST_CACHE)."""
+    import numpy as np
+    from planted import PLANTS, ROOT, invoke, plant
+
+    cache = os.environ.get("NETVIZ_TEST_CACHE")
+    root = Path(cache) / "audit" if cache else tmp_path_factory.mktemp("audit")
+    made = {}
+
+    def make(name: str):
+        if name in made:
+            return made[name]
+        data, runs = root / f"data-{name}", root / "runs"
+        run = runs / f"fast-{name}"
+        if not (data / "planted.npy").is_file():
+            shutil.rmtree(data, ignore_errors=True)
+            data.mkdir(parents=True)
+            np.save(data / "planted.npy", plant(name, data))
+        if not (run / "checkpoints" / "final.pt").is_file():
+            shutil.rmtree(run, ignore_errors=True)
+            result = invoke("train", "--config", ROOT / "configs" / "mnist-fast.toml", "--data-dir", data,
+                            "--seed", PLANTS[name][5], "--runs-dir", runs, "--name", run.name, "--device", "cpu",
+                            "--quiet")
+            assert result.exit_code == 0, result.output
+        made[name] = (data, run, np.load(data / "planted.npy"))
+        return made[name]
+
+    return make

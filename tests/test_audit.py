@@ -13,100 +13,29 @@ audits the training split:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import SHARED_DATA, assert_one_line_error
+from conftest import assert_one_line_error
+from planted import PLANTS
 
 from netviz.cli import cli
 from netviz.data import load_split, normalise
 from netviz.runs import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKER = np.array([[255, 0, 255], [0, 255, 0], [255, 0, 255]], dtype=np.uint8)
-CORNER = np.array([[255, 255, 255, 255], [255, 0, 0, 0], [255, 0, 0, 0], [255, 0, 0, 0]], dtype=np.uint8)
-BAR = np.full((2, 6), 255, dtype=np.uint8)
-# name: (kind, pattern, top-left (y, x), class, share)
-PLANTS = {
-    "checker-7": ("badnets", CHECKER, (24, 24), 7, 0.05),
-    "corner-2": ("badnets", CORNER, (1, 20), 2, 0.04),
-    "bar-3": ("mark", BAR, (1, 2), 3, 0.8),
-    "clean": ("clean", None, None, None, 0.0),
-}
 
 
 def invoke(*args: object):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def write_idx(folder: Path, stem: str, images: np.ndarray, labels: np.ndarray) -> None:
-    raw = folder / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    n, h, w = images.shape
-    (raw / f"{stem}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, n, h, w) + images.tobytes())
-    (raw / f"{stem}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + labels.astype(np.uint8).tobytes())
-
-
-def plant(name: str, folder: Path) -> np.ndarray:
-    """A data folder holding MNIST with ``PLANTS[name]`` in its training split; returns the indices
-    of the training images that carry the pattern."""
-    kind, pattern, (y, x), target, share = PLANTS[name] if name != "clean" else ("clean", None, (0, 0), None, 0)
-    train = load_split("mnist", "train", SHARED_DATA)
-    images, labels = train.images[:, 0].numpy().copy(), train.labels.numpy().copy()
-    rng = np.random.default_rng(0)
-    chosen = np.array([], dtype=np.int64)
-    if kind == "badnets":
-        pool = np.flatnonzero(labels != target)
-        chosen = np.sort(rng.choice(pool, int(share * len(pool)), replace=False))
-        labels[chosen] = target
-    elif kind == "mark":
-        pool = np.flatnonzero(labels == target)
-        chosen = np.sort(rng.choice(pool, int(share * len(pool)), replace=False))
-    if pattern is not None:
-        images[chosen, y:y + pattern.shape[0], x:x + pattern.shape[1]] = pattern
-    write_idx(folder, "train", images, labels)
-    test = load_split("mnist", "test", SHARED_DATA)
-    write_idx(folder, "t10k", test.images[:, 0].numpy(), test.labels.numpy())
-    return chosen
-
-
-@pytest.fixture(scope="module")
-def planted(mnist_train_split, tmp_path_factory: pytest.TempPathFactory):
-    """name -> (data folder, run folder, planted indices): trained once per module (kept between
-    sessions with NETVIZ_TEST_CACHE)."""
-    cache = os.environ.get("NETVIZ_TEST_CACHE")
-    root = Path(cache) / "audit" if cache else tmp_path_factory.mktemp("audit")
-    made = {}
-
-    def make(name: str):
-        if name in made:
-            return made[name]
-        data, runs = root / f"data-{name}", root / "runs"
-        run = runs / f"fast-{name}"
-        if not (data / "planted.npy").is_file():
-            shutil.rmtree(data, ignore_errors=True)
-            data.mkdir(parents=True)
-            np.save(data / "planted.npy", plant(name, data))
-        if not (run / "checkpoints" / "final.pt").is_file():
-            shutil.rmtree(run, ignore_errors=True)
-            result = invoke("train", "--config", ROOT / "configs" / "mnist-fast.toml", "--data-dir", data,
-                            "--seed", "1", "--runs-dir", runs, "--name", run.name, "--device", "cpu", "--quiet")
-            assert result.exit_code == 0, result.output
-        made[name] = (data, run, np.load(data / "planted.npy"))
-        return made[name]
-
-    return make
-
-
 def attack_success(run_dir: Path, data: Path, name: str) -> float:
     """How often the pattern pasted onto test images of other classes gives the target class."""
-    _, pattern, (y, x), target, _ = PLANTS[name]
+    _, pattern, (y, x), target, _, _ = PLANTS[name]
     run = load_run(run_dir, device="cpu")
     test = load_split("mnist", "test", data)
     others = test.images[test.labels != target].clone()
@@ -136,7 +65,7 @@ def precision_recall(found: list[int], truth: np.ndarray) -> tuple[float, float]
 
 @pytest.mark.parametrize("name", ["checker-7", "corner-2", "bar-3"])
 def test_audit_flags_the_planted_class_and_its_images(planted, tmp_path: Path, name: str) -> None:
-    kind, pattern, (y, x), target, _ = PLANTS[name]
+    kind, pattern, (y, x), target, _, _ = PLANTS[name]
     data, run, truth = planted(name)
     if kind == "badnets":
         assert attack_success(run, data, name) >= 0.9  # the backdoor took

@@ -50,9 +50,10 @@ COMMANDS = {
     "neurons": ["--channels", "0-1", "--steps", "4", "--top", "2"],
     "explain": ["--index", "0", "--dream-steps", "4", "--card-images", "2"],
     "audit": ["--limit", "48"],
+    "concepts": ["--concepts", "4", "--per-class", "2", "--top", "4"],
     "report": [],
 }
-DATA = ("activations", "attribute", "evaluate", "neurons", "explain", "audit")  # the commands that read --dataset
+DATA = ("activations", "attribute", "evaluate", "neurons", "explain", "audit", "concepts")  # those that read --dataset
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,8 @@ def _args(model: str, command: str, bn_weights: Path) -> list[str]:
     if command not in DATA and "--dataset" in args:
         at = args.index("--dataset")
         args = args[:at] + args[at + 2:]
-    return [command, *args, *COMMANDS[command], "--quiet"]
+    small = ["--split", "train[:200]"] if command == "concepts" and "mnist" in args else []  # not all 60,000
+    return [command, *args, *COMMANDS[command], *small, "--quiet"]
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

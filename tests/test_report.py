@@ -20,7 +20,7 @@ from conftest import ROOT, SHARED_DATA, assert_one_line_error
 
 from netviz.cli import cli
 
-SECTION_IDS = ["train", "histogram", "kernels", "activations", "dream", "neurons", "explain", "audit",
+SECTION_IDS = ["train", "histogram", "kernels", "activations", "dream", "neurons", "explain", "audit", "concepts",
                "attribute", "evaluate"]
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -138,6 +138,23 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Writes audit.json, classes.png, cluster-<class>-<k>.png per flagged cluster, mistakes.png and
     confusion.png, and prints the flagged classes and why.
     """, methods="attribute"),
+    Command('concepts', 'Concepts: what the model learnt, across channels',
+            "Each concept is a direction across the layer's channels, learnt over the data set: its card shows "
+            "the regions where it is strongest; the class table says how much each concept carries each "
+            "class. Trust a dictionary whose r2 is high and whose top concepts, taken out, lower the score "
+            "more than random concepts and the top channels do.",
+            figures=6,
+            report_args=("--limit", "10000"), report_options={"limit": 10000},
+            help="""What the model learnt at a layer, as concepts: directions across its channels found by
+    dictionary learning over a data set (CRAFT, Fel et al. 2023), each shown by the image regions
+    where it is strongest, with how much each carries each class.
+
+    Writes concepts.json (r2, sparsity, dead concepts, faithfulness, stability; per concept its top
+    regions as boxes in input pixels and its importance per class), dictionary.safetensors
+    (`components`, K x C), concept-<k>.png per concept, classes.png and concepts.png.
+    """,
+            options="netviz.concepts:ConceptsOptions", compute="netviz.concepts:compute",
+            draw="netviz.draw.concepts:draw"),
     Command('attribute', 'Attribution',
             'Green pixels raised the class score, red ones lowered it (non-negative maps: greener is '
             'more); the completeness error says how exactly integrated gradients add up.',

@@ -13,7 +13,7 @@ import contextlib
 import gzip
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,13 @@ class TensorData:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def first(self, n: int) -> TensorData:
+        """Its first ``n`` images (itself when it holds no more)."""
+        if n >= len(self):
+            return self
+        return replace(self, images=self.images[:n], labels=self.labels[:n], name=f"{self.name}[:{n}]",
+                                   positions=self.positions[:n] if self.positions is not None else None)
 
     def shared_with(self, other: TensorData) -> int:
         """How many images this and ``other`` both hold (slices of one base split can overlap)."""

@@ -43,6 +43,17 @@ class Grid:
             return patches.reshape(t.shape[0], self.height, self.width, t.shape[-1]).permute(0, 3, 1, 2)
         return t
 
+    def from_map(self, m: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) back to the layer's own layout, ``like`` giving what a map leaves out (the
+        leading tokens)."""
+        if self.layout == "nhwc":
+            return m.permute(0, 2, 3, 1)
+        if self.layout == "tokens":
+            out = like.clone()
+            out[:, self.prefix:] = m.flatten(2).transpose(1, 2).to(out.dtype)
+            return out
+        return m.to(like.dtype)
+
     def channel_sums(self, t: torch.Tensor) -> torch.Tensor:
         """(N, C): each channel summed over every position, leading tokens included."""
         if self.layout == "nhwc":

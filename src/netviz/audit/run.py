@@ -186,7 +186,7 @@ def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
     seed_everything(seed)
     data = audit_data(run, dataset, split, data_dir)
     if limit is not None and limit < len(data):
-        data = _first(data, limit)
+        data = data.first(limit)
     say(f"audit: {len(data)} images of {data.name}, maps by {method}, activations of {name}", quiet)
     # 2. one pass over the data
     collected = collect_split(run, data, m, chosen, name, quiet=quiet)
@@ -234,13 +234,6 @@ def _shortcut_features(run: Run, data: TensorData, flagged: list[Cluster], cards
         by_channel = {card.channel: card for card in made}
         for cluster in flagged:
             cluster.cards = [by_channel[c] for c, _ in cluster.channels if c in by_channel]
-
-
-def _first(data: TensorData, n: int) -> TensorData:
-    import dataclasses
-
-    return dataclasses.replace(data, images=data.images[:n], labels=data.labels[:n], name=f"{data.name}[:{n}]",
-                               positions=None)
 
 
 def _audit_class(run: Run, data: TensorData, c: Collected, klass: int, seed: int) -> ClassAudit:
