@@ -60,6 +60,15 @@ def test_a_planted_mark_is_a_concept_its_class_leans_on(planted, tmp_path: Path,
     faith = record["faithfulness"]
     assert faith["images"] == 640 and faith["beats_random"] >= 0.9, faith
     assert faith["drop_concepts"] > faith["drop_channels"] > faith["drop_random"] - 1, faith
+    # one planted image's decision, told in these concepts: the mark is among its top 3
+    image = int(truth[0])
+    result = invoke("explain", run, "--data-dir", data, "--split", "train", "--index", image, "--concepts",
+                    tmp_path / "c", "--no-cards", "--out", tmp_path / "e", "--quiet")
+    assert result.exit_code == 0, result.output
+    told = json.loads((tmp_path / "e" / "explain.json").read_text())["images"][0]
+    assert told["index"] == image and told["target"] == target
+    assert {c["concept"] for c in told["concepts"] if c["rank"] <= 3} & set(found), told["concepts"][:5]
+    assert (tmp_path / "e" / f"concepts-{image:04d}.png").is_file()
 
 
 def test_the_clean_model_has_no_concept_of_the_mark(planted, tmp_path: Path) -> None:
@@ -137,3 +146,16 @@ def test_the_same_seed_gives_the_same_concepts(planted, tmp_path: Path) -> None:
         assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
         assert torch.allclose(torch.tensor([t["value"] for t in a["top"]]),
                               torch.tensor([t["value"] for t in b["top"]]), rtol=1e-4)
+
+
+def test_explain_refuses_a_dictionary_of_another_model_or_layer(planted, mnist_run, tmp_path: Path) -> None:
+    data, run, _ = planted("bar-3")
+    concepts(run, data, tmp_path / "c", "--split", "train[:500]", "--per-class", 2)
+    result = invoke("explain", mnist_run.path, "--concepts", tmp_path / "c", "--no-cards", "--out", tmp_path / "e")
+    assert_one_line_error(result, "was learnt on model mnist-fast, not mnist")
+    result = invoke("explain", run, "--data-dir", data, "--concepts", tmp_path / "c", "--layer", "relu1",
+                    "--no-cards", "--out", tmp_path / "e")
+    assert_one_line_error(result, "is of layer relu2, not relu1")
+    result = invoke("explain", run, "--data-dir", data, "--concepts", tmp_path, "--no-cards", "--out", tmp_path / "e")
+    assert_one_line_error(result, "no dictionary.safetensors in")
+    assert not (tmp_path / "e").exists()

@@ -405,7 +405,8 @@ def explain(run: Run, out: str | os.PathLike | None = None, *, options: ExplainO
     run = run.with_dataset(o.dataset)
     ex = explain_run(run, o.method, images=o.images, indices=o.indices, layer=o.layer, top=o.top, target=o.target,
                      cards=o.cards, card_images=o.card_images, recipe=o.recipe, dream_steps=o.dream_steps,
-                     data_dir=o.data_dir, split=o.split, seed=o.seed, quiet=quiet, **method_options)
+                     concepts=o.concepts, data_dir=o.data_dir, split=o.split, seed=o.seed, quiet=quiet,
+                     **method_options)
     if ex is None:
         return []  # under torchrun, another rank than 0
     for line in ex.lines():

@@ -11,7 +11,9 @@ by least squares, U by their multiplicative update. Codes of new rows under a fi
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netviz.errors import NetvizError
@@ -127,3 +129,38 @@ def matched_cosine(w1: torch.Tensor, w2: torch.Tensor) -> float:
     cos = (a @ b.T).numpy()
     rows, cols = linear_sum_assignment(-cos)
     return float(cos[rows, cols].mean())
+
+
+FILE = "dictionary.safetensors"
+
+
+@dataclass
+class SavedDictionary:
+    """A dictionary as `netviz concepts` wrote it, with what it was fitted on."""
+
+    components: torch.Tensor  # (K, C)
+    model: str
+    layer: str
+    method: str
+    folder: Path  # its concepts folder (the cards concept-<k>.png are there)
+
+
+def load_dictionary(folder: str | os.PathLike) -> SavedDictionary:
+    """The dictionary of a `netviz concepts` output folder (or its dictionary.safetensors); one line
+    when there is none or it is not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    path = Path(folder)
+    path = path / FILE if path.is_dir() else path
+    if not path.is_file():
+        raise NetvizError(f"no {FILE} in {folder}: give the output folder of `netviz concepts`")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            components = f.get_tensor("components") if "components" in f.keys() else None  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        raise NetvizError(f"{path} is not a dictionary `netviz concepts` wrote: {exc}") from None
+    if components is None or components.ndim != 2 or not {"model", "layer"} <= set(meta):
+        raise NetvizError(f"{path} is not a dictionary `netviz concepts` wrote (no components, model and layer)")
+    return SavedDictionary(components.float(), meta["model"], meta["layer"], meta.get("method", ""), path.parent)

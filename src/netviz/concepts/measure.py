@@ -79,7 +79,10 @@ def read_class(run: Run, x: torch.Tensor, target: torch.Tensor, layer: str, w: t
         (g,) = torch.autograd.grad(f.sum(), out)
     grid = layer_grid(run.model, out.shape[1:], x.shape[-2:])
     a, g = grid.to_map(out.detach()).float(), grid.to_map(g).float()
-    n, _, h, wd = a.shape
+    n, channels, h, wd = a.shape
+    if channels != w.shape[1]:
+        raise NetvizError(f"the dictionary's concepts have {w.shape[1]} channels, layer {layer} has {channels}: it "
+                          "was learnt on another model or layer")
     u = encode(rows_of(a), w).view(n, h, wd, -1).permute(0, 3, 1, 2)
     return Reading(a, g, u)
 

@@ -105,8 +105,42 @@ def _bars(ax: Any, ex: Explanation, i: int) -> None:
     ax.set_label("bars")
 
 
+def plot_concepts(ex: Explanation, i: int, path: str | os.PathLike) -> Path:
+    """One decision in concepts: a row per top concept, where its code is on this image (over the
+    image) beside the concept's card from its concepts folder."""
+    import numpy as np
+    from matplotlib import colormaps
+    from PIL import Image
+
+    from netviz.draw.sheet import as_uint8, margin, save_sheet, stack, text_block
+
+    concepts = ex.concepts
+    contributions = concepts.contributions[i]
+    pixels = rgb(ex.pixels[i])
+    size = tuple(ex.pixels.shape[2:])
+    side = max(96, 4 * max(size))
+    rows = []
+    for k in concepts.ranked(i)[:min(ex.top, DRAWN)]:
+        code = minmax(upsampled(concepts.codes[i, k], size))
+        heat = 0.45 * pixels.mean(2, keepdims=True) + 0.55 * colormaps["inferno"](code)[..., :3]
+        tile = as_uint8(np.asarray(Image.fromarray(as_uint8(heat)).resize((side, side), Image.NEAREST)))
+        label = text_block([f"concept {k}", f"{float(contributions[k]):+.3g}"], size=12, width=110)
+        parts = [label, tile]
+        card = concepts.folder / f"concept-{k}.png"
+        if card.is_file():
+            with Image.open(card) as im:
+                im = im.convert("RGB")
+                parts.append(np.asarray(im.resize((round(im.width * side / im.height), side))))
+        rows.append(stack(parts, gap=10, axis=1))
+    target = target_name(ex.result.target[i], ex.spec)
+    title = text_block([f"{ex.names[i]}: the decision for {target} in the concepts of {ex.layer} "
+                        f"({concepts.folder.name}), each concept's contribution (gradient x code),",
+                        "where it is on this image, and its card"], size=13)
+    return save_sheet(margin(stack([title, *rows], gap=8, align="left")), path)
+
+
 def write_explanation(ex: Explanation, out_dir: str | os.PathLike) -> list[Artifact]:
-    """explain-<image>.png per image and explain.json."""
+    """explain-<image>.png per image (with --concepts also concepts-<image>.png) and explain.json."""
     out = Path(out_dir)
     written = []
     for i, name in enumerate(ex.names):
@@ -114,6 +148,10 @@ def write_explanation(ex: Explanation, out_dir: str | os.PathLike) -> list[Artif
         written.append(Artifact(plot_explanation(ex, i, out / f"explain-{image_stem(name)}.png"),
                                 f"{name}: the top channels of {ex.layer} ({top}) with their maps, dreams and "
                                 "top images"))
+        if ex.concepts is not None:
+            top = ", ".join(str(k) for k in ex.concepts.ranked(i)[:3])
+            written.append(Artifact(plot_concepts(ex, i, out / f"concepts-{image_stem(name)}.png"),
+                                    f"{name}: the decision in concepts ({top}, ...) with where each is and its card"))
     written.append(Artifact(write_json(out / "explain.json", ex.record()),
                             f"every channel of {ex.layer} per image: contribution, share and rank"))
     return written

@@ -61,9 +61,28 @@ class ExplainOptions(ImageOptions):
                          choices=RECIPES)
     dream_steps: int | None = option(None, "Dream updates (the recipe's by default).", "count")
     split: str | None = option(None, "The data split --index and the cards read (default: the eval split).")
+    concepts: str | None = option(None, "Also explain each decision in concepts: the output folder of `netviz "
+                                  "concepts` (its dictionary.safetensors; its layer is the default --layer).", "path")
     dataset: str | None = dataset_option()
     data_dir: str | None = data_dir_option()
     seed: int = seed_option()
+
+
+@dataclass
+class ConceptContributions:
+    """A decision in a dictionary's concepts: per image each concept's contribution to the target's
+    score (gradient x code summed over positions, the concept-level grad x act) and its code map."""
+
+    contributions: torch.Tensor  # (N, K) float64
+    codes: torch.Tensor  # (N, K, h, w)
+    folder: Path  # the concepts folder: its cards are concept-<k>.png there
+
+    def ranked(self, i: int) -> list[int]:
+        return [int(k) for k in self.contributions[i].argsort(descending=True)]
+
+    def record(self, i: int) -> list[dict[str, Any]]:
+        return [{"concept": k, "contribution": finite_number(self.contributions[i, k]), "rank": r + 1}
+                for r, k in enumerate(self.ranked(i))]
 
 
 @dataclass
@@ -83,6 +102,7 @@ class Explanation:
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     weights: str = ""  # which weights the model has (Run.weights_label)
+    concepts: ConceptContributions | None = None  # with explain --concepts
 
     @property
     def layer(self) -> str:
@@ -118,6 +138,8 @@ class Explanation:
                                      "share": finite_number(share[k]), "rank": rank[k]}
                                     for k in range(res.contributions.shape[1])), key=lambda c: c["rank"]),
             })
+            if self.concepts is not None:
+                item["concepts"] = self.concepts.record(i)
             images.append(item)
         return {"model": self.spec.name, "weights": self.weights,
                 "run": str(self.run_path) if self.run_path is not None else None,
@@ -141,6 +163,10 @@ class Explanation:
             done = f"; completeness error {float(error):.1%}" if error is not None and not math.isnan(error) else ""
             out.append(f"{name}{truth}: target {target_name(res.target[i], self.spec)}, score "
                        f"{float(res.score[i]):.3g}; top channels of {self.layer}: {top}{done}")
+            if self.concepts is not None:
+                c = self.concepts.contributions[i]
+                out.append("  top concepts: " + ", ".join(f"{k} ({float(c[k]):+.3g})"
+                                                           for k in self.concepts.ranked(i)[:self.top]))
         if len(self.names) > most:
             out.append(f"... and {len(self.names) - most} more image(s) in explain.json")
         return out
@@ -174,14 +200,15 @@ def explain_run(run: Run, method: str = ExplainOptions.method, *, images: Any = 
                 indices: str | int | Sequence[int] | None = None, layer: str | int | None = None,
                 top: int = DEFAULT_TOP, target: int | str | None = None, cards: bool = True,
                 card_images: int = DEFAULT_CARD_IMAGES, recipe: str = ExplainOptions.recipe,
-                dream_steps: int | None = None,
+                dream_steps: int | None = None, concepts: str | os.PathLike | None = None,
                 data_dir: str | os.PathLike | None = None, split: str | None = None, seed: int = 0,
                 quiet: bool = True, **options: Any) -> Explanation | None:
     """Explain the eval images ``indices`` (default 0) or ``images`` (files, PIL images, tensors) at
     ``layer`` for ``target`` (default: each prediction; a class number or name, or several summed)
     with the channel ``method``; ``options`` are its own (``steps``, ``baseline``, ``rule``, ...). With
     ``cards`` each top channel gets its neuron card (dream and ``card_images`` top images).
-    Under torchrun only rank 0 gets the result (the cards are made by all ranks together)."""
+    With ``concepts`` (a `netviz concepts` folder) each decision is also told in its dictionary's
+    concepts. Under torchrun only rank 0 gets the result (the cards are made by all ranks together)."""
     from netviz import distributed
     from netviz.attribute import load_baseline
     from netviz.data import normalise
@@ -208,7 +235,9 @@ def explain_run(run: Run, method: str = ExplainOptions.method, *, images: Any = 
     target = target_text(target, run.spec.class_names, run.spec.num_classes, f"model {run.spec.name}")
     seed_everything(seed)
     notes: list[str] = []
-    name = explain_layer(run, layer, notes)
+    saved = _dictionary(run, concepts, layer)
+    name = explain_layer(run, saved.layer if saved is not None and layer is None else layer,
+                         notes if saved is None else [])
     data = _card_data(run, data_dir, split) if cards else None
     inputs = select_inputs(run, images, indices, data_dir, default="0", split=split, data=data)
     notes += inputs.notes
@@ -222,6 +251,7 @@ def explain_run(run: Run, method: str = ExplainOptions.method, *, images: Any = 
     x = normalise(inputs.images, run.spec)
     say(f"explain: {len(inputs)} image(s), layer {name}, {method}", quiet)
     result = m.function(run.model, x, target, name, top, options=chosen, spec=run.spec)
+    in_concepts = _in_concepts(run, x, result.target, name, saved) if saved is not None else None
     # 3. the neuron cards of the channels that made the top of any image
     found: dict[int, NeuronCard] = {}
     dataset = None
@@ -238,11 +268,39 @@ def explain_run(run: Run, method: str = ExplainOptions.method, *, images: Any = 
         return None
     settings = {"method": method, "layer": name, "top": top, "target": target, "cards": cards,
                 "card_images": card_images, "recipe": recipe, "dream_steps": dream_steps, "seed": seed,
+                "concepts": str(saved.folder) if saved is not None else None,
                 **{k: (v if isinstance(v, (str, int, float, bool, type(None))) else "tensor")
                    for k, v in chosen.given().items() if k != "offset"}}
     return Explanation(run.spec, run.path, inputs.names, inputs.indices, inputs.labels,
                        inputs.images.float() / 255.0, result, min(top, result.contributions.shape[1]), found,
-                       dataset, settings, notes, weights=run.weights_label)
+                       dataset, settings, notes, weights=run.weights_label, concepts=in_concepts)
+
+
+def _dictionary(run: Run, concepts: str | os.PathLike | None, layer: str | int | None) -> Any:
+    """The dictionary of ``concepts`` (None without), checked against the model and ``layer``."""
+    if concepts is None:
+        return None
+    from netviz.concepts.factor import load_dictionary
+    from netviz.layers import resolve_layer
+
+    saved = load_dictionary(concepts)
+    if saved.model != run.spec.name:
+        raise NetvizError(f"the dictionary in {concepts} was learnt on model {saved.model}, not {run.spec.name}: "
+                          "run `netviz concepts` on this model")
+    if layer is not None and resolve_layer(run.model, layer) != saved.layer:
+        raise NetvizError(f"the dictionary in {concepts} is of layer {saved.layer}, not "
+                          f"{resolve_layer(run.model, layer)}: leave out --layer, or make a dictionary of that layer")
+    return saved
+
+
+def _in_concepts(run: Run, x: torch.Tensor, target: torch.Tensor, layer: str, saved: Any) -> ConceptContributions:
+    """Each image's decision in the dictionary's concepts (:class:`ConceptContributions`)."""
+    from netviz.concepts.measure import read_class
+    from netviz.device import model_device
+
+    reading = read_class(run, x.to(model_device(run.model)), target.to(model_device(run.model)), layer,
+                         saved.components)
+    return ConceptContributions(reading.concept_contributions(saved.components).cpu(), reading.u.cpu(), saved.folder)
 
 
 def _card_data(run: Run, data_dir: str | os.PathLike | None, split: str | None):
