@@ -25,6 +25,7 @@ from netviz.explain.methods import CHANNEL_METHODS, all_channel_options
 from netviz.kinds import model_help
 from netviz.options import cli_fields
 from netviz.runs import load_run
+from netviz.sources import ModelOptions
 
 
 class NetvizGroup(click.Group):
@@ -170,35 +171,6 @@ dataset_option = click.option("--dataset", default=None,
 runs_dir_option = click.option("--runs-dir", type=click.Path(file_okay=False), default=None,
                                help="Runs folder (default: $NETVIZ_RUNS, else ./runs).")
 MODEL_HELP = model_help()
-# How a model is described besides its name: the same options for train and every other command.
-model_options = _compose(
-    click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
-                 help="A keyword argument of the model's constructor (a TOML value: 18, 0.5, "
-                      "[16,32], \"relu\"); repeatable."),
-    click.option("--weights", default=None,
-                 help="With --model: none (fresh), default (pretrained: torchvision, timm) or a "
-                      "weights file (.pt/.pth/.ckpt/.safetensors; Lightning, DataParallel and "
-                      "torch.compile layouts are read; never runs code)."),
-    click.option("--input-shape", default=None, metavar="C,H,W",
-                 help="The input the model takes, e.g. 3,64,64 (inferred and said when not given)."),
-    click.option("--mean", default=None, help="Normalisation mean per channel, e.g. 0.485,0.456,0.406."),
-    click.option("--std", default=None, help="Normalisation std per channel, e.g. 0.229,0.224,0.225."),
-    click.option("--classes", "class_names", default=None,
-                 help="Class names: a,b,c, or a file with one name a line (or a JSON list)."),
-    click.option("--output", "output", default=None, metavar="INDEX|KEY",
-                 help="Which of the forward's outputs holds the class scores, when it returns a "
-                      "tuple, dict or dataclass (e.g. 2, or logits)."),
-    click.option("--activation", default=None, metavar="softmax|sigmoid|none",
-                 help="How the scores are read as probabilities: softmax (default; one class per "
-                      "image), sigmoid (multi-label) or none (already probabilities or a value)."),
-    click.option("--region", default=None, metavar="pred|Y0,X0,Y1,X1",
-                 help="For a model answering with a map (N, classes, H, W): a class's score is its "
-                      "logit summed over the pixels predicted as it (pred, the default) or over a "
-                      "box in input pixels."),
-    click.option("--reshape", default=None, metavar="auto|nchw|nhwc|tokens",
-                 help="How a layer of tokens (N, T, C: ViT, DeiT) or a channels-last map (N, H, W, C: "
-                      "Swin) is read as channels x height x width (default: auto, guessed and said)."),
-)
 
 
 def click_type(meta: dict[str, Any]) -> Any:
@@ -243,36 +215,32 @@ def typed(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
 
 
+# How a model is described besides its name: the same options for train and every other command.
+MODEL_OPTIONS = cli_fields(ModelOptions)
+model_options = fields_options(MODEL_OPTIONS)
+
+
 @dataclass
 class SourceArgs:
     """What a command looks at, as typed: a run or checkpoint, or a model and its description."""
 
     run: str | None = None
     model: str | None = None
-    model_args: tuple[str, ...] = ()
-    weights: str | None = None
-    input_shape: str | None = None
-    mean: str | None = None
-    std: str | None = None
-    classes: str | None = None
     runs_dir: str | None = None
-    output: str | None = None
-    activation: str | None = None
-    region: str | None = None
-    reshape: str | None = None
+    described: ModelOptions = ModelOptions()
+
+
+def described(options: dict[str, Any]) -> ModelOptions:
+    """The model options among a command's ``options`` (taken out of them)."""
+    return ModelOptions(**{name: options.pop(name) for name in MODEL_OPTIONS})
 
 
 def source_options(f: Callable) -> Callable:
     """RUN, --model and the model options, handed to the command as one ``source`` argument."""
 
     @functools.wraps(f)
-    def command(*args: Any, run: str | None, model_name: str | None, model_args: tuple[str, ...],
-                weights: str | None, input_shape: str | None, mean: str | None, std: str | None,
-                class_names: str | None, runs_dir: str | None, output: str | None,
-                activation: str | None, region: str | None, reshape: str | None, **kwargs: Any) -> Any:
-        source = SourceArgs(run, model_name, model_args, weights, input_shape, mean, std, class_names,
-                            runs_dir, output, activation, region, reshape)
-        return f(*args, source=source, **kwargs)
+    def command(*args: Any, run: str | None, model_name: str | None, runs_dir: str | None, **kwargs: Any) -> Any:
+        return f(*args, source=SourceArgs(run, model_name, runs_dir, described(kwargs)), **kwargs)
 
     return _compose(
         click.argument("run", required=False, type=click.Path()),
@@ -298,16 +266,12 @@ def open_source(source: SourceArgs, device: str, seed: int | None = None, quiet:
     from netviz.device import seed_everything
     from netviz.progress import say
     from netviz.runs import load_run
-    from netviz.sources import ModelSource
 
     seed_everything(seed)
-    head = dict(output=source.output, activation=source.activation, region=source.region,
-                reshape=source.reshape)
-    model = None if source.model is None else ModelSource.from_options(
-        source.model, model_args=source.model_args or None, weights=source.weights, input_shape=source.input_shape,
-        mean=source.mean, std=source.std, classes=source.classes, **head)  # parsed and checked before any work
+    # the model's description parsed and checked before any work
+    model = None if source.model is None else source.described.source(source.model)
     run = load_run(source.run, model=model, runs_dir=source.runs_dir, device=device,
-                   **(head if model is None else {}))
+                   **(source.described.head() if model is None else {}))
     for note in run.notes:
         say(f"note: {note}", quiet)
     return run
@@ -359,18 +323,11 @@ def main() -> None:
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (default: auto).")
 @click.option("--seed", type=SEED, default=None, help="Random seed (default 0).")
 @quiet_option
-def train(model: str | None, config_file: str | None, resume: str | None, quiet: bool,
-          model_args: tuple[str, ...], weights: str | None, input_shape: str | None, mean: str | None,
-          std: str | None, class_names: str | None, output: str | None, activation: str | None,
-          region: str | None, reshape: str | None, **options: Any) -> None:
+def train(model: str | None, config_file: str | None, resume: str | None, quiet: bool, **options: Any) -> None:
     """Train a model and write a run folder (default: the MNIST net)."""
     from netviz.runs import RunFolder
-    from netviz.sources import ModelSource
 
-    source = ModelSource.from_options(model, model_args=model_args or None, weights=weights,
-                                      input_shape=input_shape, mean=mean, std=std, classes=class_names,
-                                      output=output, activation=activation, region=region,
-                                      reshape=reshape)
+    source = described(options).source(model)
     run = commands.train(source, config=config_file, resume=resume, quiet=quiet, **options)
     print_paths(RunFolder(run.path).files())
 

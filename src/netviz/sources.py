@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from netviz.errors import NetvizError, first_line
 from netviz.heads import Head, OutputError, check_activation, parse_output, parse_region
 from netviz.kinds import Kind, kind_of, other_ways
+from netviz.options import CommandOptions, option
 from netviz.tokens import check_reshape
 
 if TYPE_CHECKING:
@@ -135,6 +136,46 @@ def head_options(output: Any = None, activation: Any = None, region: Any = None,
 
 
 # -- the source ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelOptions(CommandOptions):
+    """How a model is described besides its name (``--model``): the same options for `train` and
+    every other command, declared once (the CLI makes its options from these fields)."""
+
+    model_args: tuple[str, ...] = option((), "A keyword argument of the model's constructor (a TOML value: 18, 0.5, "
+                                         "[16,32], \"relu\"); repeatable.", flags=("--model-arg",), multiple=True,
+                                         metavar="KEY=VALUE")
+    weights: str | None = option(None, "With --model: none (fresh), default (pretrained: torchvision, timm) or a "
+                                 "weights file (.pt/.pth/.ckpt/.safetensors; Lightning, DataParallel and "
+                                 "torch.compile layouts are read; never runs code).")
+    input_shape: str | None = option(None, "The input the model takes, e.g. 3,64,64 (inferred and said when not "
+                                     "given).", metavar="C,H,W")
+    mean: str | None = option(None, "Normalisation mean per channel, e.g. 0.485,0.456,0.406.")
+    std: str | None = option(None, "Normalisation std per channel, e.g. 0.229,0.224,0.225.")
+    class_names: str | None = option(None, "Class names: a,b,c, or a file with one name a line (or a JSON list).",
+                                     flags=("--classes",))
+    output: str | None = option(None, "Which of the forward's outputs holds the class scores, when it returns a "
+                                "tuple, dict or dataclass (e.g. 2, or logits).", metavar="INDEX|KEY")
+    activation: str | None = option(None, "How the scores are read as probabilities: softmax (default; one class "
+                                    "per image), sigmoid (multi-label) or none (already probabilities or a value).",
+                                    metavar="softmax|sigmoid|none")
+    region: str | None = option(None, "For a model answering with a map (N, classes, H, W): a class's score is its "
+                                "logit summed over the pixels predicted as it (pred, the default) or over a box in "
+                                "input pixels.", metavar="pred|Y0,X0,Y1,X1")
+    reshape: str | None = option(None, "How a layer of tokens (N, T, C: ViT, DeiT) or a channels-last map (N, H, W, "
+                                 "C: Swin) is read as channels x height x width (default: auto, guessed and said).",
+                                 metavar="auto|nchw|nhwc|tokens")
+
+    def head(self) -> dict[str, Any]:
+        """How the output is read: what a run folder takes besides its own model."""
+        return {"output": self.output, "activation": self.activation, "region": self.region, "reshape": self.reshape}
+
+    def source(self, model: str | None) -> ModelSource:
+        """The model ``model`` (None: the config's, for `train`) so described, parsed and checked."""
+        return ModelSource.from_options(model, model_args=self.model_args or None, weights=self.weights,
+                                        input_shape=self.input_shape, mean=self.mean, std=self.std,
+                                        classes=self.class_names, **self.head())
+
 
 @dataclass
 class ModelSource:
