@@ -78,7 +78,7 @@ def test_the_clean_model_has_no_concept_of_the_mark(planted, tmp_path: Path) -> 
     # model's top-stroke concept does peak on the bar: a bright stroke where 3s and 5s have theirs.
     _, _, truth = planted("bar-3")
     data, run, _ = planted("clean")
-    record = concepts(run, data, tmp_path / "c")
+    record = concepts(run, data, tmp_path / "c", "--no-dream")
     assert mark_concepts(record, set(truth.tolist()), "bar-3") == []
 
 
@@ -94,8 +94,10 @@ def test_the_saved_dictionary_is_the_one_the_codes_came_from(planted, tmp_path: 
 
     data, run_dir, _ = planted("bar-3")
     out = tmp_path / "c"
-    record = concepts(run_dir, data, out, "--split", "train[:3000]", "--class", "3")
+    record = concepts(run_dir, data, out, "--split", "train[:3000]", "--class", "3", "--dream-steps", 32)
     w = load_file(out / "dictionary.safetensors")["components"]
+    # every concept's dream raises the layer along its direction (measured on the saved PNG)
+    assert all(c["dream_activation"] > 0 for c in record["concepts"])
     assert w.shape == (16, 32) and w.is_contiguous() and bool((w >= 0).all())
     run = load_run(run_dir, device="cpu")
     images = load_split("mnist", "train[:3000]", data).images
@@ -140,8 +142,9 @@ def test_bad_input_is_one_line(mnist_run, tmp_path: Path, args: list[str], messa
 
 def test_the_same_seed_gives_the_same_concepts(planted, tmp_path: Path) -> None:
     data, run, _ = planted("bar-3")
-    first = concepts(run, data, tmp_path / "a", "--split", "train[:2000]", "--per-class", 8)
-    second = concepts(run, data, tmp_path / "b", "--split", "train[:2000]", "--per-class", 8, "--batch-size", 100)
+    first = concepts(run, data, tmp_path / "a", "--split", "train[:2000]", "--per-class", 8, "--no-dream")
+    second = concepts(run, data, tmp_path / "b", "--split", "train[:2000]", "--per-class", 8, "--batch-size", 100,
+                      "--no-dream")
     for a, b in zip(first["concepts"], second["concepts"], strict=True):
         assert [t["index"] for t in a["top"]] == [t["index"] for t in b["top"]]
         assert torch.allclose(torch.tensor([t["value"] for t in a["top"]]),
@@ -150,7 +153,7 @@ def test_the_same_seed_gives_the_same_concepts(planted, tmp_path: Path) -> None:
 
 def test_explain_refuses_a_dictionary_of_another_model_or_layer(planted, mnist_run, tmp_path: Path) -> None:
     data, run, _ = planted("bar-3")
-    concepts(run, data, tmp_path / "c", "--split", "train[:500]", "--per-class", 2)
+    concepts(run, data, tmp_path / "c", "--split", "train[:500]", "--per-class", 2, "--no-dream")
     result = invoke("explain", mnist_run.path, "--concepts", tmp_path / "c", "--no-cards", "--out", tmp_path / "e")
     assert_one_line_error(result, "was learnt on model mnist-fast, not mnist")
     result = invoke("explain", run, "--data-dir", data, "--concepts", tmp_path / "c", "--layer", "relu1",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from netviz.concepts.factor import METHODS, Dictionary, check, fit, matched_cosine
+from netviz.dream.recipes import RECIPES
 from netviz.errors import NetvizError
 from netviz.files import finite_number
 from netviz.options import CommandOptions, data_dir_option, dataset_option, option, seed_option
@@ -66,6 +67,10 @@ class ConceptsOptions(CommandOptions):
                          "concepts and of its top channels) are taken out.", "count")
     rows: int = option(100_000, "The most positions the dictionary is fitted on (at most 64 M values "
                        "in all: 256 MB).", "count", most=10_000_000)
+    dream: bool = option(True, "Each concept's feature visualisation: the image that maximises the layer along "
+                         "its direction (through `netviz dream`'s recipes).", "switch")
+    recipe: str = option("deepdream", "How the dreams are made (see `netviz dream`).", "choice", choices=RECIPES)
+    dream_steps: int | None = option(None, "Dream updates (the recipe's by default).", "count")
     compare_seed: int | None = option(None, "Also fit a dictionary from this seed and report how well the two "
                                       "match (mean cosine of the paired concepts).", "seed")
     batch_size: int = option(256, "Images per forward pass.", "count")
@@ -89,6 +94,8 @@ class Concept:
     pixels: torch.Tensor  # (m, C, H, W) uint8: the drawn top images
     codes: torch.Tensor  # (m, h, w): its code over each of them
     importance: list[float] = field(default_factory=list)  # one per class of the table
+    dream: torch.Tensor | None = None  # (C, H, W) in [0, 1]: the input that maximises the layer along it
+    dream_value: float | None = None  # sum_p <A_p, w> on the dream as saved (8-bit)
 
 
 @dataclass
@@ -151,7 +158,8 @@ class ConceptSet:
             "layer": self.layer, "method": self.dictionary.method, "split": self.data, "n_images": self.n_images,
             "n_concepts": self.dictionary.size, "rows": self.rows, **self.quality.record(),
             "seconds": round(self.seconds, 2), "faithfulness": self.faithfulness, "stability": self.stability,
-            "concepts": [{"index": c.index, "top": c.top,
+            "concepts": [{"index": c.index, "top": c.top, "dream_activation": (finite_number(c.dream_value)
+                                                                             if c.dream_value is not None else None),
                           "importance": [finite_number(v) for v in c.importance]} for c in self.concepts],
             "classes": [{"index": c, "name": self.class_names[c], "top_concepts": self.top_concepts(row)}
                         for row, c in enumerate(self.classes)],
@@ -191,12 +199,15 @@ def compute(run: Run, options: ConceptsOptions, quiet: bool = False) -> ConceptS
             notes.append(f"the {method} fit stopped after {dictionary.iterations} iterations before its tolerance "
                          "(r2 says how well the dictionary still explains the layer)")
     dictionary = distributed.broadcast(dictionary)
+    dreams = _dreams(run, layer, dictionary.components, options, quiet) if options.dream else None
     # 3. every image's strongest position per concept
     best = strongest(run, data, layer, dictionary.components, options.batch_size, quiet)
     if best is None:
         return None  # another rank than 0
     # 4. the top regions; 5. per class, importance and faithfulness
     concepts = _top_regions(run, data, layer, dictionary.components, best, shape, options.top)
+    for k, concept in enumerate(concepts if dreams is not None else []):
+        concept.dream, concept.dream_value = dreams.images[k], float(dreams.after.objective[k])
     faithfulness = _by_class(run, data, layer, dictionary.components, concepts, classes, options, quiet)
     # 6. the numbers
     stability = None
@@ -207,6 +218,16 @@ def compute(run: Run, options: ConceptsOptions, quiet: bool = False) -> ConceptS
     return ConceptSet(run.spec.name, layer, dictionary, data.name, len(data), shape, rows.shape[0], concepts,
                       classes, class_names, q, faithfulness, stability, time.perf_counter() - started,
                       options.per_class, notes)
+
+
+def _dreams(run: Run, layer: str, w: torch.Tensor, options: ConceptsOptions, quiet: bool) -> Any:
+    """The feature visualisation of every concept (collective under torchrun: rank 0 gets them)."""
+    from netviz.dream import dream_directions
+    from netviz.progress import say
+
+    say(f"concepts: dreaming {w.shape[0]} concepts ({options.recipe})", quiet)
+    return dream_directions(run, layer, w, recipe=options.recipe, seed=options.seed, quiet=quiet,
+                            **({"steps": options.dream_steps} if options.dream_steps else {}))
 
 
 def _layer(run: Run, layer: str | int | None, notes: list[str]) -> str:

@@ -26,27 +26,33 @@ def _classes_of(result: ConceptSet, concept: Concept, most: int = 3) -> str:
 def plot_card(result: ConceptSet, concept: Concept, path: str | os.PathLike) -> Path:
     """Its top images with its code over each and the box of the strongest position; under each,
     that box cut out and enlarged."""
+    import numpy as np
     from matplotlib.patches import Rectangle
 
     plt = pyplot()
     m = len(concept.pixels)
-    fig, axes = plt.subplots(2, max(m, 1), figsize=(1.6 * max(m, 1), 3.7), squeeze=False)
+    first = 1 if concept.dream is not None else 0  # the dream's column
+    fig, axes = plt.subplots(2, max(m + first, 1), figsize=(1.6 * max(m + first, 1), 3.7), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    if concept.dream is not None:
+        axes[0, 0].imshow(np.clip(rgb(concept.dream), 0, 1), interpolation="nearest")
+        axes[0, 0].set_title(f"its dream\n<A, w> {concept.dream_value:.3g}", fontsize=7)
     h, w = concept.pixels.shape[2:] if m else (1, 1)
     for j in range(m):
         top = concept.top[j]
         y0, x0, y1, x1 = top["box"]
         image = rgb(concept.pixels[j].float() / 255.0)
-        ax = axes[0, j]
+        ax = axes[0, j + first]
         ax.imshow(image, interpolation="nearest")
         ax.imshow(minmax(concept.codes[j].numpy()), cmap="inferno", alpha=0.5,
                   extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="bilinear")
         ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="#00e5ff", lw=1.2))
         ax.set_title(f"#{top['index']}\ncode {top['value']:.3g}", fontsize=7)
-        axes[1, j].imshow(image[y0:y1, x0:x1], interpolation="nearest")
-    fig.suptitle(f"{result.layer} concept {concept.index}: the {m} images of {result.data} where it is strongest "
-                 f"(its code over each; the box is what its strongest position sees, enlarged below)\n"
+        axes[1, j + first].imshow(image[y0:y1, x0:x1], interpolation="nearest")
+    dreamt = "its dream, and " if concept.dream is not None else ""
+    fig.suptitle(f"{result.layer} concept {concept.index}: {dreamt}the {m} images of {result.data} where it is "
+                 f"strongest (its code over each; the box is what its strongest position sees, enlarged below)\n"
                  f"weighs most in: {_classes_of(result, concept) or '-'}", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -77,7 +83,9 @@ def plot_classes(result: ConceptSet, path: str | os.PathLike) -> Path:
 
 
 def concepts_sheet(result: ConceptSet, path: str | os.PathLike, per_row: int = 6) -> Path:
-    """Every concept on one page: a row each, its strongest regions enlarged."""
+    """Every concept on one page: a row each, its dream then its strongest regions enlarged."""
+    import numpy as np
+
     rows = []
     for concept in result.concepts:
         crops = []
@@ -85,7 +93,9 @@ def concepts_sheet(result: ConceptSet, path: str | os.PathLike, per_row: int = 6
             y0, x0, y1, x1 = concept.top[j]["box"]
             crops.append(_enlarged(rgb(concept.pixels[j].float() / 255.0)[y0:y1, x0:x1], 56))
         label = text_block([f"concept {concept.index}", _classes_of(result, concept, 2)], size=11, width=150)
-        body = grid(crops, cols=per_row, gap=4) if crops else text_block(["never active"], size=11)
+        if concept.dream is not None:
+            crops.insert(0, _enlarged(np.clip(rgb(concept.dream), 0, 1), 56))
+        body = grid(crops, cols=per_row + 1, gap=4) if crops else text_block(["never active"], size=11)
         rows.append(stack([label, body], gap=8, axis=1))
     title = text_block([f"{result.model} {result.layer}: {len(result.concepts)} concepts over {result.data}, each "
                         "by the regions where it is strongest"], size=13)

@@ -10,7 +10,7 @@ depend on which other images share its batch (up to float rounding, see :func:`o
 Recipes (:data:`RECIPES`): ``paper`` (the 2019 MNIST post), ``deepdream`` (the Wolfram feature
 visualisation example) and ``lucent`` (FFT parameterisation and transforms, as Lucid/Lucent).
 """
-from netviz.dream.loop import DreamResult, dream_channels, dream_classes, optimise
+from netviz.dream.loop import DreamResult, dream_channels, dream_classes, dream_directions, optimise
 from netviz.dream.measure import Measurement, measure, measure_result, saved_pixels, saved_probability
 from netviz.dream.objectives import OUTPUT, Objective, activations, channel, class_logit, class_logprob, neuron
 from netviz.dream.recipes import OPTIMIZERS, RECIPES, DreamSettings, parse_scale, recipe_settings
@@ -19,7 +19,8 @@ from netviz.selection import parse_indices
 
 __all__ = [
     "OPTIMIZERS", "OUTPUT", "RECIPES", "DreamResult", "DreamSettings", "DreamTarget", "Measurement", "Objective",
-    "activations", "channel", "class_logit", "class_logprob", "dream_channels", "dream_classes", "image_seed",
+    "activations", "channel", "class_logit", "class_logprob", "dream_channels", "dream_classes", "dream_directions",
+    "image_seed",
     "layer_output_shape", "measure", "measure_result", "neuron", "optimise", "parse_classes", "parse_indices",
     "parse_neuron", "parse_scale", "recipe_settings", "saved_pixels", "saved_probability",
 ]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from netviz.device import model_device
 from netviz.dream.measure import Measurement, measure_result, saved_pixels, saved_probability
-from netviz.dream.objectives import Objective, activations, channel, class_logprob, neuron
+from netviz.dream.objectives import Objective, activations, channel, class_logprob, direction, neuron
 from netviz.dream.recipes import DreamSettings, recipe_settings
 from netviz.dream.targets import DreamTarget, image_seed, layer_output_shape, parse_classes
 from netviz.errors import NetvizError
@@ -264,6 +264,18 @@ class _Until:
 
 def _run_parts(run: Run) -> tuple[nn.Module, ModelSpec]:
     return run.model, run.spec
+
+
+def dream_directions(run: Run, layer: str, vectors: torch.Tensor, recipe: str = "deepdream", seed: int = 0,
+                     quiet: bool = True, batch_size: int = 64, **overrides: Any) -> DreamResult | None:
+    """Images that maximise the activation of ``layer`` along each row of ``vectors`` (K x C),
+    summed over positions: the feature visualisation of a dictionary's concepts."""
+    model, spec = _run_parts(run)
+    settings = recipe_settings(recipe, spec.input_shape, **overrides)
+    targets = [DreamTarget("concept", k, f"{layer} concept {k}", f"{file_stem(layer)}_concept_{k}", layer)
+               for k in range(vectors.shape[0])]
+    return _batched(model, spec, lambda chosen: direction(layer, vectors[[t.index for t in chosen]]), targets,
+                    settings, seed, quiet, batch_size)
 
 
 def _batched(model: nn.Module, spec: ModelSpec, objective_for: Callable[[list[DreamTarget]], Objective],

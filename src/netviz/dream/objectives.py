@@ -126,6 +126,16 @@ def neuron(layer: str, channels: Sequence[int], y: int, x: int) -> Objective:
     return Objective(((layer, 1.0, score),), f"{layer}[channel, {y}, {x}]^2")
 
 
+def direction(layer: str, vectors: torch.Tensor) -> Objective:
+    """Each image's activation along its own direction of the layer's channels (``vectors``: one
+    row per image), summed over positions: a concept of `netviz concepts`, sum_p <A_p, w>."""
+    def score(act: torch.Tensor) -> torch.Tensor:
+        w = vectors.to(act.device, act.dtype)
+        return (act * w.view(*w.shape, *([1] * (act.ndim - 2)))).flatten(1).sum(1).float()
+
+    return Objective(((layer, 1.0, score),), f"sum_p <{layer}_p, w>")
+
+
 def activations(model: nn.Module, x: torch.Tensor, objective: Objective,
                 detach: bool = False) -> dict[str, torch.Tensor]:
     """The tensors ``objective`` reads, from as short a forward pass as possible.
