@@ -162,3 +162,20 @@ def test_explain_refuses_a_dictionary_of_another_model_or_layer(planted, mnist_r
     result = invoke("explain", run, "--data-dir", data, "--concepts", tmp_path, "--no-cards", "--out", tmp_path / "e")
     assert_one_line_error(result, "no dictionary.safetensors in")
     assert not (tmp_path / "e").exists()
+
+
+def test_the_audit_names_the_concepts_of_a_flagged_cluster(planted, tmp_path: Path) -> None:
+    # the audit flags the 3s that carry the bar; with the model's dictionary it names the concepts
+    # that carry that cluster's decisions, and the bar's concept is among them
+    data, run, truth = planted("bar-3")
+    record = concepts(run, data, tmp_path / "c", "--no-dream")
+    found = mark_concepts(record, set(truth.tolist()), "bar-3")
+    result = invoke("audit", run, "--data-dir", data, "--concepts", tmp_path / "c", "--no-cards", "--out",
+                    tmp_path / "a", "--quiet")
+    assert result.exit_code == 0, result.output
+    audit = json.loads((tmp_path / "a" / "audit.json").read_text())
+    flagged = [cl for c in audit["classes"] for cl in c["clusters"] if cl["flagged"]]
+    assert len(flagged) == 1 and flagged[0]["top_concepts"]["layer"] == "relu2"
+    named = [c["concept"] for c in flagged[0]["top_concepts"]["concepts"]]
+    assert set(named) & set(found), (named, found)
+    assert "concepts of relu2 that carry it" in result.stdout

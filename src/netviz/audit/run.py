@@ -46,6 +46,9 @@ class AuditOptions(CommandOptions):
                                "count")
     cards: bool = option(True, "Each flagged cluster's top channels with their neuron cards (dream and top "
                          "images).", "switch")
+    concepts: str | None = option(None, "A `netviz concepts` folder of this model: each flagged cluster is also named "
+                                  "by the concepts that carry its decisions (default: the run's latest concepts, "
+                                  "when it has some).", "path")
     data_dir: str | None = data_dir_option()
     seed: int = seed_option()
 MISTAKES = 4  # the most confident mistakes kept per class
@@ -63,6 +66,10 @@ class Cluster:
     feature_layer: str | None = None
     channels: list[tuple[int, float]] = field(default_factory=list)  # (channel, mean contribution)
     cards: list[Any] = field(default_factory=list)
+    # and, with a dictionary of the model (`netviz concepts`), its concepts that carry them most
+    concepts: list[tuple[int, float]] = field(default_factory=list)  # (concept, mean contribution)
+    concepts_from: str | None = None  # the concepts folder
+    concepts_layer: str | None = None
 
     def record(self) -> dict[str, Any]:
         e = self.evidence
@@ -73,6 +80,9 @@ class Cluster:
         if self.channels:
             out["top_channels"] = {"layer": self.feature_layer,
                                    "channels": [{"channel": c, "contribution": round(v, 6)} for c, v in self.channels]}
+        if self.concepts:
+            out["top_concepts"] = {"folder": self.concepts_from, "layer": self.concepts_layer,
+                                   "concepts": [{"concept": k, "contribution": round(v, 6)} for k, v in self.concepts]}
         return out
 
 
@@ -141,6 +151,9 @@ class Audit:
             e = cl.evidence
             lines.append(f"{k.name[:12]:<12} {len(cl.members):>7} {str(e.region):<16} {e.transfer_rate:>8.0%} "
                          f"{e.masked_drop:>7.2f}  {e.reason}")
+            if cl.concepts:
+                lines.append(f"{'':<12} concepts of {cl.concepts_layer} that carry it: "
+                             + ", ".join(f"{c} ({v:+.3g})" for c, v in cl.concepts) + f" (cards in {cl.concepts_from})")
         return "\n".join(lines)
 
 
@@ -151,8 +164,8 @@ def audit_data(run: Run, dataset: str | None, split: str | None, data_dir: str |
 
 def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
               data_dir: str | os.PathLike | None = None, method: str = DEFAULT_METHOD, layer: str | int | None = None,
-              limit: int | None = None, cards: bool = True, seed: int = 0, quiet: bool = True,
-              **options: Any) -> Audit | None:
+              limit: int | None = None, cards: bool = True, concepts: str | os.PathLike | None = None, seed: int = 0,
+              quiet: bool = True, **options: Any) -> Audit | None:
     """Audit ``run`` on ``split`` (default: its training split) of ``dataset`` (default: its own):
     the first ``limit`` images, or all. ``method``: the attribution method of the maps (any
     registered one, with its ``options``); ``layer``: the activations clustered (default: the one
@@ -179,6 +192,7 @@ def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
         raise NetvizError(f"--limit {limit}: audit at least one image")
     chosen = m.make_options({**options, "seed": seed})
     chosen.check()
+    saved = _dictionary(run, concepts)
     said: list[str] = []
     name = resolve_layer(run.model, layer) if layer is not None else feature_layer(run, said)
     for note in said:
@@ -199,6 +213,8 @@ def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
     flagged = [cl for c in classes for cl in c.clusters if cl.evidence.flagged]
     if flagged:
         _shortcut_features(run, data, flagged, cards, seed, quiet)
+        if saved is not None:
+            _shortcut_concepts(run, data, flagged, saved)
     k = run.spec.num_classes
     confusion = torch.bincount(collected.labels * k + collected.preds, minlength=k * k).view(k, k)
     settings = {"method": method, "layer": name, "limit": limit, "seed": seed,
@@ -234,6 +250,42 @@ def _shortcut_features(run: Run, data: TensorData, flagged: list[Cluster], cards
         by_channel = {card.channel: card for card in made}
         for cluster in flagged:
             cluster.cards = [by_channel[c] for c, _ in cluster.channels if c in by_channel]
+
+
+def _dictionary(run: Run, concepts: str | os.PathLike | None) -> Any:
+    """The dictionary ``concepts`` names, else the run's latest `netviz concepts` result, else None."""
+    from netviz.concepts.factor import FILE, load_dictionary
+    from netviz.outputs import results_root
+
+    if concepts is None:
+        latest = results_root(run) / "concepts" / "latest"
+        if not (latest / FILE).is_file():
+            return None
+        concepts = latest
+    saved = load_dictionary(concepts)
+    if saved.model != run.spec.name:
+        raise NetvizError(f"the dictionary in {concepts} was learnt on model {saved.model}, not {run.spec.name}")
+    return saved
+
+
+def _shortcut_concepts(run: Run, data: TensorData, flagged: list[Cluster], saved: Any) -> None:
+    """Each flagged cluster's top 3 concepts of the dictionary: mean gradient x code over up to 64
+    members, for their class (as `netviz concepts` weighs a class)."""
+    import torch
+
+    from netviz.concepts.measure import read_class
+    from netviz.data import conform, normalise
+    from netviz.device import model_device
+
+    for cluster in flagged:
+        members = cluster.members[:64]
+        x = normalise(conform(data.images[members], run.spec)[0], run.spec, model_device(run.model))
+        target = torch.full((len(x),), int(data.labels[members[0]]), device=x.device)
+        mean = read_class(run, x, target, saved.layer, saved.components).concept_contributions(
+            saved.components).mean(0).cpu()
+        top = torch.argsort(mean, descending=True, stable=True)[:3]
+        cluster.concepts = [(int(k), float(mean[k])) for k in top]
+        cluster.concepts_from, cluster.concepts_layer = str(saved.folder), saved.layer
 
 
 def _audit_class(run: Run, data: TensorData, c: Collected, klass: int, seed: int) -> ClassAudit:
