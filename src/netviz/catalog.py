@@ -1,13 +1,13 @@
 """The commands as the report and the manifests see them: one entry a command, in the report's
 order, with its section title, how to read what it wrote, how many of its figures the report shows,
-and the options `netviz report --all` runs it with (as command-line words and as the Python call's
-keywords). A leaf: it imports nothing of netviz, so every module may read it.
+and the options `netviz report --all` runs it with (the Python call's keywords). A leaf: it imports
+nothing of netviz, so every module may read it.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -24,9 +24,9 @@ class Command:
     title: str  # its section of the report
     how_to_read: str  # one line on how to read what it wrote (its manifests, the report)
     figures: int = 4  # images the report embeds per result (the rest are listed by name)
-    # `report --all` runs it when the run has no result of it, with these options (None: it does not)
-    report_args: tuple[str, ...] | None = None
-    report_options: dict[str, Any] = field(default_factory=dict)
+    # `report --all` runs it when the run has no result of it, with these keyword options of its
+    # Python function (None: it does not); its manifest's command line is made from them
+    report_options: dict[str, Any] | None = None
     help: str = ""  # `netviz <name> --help`: the first line says what it does, the rest what it writes
     options: str | None = None
     compute: str | None = None
@@ -56,7 +56,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "Each layer's weights before and after training: training usually widens the first "
             "layers' bells; a layer whose histogram did not move did not learn.",
             figures=4,
-            report_args=(),
+            report_options={},
             help="""Per-layer weight histograms before vs after training, and their evolution per epoch.
 
     Writes histogram.png, histogram.json (per layer and snapshot: count, mean, std, min, max,
@@ -70,7 +70,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             'Each first-layer kernel as an image, mid-grey = 0, lighter = positive: trained kernels '
             'look like edge and blob detectors, untrained ones like noise.',
             figures=2,
-            report_args=(),
+            report_options={},
             help="""Draw a convolution layer's kernels as small images, before vs after training.
 
     Each kernel is scaled symmetrically around zero (mid-grey = 0) so its sign shows; RGB tiles
@@ -83,7 +83,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "Each tile is one channel's output for the input; bright = strong response. Deeper layers "
             'are coarser and respond to larger, more abstract patterns.',
             figures=4,
-            report_args=('--index', '0'), report_options={'indices': '0'},
+            report_options={'indices': '0'},
             help="""Draw what chosen layers output for an image: a tile per channel, a GIF, the numbers.
 
     Writes activations.png (input + one row per layer), layer-<name>.png per layer,
@@ -95,7 +95,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             'The input each class or channel responds to most, optimised from a start image and '
             'measured on the saved PNG: what the network looks for, not what the data looks like.',
             figures=1,
-            report_args=('--until', '0.99'), report_options={'until': 0.99},
+            report_options={'until': 0.99},
             help="""Inputs the network likes most: maximise a class, or a channel/neuron of a layer.
 
     Writes class_<k>.png or <layer>_channel_<k>.png (at the model's input size), grid.png
@@ -106,7 +106,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             'For each channel: the input it responds to most (its dream) beside the data-set images '
             'that excite it most, with where in each image it fires.',
             figures=16,
-            report_args=(),
+            report_options={},
             help="""Neuron cards: per channel, the input it responds to most beside the data-set images that
     excite it most, with where in each it fires (OpenAI Microscope, for any model, offline).
 
@@ -117,7 +117,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             'where it fired in this image, its dream and the data-set images it responds to most: the '
             'features the decision used.',
             figures=2,
-            report_args=('--index', '0'), report_options={'indices': '0'},
+            report_options={'indices': '0'},
             help="""Which learned features carried a decision: a layer's channels ranked by their contribution
     to the target's score, each top channel shown by where it fired, its dream and its top images.
 
@@ -130,7 +130,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             'lacks and that alone turns other images into this class (a backdoor trigger, a '
             'watermark, a spurious mark).',
             figures=6,
-            report_args=(),
+            report_options={},
             help="""Is the model right for the right reasons, over a whole data set: per class, clusters of its
     images by activations and attribution maps, and whether a cluster relies on a pattern other
     than the class (a backdoor trigger, a watermark, a spurious mark); confident mistakes; confusion.
@@ -144,7 +144,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "class. Trust a dictionary whose r2 is high and whose top concepts, taken out, lower the score "
             "more than random concepts and the top channels do.",
             figures=6,
-            report_args=("--limit", "10000"), report_options={"limit": 10000},
+            report_options={"limit": 10000},
             help="""What the model learnt at a layer, as concepts: directions across its channels found by
     dictionary learning over a data set (CRAFT, Fel et al. 2023), each shown by the image regions
     where it is strongest, with how much each carries each class.
@@ -159,7 +159,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             'Green pixels raised the class score, red ones lowered it (non-negative maps: greener is '
             'more); the completeness error says how exactly integrated gradients add up.',
             figures=5,
-            report_args=('--index', '0-7'), report_options={'indices': '0-7'},
+            report_options={'indices': '0-7'},
             help="""Which pixels made the model's score: gradients, paths, class-activation maps, occlusion.
 
     Writes attribute.json (targets, scores, and for integrated the completeness error and steps
@@ -172,7 +172,6 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             'Deletion AUC low and insertion AUC high mean the map found what the model uses; a method '
             'no better than random explains nothing; sanity rho low means it depends on the model.',
             figures=1,
-            report_args=("--methods", EVALUATED, "--index", "0-19", "--sanity-layers", "1"),
             report_options={"methods": EVALUATED, "indices": "0-19", "sanity_layers": 1},
             help="""Which attribution method to trust: deletion and insertion curves (RISE), a randomisation
     check and the time per image, for every method on the same images, ranked.

@@ -83,22 +83,38 @@ def _report_analyses(run: Run, neurons: str | None) -> dict[str, tuple[list[str]
     from netviz.neurons import parse_neurons
 
     layer, channels = parse_neurons(neurons)
-    classes = "all" if run.spec.num_classes <= 10 else "0-9"
-    given: dict[str, tuple[list[str], dict[str, Any]]] = {
-        "dream": (["--class", classes], {"classes": classes}),
-        "neurons": ([*(["--layer", layer] if layer else []), *(["--channels", channels] if channels else [])],
-                    {"layer": layer, "channels": channels}),
-    }
+    given = {"dream": {"classes": "all" if run.spec.num_classes <= 10 else "0-9"},
+             "neurons": {"layer": layer, "channels": channels}}
     analyses = {}
     for c in COMMANDS.values():
-        if c.report_args is None:
+        if c.report_options is None:
             continue
-        words, options = given.get(c.name, ([], {}))
+        options = {**given.get(c.name, {}), **c.report_options}
         # a bare model's manifests keep the Python call instead of a command line
-        argv = [c.name, str(run.path), *words, *c.report_args] if run.is_training_run else None
-        analyses[c.name] = (argv, functools.partial(FUNCTIONS[c.name], run, quiet=True, **options,
-                                                    **c.report_options))
+        argv = [c.name, str(run.path), *command_words(FUNCTIONS[c.name], options)] if run.is_training_run else None
+        analyses[c.name] = (argv, functools.partial(FUNCTIONS[c.name], run, quiet=True, **options))
     return analyses
+
+
+def command_words(function: Callable[..., Any], options: dict[str, Any]) -> list[str]:
+    """The command-line words that give a command ``function`` these keyword ``options``: each
+    field's flag from its options dataclass (None: left out, the default)."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(function.options_type)}
+    words: list[str] = []
+    for name, value in options.items():
+        if value is None:
+            continue
+        meta = fields[name].metadata
+        flag = (meta["flags"] or (f"--{name.replace('_', '-')}",))[0]
+        if meta["kind"] == "flag":
+            words += [flag] if value else []
+        elif meta["kind"] == "switch":
+            words.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            words += [flag, str(value)]
+    return words
 
 
 def _run_missing(run: Run, neurons: str | None = None, quiet: bool = True) -> list[str]:
@@ -305,9 +321,8 @@ def evaluate(run: Run, out: str | os.PathLike | None = None, *, options: Evaluat
     started = time.time()
     o = options
     run = run.with_dataset(o.dataset)
-    given = {k: v for k, v in o.record().items() if k not in ("methods", "dataset")}
-    ev = evaluate_run(run, o.methods, quiet=quiet, **{**given, "images": o.images},
-                      **method_options)  # checks the methods before any work
+    given = {k: v for k, v in o.values().items() if k not in ("methods", "dataset")}
+    ev = evaluate_run(run, o.methods, quiet=quiet, **given, **method_options)  # checks the methods before any work
     if ev is None:
         return [], ""  # under torchrun, another rank than 0
     names = ev.settings["methods"]

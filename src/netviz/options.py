@@ -49,9 +49,13 @@ class CommandOptions:
     def check(self) -> None:
         """Options that cannot go together, checked before any work (one line each)."""
 
+    def values(self) -> dict[str, Any]:
+        """Every field as it is, by name (the keywords of the function these options came to)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def record(self) -> dict[str, Any]:
         """What the manifest records: every field, as JSON can hold it."""
-        return {f.name: self.recorded(f.name, getattr(self, f.name)) for f in fields(self)}
+        return {name: self.recorded(name, value) for name, value in self.values().items()}
 
     def recorded(self, name: str, value: Any) -> Any:
         """How one field's value is recorded (a subclass describes images given as tensors)."""

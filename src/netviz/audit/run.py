@@ -262,10 +262,7 @@ def _dictionary(run: Run, concepts: str | os.PathLike | None) -> Any:
         if not (latest / FILE).is_file():
             return None
         concepts = latest
-    saved = load_dictionary(concepts)
-    if saved.model != run.spec.name:
-        raise NetvizError(f"the dictionary in {concepts} was learnt on model {saved.model}, not {run.spec.name}")
-    return saved
+    return load_dictionary(concepts, run.spec.name)
 
 
 def _shortcut_concepts(run: Run, data: TensorData, flagged: list[Cluster], saved: Any) -> None:

@@ -130,8 +130,10 @@ class ConceptSet:
         return torch.tensor([c.importance for c in self.concepts], dtype=torch.float64).T
 
     def top_concepts(self, row: int, most: int = 5) -> list[dict[str, Any]]:
-        order = self.importance()[row].argsort(descending=True)[:most]
-        return [{"concept": int(k), "importance": finite_number(self.importance()[row, k])} for k in order]
+        """The class in row ``row`` of the table: its ``most`` most important concepts."""
+        importance = self.importance()[row]
+        return [{"concept": int(k), "importance": finite_number(importance[k])}
+                for k in importance.argsort(descending=True)[:most]]
 
     def lines(self) -> list[str]:
         q, f = self.quality, self.faithfulness

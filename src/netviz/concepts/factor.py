@@ -145,9 +145,9 @@ class SavedDictionary:
     folder: Path  # its concepts folder (the cards concept-<k>.png are there)
 
 
-def load_dictionary(folder: str | os.PathLike) -> SavedDictionary:
+def load_dictionary(folder: str | os.PathLike, model: str | None = None) -> SavedDictionary:
     """The dictionary of a `netviz concepts` output folder (or its dictionary.safetensors); one line
-    when there is none or it is not one."""
+    when there is none, it is not one, or it was learnt on another model than ``model``."""
     from safetensors import SafetensorError
     from safetensors.torch import safe_open
 
@@ -163,4 +163,7 @@ def load_dictionary(folder: str | os.PathLike) -> SavedDictionary:
         raise NetvizError(f"{path} is not a dictionary `netviz concepts` wrote: {exc}") from None
     if components is None or components.ndim != 2 or not {"model", "layer"} <= set(meta):
         raise NetvizError(f"{path} is not a dictionary `netviz concepts` wrote (no components, model and layer)")
+    if model is not None and meta["model"] != model:
+        raise NetvizError(f"the dictionary in {folder} was learnt on model {meta['model']}, not {model}: run "
+                          "`netviz concepts` on this model")
     return SavedDictionary(components.float(), meta["model"], meta["layer"], meta.get("method", ""), path.parent)

@@ -213,4 +213,4 @@ class DreamOptions(CommandOptions):
         """The recipe's settings these options override (those given)."""
         names = set(DreamSettings.__dataclass_fields__)
         names -= {"recipe", "scale", "gif_every"}  # the recipe is named apart; the others derived by the command
-        return {k: v for k, v in self.record().items() if k in names and v is not None}
+        return {k: v for k, v in self.values().items() if k in names and v is not None}

@@ -283,10 +283,7 @@ def _dictionary(run: Run, concepts: str | os.PathLike | None, layer: str | int |
     from netviz.concepts.factor import load_dictionary
     from netviz.layers import resolve_layer
 
-    saved = load_dictionary(concepts)
-    if saved.model != run.spec.name:
-        raise NetvizError(f"the dictionary in {concepts} was learnt on model {saved.model}, not {run.spec.name}: "
-                          "run `netviz concepts` on this model")
+    saved = load_dictionary(concepts, run.spec.name)
     if layer is not None and resolve_layer(run.model, layer) != saved.layer:
         raise NetvizError(f"the dictionary in {concepts} is of layer {saved.layer}, not "
                           f"{resolve_layer(run.model, layer)}: leave out --layer, or make a dictionary of that layer")
