@@ -189,7 +189,7 @@ def test_every_click_default_is_the_options_default() -> None:
     for name, function in commands.FUNCTIONS.items():
         fields = {f.name: f for f in dataclasses.fields(function.options_type)}
         python = inspect.signature(function).parameters
-        for param in cli.commands[name].params:
+        for param in cli.get_command(None, name).params:
             if isinstance(param, click.Option) and param.name in fields:
                 default = fields[param.name].default
                 assert python[param.name].default == default, f"{name}({param.name}=...)"
@@ -197,7 +197,7 @@ def test_every_click_default_is_the_options_default() -> None:
                     f"{name} --{param.name}: click {param.default!r}, options {default!r}"
                 checked += 1
     for name in (*commands.FUNCTIONS, "train", "layers", "report"):  # the model's own, declared once too
-        for param in cli.commands[name].params:
+        for param in cli.get_command(None, name).params:
             if isinstance(param, click.Option) and param.name in model:
                 assert param.default == model[param.name].default or (param.multiple and not param.default), \
                     f"{name} --{param.name}"

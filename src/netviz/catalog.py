@@ -18,7 +18,7 @@ class Command:
     that follows the standard outline (:func:`netviz.commands.standard`) ``compute``
     (``compute(run, options, quiet) -> result``: ``.label``, ``.lines()``, ``.summary()``) and
     ``draw`` (``draw(result, folder, options) -> files``); ``netviz.commands`` and the CLI are made
-    from these. ``methods``: the registry whose options it also takes (attribute, explain)."""
+    from these. ``methods``: the registry (``module:name``) whose methods' options it also takes."""
 
     name: str
     title: str  # its section of the report
@@ -31,7 +31,8 @@ class Command:
     options: str | None = None
     compute: str | None = None
     draw: str | None = None
-    methods: str | None = None  # "attribute" (netviz.attribute.METHODS) or "explain" (CHANNEL_METHODS)
+    methods: str | None = None  # the registry of methods it takes, e.g. netviz.attribute:METHODS
+    generated: bool = True  # its command line is made from this entry and its options (train's is written out)
 
     @property
     def standard(self) -> bool:
@@ -51,7 +52,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command('train', 'Training',
             'Loss and accuracy per epoch: eval accuracy that stops rising while train accuracy climbs '
             'is overfitting; summary.json says when the eval accuracy passed 98 %, 99 % and 99.5 %.',
-            figures=1),
+            figures=1, generated=False),
     Command('histogram', 'Weight histograms',
             "Each layer's weights before and after training: training usually widens the first "
             "layers' bells; a layer whose histogram did not move did not learn.",
@@ -123,7 +124,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
 
     Writes explain-<image>.png per image and explain.json (every channel: contribution, share,
     rank). Each method takes the options its help names; the others are ignored.
-    """, methods="explain"),
+    """, methods="netviz.explain.methods:CHANNEL_METHODS"),
     Command('audit', 'Right for the right reasons: the audit',
             'Per class, clusters of its images and whether one relies on something other than the '
             'class: a flagged cluster shares a pattern in a small region that the rest of the data '
@@ -137,7 +138,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
 
     Writes audit.json, classes.png, cluster-<class>-<k>.png per flagged cluster, mistakes.png and
     confusion.png, and prints the flagged classes and why.
-    """, methods="attribute"),
+    """, methods="netviz.attribute:METHODS"),
     Command('concepts', 'Concepts: what the model learnt, across channels',
             "Each concept is a direction across the layer's channels, learnt over the data set: its card shows "
             "the regions where it is strongest; the class table says how much each concept carries each "
@@ -167,7 +168,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     (image | overlay | heat map) and completeness.png; for interior, interior_<image>.png/.gif
     and interior_scores.png; with --sanity, sanity.json and sanity.png. Each method takes the
     options its help names; the others are ignored.
-    """, methods="attribute"),
+    """, methods="netviz.attribute:METHODS"),
     Command('evaluate', 'Which attribution to trust',
             'Deletion AUC low and insertion AUC high mean the map found what the model uses; a method '
             'no better than random explains nothing; sanity rho low means it depends on the model.',
@@ -178,7 +179,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
 
     Writes evaluate.json (per method: deletion_auc, insertion_auc, sanity_spearman,
     seconds_per_image and per-image curves) and curves.png, and prints the ranked table.
-    """, methods="attribute"),
+    """, methods="netviz.attribute:METHODS"),
 )}
 
 

@@ -17,19 +17,39 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from netviz import __version__, commands
-from netviz.attribute import METHODS, all_options
+from netviz import __version__
 from netviz.catalog import COMMANDS, Command
 from netviz.errors import NetvizError
-from netviz.explain.methods import CHANNEL_METHODS, all_channel_options
 from netviz.kinds import model_help
-from netviz.options import cli_fields
+from netviz.options import DEFAULT_SEED, cli_fields
 from netviz.runs import load_run
 from netviz.sources import ModelOptions
 
 
 class NetvizGroup(click.Group):
-    """A click group that turns every error into one stderr line and an exit code."""
+    """A click group that turns every error into one stderr line and an exit code, and makes an
+    analysis command (:func:`analysis_command`) only when it is asked for: its options come from
+    its compute module, which ``netviz --help`` and the other commands need not import."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *ANALYSES})
+
+    def get_command(self, ctx: click.Context | None, name: str) -> click.Command | None:
+        if name not in self.commands and name in ANALYSES:
+            self.add_command(analysis_command(COMMANDS[name]))
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The list of commands, an analysis's line from its catalog entry (the same words its
+        command would give), so that listing them builds none."""
+        from click.utils import make_default_short_help
+
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [(name, self.commands[name].get_short_help_str(limit) if name in self.commands
+                 else make_default_short_help(COMMANDS[name].help, limit)) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -150,7 +170,7 @@ def _compose(*decorators: Callable) -> Callable:
 
 device_option = click.option("--device", default=default_of(load_run, "device"), show_default=True,
                              help="auto, cpu, cuda, cuda:N or mps.")
-seed_option = click.option("--seed", type=SEED, default=default_of(commands.attribute, "seed"), show_default=True,
+seed_option = click.option("--seed", type=SEED, default=DEFAULT_SEED, show_default=True,
                            help="Random seed; the same seed repeats a command exactly on the CPU.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
 common_options = _compose(device_option, seed_option, quiet_option)
@@ -325,6 +345,7 @@ def main() -> None:
 @quiet_option
 def train(model: str | None, config_file: str | None, resume: str | None, quiet: bool, **options: Any) -> None:
     """Train a model and write a run folder (default: the MNIST net)."""
+    from netviz import commands
     from netviz.runs import RunFolder
 
     source = described(options).source(model)
@@ -384,6 +405,8 @@ def layers_cmd(source: SourceArgs, as_json: bool, device: str, quiet: bool) -> N
     from netviz.layers import format_layer_table, own_weights
 
     run = open_source(source, device, quiet=quiet)
+    from netviz import commands
+
     infos = commands.layers(run)
     total = sum(w.numel() for m in run.model.modules() for w in own_weights(m))
     shape = "x".join(map(str, run.spec.input_shape))
@@ -441,6 +464,8 @@ def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str 
     Every image is embedded, the CSS is inline, nothing is fetched from outside: the page opens
     offline in any browser, with JavaScript off. Writes <run>/report/index.html.
     """
+    from netviz import commands
+
     run = open_source(source, device, seed, quiet)
     print_paths([commands.report(run, out, run_all=run_all, neurons=neurons, open_page=open_page, quiet=quiet,
                                  overwrite=overwrite)])
@@ -448,7 +473,7 @@ def report_cmd(source: SourceArgs, run_all: bool, neurons: str | None, out: str 
 
 # -- the analyses: made from the catalog and each command's options dataclass -------------------
 
-METHOD_REGISTRIES = {"attribute": (METHODS, all_options), "explain": (CHANNEL_METHODS, all_channel_options)}
+ANALYSES = {c.name for c in COMMANDS.values() if c.generated}
 
 
 def analysis_command(entry: Command, function: Callable[..., Any] | None = None) -> click.Command:
@@ -456,15 +481,20 @@ def analysis_command(entry: Command, function: Callable[..., Any] | None = None)
     dataclass (and, for a command that takes a method, every option of the registry's methods), --out,
     --device, --seed, --quiet; it calls the function (default: ``commands.<name>``) and prints what it
     wrote."""
+    from netviz import commands
+
     function = function or commands.FUNCTIONS[entry.name]
     options_type = function.options_type
     own = cli_fields(options_type)
     decorators = [source_options, fields_options(own)]
     if entry.methods is not None:
-        registry, method_fields = METHOD_REGISTRIES[entry.methods]
+        from netviz.attribute import options_of
+        from netviz.catalog import load
+
+        registry = load(entry.methods)
         skip = (*own, *options_type.sets)
         decorators += [list_option(registry),
-                       fields_options({k: f for k, f in method_fields().items() if k not in skip})]
+                       fields_options({k: f for k, f in options_of(registry.values()).items() if k not in skip})]
     takes_seed = "seed" in options_type.__dataclass_fields__
 
     def command(source: SourceArgs, out: str | None, overwrite: bool, device: str, seed: int, quiet: bool,
@@ -481,7 +511,3 @@ def analysis_command(entry: Command, function: Callable[..., Any] | None = None)
     command.__name__ = f"{entry.name}_cmd"
     return click.command(entry.name, help=entry.help)(_compose(*decorators, out_option, common_options)(command))
 
-
-for _entry in COMMANDS.values():
-    if _entry.name in commands.FUNCTIONS:
-        cli.add_command(analysis_command(_entry))

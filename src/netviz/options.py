@@ -124,9 +124,12 @@ def data_dir_option() -> Any:
     return option(None, "Data root (default: $NETVIZ_DATA, else ~/.cache/netviz/data).", "path")
 
 
+DEFAULT_SEED = 0
+
+
 def seed_option() -> Any:
     """The command's seed: the CLI's common ``--seed`` sets it."""
-    return option(0, "Random seed; the same seed repeats a command exactly on the CPU.", "seed", cli=False)
+    return option(DEFAULT_SEED, "Random seed; the same seed repeats a command exactly on the CPU.", "seed", cli=False)
 
 
 def images_option() -> Any:
