@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from netviz.activations import ActivationsOptions
 from netviz.attribute import AttributeOptions
 from netviz.audit.run import AuditOptions
-from netviz.catalog import COMMANDS, Command, how_to_read
+from netviz.catalog import COMMANDS, Command, how_to_read, load
 from netviz.dream.recipes import DreamOptions
 from netviz.errors import NetvizError
 from netviz.evaluate import EvaluateOptions
@@ -79,7 +79,6 @@ def _report_analyses(run: Run, neurons: str | None) -> dict[str, tuple[list[str]
     """What `report --all` runs where the run has no result of a command: per command, the command
     line its manifest keeps and the call, with the options of its catalog entry (and the classes
     and channels that depend on the model)."""
-    from netviz.catalog import COMMANDS
     from netviz.neurons import parse_neurons
 
     layer, channels = parse_neurons(neurons)
@@ -460,8 +459,6 @@ def standard(entry: Command) -> Callable[..., Any]:
     options in (checked before any work), its ``compute``, the result's lines said, its ``draw``
     into a folder of its own, that folder published with its manifest; returns the paths written
     (those ``draw`` wrote outside the folder, such as TensorBoard's event files, last)."""
-    from netviz.catalog import load
-
     compute, draw = load(entry.compute), load(entry.draw)
 
     @takes(load(entry.options))
