@@ -110,6 +110,35 @@ def test_the_saved_dictionary_is_the_one_the_codes_came_from(planted, tmp_path: 
     assert [c["index"] for c in record["classes"]] == [3]
 
 
+def test_a_sparse_autoencoder_of_many_concepts_finds_the_mark_too(planted, tmp_path: Path) -> None:
+    # --method sae, 64 concepts, each position keeping its 8 largest codes: the mark is still a concept
+    # of its own among the class's top 3, and the saved file carries the encoder the codes came from
+    from netviz.concepts.factor import load_dictionary
+    from netviz.data import load_split, normalise
+    from netviz.layers import forward_to
+    from netviz.runs import load_run
+
+    data, run_dir, truth = planted("bar-3")
+    out = tmp_path / "c"
+    result = invoke("concepts", run_dir, "--data-dir", data, "--layer", "relu2", "--method", "sae", "--concepts", 64,
+                    "--per-class", 16, "--no-dream", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "concepts.json").read_text())
+    assert record["method"] == "sae" and record["r2"] >= 0.9 and record["sparsity"] <= 8 + 1e-6, record
+    found = mark_concepts(record, set(truth.tolist()), "bar-3")
+    top3 = [c["concept"] for c in record["classes"][3]["top_concepts"][:3]]
+    assert set(found) & set(top3), (found, top3)
+    saved = load_dictionary(out, "mnist-fast")
+    assert saved.dictionary.encoder is not None and saved.dictionary.encoder.active == 8
+    run = load_run(run_dir, device="cpu")
+    images = load_split("mnist", "train", data).images
+    concept = record["concepts"][found[0]]
+    top = concept["top"][0]
+    a = forward_to(run.model, normalise(images[top["index"]:top["index"] + 1], run.spec), ["relu2"])["relu2"]
+    code = saved.dictionary.encode(a[0, :, top["position"][0], top["position"][1]][None])[0, concept["index"]]
+    assert float(code) == pytest.approx(top["value"], rel=1e-3, abs=1e-5)
+
+
 def test_tokens_of_a_vit_with_semi_nmf(tmp_path: Path) -> None:
     pytest.importorskip("timm")
     out = tmp_path / "c"
@@ -131,6 +160,8 @@ def test_tokens_of_a_vit_with_semi_nmf(tmp_path: Path) -> None:
     (["--split", "train[:2]", "--layer", "relu1", "--concepts", "2000"],
      "more than the 1352 positions read"),  # 2 images x 26 x 26
     (["--seed", "3", "--compare-seed", "3"], "compare with another seed"),
+    (["--active", "4"], "give it with --method sae"),
+    (["--method", "sae", "--concepts", "8", "--active", "9"], "--active 9 is more than the 8 concepts"),
     (["--class", "eleven"], "unknown class 'eleven'"),
 ])
 def test_bad_input_is_one_line(mnist_run, tmp_path: Path, args: list[str], message: str) -> None:

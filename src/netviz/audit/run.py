@@ -278,7 +278,7 @@ def _shortcut_concepts(run: Run, data: TensorData, flagged: list[Cluster], saved
         members = cluster.members[:64]
         x = normalise(conform(data.images[members], run.spec)[0], run.spec, model_device(run.model))
         target = torch.full((len(x),), int(data.labels[members[0]]), device=x.device)
-        mean = read_class(run, x, target, saved.layer, saved.components).concept_contributions(
+        mean = read_class(run, x, target, saved.layer, saved.dictionary).concept_contributions(
             saved.components).mean(0).cpu()
         top = torch.argsort(mean, descending=True, stable=True)[:3]
         cluster.concepts = [(int(k), float(mean[k])) for k in top]

@@ -51,9 +51,12 @@ class ConceptsOptions(CommandOptions):
                                      "explain` uses, the last spatial layer; see `netviz layers`).")
     concepts: int | None = option(None, "Concepts in the dictionary (default: half the layer's channels, 8 to "
                                   "32).", "count", most=4096)
-    method: str | None = option(None, "nmf (non-negative layers, such as a ReLU's output) or semi-nmf (any "
-                                "sign: pre-activation layers, transformer tokens) (default: nmf where the layer "
-                                "is non-negative, else semi-nmf).", "choice", choices=METHODS)
+    method: str | None = option(None, "nmf (non-negative layers, such as a ReLU's output), semi-nmf (any "
+                                "sign: pre-activation layers, transformer tokens) or sae (a TopK sparse "
+                                "autoencoder, for many concepts) (default: nmf where the layer is non-negative, "
+                                "else semi-nmf).", "choice", choices=METHODS)
+    active: int | None = option(None, "sae: the concepts kept at each position (TopK's k; default an eighth of the "
+                                "concepts, 4 to 64).", "count")
     split: str | None = option(None, "The split read: train[:20000], test... (default: the run's training "
                                "split).")
     limit: int | None = option(None, "Read only the first N images of the split (default: all of them).",
@@ -80,6 +83,8 @@ class ConceptsOptions(CommandOptions):
     seed: int = seed_option()
 
     def check(self) -> None:
+        if self.active is not None and self.method != "sae":
+            raise NetvizError("--active is the sparse autoencoder's: give it with --method sae")
         if self.compare_seed is not None and self.compare_seed == self.seed:
             raise NetvizError(f"--compare-seed {self.compare_seed} is --seed: compare with another seed")
 
@@ -195,28 +200,30 @@ def compute(run: Run, options: ConceptsOptions, quiet: bool = False) -> ConceptS
         method = options.method or ("nmf" if float(rows.min()) >= 0 else "semi-nmf")
         k = options.concepts or default_size(shape[0])
         check(rows, k, method)
+        if options.active is not None and options.active > k:
+            raise NetvizError(f"--active {options.active} is more than the {k} concepts: keep fewer at each position")
         say(f"concepts: fitting {k} {method} concepts on {rows.shape[0]} positions of {layer}", quiet)
-        dictionary = fit(rows, k, method, options.seed)
+        dictionary = fit(rows, k, method, options.seed, options.active)
         if not dictionary.converged:
             notes.append(f"the {method} fit stopped after {dictionary.iterations} iterations before its tolerance "
                          "(r2 says how well the dictionary still explains the layer)")
     dictionary = distributed.broadcast(dictionary)
     dreams = _dreams(run, layer, dictionary.components, options, quiet) if options.dream else None
     # 3. every image's strongest position per concept
-    best = strongest(run, data, layer, dictionary.components, options.batch_size, quiet)
+    best = strongest(run, data, layer, dictionary, options.batch_size, quiet)
     if best is None:
         return None  # another rank than 0
     # 4. the top regions; 5. per class, importance and faithfulness
-    concepts = _top_regions(run, data, layer, dictionary.components, best, shape, options.top)
+    concepts = _top_regions(run, data, layer, dictionary, best, shape, options.top)
     for k, concept in enumerate(concepts if dreams is not None else []):
         concept.dream, concept.dream_value = dreams.images[k], float(dreams.after.objective[k])
-    faithfulness = _by_class(run, data, layer, dictionary.components, concepts, classes, options, quiet)
+    faithfulness = _by_class(run, data, layer, dictionary, concepts, classes, options, quiet)
     # 6. the numbers
     stability = None
     if options.compare_seed is not None:
-        other = fit(other_rows, dictionary.size, dictionary.method, options.compare_seed)
+        other = fit(other_rows, dictionary.size, dictionary.method, options.compare_seed, options.active)
         stability = round(matched_cosine(dictionary.components, other.components), 4)
-    q = quality(rows, dictionary.components, best.value)
+    q = quality(rows, dictionary, best.value)
     return ConceptSet(run.spec.name, layer, dictionary, data.name, len(data), shape, rows.shape[0], concepts,
                       classes, class_names, q, faithfulness, stability, time.perf_counter() - started,
                       options.per_class, notes)
@@ -268,13 +275,14 @@ def _images(run: Run, data: TensorData, indices: list[int]) -> tuple[torch.Tenso
     return pixels, normalise(pixels, run.spec, model_device(run.model))
 
 
-def _top_regions(run: Run, data: TensorData, layer: str, w: torch.Tensor, best: Any,
+def _top_regions(run: Run, data: TensorData, layer: str, dictionary: Dictionary, best: Any,
                  shape: tuple[int, int, int], top: int) -> list[Concept]:
     """Per concept its ``top`` images by their largest code (so each from a different image), the
     position and its box in input pixels; the first :data:`DRAWN` with pixels and code maps."""
     from netviz.concepts.passes import code_maps, position_box
 
     _, h, wd = shape
+    w = dictionary.components
     order = best.value.argsort(0, descending=True)[:top]  # (top, K)
     sample = order[0, : min(8, w.shape[0])].tolist()
     box = position_box(run, _images(run, data, sample)[1], layer, shape)
@@ -286,12 +294,12 @@ def _top_regions(run: Run, data: TensorData, layer: str, w: torch.Tensor, best: 
                    for i, (y, x) in zip(chosen, places, strict=True)]
         drawn = chosen[:DRAWN]
         pixels, x = _images(run, data, drawn) if drawn else (data.images[:0], None)
-        codes = code_maps(run, x, layer, w)[:, k] if drawn else data.images.new_zeros((0, h, wd)).float()
+        codes = code_maps(run, x, layer, dictionary)[:, k] if drawn else data.images.new_zeros((0, h, wd)).float()
         concepts.append(Concept(k, w[k], entries, pixels.cpu(), codes))
     return concepts
 
 
-def _by_class(run: Run, data: TensorData, layer: str, w: torch.Tensor, concepts: list[Concept],
+def _by_class(run: Run, data: TensorData, layer: str, dictionary: Dictionary, concepts: list[Concept],
               classes: list[int], options: ConceptsOptions, quiet: bool) -> dict[str, Any]:
     """Each concept's importance for each class (mean over ``per_class`` of its images, filled into
     ``concepts``) and the faithfulness of the classes' top concepts on those images."""
@@ -301,6 +309,7 @@ def _by_class(run: Run, data: TensorData, layer: str, w: torch.Tensor, concepts:
     from netviz.progress import progress
 
     generator = torch.Generator().manual_seed(options.seed)
+    w = dictionary.components
     faith = Faithfulness(min(options.remove, w.shape[0]))
     labels = data.labels.long()
     table = []
@@ -313,7 +322,7 @@ def _by_class(run: Run, data: TensorData, layer: str, w: torch.Tensor, concepts:
         for start in range(0, len(indices), options.batch_size):
             _, x = _images(run, data, indices[start:start + options.batch_size])
             target = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
-            readings.append((x, target, read_class(run, x, target, layer, w)))
+            readings.append((x, target, read_class(run, x, target, layer, dictionary)))
         contributions = torch.cat([r.concept_contributions(w) for _, _, r in readings]).cpu()
         channels = torch.cat([r.channel_contributions() for _, _, r in readings]).cpu()
         importance = contributions.mean(0)

@@ -5,8 +5,12 @@ A ~= U W, U >= 0 the codes (one row per position, one column per concept), W the
 (coordinate descent from a seeded random start: NNDSVD starts are the same whatever the seed, and
 two dictionaries that share a start cannot say how stable a dictionary is). ``semi-nmf`` (W of any
 sign: pre-activation layers, transformer tokens) is Ding, Li and Jordan's Semi-NMF (TPAMI 2010): W
-by least squares, U by their multiplicative update. Codes of new rows under a fixed W
-(:func:`encode`) come from projected gradient descent on ||A - U W||^2 with U >= 0, for both.
+by least squares, U by their multiplicative update. ``sae`` is a TopK sparse autoencoder (Gao et al.
+2024; the kind Overcomplete trains), for large K: an encoder keeps each position's ``active`` largest
+codes, W is its unit-norm decoder. Codes of new rows under a fixed W (:func:`encode`) come from
+projected gradient descent on ||A - U W||^2 with U >= 0, for every method: the concepts are then
+measured, drawn and explained one way whatever fitted them (the SAE's own encoder is saved beside
+its dictionary for those who want its codes).
 """
 
 from __future__ import annotations
@@ -14,14 +18,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netviz.errors import NetvizError
 
 if TYPE_CHECKING:
     import torch
 
-METHODS = ("nmf", "semi-nmf")
+METHODS = ("nmf", "semi-nmf", "sae")
 # projected-gradient steps from the clamped least-squares codes: on mnist-fast's relu2, r2 is within
 # 1e-4 of 500 steps' and every concept's strongest position the same
 ENCODE_STEPS = 20
@@ -33,18 +37,62 @@ class Dictionary:
 
     components: torch.Tensor  # (K, C) float32
     method: str
-    iterations: int  # of the fit
+    iterations: int  # of the fit (epochs for sae)
     converged: bool = True
+    encoder: TopK | None = None  # the SAE's; None: non-negative least squares under the concepts
 
     @property
     def size(self) -> int:
         return self.components.shape[0]
 
+    def encode(self, a: torch.Tensor) -> torch.Tensor:
+        """The codes U >= 0 of the rows ``a`` (n x C): (n x K)."""
+        return encode(a, self.components) if self.encoder is None else self.encoder(a)
 
-def fit(rows: torch.Tensor, k: int, method: str, seed: int) -> Dictionary:
-    """The dictionary of ``k`` concepts for ``rows`` (n x C, float32 on the CPU)."""
+
+@dataclass
+class TopK:
+    """A TopK SAE's encoder on the layer's own scale: codes = scale * the ``active`` largest of
+    relu(a / scale @ weight' + bias)."""
+
+    weight: torch.Tensor  # (K, C)
+    bias: torch.Tensor  # (K,)
+    active: int
+    scale: float
+
+    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        pre = torch.relu(a / self.scale @ self.weight.to(a).T + self.bias.to(a))
+        kept = pre.topk(min(self.active, pre.shape[1]), dim=1)
+        return torch.zeros_like(pre).scatter(1, kept.indices, kept.values * self.scale)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        import torch
+
+        return {"encoder": self.weight.float().contiguous(), "encoder_bias": self.bias.float().contiguous(),
+                "encoder_active": torch.tensor([self.active]), "encoder_scale": torch.tensor([self.scale])}
+
+    @classmethod
+    def read(cls, tensors: dict[str, torch.Tensor]) -> TopK | None:
+        if "encoder" not in tensors:
+            return None
+        return cls(tensors["encoder"].float(), tensors["encoder_bias"].float(), int(tensors["encoder_active"][0]),
+                   float(tensors["encoder_scale"][0]))
+
+
+def fit(rows: torch.Tensor, k: int, method: str, seed: int, active: int | None = None) -> Dictionary:
+    """The dictionary of ``k`` concepts for ``rows`` (n x C, float32 on the CPU); ``active``: the
+    SAE's codes kept per position."""
     check(rows, k, method)
-    return _nmf(rows, k, seed) if method == "nmf" else _semi_nmf(rows, k, seed)
+    fits = {"nmf": _nmf, "semi-nmf": _semi_nmf, "sae": lambda r, n, s: _sae(r, n, s, active or default_active(n))}
+    return fits[method](rows, k, seed)
+
+
+def default_active(k: int) -> int:
+    """The SAE's codes kept per position: an eighth of the concepts, 4 to 64 (NMF's codes on a
+    ReLU layer are about this sparse)."""
+    return max(4, min(64, k // 8))
 
 
 def check(rows: torch.Tensor, k: int, method: str) -> None:
@@ -103,6 +151,58 @@ def _semi_nmf(rows: torch.Tensor, k: int, seed: int, iterations: int = 200) -> D
     return Dictionary((w / scale).float().contiguous(), "semi-nmf", iterations)
 
 
+def _sae(rows: torch.Tensor, k: int, seed: int, active: int, epochs: int = 30, batch: int = 1024) -> Dictionary:
+    """A TopK sparse autoencoder: codes = the ``active`` largest of relu(x E + b), x ~= codes D with
+    D's rows of unit norm; Adam on the squared error. A concept that fired on no row in an epoch is
+    started again on the worst-reconstructed rows (Bricken et al. 2023's resampling), except in the
+    last epochs, so that the dictionary ends settled."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    scale = rows.norm(dim=1).mean().clamp(min=1e-12)
+    x_all = rows.float() / scale
+    n, c = x_all.shape
+    decoder = torch.nn.functional.normalize(torch.randn(k, c, generator=gen), dim=1)
+    params = {"encoder": torch.nn.Parameter(decoder.T.clone()), "bias": torch.nn.Parameter(torch.zeros(k)),
+              "decoder": torch.nn.Parameter(decoder)}
+    optimiser = torch.optim.Adam(params.values(), lr=1e-3)
+
+    def codes(x: torch.Tensor) -> torch.Tensor:
+        pre = torch.relu(x @ params["encoder"] + params["bias"])
+        kept = pre.topk(min(active, k), dim=1)
+        return torch.zeros_like(pre).scatter(1, kept.indices, kept.values)
+
+    for epoch in range(epochs):
+        fired = torch.zeros(k, dtype=torch.bool)
+        for x in x_all[torch.randperm(n, generator=gen)].split(batch):
+            u = codes(x)
+            loss = ((x - u @ params["decoder"]) ** 2).sum(1).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            with torch.no_grad():
+                params["decoder"].copy_(torch.nn.functional.normalize(params["decoder"], dim=1))
+            fired |= (u > 0).any(0)
+        if epoch < epochs - 5 and not bool(fired.all()):
+            _resample(x_all, ~fired, params, codes, gen)
+    encoder = TopK(params["encoder"].detach().T.contiguous(), params["bias"].detach().clone(), active, float(scale))
+    return Dictionary(params["decoder"].detach().contiguous(), "sae", epochs, encoder=encoder)
+
+
+def _resample(x: torch.Tensor, dead: torch.Tensor, params: dict, codes: Any, gen: torch.Generator) -> None:
+    """Dead concepts start again on rows drawn by their squared reconstruction error."""
+    import torch
+
+    with torch.no_grad():
+        sample = x[torch.randperm(x.shape[0], generator=gen)[:8192]]
+        error = ((sample - codes(sample) @ params["decoder"]) ** 2).sum(1)
+        chosen = sample[torch.multinomial(error + 1e-12, int(dead.sum()), generator=gen)]
+        new = torch.nn.functional.normalize(chosen, dim=1)
+        params["decoder"][dead] = new
+        params["encoder"][:, dead] = new.T * 0.2
+        params["bias"][dead] = 0.0
+
+
 def encode(a: torch.Tensor, w: torch.Tensor, steps: int = ENCODE_STEPS) -> torch.Tensor:
     """Codes U >= 0 of the rows ``a`` (n x C) under the fixed concepts ``w`` (K x C): projected
     gradient descent on ||a - U w||^2 from the clamped least-squares codes (any device)."""
@@ -138,11 +238,14 @@ FILE = "dictionary.safetensors"
 class SavedDictionary:
     """A dictionary as `netviz concepts` wrote it, with what it was fitted on."""
 
-    components: torch.Tensor  # (K, C)
+    dictionary: Dictionary
     model: str
     layer: str
-    method: str
     folder: Path  # its concepts folder (the cards concept-<k>.png are there)
+
+    @property
+    def components(self) -> torch.Tensor:
+        return self.dictionary.components
 
 
 def load_dictionary(folder: str | os.PathLike, model: str | None = None) -> SavedDictionary:
@@ -158,12 +261,14 @@ def load_dictionary(folder: str | os.PathLike, model: str | None = None) -> Save
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            components = f.get_tensor("components") if "components" in f.keys() else None  # noqa: SIM118
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError) as exc:
         raise NetvizError(f"{path} is not a dictionary `netviz concepts` wrote: {exc}") from None
+    components = tensors.get("components")
     if components is None or components.ndim != 2 or not {"model", "layer"} <= set(meta):
         raise NetvizError(f"{path} is not a dictionary `netviz concepts` wrote (no components, model and layer)")
     if model is not None and meta["model"] != model:
         raise NetvizError(f"the dictionary in {folder} was learnt on model {meta['model']}, not {model}: run "
                           "`netviz concepts` on this model")
-    return SavedDictionary(components.float(), meta["model"], meta["layer"], meta.get("method", ""), path.parent)
+    dictionary = Dictionary(components.float(), meta.get("method", ""), 0, encoder=TopK.read(tensors))
+    return SavedDictionary(dictionary, meta["model"], meta["layer"], path.parent)

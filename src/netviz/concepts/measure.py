@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from netviz.concepts.factor import encode
+from netviz.concepts.factor import Dictionary
 from netviz.concepts.passes import rows_of
 from netviz.errors import NetvizError
 
@@ -33,10 +33,10 @@ class Quality:
         return {"r2": round(self.r2, 4), "sparsity": round(self.sparsity, 3), "dead": self.dead}
 
 
-def quality(rows: torch.Tensor, w: torch.Tensor, largest: torch.Tensor) -> Quality:
+def quality(rows: torch.Tensor, dictionary: Dictionary, largest: torch.Tensor) -> Quality:
     """r2 and sparsity on the fitted ``rows``; dead concepts from ``largest`` (N, K), every image's
     largest code per concept."""
-    u = encode(rows, w)
+    u, w = dictionary.encode(rows), dictionary.components
     residual = ((rows - u @ w) ** 2).sum()
     total = ((rows - rows.mean(0)) ** 2).sum().clamp(min=1e-12)
     peak = largest.max(0).values
@@ -65,7 +65,7 @@ class Reading:
         return (self.a.double() * self.g.double()).sum((2, 3))
 
 
-def read_class(run: Run, x: torch.Tensor, target: torch.Tensor, layer: str, w: torch.Tensor) -> Reading:
+def read_class(run: Run, x: torch.Tensor, target: torch.Tensor, layer: str, dictionary: Dictionary) -> Reading:
     """:class:`Reading` of the normalised images ``x`` for class ``target`` (one per image)."""
     import torch
 
@@ -80,10 +80,11 @@ def read_class(run: Run, x: torch.Tensor, target: torch.Tensor, layer: str, w: t
     grid = layer_grid(run.model, out.shape[1:], x.shape[-2:])
     a, g = grid.to_map(out.detach()).float(), grid.to_map(g).float()
     n, channels, h, wd = a.shape
+    w = dictionary.components
     if channels != w.shape[1]:
         raise NetvizError(f"the dictionary's concepts have {w.shape[1]} channels, layer {layer} has {channels}: it "
                           "was learnt on another model or layer")
-    u = encode(rows_of(a), w).view(n, h, wd, -1).permute(0, 3, 1, 2)
+    u = dictionary.encode(rows_of(a)).view(n, h, wd, -1).permute(0, 3, 1, 2)
     return Reading(a, g, u)
 
 

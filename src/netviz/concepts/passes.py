@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from netviz.concepts.factor import encode
+from netviz.concepts.factor import Dictionary
 from netviz.errors import NetvizError
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def sample_rows(run: Run, data: TensorData, layer: str, most_rows: int, batch_si
     return rows, shape
 
 
-def strongest(run: Run, data: TensorData, layer: str, w: torch.Tensor, batch_size: int, quiet: bool
+def strongest(run: Run, data: TensorData, layer: str, dictionary: Dictionary, batch_size: int, quiet: bool
               ) -> Strongest | None:
     """(2) Every image's largest code per concept and its position (this rank's share; rank 0 gets
     them all, the others None)."""
@@ -149,7 +149,7 @@ def strongest(run: Run, data: TensorData, layer: str, w: torch.Tensor, batch_siz
         for _, x in batches(run, data, share, batch_size, quiet, "concepts: coding", layout):
             a = layer_maps(run, x, layer)
             n, _, h, wd = a.shape
-            codes = encode(rows_of(a), w).view(n, h * wd, -1)
+            codes = dictionary.encode(rows_of(a)).view(n, h * wd, -1)
             best, at = codes.max(1)
             values.append(best.float().cpu())
             where.append(at.cpu())
@@ -160,12 +160,12 @@ def strongest(run: Run, data: TensorData, layer: str, w: torch.Tensor, batch_siz
     return Strongest(torch.cat([p.value for p in present]), torch.cat([p.where for p in present]))
 
 
-def code_maps(run: Run, x: torch.Tensor, layer: str, w: torch.Tensor) -> torch.Tensor:
+def code_maps(run: Run, x: torch.Tensor, layer: str, dictionary: Dictionary) -> torch.Tensor:
     """The codes of the images ``x`` as maps: (N, K, h, w)."""
     with inference(run) as layout:
         a = layer_maps(run, x.contiguous(memory_format=layout), layer)
     n, _, h, wd = a.shape
-    return encode(rows_of(a), w).view(n, h, wd, -1).permute(0, 3, 1, 2).cpu()
+    return dictionary.encode(rows_of(a)).view(n, h, wd, -1).permute(0, 3, 1, 2).cpu()
 
 
 def receptive_box(run: Run, x: torch.Tensor, layer: str, shape: tuple[int, int, int]) -> Any:

@@ -117,6 +117,8 @@ def write_dictionary(result: ConceptSet, path: Path) -> Path:
     from safetensors.torch import save_file
 
     tensors = {"components": result.dictionary.components.float().contiguous()}
+    if result.dictionary.encoder is not None:  # the SAE's own codes, for those who want them
+        tensors.update(result.dictionary.encoder.tensors())
     meta = {"model": result.model, "layer": result.layer, "method": result.dictionary.method,
             "channels": str(result.shape[0]), "data": result.data}
     return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))

@@ -296,7 +296,7 @@ def _in_concepts(run: Run, x: torch.Tensor, target: torch.Tensor, layer: str, sa
     from netviz.device import model_device
 
     reading = read_class(run, x.to(model_device(run.model)), target.to(model_device(run.model)), layer,
-                         saved.components)
+                         saved.dictionary)
     return ConceptContributions(reading.concept_contributions(saved.components).cpu(), reading.u.cpu(), saved.folder)
 
 
