@@ -22,8 +22,10 @@ def invoke(*args: object):
 
 
 def concepts(run: Path, data: Path, out: Path, *more: object) -> dict:
+    # --no-cache: the planted runs live across test sessions; what they keep must not answer for
+    # today's code (test_a_second_run_is_taken_from_the_cache tests the cache)
     result = invoke("concepts", run, "--data-dir", data, "--layer", "relu2", "--concepts", 16, "--out", out,
-                    "--quiet", *more)
+                    "--quiet", "--no-cache", *more)
     assert result.exit_code == 0, result.output
     return json.loads((out / "concepts.json").read_text())
 
@@ -120,8 +122,9 @@ def test_a_sparse_autoencoder_of_many_concepts_finds_the_mark_too(planted, tmp_p
 
     data, run_dir, truth = planted("bar-3")
     out = tmp_path / "c"
+    out = tmp_path / "c"
     result = invoke("concepts", run_dir, "--data-dir", data, "--layer", "relu2", "--method", "sae", "--concepts", 64,
-                    "--per-class", 16, "--no-dream", "--out", out, "--quiet")
+                    "--per-class", 16, "--no-dream", "--no-cache", "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     record = json.loads((out / "concepts.json").read_text())
     assert record["method"] == "sae" and record["r2"] >= 0.9 and record["sparsity"] <= 8 + 1e-6, record
@@ -137,6 +140,37 @@ def test_a_sparse_autoencoder_of_many_concepts_finds_the_mark_too(planted, tmp_p
     a = forward_to(run.model, normalise(images[top["index"]:top["index"] + 1], run.spec), ["relu2"])["relu2"]
     code = saved.dictionary.encode(a[0, :, top["position"][0], top["position"][1]][None])[0, concept["index"]]
     assert float(code) == pytest.approx(top["value"], rel=1e-3, abs=1e-5)
+
+
+def test_a_second_run_is_taken_from_the_cache(planted, tmp_path: Path) -> None:
+    # the same settings, data and weights again: the result and its figures come from the run's cache,
+    # the same to the byte (the batch size is no setting of the result); another seed fits again
+    import shutil
+
+    from safetensors.torch import load_file
+
+    data, planted_run, _ = planted("bar-3")
+    run = shutil.copytree(planted_run, tmp_path / "run", ignore=shutil.ignore_patterns("cache"))
+    common = ("concepts", run, "--data-dir", data, "--layer", "relu2", "--split", "train[:1500]", "--method", "sae",
+              "--concepts", 8, "--per-class", 4, "--no-dream")
+    first = invoke(*common, "--out", tmp_path / "a")
+    second = invoke(*common, "--batch-size", 100, "--out", tmp_path / "b")
+    assert first.exit_code == 0 and second.exit_code == 0, (first.output, second.output)
+    assert "cache holds these concepts" not in first.output and "cache holds these concepts" in second.output
+    assert len(list((run / "cache" / "concepts" / "relu2").glob("*/concepts.pt"))) == 1
+    for name in ("concepts.json", "concept-0.png", "concepts.png", "classes.png"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    a, b = (load_file(tmp_path / d / "dictionary.safetensors") for d in "ab")
+    assert a.keys() == b.keys() >= {"components", "encoder"} and all(torch.equal(a[k], b[k]) for k in a)
+    third = invoke(*common, "--seed", 1, "--out", tmp_path / "c")
+    assert third.exit_code == 0 and "cache holds" not in third.output
+    # a kept file that cannot be read is fitted again, not an error
+    for kept in (run / "cache" / "concepts" / "relu2").glob("*/concepts.pt"):
+        kept.write_bytes(b"not a result")
+    again = invoke(*common, "--out", tmp_path / "d")
+    assert again.exit_code == 0 and "cache holds" not in again.output
+    fitted, refitted = (json.loads((tmp_path / d / "concepts.json").read_text()) for d in "ad")
+    assert fitted.pop("seconds") > 0 and refitted.pop("seconds") > 0 and fitted == refitted
 
 
 def test_tokens_of_a_vit_with_semi_nmf(tmp_path: Path) -> None:

@@ -141,7 +141,7 @@ def neuron_cards(run: Run, name: str, picked: list[int], data: TensorData, *, to
     """The cards of channels ``picked`` of layer ``name``, in that order. A trained run keeps each
     card in its cache (:meth:`netviz.runs.RunFolder.card_cache`, keyed by every setting, the data
     and the weights), so a channel asked for again (another `netviz explain`) is not dreamed again."""
-    cache = _card_cache(run, name, data, top=top, recipe=recipe, steps=steps, seed=seed)
+    cache = run.cache_for("neurons", name, data, top=top, recipe=recipe, steps=steps, seed=seed)
     found = {c: _load_card(cache, c) for c in picked} if cache is not None else {}
     missing = [c for c in picked if found.get(c) is None]
     if missing:
@@ -185,21 +185,6 @@ def _make_cards(run: Run, name: str, picked: list[int], data: TensorData, *, top
                                     [data.classes[int(data.labels[i])] if data.classes else str(int(data.labels[i]))
                                      for i in idx]))
     return cards
-
-
-def _card_cache(run: Run, name: str, data: TensorData, **settings: Any) -> Path | None:
-    """The cache folder for these cards, or None for a model that is not a trained run (its
-    weights may be a fresh random draw each time)."""
-    import hashlib
-    import json
-
-    checkpoint = run.checkpoint
-    if run.folder is None or checkpoint is None or not Path(checkpoint).is_file():
-        return None
-    stat = Path(checkpoint).stat()
-    key = json.dumps({"layer": name, "data": data.name, "n": len(data), "checkpoint": [str(checkpoint), stat.st_size,
-                      stat.st_mtime_ns], **settings}, sort_keys=True, default=str)
-    return run.folder.card_cache(name, hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
 def _card_file(cache: Path, channel: int) -> Path:

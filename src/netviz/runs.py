@@ -83,12 +83,13 @@ class RunFolder:
             raise ValueError(f"unknown checkpoint {which!r}")
         return self.checkpoints / f"{which}.pt"
 
-    def card_cache(self, layer: str, key: str) -> Path:
-        """Where neuron cards of ``layer`` made with the settings hashed to ``key`` are kept, to be
-        reused by a later `netviz explain` or `netviz neurons` (``cache/neurons/<layer>/<key>/``)."""
+    def card_cache(self, layer: str, key: str, kind: str = "neurons") -> Path:
+        """Where what ``kind`` made of ``layer`` with the settings hashed to ``key`` is kept, to be
+        reused by a later command (``cache/<kind>/<layer>/<key>/``): neuron cards for `netviz
+        explain` and `netviz neurons`, a whole result for `netviz concepts`."""
         from netviz.files import file_stem
 
-        return self.path / "cache" / "neurons" / file_stem(layer) / key
+        return self.path / "cache" / kind / file_stem(layer) / key
 
     def is_run(self) -> bool:
         return self.config.is_file()
@@ -278,6 +279,21 @@ class Run:
         split = split or self.config.get("eval_split") or default_splits(dataset)[1]
         data = load_split(dataset, split, data_dir or self.config.get("data_dir"))
         return self.named_by_model(data)
+
+    def cache_for(self, kind: str, layer: str, data: TensorData, /, **settings: Any) -> Path | None:
+        """The cache folder of what ``kind`` makes of ``layer`` over ``data`` with ``settings``
+        (keyed by them, the data and the checkpoint's file), or None for a model that is not a
+        trained run (its weights may be a fresh random draw each time)."""
+        import hashlib
+        import json
+
+        checkpoint = self.checkpoint
+        if self.folder is None or checkpoint is None or not Path(checkpoint).is_file():
+            return None
+        stat = Path(checkpoint).stat()
+        key = json.dumps({"layer": layer, "data": data.name, "n": len(data), "checkpoint": [
+            str(checkpoint), stat.st_size, stat.st_mtime_ns], **settings}, sort_keys=True, default=str)
+        return self.folder.card_cache(layer, hashlib.sha256(key.encode()).hexdigest()[:16], kind)
 
     def train_data(self, dataset: str | None = None, split: str | None = None,
                    data_dir: str | os.PathLike | None = None) -> TensorData:

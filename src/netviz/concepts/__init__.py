@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.concepts.factor import METHODS, Dictionary, check, fit, matched_cosine
@@ -77,6 +78,9 @@ class ConceptsOptions(CommandOptions):
     compare_seed: int | None = option(None, "Also fit a dictionary from this seed and report how well the two "
                                       "match (mean cosine of the paired concepts).", "seed")
     batch_size: int = option(256, "Images per forward pass.", "count")
+    cache: bool = option(True, "Keep the concepts and their figures in a trained run's cache, and take them from "
+                         "there when asked again with the same settings, data and weights (--no-cache: fit "
+                         "again).", "switch")
     dataset: str | None = dataset_option("Another data set: mnist, cifar10 or imagefolder:PATH (default: the "
                                          "run's own).")
     data_dir: str | None = data_dir_option()
@@ -123,6 +127,7 @@ class ConceptSet:
     seconds: float
     per_class: int  # images per class behind the importance
     notes: list[str] = field(default_factory=list)
+    cache: Path | None = None  # the run's cache folder of this result (its figures are kept there too)
 
     @property
     def label(self) -> str:
@@ -176,6 +181,7 @@ class ConceptSet:
 def compute(run: Run, options: ConceptsOptions, quiet: bool = False) -> ConceptSet | None:
     """`netviz concepts`'s numbers (rank 0's; the other ranks under torchrun get None)."""
     from netviz import distributed
+    from netviz.concepts import cache as concepts_cache
     from netviz.concepts.measure import quality
     from netviz.concepts.passes import sample_rows, strongest
     from netviz.device import seed_everything
@@ -189,6 +195,13 @@ def compute(run: Run, options: ConceptsOptions, quiet: bool = False) -> ConceptS
     data = data.first(options.limit) if options.limit is not None else data
     class_names = _class_names(run, data)
     classes = _classes(run, data, class_names, options.classes)
+    cache = concepts_cache.folder_for(run, layer, data, options) if options.cache else None
+    kept = concepts_cache.load(cache) if cache is not None else None
+    if kept is not None:
+        kept.notes = [*notes, "the run's cache holds these concepts (the same settings, data and weights): "
+                      "--no-cache fits them again"]
+        kept.cache = cache
+        return kept if distributed.is_main() else None
     seed_everything(options.seed)
     rows, shape = sample_rows(run, data, layer, options.rows, options.batch_size, options.seed, quiet)
     other_rows = None  # the second dictionary's own sample, as its own seed draws it
@@ -224,9 +237,12 @@ def compute(run: Run, options: ConceptsOptions, quiet: bool = False) -> ConceptS
         other = fit(other_rows, dictionary.size, dictionary.method, options.compare_seed, options.active)
         stability = round(matched_cosine(dictionary.components, other.components), 4)
     q = quality(rows, dictionary, best.value)
-    return ConceptSet(run.spec.name, layer, dictionary, data.name, len(data), shape, rows.shape[0], concepts,
-                      classes, class_names, q, faithfulness, stability, time.perf_counter() - started,
-                      options.per_class, notes)
+    result = ConceptSet(run.spec.name, layer, dictionary, data.name, len(data), shape, rows.shape[0], concepts,
+                        classes, class_names, q, faithfulness, stability, time.perf_counter() - started,
+                        options.per_class, notes)
+    if cache is not None:
+        result.cache = concepts_cache.save(result, cache)
+    return result
 
 
 def _dreams(run: Run, layer: str, w: torch.Tensor, options: ConceptsOptions, quiet: bool) -> Any:

@@ -4,6 +4,7 @@ record and the dictionary itself."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,12 +133,30 @@ def draw(result: ConceptSet, folder: Path, options: ConceptsOptions) -> list[Art
                Artifact(write_dictionary(result, folder / "dictionary.safetensors"),
                         f"the {result.dictionary.size} concepts as rows of `components` "
                         f"({result.dictionary.size} x {result.shape[0]} channels of {result.layer})"),
-               Artifact(concepts_sheet(result, folder / "concepts.png"),
+               Artifact(_kept(result, folder / "concepts.png", concepts_sheet),
                         "every concept by the regions where it is strongest"),
-               Artifact(plot_classes(result, folder / "classes.png"),
+               Artifact(_kept(result, folder / "classes.png", plot_classes),
                         "which concepts carry each class: mean gradient x code")]
     for concept in result.concepts:
-        written.append(Artifact(plot_card(result, concept, folder / f"concept-{concept.index}.png"),
-                                f"concept {concept.index}: its top images with its code over each; "
-                                f"weighs most in {_classes_of(result, concept) or '-'}"))
+        card = _kept(result, folder / f"concept-{concept.index}.png", lambda r, p, c=concept: plot_card(r, c, p))
+        written.append(Artifact(card, f"concept {concept.index}: its top images with its code over each; "
+                                      f"weighs most in {_classes_of(result, concept) or '-'}"))
     return written
+
+
+def _kept(result: ConceptSet, path: Path, plot: Callable[[ConceptSet, Path], Path]) -> Path:
+    """``plot(result, path)``, or its copy from the run's cache when the result came from there (the
+    figures of a result are the same each time); a figure drawn is kept there for the next time."""
+    import contextlib
+    import shutil
+
+    from netviz.errors import NetvizError
+
+    kept = result.cache / path.name if result.cache is not None else None
+    if kept is not None and kept.is_file():
+        return atomic_write(path, lambda tmp: shutil.copyfile(kept, tmp))
+    plot(result, path)
+    if kept is not None:
+        with contextlib.suppress(NetvizError, OSError):  # a read-only run folder: drawn again next time
+            atomic_write(kept, lambda tmp: shutil.copyfile(path, tmp))
+    return path
