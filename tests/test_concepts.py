@@ -243,4 +243,33 @@ def test_the_audit_names_the_concepts_of_a_flagged_cluster(planted, tmp_path: Pa
     assert len(flagged) == 1 and flagged[0]["top_concepts"]["layer"] == "relu2"
     named = [c["concept"] for c in flagged[0]["top_concepts"]["concepts"]]
     assert set(named) & set(found), (named, found)
+    assert flagged[0]["top_concepts"]["fitted"] is False
     assert "concepts of relu2 that carry it" in result.stdout
+
+
+def test_without_a_dictionary_the_audit_fits_one_over_the_flagged_class(planted, tmp_path: Path) -> None:
+    # a run with no concepts of its own: the audit fits a dictionary over the 3s, at the layer of the
+    # cluster's channels, writes it as `netviz concepts` does, and names the bar's concept from it (the
+    # 3s all carry a 3's strokes, so the named concepts are those the cluster leads the class in)
+    import shutil
+
+    from netviz.data import load_split
+
+    data, planted_run, truth = planted("bar-3")
+    run = shutil.copytree(planted_run, tmp_path / "run", ignore=shutil.ignore_patterns("cache", "concepts"))
+    result = invoke("audit", run, "--data-dir", data, "--no-cards", "--out", tmp_path / "a", "--quiet")
+    assert result.exit_code == 0, result.output
+    audit = json.loads((tmp_path / "a" / "audit.json").read_text())
+    flagged = [cl for c in audit["classes"] for cl in c["clusters"] if cl["flagged"]]
+    assert len(flagged) == 1 and flagged[0]["top_concepts"]["fitted"] is True
+    assert flagged[0]["top_concepts"]["folder"] == "concepts-3"
+    fitted = json.loads((tmp_path / "a" / "concepts-3" / "concepts.json").read_text())
+    assert fitted["split"] == "mnist:train class 3" and [c["index"] for c in fitted["classes"]] == [3]
+    # its top images are indices into the audited split, all of them 3s
+    labels = load_split("mnist", "train", data).labels
+    assert all(int(labels[t["index"]]) == 3 for c in fitted["concepts"] for t in c["top"])
+    found = mark_concepts(fitted, set(truth.tolist()), "bar-3")
+    named = [c["concept"] for c in flagged[0]["top_concepts"]["concepts"]]
+    assert set(named) & set(found), (named, found)
+    assert (tmp_path / "a" / "concepts-3" / "dictionary.safetensors").is_file()
+    assert "fitted over the class" in result.stdout

@@ -444,7 +444,8 @@ def audit(run: Run, out: str | os.PathLike | None = None, *, options: AuditOptio
     started = time.time()
     o = options
     result = audit_run(run, dataset=o.dataset, split=o.split, data_dir=o.data_dir, method=o.method, layer=o.layer,
-                       limit=o.limit, cards=o.cards, concepts=o.concepts, seed=o.seed, quiet=quiet,
+                       limit=o.limit, cards=o.cards, concepts=o.concepts, fit_concepts=o.fit_concepts,
+                       seed=o.seed, quiet=quiet,
                        **method_options)
     if result is None:
         return [], ""  # under torchrun, another rank than 0

@@ -56,6 +56,11 @@ class TensorData:
         return replace(self, images=self.images[:n], labels=self.labels[:n], name=f"{self.name}[:{n}]",
                                    positions=self.positions[:n] if self.positions is not None else None)
 
+    def subset(self, indices: torch.Tensor, what: str) -> TensorData:
+        """The images at ``indices``, named as this set's ``what`` (e.g. "class 3")."""
+        return replace(self, images=self.images[indices], labels=self.labels[indices], name=f"{self.name} {what}",
+                       positions=None)
+
     def shared_with(self, other: TensorData) -> int:
         """How many images this and ``other`` both hold (slices of one base split can overlap)."""
         if self.positions is None or other.positions is None or self.base != other.base:

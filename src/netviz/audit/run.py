@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from netviz.audit.clusters import split_class
@@ -49,6 +50,10 @@ class AuditOptions(CommandOptions):
     concepts: str | None = option(None, "A `netviz concepts` folder of this model: each flagged cluster is also named "
                                   "by the concepts that carry its decisions (default: the run's latest concepts, "
                                   "when it has some).", "path")
+    fit_concepts: bool = option(True, "Where the model has no concepts (no --concepts, none among its results): fit "
+                                "a dictionary over each flagged class's images (`netviz concepts` of that class, "
+                                "in the audit's concepts-<class>/) and name the cluster's concepts from it.",
+                                "switch")
     data_dir: str | None = data_dir_option()
     seed: int = seed_option()
 MISTAKES = 4  # the most confident mistakes kept per class
@@ -67,9 +72,11 @@ class Cluster:
     channels: list[tuple[int, float]] = field(default_factory=list)  # (channel, mean contribution)
     cards: list[Any] = field(default_factory=list)
     # and, with a dictionary of the model (`netviz concepts`), its concepts that carry them most
-    concepts: list[tuple[int, float]] = field(default_factory=list)  # (concept, mean contribution)
-    concepts_from: str | None = None  # the concepts folder
+    # (concept, mean contribution over members, how specific to them it is within the class)
+    concepts: list[tuple[int, float, float]] = field(default_factory=list)
+    concepts_from: str | None = None  # the concepts folder (a fitted one: relative to the audit's)
     concepts_layer: str | None = None
+    concepts_fitted: bool = False  # the dictionary was fitted over the class by this audit
 
     def record(self) -> dict[str, Any]:
         e = self.evidence
@@ -82,7 +89,9 @@ class Cluster:
                                    "channels": [{"channel": c, "contribution": round(v, 6)} for c, v in self.channels]}
         if self.concepts:
             out["top_concepts"] = {"folder": self.concepts_from, "layer": self.concepts_layer,
-                                   "concepts": [{"concept": k, "contribution": round(v, 6)} for k, v in self.concepts]}
+                                   "fitted": self.concepts_fitted,
+                                   "concepts": [{"concept": k, "contribution": round(v, 6),
+                                                 "specificity": round(d, 4)} for k, v, d in self.concepts]}
         return out
 
 
@@ -114,6 +123,7 @@ class Audit:
     method: str
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
+    fitted: dict[str, Any] = field(default_factory=dict)  # folder name: ConceptSet fitted over a flagged class
 
     @property
     def accuracy(self) -> float:
@@ -153,7 +163,9 @@ class Audit:
                          f"{e.masked_drop:>7.2f}  {e.reason}")
             if cl.concepts:
                 lines.append(f"{'':<12} concepts of {cl.concepts_layer} that carry it: "
-                             + ", ".join(f"{c} ({v:+.3g})" for c, v in cl.concepts) + f" (cards in {cl.concepts_from})")
+                             + ", ".join(f"{c} ({v:+.3g})" for c, v, _ in cl.concepts)
+                             + (f" (fitted over the class: cards in the audit's {cl.concepts_from}/)"
+                                if cl.concepts_fitted else f" (cards in {cl.concepts_from})"))
         return "\n".join(lines)
 
 
@@ -164,16 +176,20 @@ def audit_data(run: Run, dataset: str | None, split: str | None, data_dir: str |
 
 def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
               data_dir: str | os.PathLike | None = None, method: str = DEFAULT_METHOD, layer: str | int | None = None,
-              limit: int | None = None, cards: bool = True, concepts: str | os.PathLike | None = None, seed: int = 0,
-              quiet: bool = True, **options: Any) -> Audit | None:
+              limit: int | None = None, cards: bool = True, concepts: str | os.PathLike | None = None,
+              fit_concepts: bool = AuditOptions.fit_concepts, seed: int = 0, quiet: bool = True,
+              **options: Any) -> Audit | None:
     """Audit ``run`` on ``split`` (default: its training split) of ``dataset`` (default: its own):
     the first ``limit`` images, or all. ``method``: the attribution method of the maps (any
     registered one, with its ``options``); ``layer``: the activations clustered (default: the one
     before the classifier). ``cards``: each flagged cluster's top channels get their neuron cards
-    (not under torchrun, where only the pass over the data is shared). Under torchrun every rank
-    collects its share; rank 0 gets the audit."""
+    (not under torchrun, where only the pass over the data is shared). ``concepts``: a
+    dictionary's folder (default: the run's latest); without one, ``fit_concepts`` fits one over
+    each flagged class (not under torchrun either). Under torchrun every rank collects its share;
+    rank 0 gets the audit."""
     import torch
 
+    from netviz import distributed
     from netviz.attribute import METHODS, check_method_options, get_method, ignored_options
     from netviz.device import seed_everything
     from netviz.layers import resolve_layer
@@ -211,15 +227,19 @@ def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
     classes = [_audit_class(run, data, collected, k, seed)
                for k in progress(present, quiet=quiet, desc="clusters", unit="class")]
     flagged = [cl for c in classes for cl in c.clusters if cl.evidence.flagged]
+    fitted: dict[int, Any] = {}
     if flagged:
         _shortcut_features(run, data, flagged, cards, seed, quiet)
-        if saved is not None:
-            _shortcut_concepts(run, data, flagged, saved)
+        if saved is None and fit_concepts and not distributed.context().active:
+            fitted = _fit_concepts(run, data, flagged, cards, seed, quiet)
+        if saved is not None or fitted:
+            _shortcut_concepts(run, data, flagged, lambda klass: (saved, False) if saved else (fitted[klass][1], True))
     k = run.spec.num_classes
     confusion = torch.bincount(collected.labels * k + collected.preds, minlength=k * k).view(k, k)
     settings = {"method": method, "layer": name, "limit": limit, "seed": seed,
                 **{key: v for key, v in chosen.given().items() if isinstance(v, (str, int, float, bool))}}
-    return Audit(run.spec, data, collected, classes, confusion, name, method, time.perf_counter() - started, settings)
+    return Audit(run.spec, data, collected, classes, confusion, name, method, time.perf_counter() - started, settings,
+                 {saved.folder.name: result for result, saved in fitted.values()})
 
 
 def _shortcut_features(run: Run, data: TensorData, flagged: list[Cluster], cards: bool, seed: int,
@@ -265,23 +285,67 @@ def _dictionary(run: Run, concepts: str | os.PathLike | None) -> Any:
     return load_dictionary(concepts, run.spec.name)
 
 
-def _shortcut_concepts(run: Run, data: TensorData, flagged: list[Cluster], saved: Any) -> None:
-    """Each flagged cluster's top 3 concepts of the dictionary: mean gradient x code over up to 64
-    members, for their class (as `netviz concepts` weighs a class)."""
+def _fit_concepts(run: Run, data: TensorData, flagged: list[Cluster], dream: bool, seed: int,
+                  quiet: bool) -> dict[int, tuple[Any, Any]]:
+    """Per flagged class, `netviz concepts` over its images at the layer of the cluster's channels
+    (the result, with its top images' indices into the audited split, and the dictionary as the
+    audit's concepts-<class>/ folder will hold it)."""
+    import torch
+
+    from netviz.concepts import ConceptsOptions, compute_on
+    from netviz.concepts.factor import SavedDictionary
+    from netviz.files import file_stem
+
+    fitted = {}
+    for klass in sorted({int(data.labels[cl.members[0]]) for cl in flagged}):
+        members = torch.nonzero(data.labels == klass).flatten()
+        name = data.classes[klass] if klass < len(data.classes) else str(klass)
+        options = ConceptsOptions(layer=flagged[0].feature_layer, classes=str(klass), dream=dream, seed=seed)
+        result = compute_on(run, data.subset(members, f"class {name}"), options, quiet)
+        for concept in result.concepts:
+            for top in concept.top:
+                top["index"] = int(members[top["index"]])
+        folder = Path(f"concepts-{file_stem(name)}")
+        fitted[klass] = (result, SavedDictionary(result.dictionary, run.spec.name, result.layer, folder))
+    return fitted
+
+
+def _shortcut_concepts(run: Run, data: TensorData, flagged: list[Cluster], dictionary_of: Any) -> None:
+    """Each flagged cluster's top 3 concepts of its class's dictionary (``dictionary_of(class)``:
+    the dictionary and whether this audit fitted it): by the mean gradient x code for the class (as
+    `netviz concepts` weighs a class) over up to 64 members, times how much more the concept is
+    present in them than in up to 64 of the class's other images ((in - out) / (in + out), at least
+    0). What carries the cluster's decisions and not the rest of its class's: a concept that every
+    image of the class uses (its shape) is not the cluster's. On the planted marks this names the
+    mark's concept whether the dictionary is the model's or fitted over the class, at relu2 and
+    relu3; the contribution alone, or its lead over the other images, misses it in one of them."""
     import torch
 
     from netviz.concepts.measure import read_class
     from netviz.data import conform, normalise
     from netviz.device import model_device
 
+    def means(indices: torch.Tensor, klass: int, saved: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean contribution, mean total code) per concept."""
+        if not len(indices):
+            zeros = torch.zeros(saved.components.shape[0], dtype=torch.float64)
+            return zeros, zeros
+        x = normalise(conform(data.images[indices], run.spec)[0], run.spec, model_device(run.model))
+        target = torch.full((len(x),), klass, device=x.device)
+        reading = read_class(run, x, target, saved.layer, saved.dictionary)
+        return (reading.concept_contributions(saved.components).mean(0).cpu(),
+                reading.u.double().sum((2, 3)).mean(0).cpu())
+
     for cluster in flagged:
-        members = cluster.members[:64]
-        x = normalise(conform(data.images[members], run.spec)[0], run.spec, model_device(run.model))
-        target = torch.full((len(x),), int(data.labels[members[0]]), device=x.device)
-        mean = read_class(run, x, target, saved.layer, saved.dictionary).concept_contributions(
-            saved.components).mean(0).cpu()
-        top = torch.argsort(mean, descending=True, stable=True)[:3]
-        cluster.concepts = [(int(k), float(mean[k])) for k in top]
+        klass = int(data.labels[cluster.members[0]])
+        saved, cluster.concepts_fitted = dictionary_of(klass)
+        rest = torch.nonzero(data.labels == klass).flatten()
+        rest = rest[~torch.isin(rest, cluster.members)][:64]
+        inside, present = means(cluster.members[:64], klass, saved)
+        elsewhere = means(rest, klass, saved)[1]
+        specific = ((present - elsewhere) / (present + elsewhere).clamp(min=1e-12)).clamp(min=0)
+        top = torch.argsort(inside * specific, descending=True, stable=True)[:3]
+        cluster.concepts = [(int(k), float(inside[k]), float(specific[k])) for k in top]
         cluster.concepts_from, cluster.concepts_layer = str(saved.folder), saved.layer
 
 

@@ -180,6 +180,12 @@ class ConceptSet:
 
 def compute(run: Run, options: ConceptsOptions, quiet: bool = False) -> ConceptSet | None:
     """`netviz concepts`'s numbers (rank 0's; the other ranks under torchrun get None)."""
+    data = run.train_data(options.dataset, options.split, options.data_dir)
+    return compute_on(run, data.first(options.limit) if options.limit is not None else data, options, quiet)
+
+
+def compute_on(run: Run, data: TensorData, options: ConceptsOptions, quiet: bool = False) -> ConceptSet | None:
+    """The concepts of ``data`` (``options``' data set, split and limit are not read)."""
     from netviz import distributed
     from netviz.concepts import cache as concepts_cache
     from netviz.concepts.measure import quality
@@ -191,8 +197,6 @@ def compute(run: Run, options: ConceptsOptions, quiet: bool = False) -> ConceptS
     # 1. the request: layer, data, classes; then the rows
     notes: list[str] = []
     layer = _layer(run, options.layer, notes)
-    data = run.train_data(options.dataset, options.split, options.data_dir)
-    data = data.first(options.limit) if options.limit is not None else data
     class_names = _class_names(run, data)
     classes = _classes(run, data, class_names, options.classes)
     cache = concepts_cache.folder_for(run, layer, data, options) if options.cache else None

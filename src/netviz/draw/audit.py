@@ -13,6 +13,7 @@ from netviz.files import Artifact, file_stem, write_json
 
 if TYPE_CHECKING:
     from netviz.audit import Audit, ClassAudit, Cluster
+    from netviz.concepts import ConceptSet
 
 EXEMPLARS = 8
 COLS = 5
@@ -164,6 +165,14 @@ def plot_confusion(audit: Audit, path: str | os.PathLike) -> Path:
     return _finish(fig, path)
 
 
+def _fitted_concepts(concepts: ConceptSet, folder: Path) -> list[Artifact]:
+    """A flagged class's concepts, as `netviz concepts` writes them, in a folder of the audit's."""
+    from netviz.concepts import ConceptsOptions
+    from netviz.draw.concepts import draw
+
+    return [Artifact(a.path, f"{folder.name}: {a.caption}") for a in draw(concepts, folder, ConceptsOptions())]
+
+
 def write_audit(audit: Audit, out_dir: str | os.PathLike) -> list[Artifact]:
     """audit.json, classes.png, cluster-<class>-<k>.png per flagged cluster, mistakes.png, confusion.png."""
     out = Path(out_dir)
@@ -178,6 +187,8 @@ def write_audit(audit: Audit, out_dir: str | os.PathLike) -> list[Artifact]:
                     written.append(Artifact(plot_features(audit, k, cl, out / f"{stem}-features.png"),
                                             f"class {k.name}, flagged cluster {j}: the channels its decisions use, "
                                             "with their cards"))
+    for folder, concepts in audit.fitted.items():
+        written.extend(_fitted_concepts(concepts, out / folder))
     written.append(Artifact(plot_mistakes(audit, out / "mistakes.png"), "the most confident mistakes per class"))
     written.append(Artifact(plot_confusion(audit, out / "confusion.png"), "true vs predicted class"))
     written.append(Artifact(write_json(out / "audit.json", audit.record()),
