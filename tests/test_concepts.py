@@ -124,13 +124,17 @@ def test_a_sparse_autoencoder_of_many_concepts_finds_the_mark_too(planted, tmp_p
     out = tmp_path / "c"
     out = tmp_path / "c"
     result = invoke("concepts", run_dir, "--data-dir", data, "--layer", "relu2", "--method", "sae", "--concepts", 64,
-                    "--per-class", 16, "--no-dream", "--no-cache", "--out", out, "--quiet")
+                    "--per-class", 16, "--no-dream", "--no-cache", "--cards", 6, "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     record = json.loads((out / "concepts.json").read_text())
     assert record["method"] == "sae" and record["r2"] >= 0.9 and record["sparsity"] <= 8 + 1e-6, record
     found = mark_concepts(record, set(truth.tolist()), "bar-3")
     top3 = [c["concept"] for c in record["classes"][3]["top_concepts"][:3]]
     assert set(found) & set(top3), (found, top3)
+    # cards for the 6 concepts that weigh most in some class, the others in concepts.json alone
+    weight = torch.tensor([c["importance"] for c in record["concepts"]]).max(1).values
+    carded = {int(k) for k in weight.argsort(descending=True)[:6]}
+    assert {int(p.stem.split("-")[1]) for p in out.glob("concept-*.png")} == carded and top3[0] in carded
     saved = load_dictionary(out, "mnist-fast")
     assert saved.dictionary.encoder is not None and saved.dictionary.encoder.active == 8
     run = load_run(run_dir, device="cpu")

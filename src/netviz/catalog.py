@@ -137,7 +137,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     than the class (a backdoor trigger, a watermark, a spurious mark); confident mistakes; confusion.
 
     Writes audit.json, classes.png, cluster-<class>-<k>.png per flagged cluster, mistakes.png and
-    confusion.png, and prints the flagged classes and why.
+    confusion.png, and prints the flagged classes and why. Each flagged cluster is named by the
+    concepts that carry it: the model's (`netviz concepts`), or a dictionary fitted over its class
+    in concepts-<class>/.
     """, methods="netviz.attribute:METHODS"),
     Command('concepts', 'Concepts: what the model learnt, across channels',
             "Each concept is a direction across the layer's channels, learnt over the data set: its card shows "
@@ -152,7 +154,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
 
     Writes concepts.json (r2, sparsity, dead concepts, faithfulness, stability; per concept its top
     regions as boxes in input pixels and its importance per class), dictionary.safetensors
-    (`components`, K x C), concept-<k>.png per concept, classes.png and concepts.png.
+    (`components`, K x C), concept-<k>.png per concept, classes.png and concepts.png. A trained
+    run keeps the result in its cache: asked again, it is drawn from there.
     """,
             options="netviz.concepts:ConceptsOptions", compute="netviz.concepts:compute",
             draw="netviz.draw.concepts:draw"),

@@ -71,6 +71,8 @@ class ConceptsOptions(CommandOptions):
                          "concepts and of its top channels) are taken out.", "count")
     rows: int = option(100_000, "The most positions the dictionary is fitted on (at most 64 M values "
                        "in all: 256 MB).", "count", most=10_000_000)
+    cards: int = option(64, "Cards drawn (concept-<k>.png): those of the N concepts that weigh most in the "
+                        "table's classes; every concept is in concepts.json and concepts.png.", "count", most=4096)
     dream: bool = option(True, "Each concept's feature visualisation: the image that maximises the layer along "
                          "its direction (through `netviz dream`'s recipes).", "switch")
     recipe: str = option("deepdream", "How the dreams are made (see `netviz dream`).", "choice", choices=RECIPES)
@@ -138,6 +140,15 @@ class ConceptSet:
         import torch
 
         return torch.tensor([c.importance for c in self.concepts], dtype=torch.float64).T
+
+    def carded(self, most: int) -> list[Concept]:
+        """The ``most`` concepts that weigh most in any class of the table, in index order."""
+        import torch
+
+        weight = self.importance().nan_to_num(-math.inf).max(0).values if self.classes else torch.zeros(
+            len(self.concepts))
+        kept = sorted(torch.argsort(weight, descending=True, stable=True)[:most].tolist())
+        return [self.concepts[k] for k in kept]
 
     def top_concepts(self, row: int, most: int = 5) -> list[dict[str, Any]]:
         """The class in row ``row`` of the table: its ``most`` most important concepts."""

@@ -22,7 +22,7 @@ FILE = "concepts.pt"
 VERSION = 1
 # settings that change how fast the result comes, not what it is (the rows and codes do not depend
 # on the batch size)
-UNKEYED = ("batch_size", "cache", "layer")  # the layer: the resolved one keys the folder
+UNKEYED = ("batch_size", "cache", "cards", "layer")  # the layer: the resolved one keys the folder
 
 
 def folder_for(run: Any, layer: str, data: Any, options: Any) -> Path | None:

@@ -137,7 +137,7 @@ def draw(result: ConceptSet, folder: Path, options: ConceptsOptions) -> list[Art
                         "every concept by the regions where it is strongest"),
                Artifact(_kept(result, folder / "classes.png", plot_classes),
                         "which concepts carry each class: mean gradient x code")]
-    for concept in result.concepts:
+    for concept in result.carded(options.cards):
         card = _kept(result, folder / f"concept-{concept.index}.png", lambda r, p, c=concept: plot_card(r, c, p))
         written.append(Artifact(card, f"concept {concept.index}: its top images with its code over each; "
                                       f"weighs most in {_classes_of(result, concept) or '-'}"))
