@@ -192,6 +192,21 @@ def test_tokens_of_a_vit_with_semi_nmf(tmp_path: Path) -> None:
     assert (out / "concept-0.png").is_file() and (out / "classes.png").is_file()
 
 
+def test_a_torchvision_resnet_at_224_on_photos(tmp_path: Path) -> None:
+    # the CIFAR images fitted to 224 x 224, layer3 (256 channels of 14 x 14, after a residual sum)
+    out = tmp_path / "c"
+    result = invoke("concepts", "--model", "resnet18", "--input-shape", "3,224,224", "--dataset",
+                    f"imagefolder:{CIFAR_SAMPLE}", "--limit", 48, "--layer", "layer3", "--concepts", 8,
+                    "--per-class", 2, "--no-dream", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "concepts.json").read_text())
+    assert record["method"] == "nmf" and record["n_images"] == 48 and record["r2"] > 0.5, record
+    boxes = [t["box"] for c in record["concepts"] for t in c["top"]]
+    assert boxes and all(0 <= b[0] < b[2] <= 224 and 0 <= b[1] < b[3] <= 224 for b in boxes)
+    assert len({t["index"] for t in record["concepts"][0]["top"]}) == len(record["concepts"][0]["top"])
+    assert (out / "concept-0.png").is_file()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--layer", "fc1"], "no positions"),  # mnist's fc1 gives a vector
     (["--layer", "conv2", "--method", "nmf"], "nmf needs a non-negative layer"),  # before its ReLU
