@@ -371,12 +371,12 @@ def top_activating(model: nn.Module, spec: ModelSpec, data: TensorData,
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     layers = list(channels)
     share = distributed.shard(len(data))  # under torchrun each rank scores its share of the data
-    images, _ = conform(data.images[share.start:share.stop], spec)
     scores: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    starts = range(0, len(images), batch_size)
+    starts = range(share.start, share.stop, batch_size)
     with torch.no_grad():
         for start in progress(starts, quiet=quiet, desc="top images", total=len(starts)):
-            x = normalise(images[start:start + batch_size], spec, device)
+            # fitted a batch at a time: a large image folder is read as it is used
+            x = normalise(conform(data.images[start:min(start + batch_size, share.stop)], spec)[0], spec, device)
             outs = forward_to(model, x, layers)
             for name in layers:
                 out = outs[name].float()

@@ -13,6 +13,7 @@ import contextlib
 import gzip
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from netviz.registry import ModelSpec
 
 DATASETS = ("mnist", "cifar10", "imagefolder:PATH")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _SPLIT_RE = re.compile(r"^(\w+)(?:\[\s*(-?\d+%?)?\s*:\s*(-?\d+%?)?\s*\])?$")
 _MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -36,9 +36,10 @@ _MNIST_FILES = {
 
 @dataclass
 class TensorData:
-    """A labelled image set held in memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N)."""
+    """A labelled image set: ``images`` uint8 (N, C, H, W), in memory or, for a large image folder,
+    read when indexed (:class:`netviz.folders.FolderImages`), ``labels`` int64 (N)."""
 
-    images: torch.Tensor
+    images: torch.Tensor  # or FolderImages, which indexes as one
     labels: torch.Tensor
     classes: tuple[str, ...]
     name: str  # e.g. "mnist:test[8000:]"
@@ -53,12 +54,12 @@ class TensorData:
         """Its first ``n`` images (itself when it holds no more)."""
         if n >= len(self):
             return self
-        return replace(self, images=self.images[:n], labels=self.labels[:n], name=f"{self.name}[:{n}]",
+        return replace(self, images=take(self.images, slice(0, n)), labels=self.labels[:n], name=f"{self.name}[:{n}]",
                                    positions=self.positions[:n] if self.positions is not None else None)
 
     def subset(self, indices: torch.Tensor, what: str) -> TensorData:
         """The images at ``indices``, named as this set's ``what`` (e.g. "class 3")."""
-        return replace(self, images=self.images[indices], labels=self.labels[indices], name=f"{self.name} {what}",
+        return replace(self, images=take(self.images, indices), labels=self.labels[indices], name=f"{self.name} {what}",
                        positions=None)
 
     def shared_with(self, other: TensorData) -> int:
@@ -80,7 +81,9 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
 def default_splits(dataset: str) -> tuple[str, str]:
     """(train split, eval split) used when none is given."""
     if dataset.startswith("imagefolder:"):
-        return "all[:80%]", "all[80%:]"
+        from netviz.folders import has_splits
+
+        return ("train", "test") if has_splits(Path(dataset.split(":", 1)[1])) else ("all[:80%]", "all[80%:]")
     return "train", "test"
 
 
@@ -141,8 +144,9 @@ def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = No
     sel = torch.arange(idx.start, idx.stop, idx.step)
     # an image folder's splits (all, train, test) are one set of images
     origin = dataset if kind == "imagefolder" else f"{dataset}:{base}"
-    return TensorData(images[sel].contiguous(), labels[sel].contiguous(), classes, f"{dataset}:{split}",
-                      base=origin, positions=idx)
+    chosen = take(images, sel) if len(idx) < len(labels) else images
+    return TensorData(chosen.contiguous() if hasattr(chosen, "contiguous") else chosen, labels[sel].contiguous(),
+                      classes, f"{dataset}:{split}", base=origin, positions=idx)
 
 
 def _read_idx(path: Path) -> torch.Tensor:
@@ -253,47 +257,39 @@ def _load_cifar10(root: Path, base: str, download: bool):
     return images, torch.tensor(ds.targets, dtype=torch.long), tuple(ds.classes)
 
 
-def _load_imagefolder(folder: Path, base: str):
-    """All images of ``folder/<class>/``, interleaved class by class so any slice mixes classes."""
-    import numpy as np
+def _load_imagefolder(folder: Path, base: str) -> tuple[Any, torch.Tensor, tuple[str, ...]]:
+    """The images of split ``base`` of an image folder (see :mod:`netviz.folders`: in memory, or
+    read when used for a large folder), their labels and the class names."""
     import torch
-    from PIL import Image
 
-    from netviz.images import decode
+    from netviz import folders
 
-    if base not in ("all", "train", "test"):
-        raise NetvizError(f"an image folder has one split, 'all', not '{base}'")
-    if not folder.is_dir():
-        raise NetvizError(f"image folder {folder} does not exist")
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
-    per_class = [
-        sorted((p for p in (folder / c).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-               key=lambda p: (len(p.stem), p.stem))
-        for c in classes
-    ]
-    if not classes or not any(per_class):
-        raise NetvizError(f"{folder} holds no images in class sub-folders (expected {folder}/<class>/*.png)")
-    order = []
-    for i in range(max(len(files) for files in per_class)):
-        order.extend((files[i], k) for k, files in enumerate(per_class) if i < len(files))
-    arrays, size = [], None
-    for path, _ in order:
-        pixels = decode(path).pixels
-        im = Image.fromarray(pixels).convert("RGB")
-        size = size or im.size
-        if im.size != size:  # one size for the stack; conform() fits it to the model later
-            im = im.resize(size, Image.BILINEAR)
-        arrays.append(np.asarray(im))
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor([k for _, k in order], dtype=torch.long)
-    return images, labels, tuple(classes)
+    paths, labels, classes = folders.files(folder, base)
+    return folders.load(paths), torch.tensor(labels, dtype=torch.long), classes
+
+
+def chunks(images: Any, size: int = 256) -> Iterator[torch.Tensor]:
+    """``images`` (a tensor or a lazy folder's) as consecutive uint8 tensors of ``size`` images."""
+    for start in range(0, len(images), size):
+        yield images[start:start + size]
+
+
+def take(images: Any, indices: Any) -> Any:
+    """``images[indices]`` as a set of images: a tensor's rows, or a lazy folder's narrowed (unread)."""
+    from netviz.folders import FolderImages
+
+    return images.take(indices) if isinstance(images, FolderImages) else images[indices]
 
 
 def conform(images: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor, str | None]:
-    """Convert uint8 images (N, C, H, W) to the model's channels and size; say what changed."""
+    """Convert uint8 images (N, C, H, W) to the model's channels and size; say what changed. A lazy
+    folder's images are read and converted a slice at a time."""
     import torch
     from torch.nn import functional as F
 
+    if not isinstance(images, torch.Tensor):
+        parts = [conform(chunk, spec) for chunk in chunks(images)] or [conform(images[:0], spec)]
+        return torch.cat([p[0] for p in parts]), parts[0][1]
     c, h, w = spec.input_shape
     notes = []
     if images.shape[1] != c:

@@ -186,10 +186,12 @@ def make_baseline(x: torch.Tensor, baseline: str | float | torch.Tensor | None =
 
 
 def mean_baseline(images: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
-    """The data set's mean image (uint8 images N,C,H,W in) normalised for ``spec``: (1, C, H, W)."""
-    from netviz.data import normalise
+    """The data set's mean image (uint8 images N,C,H,W in, a tensor or a lazy folder's) normalised for
+    ``spec``: (1, C, H, W)."""
+    from netviz.data import chunks, normalise
 
-    return normalise(images.double().mean(0, keepdim=True) / 255.0, spec)
+    total = sum(chunk.double().sum(0, keepdim=True) for chunk in chunks(images))
+    return normalise(total / (len(images) * 255.0), spec)
 
 
 # -- targets and scores -------------------------------------------------------------------------

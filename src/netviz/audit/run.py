@@ -353,13 +353,13 @@ def _audit_class(run: Run, data: TensorData, c: Collected, klass: int, seed: int
     """One class: its accuracy, mean image and map, clusters with their evidence, confident mistakes."""
     import torch
 
-    from netviz.data import conform
+    from netviz.data import conform, take
 
     spec = run.spec
     mine = torch.nonzero(c.labels == klass)[:, 0]
     maps = c.maps[mine].float()
     assign, score = split_class(c.activations[mine], maps, seed + klass)
-    images, _ = conform(data.images[mine], spec)
+    images, _ = conform(take(data.images, mine), spec)  # a large folder's read a slice at a time
     others = _others(data, c, klass, spec, seed)
     g = torch.Generator().manual_seed(seed + 1000 + klass)
     other_maps = c.maps[c.labels != klass].float().mean(0)
@@ -382,8 +382,8 @@ def _others(data: TensorData, c: Collected, klass: int, spec: ModelSpec, seed: i
     """Up to :data:`OTHERS` correctly classified images of other classes (uint8, fitted to the model)."""
     import torch
 
-    from netviz.data import conform
+    from netviz.data import conform, take
 
     pool = torch.nonzero((c.labels != klass) & (c.preds == c.labels))[:, 0]
     g = torch.Generator().manual_seed(seed + 2000 + klass)
-    return conform(data.images[pool[torch.randperm(len(pool), generator=g)[:OTHERS]]], spec)[0]
+    return conform(take(data.images, pool[torch.randperm(len(pool), generator=g)[:OTHERS]]), spec)[0]

@@ -1,0 +1,110 @@
+"""Image folders as users have them: torchvision's train/val layout, and folders too large to hold
+decoded, read as they are used with the same results as in memory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import CIFAR_SAMPLE, assert_one_line_error
+
+from netviz import folders
+from netviz.cli import cli
+from netviz.data import conform, default_splits, load_split
+from netviz.folders import FolderImages
+from netviz.registry import get_spec
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def layout(root: Path, per_split: dict[str, dict[str, int]]) -> Path:
+    """``root/<split>/<class>/`` with that many CIFAR sample images each (distinct files)."""
+    pool = {c.name: sorted(c.iterdir()) for c in CIFAR_SAMPLE.iterdir() if c.is_dir()}
+    used: dict[str, int] = {}
+    for split, classes in per_split.items():
+        for name, n in classes.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            start = used.get(name, 0)
+            for path in pool[name][start:start + n]:
+                shutil.copy(path, folder / path.name)
+            used[name] = start + n
+    return root
+
+
+def test_the_train_val_layout_gives_the_train_and_test_splits(tmp_path: Path) -> None:
+    root = layout(tmp_path / "photos", {"train": {"cat": 5, "dog": 4, "ship": 3}, "val": {"cat": 2, "dog": 2}})
+    dataset = f"imagefolder:{root}"
+    assert default_splits(dataset) == ("train", "test")
+    train, test, every = (load_split(dataset, s) for s in ("train", "test", "all"))
+    assert train.classes == test.classes == every.classes == ("cat", "dog", "ship")
+    assert len(train) == 12 and len(test) == 4 and len(every) == 16
+    assert train.labels.tolist()[:6] == [0, 1, 2, 0, 1, 2]  # interleaved class by class
+    assert sorted(test.labels.tolist()) == [0, 0, 1, 1]
+    assert torch.equal(every.images[12:], test.images) and torch.equal(every.images[:12], train.images)
+    # the flat layout keeps its one split
+    flat = load_split(f"imagefolder:{root / 'train'}", "all")
+    assert torch.equal(flat.images, train.images) and default_splits(f"imagefolder:{root / 'train'}")[0] == "all[:80%]"
+    # and a command reads it as a user would name it
+    result = invoke("audit", "--model", "resnet18", "--input-shape", "3,32,32", "--dataset", dataset, "--no-cards",
+                    "--out", tmp_path / "a", "--quiet")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert record["split"] == f"{dataset}:train" and record["n_images"] == 12
+
+
+def test_a_split_the_layout_lacks_is_one_line(tmp_path: Path) -> None:
+    root = layout(tmp_path / "photos", {"train": {"cat": 2}, "test": {"cat": 1}})
+    result = invoke("audit", "--model", "resnet18", "--input-shape", "3,32,32", "--dataset", f"imagefolder:{root}",
+                    "--split", "holdout", "--out", tmp_path / "a")
+    assert_one_line_error(result, "has the splits train and test (test/), and all (both), not 'holdout'")
+    empty = tmp_path / "empty"
+    (empty / "train" / "cat").mkdir(parents=True)
+    (empty / "val" / "cat").mkdir(parents=True)
+    result = invoke("audit", "--model", "resnet18", "--input-shape", "3,32,32", "--dataset", f"imagefolder:{empty}",
+                    "--out", tmp_path / "a")
+    assert_one_line_error(result, "holds no images in class sub-folders")
+
+
+@pytest.fixture
+def lazily(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every image folder read as a large one is (none of its images held decoded)."""
+    monkeypatch.setattr(folders, "IN_MEMORY_BYTES", 0)
+
+
+def test_a_large_folder_indexes_as_the_tensor_would(lazily: None) -> None:
+    lazy = load_split(f"imagefolder:{CIFAR_SAMPLE}", "all[10:150]")
+    assert isinstance(lazy.images, FolderImages) and lazy.images.shape == (140, 3, 32, 32)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(folders, "IN_MEMORY_BYTES", 2**40)
+        held = load_split(f"imagefolder:{CIFAR_SAMPLE}", "all[10:150]")
+    assert isinstance(held.images, torch.Tensor)
+    assert torch.equal(lazy.images[:], held.images)
+    for index in (7, slice(3, 40), slice(40, 77), slice(0, 20, 3), [5, 1, 99], torch.tensor([139, 0])):
+        assert torch.equal(lazy.images[index], held.images[index]), index
+    assert torch.equal(lazy.first(9).images[:], held.first(9).images)
+    pick = torch.tensor([4, 60, 2])
+    assert torch.equal(lazy.subset(pick, "x").images[:], held.subset(pick, "x").images)
+    spec = get_spec("resnet18")
+    assert torch.equal(conform(lazy.images, spec)[0], conform(held.images, spec)[0])
+
+
+def test_a_large_folder_gives_the_results_of_one_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the same audit, read lazily and held in memory: the same numbers
+    def audit(out: Path) -> dict:
+        result = invoke("audit", "--model", "resnet18", "--input-shape", "3,32,32", "--dataset",
+                        f"imagefolder:{CIFAR_SAMPLE}", "--no-cards", "--no-fit-concepts", "--out", out, "--quiet")
+        assert result.exit_code == 0, result.output
+        record = json.loads((out / "audit.json").read_text())
+        record.pop("seconds")
+        return record
+
+    held = audit(tmp_path / "held")
+    monkeypatch.setattr(folders, "IN_MEMORY_BYTES", 0)
+    assert audit(tmp_path / "lazy") == held
