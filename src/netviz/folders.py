@@ -94,7 +94,7 @@ def read(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     im = Image.fromarray(decode(path).pixels).convert("RGB")
     if size is not None and im.size != size:
         im = im.resize(size, Image.BILINEAR)
-    return np.asarray(im)
+    return np.array(im)  # writable: torch reads it without a warning
 
 
 def load(paths: list[Path]) -> torch.Tensor | FolderImages:
@@ -157,18 +157,15 @@ class FolderImages:
         return out
 
     def _decode(self, positions: list[int]) -> torch.Tensor:
-        import numpy as np
         import torch
 
-        if not positions:
-            return torch.zeros((0, *self.shape[1:]), dtype=torch.uint8)
-        out = np.empty((len(positions), self.size[1], self.size[0], 3), dtype=np.uint8)
+        out = torch.empty((len(positions), *self.shape[1:]), dtype=torch.uint8)
 
-        def one(k: int) -> None:
-            out[k] = read(self.paths[positions[k]], self.size)
+        def one(k: int) -> None:  # straight into its row: no second copy of the whole set
+            out[k] = torch.from_numpy(read(self.paths[positions[k]], self.size)).permute(2, 0, 1)
 
         list(_decoders().map(one, range(len(positions))))
-        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+        return out
 
 
 def _positions(index: Any, n: int) -> list[int]:
