@@ -52,6 +52,32 @@ def test_integrated_adaptive_end_to_end(mnist_run, tmp_path):
         assert im.size[0] >= 3 * (im.size[1] - 24) > 0  # image | overlay | heat map, + a caption band
 
 
+def test_the_raw_maps_are_written_for_users_to_analyse(mnist_run, tmp_path):
+    # maps.safetensors holds what the Python API returns: the same maps, value for value
+    import torch
+    from safetensors import safe_open
+
+    from netviz.attribute import attribute
+
+    out = tmp_path / "sal"
+    result = invoke("attribute", mnist_run.path, "--method", "gradcam", "--index", "2-4", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert out / "maps.safetensors" in written(result)
+    with safe_open(str(out / "maps.safetensors"), framework="pt") as f:
+        meta, maps = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    assert meta["model"] == "mnist" and meta["method"] == "gradcam" and json.loads(meta["indices"]) == [2, 3, 4]
+    assert maps["attributions"].shape == (3, 1, 28, 28) and maps["attributions"].dtype == torch.float32
+    assert maps["maps"].shape[:2] == (3, 1) and maps["targets"].dtype == torch.int64
+    images = mnist_run.eval_data().images[2:5]
+    from netviz.data import normalise
+
+    mine = attribute(mnist_run.model, normalise(images, mnist_run.spec), method="gradcam")
+    assert torch.allclose(mine.attributions, maps["attributions"], rtol=1e-5, atol=1e-6)
+    assert torch.equal(mine.target, maps["targets"])
+    record = json.loads((out / "attribute.json").read_text())
+    assert [im["target"] for im in record["images"]] == maps["targets"].tolist()
+
+
 def test_interior_writes_strips_and_gifs_from_black(mnist_run, tmp_path):
     out = tmp_path / "interior"
     result = invoke("attribute", mnist_run.path, "--method", "interior", "--index", "3",
@@ -59,7 +85,7 @@ def test_interior_writes_strips_and_gifs_from_black(mnist_run, tmp_path):
     assert result.exit_code == 0, result.output
     names = {p.name for p in written(result)}
     assert {"attribute.json", "interior_0003.png", "interior_0003.gif",
-            "interior_scores.png"} <= names
+            "interior_scores.png", "maps.safetensors"} <= names
     data = json.loads((out / "attribute.json").read_text())
     image = data["images"][0]
     assert image["alphas"] == [0, 0.25, 0.5, 1]

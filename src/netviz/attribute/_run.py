@@ -135,6 +135,31 @@ class AttributeResult:
             out["mean_steps"] = float(self.result.steps.double().mean())
         return out
 
+    def tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """What maps.safetensors holds, for users to analyse the maps themselves: ``attributions``
+        (N, C, H, W float32 at the input's resolution, as the Python API returns them) or, for
+        interior gradients, ``gradients`` (N, A, C, H, W) with ``alphas`` and ``scores``; ``targets``
+        (N); ``maps`` (N, 1, h, w) at a CAM method's layer. Its metadata names the model, method and
+        images."""
+        import json
+
+        import torch
+
+        res = self.result
+        out = {"targets": res.target.long().cpu().contiguous()}
+        if isinstance(res, InteriorGradients):
+            out |= {"gradients": res.gradients.float().contiguous(), "scores": res.scores.double().contiguous(),
+                    "alphas": torch.tensor(res.alphas, dtype=torch.float64)}
+        else:
+            out["attributions"] = res.attributions.float().contiguous()
+            if res.maps is not None:
+                out["maps"] = res.maps.float().cpu().contiguous()
+        meta = {"model": self.spec.name, "method": self.method, "score": res.score,
+                "images": json.dumps(self.names), "indices": json.dumps(self.indices)}
+        if getattr(res, "layer", None):
+            meta["layer"] = res.layer
+        return out, meta
+
     def record(self) -> dict[str, Any]:
         """What attribute.json holds: the settings, and per image its target, scores and sums."""
         report, res, spec = self, self.result, self.spec

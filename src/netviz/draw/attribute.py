@@ -377,13 +377,25 @@ FIGURES = {"grid": _grid_figure, "panels": _panels, "completeness": _completenes
            "interior": _interior_figures}
 
 
+def write_maps(report: AttributeResult, path: Path) -> Path:
+    """The report's tensors (:meth:`AttributeResult.tensors`) as a safetensors file."""
+    from safetensors.torch import save_file
+
+    from netviz.files import atomic_write
+
+    tensors, meta = report.tensors()
+    return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=meta))
+
+
 def write_attribution(report: AttributeResult, out_dir: str | os.PathLike,
                       style: str = "overlay", percentile: float = 99.0) -> list[Artifact]:
     """Write attribute.json and the figures the report's method asks for."""
     check_drawing(style, percentile)
     out = Path(out_dir)
     written = [Artifact(write_json(out / "attribute.json", report.record()),
-                        f"{report.method}: per image the target, scores and attribution totals")]
+                        f"{report.method}: per image the target, scores and attribution totals"),
+               Artifact(write_maps(report, out / "maps.safetensors"),
+                        "the raw maps (attributions, N x C x H x W float32, and the targets) for your own analysis")]
     for figure in report.spec_method.figures:
         written += FIGURES[figure](report, out, style, percentile)
     if report.sanity is not None:
