@@ -168,6 +168,11 @@ class FolderImages:
         return out
 
 
+def read_ahead(images: FolderImages, positions: list[int]) -> Future:
+    """The images at ``positions``, decoded in the background."""
+    return _pool().submit(images.__getitem__, positions)
+
+
 def _positions(index: Any, n: int) -> list[int]:
     if isinstance(index, slice):
         return list(range(n)[index])

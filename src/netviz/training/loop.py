@@ -28,11 +28,12 @@ from netviz.training.config import MILESTONES, TrainConfig
 
 @dataclass
 class TrainData:
-    """Both splits in memory, normalised once, on the training device."""
+    """Both splits in memory, normalised once, on the training device; or, for a large image folder
+    (:class:`netviz.folders.FolderImages`), read a batch at a time (:class:`Streamed`)."""
 
-    x_train: torch.Tensor
+    x_train: torch.Tensor | Streamed
     y_train: torch.Tensor
-    x_eval: torch.Tensor
+    x_eval: torch.Tensor | Streamed
     y_eval: torch.Tensor
     train_name: str
     eval_name: str
@@ -50,9 +51,13 @@ def load_splits(cfg: TrainConfig) -> tuple[TensorData, TensorData]:
 def prepare_data(splits: tuple[TensorData, TensorData], spec: ModelSpec, device: torch.device,
                  memory_format: torch.memory_format) -> TrainData:
     """Fit both splits to the model's input, normalise them once on ``device``."""
+    import torch
+
     from netviz import data as D
 
     def prepare(loaded: TensorData):
+        if not isinstance(loaded.images, torch.Tensor):  # a large folder: read as it is used
+            return Streamed(loaded.images, spec, device, memory_format), loaded.labels.to(device)
         x = D.normalise(D.conform(loaded.images, spec)[0], spec, device)
         return x.contiguous(memory_format=memory_format), loaded.labels.to(device)
 
@@ -61,6 +66,38 @@ def prepare_data(splits: tuple[TensorData, TensorData], spec: ModelSpec, device:
     x_eval, y_eval = prepare(eval_set)
     return TrainData(x_train, y_train, x_eval, y_eval, train_set.name, eval_set.name,
                      tuple(train_set.classes))
+
+
+class Streamed:
+    """A split of a large image folder as training reads it: ``x[idx]`` (a tensor of indices or a
+    slice) decodes those images, fits them to the model and normalises them on ``device``, as
+    :func:`prepare_data` does for a split held in memory (the same values); :meth:`ahead` starts
+    reading the next batch while the model works on this one."""
+
+    def __init__(self, images: Any, spec: ModelSpec, device: torch.device, memory_format: torch.memory_format) -> None:
+        self.images, self.spec, self.device, self.memory_format = images, spec, device, memory_format
+        self._ahead: tuple[list[int], Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def ahead(self, idx: torch.Tensor) -> None:
+        from netviz.folders import read_ahead
+
+        positions = [int(i) for i in idx.tolist()]
+        self._ahead = (positions, read_ahead(self.images, positions)) if positions else None
+
+    def __getitem__(self, idx: torch.Tensor | slice) -> torch.Tensor:
+        from netviz import data as D
+
+        if isinstance(idx, slice):
+            pixels = self.images[idx]
+        else:
+            positions = [int(i) for i in idx.tolist()]
+            ahead, self._ahead = self._ahead, None
+            pixels = ahead[1].result() if ahead is not None and ahead[0] == positions else self.images[positions]
+        x = D.normalise(D.conform(pixels, self.spec)[0], self.spec, self.device)
+        return x.contiguous(memory_format=self.memory_format)
 
 
 def build_model(cfg: TrainConfig, source: ModelSource, classes: int, notes: list[str]) -> tuple[ModelSpec, nn.Module]:
@@ -217,6 +254,8 @@ def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sc
                 interrupt.check()  # a Ctrl-C since the last step stops here, between two steps
             _before_step(state, steps)
             idx = state.perm[state.step * cfg.batch_size:(state.step + 1) * cfg.batch_size].to(device)
+            if isinstance(data.x_train, Streamed):  # the next batch is read while this one trains
+                data.x_train.ahead(state.perm[(state.step + 1) * cfg.batch_size:(state.step + 2) * cfg.batch_size])
             xb, yb = data.x_train[idx], data.y_train[idx]
             if cfg.augment > 0:
                 k = round(cfg.augment * len(idx))
@@ -299,10 +338,10 @@ def eval_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     model.eval()
     loss_sum, correct = 0.0, 0
     share = distributed.shard(len(y))
-    x, y_part = x[share.start:share.stop], y[share.start:share.stop]
     with torch.no_grad():
-        for start in range(0, len(y_part), batch_size):
-            xb, yb = x[start:start + batch_size], y_part[start:start + batch_size]
+        for start in range(share.start, share.stop, batch_size):
+            stop = min(start + batch_size, share.stop)
+            xb, yb = x[start:stop], y[start:stop]  # a large folder's read here, a batch at a time
             with autocast(xb.device, amp):
                 logits = model(xb)
             loss_sum += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
