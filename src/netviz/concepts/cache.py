@@ -26,8 +26,12 @@ UNKEYED = ("batch_size", "cache", "cards", "layer")  # the layer: the resolved o
 
 
 def folder_for(run: Any, layer: str, data: Any, options: Any) -> Path | None:
+    """The cache folder of these options' result (None for a model that is not a trained run); the
+    netviz version is in the key, so another version fits and draws afresh."""
+    from netviz import __version__
+
     settings = {k: v for k, v in options.record().items() if k not in UNKEYED}
-    return run.cache_for("concepts", layer, data, **settings)
+    return run.cache_for("concepts", layer, data, netviz=__version__, format=VERSION, **settings)
 
 
 def save(result: ConceptSet, folder: Path) -> Path | None:

@@ -71,7 +71,9 @@ def plot_classes(result: ConceptSet, path: str | os.PathLike) -> Path:
     im = ax.imshow(table, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
     for row in range(n):
         for col in np.argsort(-np.nan_to_num(table[row], nan=-np.inf))[:3]:
-            ax.text(col, row, f"{table[row, col]:.2g}", ha="center", va="center", fontsize=6)
+            dark = abs(table[row, col]) > 0.6 * limit  # white on the deep reds and blues, black elsewhere
+            ax.text(col, row, f"{table[row, col]:.2g}", ha="center", va="center", fontsize=7,
+                    color="white" if dark else "black")
     ax.set_xticks(range(k), [str(c) for c in range(k)], fontsize=7)
     ax.set_yticks(range(n), [result.class_names[c] for c in result.classes], fontsize=7)
     ax.set_xlabel("concept")
