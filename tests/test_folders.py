@@ -131,3 +131,13 @@ def test_training_on_a_large_folder_reads_it_as_it_goes(tmp_path: Path, monkeypa
         for key in ("train_loss", "train_acc", "eval_loss", "eval_acc"):
             assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), (key, a, b)
 
+
+def test_the_decoding_threads_can_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NETVIZ_WORKERS", "3")
+    assert folders.workers() == 3
+    monkeypatch.setenv("NETVIZ_WORKERS", "0")
+    with pytest.raises(folders.NetvizError, match="NETVIZ_WORKERS=0: give the number of threads"):
+        folders.workers()
+    monkeypatch.delenv("NETVIZ_WORKERS")
+    assert folders.workers() >= 1
+

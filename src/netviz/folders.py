@@ -34,7 +34,12 @@ SPLIT_FOLDERS = {"train": ("train",), "test": ("val", "test")}
 
 
 def workers() -> int:
-    """Decoding threads: the cores this process may use."""
+    """Decoding threads: ``$NETVIZ_WORKERS``, else the cores this process may use."""
+    given = os.environ.get("NETVIZ_WORKERS", "").strip()
+    if given:
+        if not given.isdigit() or int(given) < 1:
+            raise NetvizError(f"NETVIZ_WORKERS={given}: give the number of threads that decode images, 1 or more")
+        return int(given)
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
