@@ -144,9 +144,8 @@ def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = No
     sel = torch.arange(idx.start, idx.stop, idx.step)
     # an image folder's splits (all, train, test) are one set of images
     origin = dataset if kind == "imagefolder" else f"{dataset}:{base}"
-    chosen = take(images, sel) if len(idx) < len(labels) else images
-    return TensorData(chosen.contiguous() if hasattr(chosen, "contiguous") else chosen, labels[sel].contiguous(),
-                      classes, f"{dataset}:{split}", base=origin, positions=idx)
+    return TensorData(take(images, sel), labels[sel].contiguous(), classes, f"{dataset}:{split}", base=origin,
+                      positions=idx)
 
 
 def _read_idx(path: Path) -> torch.Tensor:

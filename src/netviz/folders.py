@@ -116,13 +116,13 @@ def load(paths: list[Path]) -> torch.Tensor | FolderImages:
 class FolderImages:
     """Image files read as a uint8 (N, 3, H, W) tensor would be: ``images[i]``, ``images[a:b]``,
     ``images[[i, j]]`` decode those files (by a pool of threads); :meth:`take` narrows the set
-    without reading it. After a contiguous slice, the next one of the same length is decoded in the
-    background."""
+    without reading it. :meth:`ahead` decodes images in the background for the read that asks for
+    exactly them; after a contiguous slice, the next one of the same length is read ahead so."""
 
     def __init__(self, paths: list[Path], size: tuple[int, int]) -> None:
         self.paths = paths
         self.size = size  # (width, height)
-        self._ahead: tuple[int, int, Future] | None = None
+        self._ahead: tuple[list[int], Future] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -143,23 +143,26 @@ class FolderImages:
         """The images at ``indices`` (a range, slice, list or tensor), still unread."""
         return FolderImages([self.paths[i] for i in _positions(indices, len(self))], self.size)
 
+    def ahead(self, positions: list[int]) -> None:
+        """Start decoding the images at ``positions`` in the background (one read ahead at a time)."""
+        self._ahead = (positions, _pool().submit(self._decode, positions)) if positions else None
+
     def __getitem__(self, index: Any) -> torch.Tensor:
         if isinstance(index, int):
-            return self._decode([index])[0]
+            return self._read([index])[0]
         positions = _positions(index, len(self))
-        if isinstance(index, slice) and positions:
-            return self._slice(positions[0], positions[-1] + 1) if _step(index) == 1 else self._decode(positions)
-        return self._decode(positions)
-
-    def _slice(self, start: int, stop: int) -> torch.Tensor:
-        ahead, self._ahead = self._ahead, None
-        out = ahead[2].result() if ahead is not None and ahead[:2] == (start, stop) else None
-        if out is None:
-            out = self._decode(list(range(start, stop)))
-        following = min(len(self), stop + (stop - start))
-        if stop < following:
-            self._ahead = (stop, following, _pool().submit(self._decode, list(range(stop, following))))
+        out = self._read(positions)
+        if isinstance(index, slice) and _step(index) == 1 and positions:  # a pass: read its next slice
+            stop = positions[-1] + 1
+            self.ahead(list(range(stop, min(len(self), stop + len(positions)))))
         return out
+
+    def _read(self, positions: list[int]) -> torch.Tensor:
+        """The images at ``positions``: those read ahead when they are these, else decoded now."""
+        if self._ahead is not None and self._ahead[0] == positions:
+            future, self._ahead = self._ahead[1], None
+            return future.result()
+        return self._decode(positions)
 
     def _decode(self, positions: list[int]) -> torch.Tensor:
         import torch
@@ -171,11 +174,6 @@ class FolderImages:
 
         list(_decoders().map(one, range(len(positions))))
         return out
-
-
-def read_ahead(images: FolderImages, positions: list[int]) -> Future:
-    """The images at ``positions``, decoded in the background."""
-    return _pool().submit(images.__getitem__, positions)
 
 
 def _positions(index: Any, n: int) -> list[int]:

@@ -299,7 +299,7 @@ def _fit_concepts(run: Run, data: TensorData, flagged: list[Cluster], dream: boo
     fitted = {}
     for klass in sorted({int(data.labels[cl.members[0]]) for cl in flagged}):
         members = torch.nonzero(data.labels == klass).flatten()
-        name = data.classes[klass] if klass < len(data.classes) else str(klass)
+        name = run.spec.class_name(klass)  # as the audit names the class (its cluster-<class>-<k>.png)
         options = ConceptsOptions(layer=flagged[0].feature_layer, classes=str(klass), dream=dream, seed=seed)
         result = compute_on(run, data.subset(members, f"class {name}"), options, quiet)
         for concept in result.concepts:

@@ -76,26 +76,17 @@ class Streamed:
 
     def __init__(self, images: Any, spec: ModelSpec, device: torch.device, memory_format: torch.memory_format) -> None:
         self.images, self.spec, self.device, self.memory_format = images, spec, device, memory_format
-        self._ahead: tuple[list[int], Any] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def ahead(self, idx: torch.Tensor) -> None:
-        from netviz.folders import read_ahead
-
-        positions = [int(i) for i in idx.tolist()]
-        self._ahead = (positions, read_ahead(self.images, positions)) if positions else None
+        self.images.ahead([int(i) for i in idx.tolist()])
 
     def __getitem__(self, idx: torch.Tensor | slice) -> torch.Tensor:
         from netviz import data as D
 
-        if isinstance(idx, slice):
-            pixels = self.images[idx]
-        else:
-            positions = [int(i) for i in idx.tolist()]
-            ahead, self._ahead = self._ahead, None
-            pixels = ahead[1].result() if ahead is not None and ahead[0] == positions else self.images[positions]
+        pixels = self.images[idx if isinstance(idx, slice) else [int(i) for i in idx.tolist()]]
         x = D.normalise(D.conform(pixels, self.spec)[0], self.spec, self.device)
         return x.contiguous(memory_format=self.memory_format)
 
