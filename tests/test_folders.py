@@ -141,3 +141,26 @@ def test_the_decoding_threads_can_be_set(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("NETVIZ_WORKERS")
     assert folders.workers() >= 1
 
+
+def test_concepts_of_a_large_folder_with_a_concept_active_nowhere(tmp_path: Path, lazily: None,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # a concept that no position holds (here made so: its direction zeroed) has no images to draw;
+    # read as used, the images are no tensor to make its empty code maps from
+    import netviz.concepts as concepts_module
+
+    fitted = concepts_module.fit
+
+    def with_a_dead_concept(*args, **kwargs):
+        dictionary = fitted(*args, **kwargs)
+        dictionary.components[-1] = 0
+        return dictionary
+
+    monkeypatch.setattr(concepts_module, "fit", with_a_dead_concept)
+    out = tmp_path / "c"
+    result = invoke("concepts", "--model", "resnet18", "--input-shape", "3,32,32", "--dataset",
+                    f"imagefolder:{CIFAR_SAMPLE}", "--limit", 8, "--layer", "layer2", "--concepts", 4, "--no-dream",
+                    "--per-class", 1, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "concepts.json").read_text())
+    assert record["dead"] == [3] and record["concepts"][3]["top"] == []
+

@@ -310,6 +310,8 @@ def _top_regions(run: Run, data: TensorData, layer: str, dictionary: Dictionary,
                  shape: tuple[int, int, int], top: int) -> list[Concept]:
     """Per concept its ``top`` images by their largest code (so each from a different image), the
     position and its box in input pixels; the first :data:`DRAWN` with pixels and code maps."""
+    import torch
+
     from netviz.concepts.passes import code_maps, position_box
 
     _, h, wd = shape
@@ -325,7 +327,8 @@ def _top_regions(run: Run, data: TensorData, layer: str, dictionary: Dictionary,
                    for i, (y, x) in zip(chosen, places, strict=True)]
         drawn = chosen[:DRAWN]
         pixels, x = _images(run, data, drawn) if drawn else (data.images[:0], None)
-        codes = code_maps(run, x, layer, dictionary)[:, k] if drawn else data.images.new_zeros((0, h, wd)).float()
+        # a concept active nowhere: no images (data.images may be a folder read as used, not a tensor)
+        codes = code_maps(run, x, layer, dictionary)[:, k] if drawn else torch.zeros((0, h, wd))
         concepts.append(Concept(k, w[k], entries, pixels.cpu(), codes))
     return concepts
 

@@ -152,11 +152,3 @@ class Faithfulness:
                 "drop_concepts": round(float(c.mean()), 4), "drop_random": round(float(r.mean()), 4),
                 "drop_channels": round(float(ch.mean()), 4),
                 "insertion": round(float(np.mean(self.kept)), 4)}
-
-
-def check_classes(classes: list[int], present: set[int]) -> list[int]:
-    """The classes that have images in the split; one line when none of them has."""
-    kept = [c for c in classes if c in present]
-    if not kept:
-        raise NetvizError("none of the --classes has an image in the split: pick classes the split holds")
-    return kept
