@@ -30,7 +30,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 # decoded images up to this many bytes are held in memory, a larger folder is read as it is used
 # ($NETVIZ_IN_MEMORY_BYTES sets another bound: 0 reads every folder lazily)
 IN_MEMORY_BYTES = int(os.environ.get("NETVIZ_IN_MEMORY_BYTES", 2**30))
-SPLIT_FOLDERS = {"train": ("train",), "test": ("val", "test")}
+TEST_FOLDERS = ("val", "test")  # beside train/, the test split's folder (the first there)
 
 
 def workers() -> int:
@@ -45,7 +45,7 @@ def workers() -> int:
 
 def has_splits(folder: Path) -> bool:
     """Whether ``folder`` has torchvision's layout: ``train/<class>/`` beside ``val/`` or ``test/``."""
-    return (folder / "train").is_dir() and any((folder / name).is_dir() for name in SPLIT_FOLDERS["test"]) \
+    return (folder / "train").is_dir() and any((folder / name).is_dir() for name in TEST_FOLDERS) \
         and any(d.is_dir() for d in (folder / "train").iterdir())
 
 
@@ -86,7 +86,7 @@ def files(folder: Path, base: str) -> tuple[list[Path], list[int], tuple[str, ..
 
 
 def _test_folder(folder: Path) -> Path:
-    return next(folder / name for name in SPLIT_FOLDERS["test"] if (folder / name).is_dir())
+    return next(folder / name for name in TEST_FOLDERS if (folder / name).is_dir())
 
 
 def read(path: Path, size: tuple[int, int] | None) -> np.ndarray:

@@ -167,10 +167,7 @@ def _sae(rows: torch.Tensor, k: int, seed: int, active: int, epochs: int = 30, b
               "decoder": torch.nn.Parameter(decoder)}
     optimiser = torch.optim.Adam(params.values(), lr=1e-3)
 
-    def codes(x: torch.Tensor) -> torch.Tensor:
-        pre = torch.relu(x @ params["encoder"] + params["bias"])
-        kept = pre.topk(min(active, k), dim=1)
-        return torch.zeros_like(pre).scatter(1, kept.indices, kept.values)
+    codes = TopK(params["encoder"].T, params["bias"], active, 1.0)  # the encoder as it trains, on the scaled rows
 
     for epoch in range(epochs):
         fired = torch.zeros(k, dtype=torch.bool)
