@@ -298,7 +298,7 @@ def test_help_says_every_default_and_lists_methods() -> None:
     assert "Passes over the training split" in helped and "Images per training step" in helped
     listed = invoke("attribute", "--list")
     assert listed.exit_code == 0 and listed.stdout.splitlines()[0].startswith("integrated ")
-    assert "occlusion" in listed.stdout and "[--baseline --window --stride]" in listed.stdout
+    assert "occlusion" in listed.stdout and "[--baseline --window --stride --incremental]" in listed.stdout
     # --method's help was a 40-line paragraph
     assert len(invoke("attribute", "--help").stdout.split("--method")[1].split("--")[0].splitlines()) <= 8
 
