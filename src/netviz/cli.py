@@ -173,7 +173,18 @@ device_option = click.option("--device", default=default_of(load_run, "device"),
 seed_option = click.option("--seed", type=SEED, default=DEFAULT_SEED, show_default=True,
                            help="Random seed; the same seed repeats a command exactly on the CPU.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or status lines.")
-common_options = _compose(device_option, seed_option, quiet_option)
+
+
+def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        from netviz.progress import notes
+
+        notes()
+
+
+verbose_option = click.option("--verbose", "-v", is_flag=True, expose_value=False, callback=_verbose,
+                              help="Notes on how the work runs (the batch sizes measured, ...) on stderr.")
+common_options = _compose(device_option, seed_option, quiet_option, verbose_option)
 
 out_option = _compose(
     click.option("--out", type=click.Path(file_okay=False), default=None,

@@ -180,13 +180,13 @@ def auc(curves: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
 
 
 def perturbation_curves(model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor,
-                        maps: torch.Tensor, fractions: torch.Tensor, batch_size: int
+                        maps: torch.Tensor, fractions: torch.Tensor, batch_size: int | None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """(deletion, insertion) target probabilities, each (N, S), for pixels ranked by ``maps``
     (N, C, H, W, summed over channels; ties in image order). All N x S x 2 images in batches."""
     import torch
 
-    from netviz.attribute import fast_format
+    from netviz.attribute import fast_format, passes
     from netviz.device import model_device
 
     n, _, h, w = x.shape
@@ -202,8 +202,8 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, baseline: torch.Tenso
     jobs = torch.arange(n * s * 2)
     probs = torch.empty(n * s * 2)
     with torch.inference_mode():
-        for start in range(0, len(jobs), batch_size):
-            j = jobs[start:start + batch_size]
+        for which in passes(model, x, len(jobs), "curves", batch_size, gradients=False):
+            j, start = jobs[which], which.start
             img, step, kind = j // (2 * s), (j // 2) % s, j % 2
             top = (rank[img] < counts[step][:, None]).view(-1, 1, h, w).to(dev)
             xs, bs = x[img].to(dev), baseline[img].to(dev)
@@ -259,7 +259,7 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
         raise NetvizError(f"unknown --baseline '{baseline}' for the curves: use one of {', '.join(CURVE_BASELINES)}")
     seed_everything(seed)
     spec, model = run.spec, run.model
-    batch_size = check_batch_size(batch_size, model, torch.zeros(1, *spec.input_shape))
+    batch_size = check_batch_size(batch_size)
     fractions = fraction_steps(steps_frac, spec.input_shape[1] * spec.input_shape[2])
     n_layers = len(weight_layers(model))
     top = sanity_layers if sanity_layers is not None else math.ceil(n_layers / 2)
@@ -312,7 +312,7 @@ def make_curve_baseline(run: Run, inputs: Inputs, baseline: str, data_dir: str |
 
 
 def score_methods(run: Run, methods: Sequence[Any], kwargs: dict[str, dict[str, Any]], inputs: Inputs,
-                  base: torch.Tensor, fractions: torch.Tensor, batch_size: int, sanity: bool, top: int,
+                  base: torch.Tensor, fractions: torch.Tensor, batch_size: int | None, sanity: bool, top: int,
                   seed: int, quiet: bool) -> tuple[torch.Tensor, dict[str, MethodScores], dict[str, str]]:
     """(targets, per method its curves, AUCs, sanity and seconds, the methods that could not run
     with why) for one set of images. A method that cannot run on this model (LRP through a

@@ -26,3 +26,21 @@ def say(message: str, quiet: bool = False) -> None:
         from tqdm.auto import tqdm
 
         tqdm.write(message, file=sys.stderr)
+
+
+
+def notes() -> None:
+    """Say netviz's notes (its ``logging`` INFO records, as the batch sizes measured) on stderr as
+    "note: ..." lines, for ``--verbose``; a notebook user calls it, or configures logging."""
+    import logging
+
+    class Notes(logging.Handler):
+        netviz_notes = True
+
+        def emit(self, record: logging.LogRecord) -> None:
+            say(f"note: {record.getMessage()}")
+
+    log = logging.getLogger("netviz")
+    if not any(getattr(h, "netviz_notes", False) for h in log.handlers):
+        log.addHandler(Notes())
+    log.setLevel(logging.INFO)

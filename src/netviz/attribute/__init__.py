@@ -32,6 +32,7 @@ from netviz.attribute._common import (
     mean_baseline,
     model_score,
     opening,
+    passes,
     resolve_target,
     score_of,
 )
@@ -95,7 +96,7 @@ __all__ = [
     "step_schedule", "zennit",
     "AttributeOptions", "AttributeResult", "Attribution",
     "BaselineOptions", "InteriorGradients", "LayerOptions", "Method", "Options",
-    "SanityResult", "SeededOptions", "all_options", "attribute", "attribute_run", "check_batch_size",
+    "SanityResult", "SeededOptions", "all_options", "attribute", "attribute_run", "check_batch_size", "passes",
     "check_method_options", "eval_mode", "fast_format", "for_share", "forward_scores",
     "get_method", "ignored_options", "load_baseline", "method_kwargs", "option", "grad_cam", "grad_cam_plus_plus",
     "gradient", "guided_backprop", "guided_grad_cam", "input_x_gradient", "integrated_gradients",

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from netviz.attribute._common import Attribution, check_input, model_score, opening
+from netviz.attribute._common import Attribution, check_input, model_score, opening, used_batch_size
 from netviz.attribute._registry import LayerOptions, Method, register
 from netviz.errors import NetvizError
 
@@ -33,7 +33,7 @@ class LayerReading:
     score: str
     activations: torch.Tensor  # (n, K, h, w), detached
     gradients: torch.Tensor | None  # dF/dA (n, K, h, w), None for gradient-free methods
-    batch_size: int  # for methods that run the model again (Score-CAM)
+    batch_size: int | None  # for methods that run the model again (Score-CAM); None: measured
 
 
 Weigh = Callable[[LayerReading], "torch.Tensor"]
@@ -48,7 +48,7 @@ def cam_layer(model: nn.Module, layer: str | int | None, input_shape: Sequence[i
 
 
 def read_layer(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str, score: str,
-               gradients: bool, batch_size: int) -> LayerReading:
+               gradients: bool, batch_size: int | None) -> LayerReading:
     """One forward pass (and backward, for gradients) recording ``layer``'s output."""
     import torch
 
@@ -93,7 +93,7 @@ def class_activation_maps(model: nn.Module, x: torch.Tensor,
     up = F.interpolate(cams, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
     return Attribution(up.expand(-1, x.shape[1], -1, -1).contiguous(), method, o.target, score,
                        score_input=o.score_input, maps=cams, layer=name,
-                       settings={"layer": name, "batch_size": o.batch_size})
+                       settings={"layer": name, "batch_size": used_batch_size(model, x, method, o.batch_size)})
 
 
 def cam_method(name: str, weigh: Weigh, summary: str, *, gradients: bool = True) -> Callable[..., Attribution]:

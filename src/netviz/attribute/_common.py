@@ -9,7 +9,6 @@ taken to be 0 and pixel 1 to be 1 (an unnormalised model).
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,11 +22,11 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from netviz.batching import Batches
     from netviz.registry import ModelSpec
 
 SCORES = ("logit", "logprob", "prob")
 BASELINES = ("black", "white", "blur", "noise", "mean")
-DEFAULT_BATCH_SIZE = 256
 
 
 @dataclass
@@ -241,8 +240,9 @@ def model_score(model: nn.Module, x: torch.Tensor, target: torch.Tensor, score: 
 
 
 def forward_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, score: str,
-                   batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(F(x) per image, predicted class per image), without gradients, in batches. CPU tensors."""
+                   batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(F(x) per image, predicted class per image), without gradients, in batches (``batch_size``,
+    or measured: :mod:`netviz.batching`). CPU tensors."""
     import torch
 
     from netviz.heads import head_of
@@ -251,18 +251,37 @@ def forward_scores(model: nn.Module, x: torch.Tensor, target: torch.Tensor | Non
     activation = head_of(model).activation
     scores, preds = [], []
     with torch.no_grad():
-        for start in range(0, x.shape[0], batch_size):
-            logits = model(x[start:start + batch_size].to(dev))
+        for which in passes(model, x, x.shape[0], "forward", batch_size, gradients=False):
+            logits = model(x[which].to(dev))
             pred = logits.argmax(1)
-            t = pred if target is None else target[start:start + batch_size]
+            t = pred if target is None else target[which]
             scores.append(score_of(logits, t, score, activation).double().cpu())
             preds.append(pred.cpu())
     return torch.cat(scores), torch.cat(preds)
 
 
+def used_batch_size(model: nn.Module, x: torch.Tensor, work: str, batch_size: int | None) -> int | None:
+    """The size ``work`` ran at: the user's, else the one measured for it (for the record)."""
+    from netviz import batching
+
+    return batch_size or batching.remembered(model, (work, tuple(x.shape[1:]), str(model_device(model))))
+
+
+def passes(model: nn.Module, x: torch.Tensor, total: int, work: str, batch_size: int | None = None, *,
+           gradients: bool = True, what: str = "") -> Batches:
+    """The slices of ``total`` inputs shaped as ``x``'s images, one a pass of ``work`` through
+    ``model``: ``batch_size`` at a time, or the size :mod:`netviz.batching` measures fastest."""
+    from netviz import batching
+
+    dev = model_device(model)
+    bound = batching.most(tuple(x.shape[1:]), dev, gradients=gradients)
+    return batching.Batches(total, bound, batch_size, owner=model, key=(work, tuple(x.shape[1:]), str(dev)),
+                            what=what or work)
+
+
 def resolve_target(model: nn.Module, x: torch.Tensor,
                    target: int | str | Sequence[int] | torch.Tensor | None, score: str = "logit",
-                   batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+                   batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(target per image, F(x) per image). ``None`` picks each image's predicted class; a string
     ``"3,5"`` names several classes for every image (F sums their scores): targets (N, T)."""
     import torch
@@ -302,25 +321,13 @@ def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
         return int(model(x[:1].to(model_device(model))).shape[1])
 
 
-def check_batch_size(batch_size: int | None, model: nn.Module | None = None,
-                     x: torch.Tensor | None = None) -> int:
-    """``batch_size``, or :func:`auto_batch_size` when None."""
+def check_batch_size(batch_size: int | None) -> int | None:
+    """``batch_size`` checked; None: measured (:mod:`netviz.batching`)."""
     if batch_size is None:
-        return auto_batch_size(model, x) if model is not None and x is not None else DEFAULT_BATCH_SIZE
+        return None
     if int(batch_size) <= 0:
         raise NetvizError(f"batch size must be a positive number, not {batch_size}")
     return int(batch_size)
-
-
-def auto_batch_size(model: nn.Module, x: torch.Tensor) -> int:
-    """Inputs per forward pass when none is asked for: 256 on a GPU; on a CPU about a million
-    input values, from 8 to 64 images (64 MNIST or CIFAR images, 8 ImageNet ones): the MNIST net
-    runs 1.6x faster per image in passes of 64 than of 256 on the CPUs measured (the activations
-    stay in cache), and ResNet-18 at 224 x 224 is no faster in passes larger than 8."""
-
-    if model_device(model).type != "cpu":
-        return DEFAULT_BATCH_SIZE
-    return int(min(64, max(8, 2**20 // max(1, math.prod(x.shape[1:])))))
 
 
 def fast_format(model: nn.Module, sample: torch.Tensor) -> torch.memory_format:
@@ -361,50 +368,34 @@ def input_gradients(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor
     return grad, f.detach()
 
 
-def batched_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, score: str,
-                      batch_size: int,
-                      make_inputs: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                      on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Input gradients of F for every image of ``x`` (CPU result), ``batch_size`` at a time."""
-    import torch
-
-    dev = model_device(model)
-    out = []
-    for start in range(0, x.shape[0], batch_size):
-        chunk = x[start:start + batch_size].to(dev)
-        if make_inputs is not None:
-            chunk = make_inputs(chunk)
-        grad, _ = input_gradients(model, chunk, target[start:start + batch_size].to(dev), score)
-        out.append(grad.cpu())
-        if on_batch is not None:
-            on_batch(chunk.shape[0])
-    return torch.cat(out) if out else torch.empty_like(x)
-
-
 @dataclass
 class Opening:
     """Where every method starts: ``x`` checked (N, C, H, W on the CPU), the score and the batch size
     checked, the model in eval mode, the ``target`` of every image resolved with its score ``score_input``
-    F(x). A method supplies its computation per batch (:meth:`each`) or walks :meth:`batches` itself."""
+    F(x). A method supplies its computation per batch (:meth:`each`) or walks :meth:`batches` or
+    :meth:`passes` itself. ``batch_size``: the user's, or None (measured: :mod:`netviz.batching`)."""
 
     model: nn.Module
     x: torch.Tensor
     target: torch.Tensor
     score_input: torch.Tensor
     score: str
-    batch_size: int
+    batch_size: int | None
     device: torch.device
+
+    def passes(self, total: int, work: str, gradients: bool = True) -> Batches:
+        """Slices of ``total`` inputs shaped as the images, one a pass of ``work``."""
+        return passes(self.model, self.x, total, work, self.batch_size, gradients=gradients)
 
     def batches(self, quiet: bool = True, desc: str = "", unit: str = "image"
                 ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-        """(which images, their inputs, their targets) on the model's device, ``batch_size`` images at a
-        time, with a progress bar."""
+        """(which images, their inputs, their targets) on the model's device, a pass at a time, with
+        a progress bar."""
         from netviz.progress import progress
 
         n = self.x.shape[0]
         with progress(total=n, quiet=quiet, desc=desc, unit=unit) as bar:
-            for start in range(0, n, self.batch_size):
-                which = slice(start, min(start + self.batch_size, n))
+            for which in self.passes(n, desc or "gradients"):
                 yield which, self.x[which].to(self.device), self.target[which].to(self.device)
                 bar.update(which.stop - which.start)
 
@@ -424,7 +415,7 @@ def opening(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | tor
     restored after), the target and F(x)."""
     x = check_input(x)
     check_score(score)
-    batch_size = check_batch_size(batch_size, model, x)
+    batch_size = check_batch_size(batch_size)
     with eval_mode(model):
         t, f_x = resolve_target(model, x, target, score, batch_size)
         yield Opening(model, x, t, f_x, score, batch_size, model_device(model))

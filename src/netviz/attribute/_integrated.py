@@ -19,6 +19,8 @@ from netviz.attribute._common import (
     make_baseline,
     model_device,
     opening,
+    passes,
+    used_batch_size,
 )
 from netviz.attribute._registry import BaselineOptions, Method, SeededOptions, option, register
 from netviz.errors import NetvizError, close_matches
@@ -93,34 +95,30 @@ def check_steps(steps: int) -> int:
 
 
 def _integrate(model: nn.Module, x: torch.Tensor, b: torch.Tensor, target: torch.Tensor,
-               score: str, alphas: np.ndarray, weights: np.ndarray, batch_size: int,
+               score: str, alphas: np.ndarray, weights: np.ndarray, batch_size: int | None,
                bar=None) -> torch.Tensor:
-    """sum_k w_k grad F(b + a_k (x - b)) for every image (CPU, float32)."""
+    """sum_k w_k grad F(b + a_k (x - b)) for every image (CPU, float32); the (image, step) pairs
+    fill whole batches across images."""
     import torch
 
     dev = model_device(model)
     n = len(alphas)
     a_all = torch.tensor(alphas, dtype=torch.float32, device=dev)
     w_all = torch.tensor(weights, dtype=torch.float32, device=dev)
-    total = torch.zeros(x.shape, dtype=torch.float32)
-    group = max(1, batch_size // n)  # images per group; a group's pairs fill whole batches
-    for g0 in range(0, x.shape[0], group):
-        xs = x[g0:g0 + group].to(dev)
-        bs = b[g0:g0 + group].to(dev)
-        diff = xs - bs
-        ts = target[g0:g0 + group].to(dev)
-        acc = torch.zeros_like(xs)
-        pairs = xs.shape[0] * n
-        for p0 in range(0, pairs, batch_size):
-            p = torch.arange(p0, min(p0 + batch_size, pairs), device=dev)
-            img, k = p // n, p % n
-            inputs = bs[img] + a_all[k].view(-1, 1, 1, 1) * diff[img]
-            grad, _ = input_gradients(model, inputs, ts[img], score)
-            acc.index_add_(0, img, grad * w_all[k].view(-1, 1, 1, 1))
-        total[g0:g0 + xs.shape[0]] = acc.cpu()
+    total = torch.zeros(x.shape, dtype=torch.float32, device=dev)
+    done = 0
+    for which in passes(model, x, x.shape[0] * n, "integrated", batch_size):
+        p = torch.arange(which.start, which.stop)
+        img, k = p // n, (p % n).to(dev)
+        xs, bs = x[img].to(dev), b[img].to(dev)
+        inputs = bs + a_all[k].view(-1, 1, 1, 1) * (xs - bs)
+        grad, _ = input_gradients(model, inputs, target[img].to(dev), score)
+        total.index_add_(0, img.to(dev), grad * w_all[k].view(-1, 1, 1, 1))
+        finished = which.stop // n  # images whose every step is summed
         if bar is not None:
-            bar.update(xs.shape[0])
-    return total
+            bar.update(finished - done)
+        done = finished
+    return total.cpu()
 
 
 def relative_error(total: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -215,7 +213,7 @@ def integrated_gradients(
             if len(active) == 0:
                 break
     settings = {"quadrature": quadrature, "schedule": schedule, "tolerance": tolerance,
-                "batch_size": batch_size,
+                "batch_size": used_batch_size(model, x, "integrated", batch_size),
                 "baseline": baseline if isinstance(baseline, (str, float, int)) or baseline is None
                 else "tensor"}
     return Attribution(attributions=attributions, method="integrated", target=target, score=score,

@@ -16,6 +16,7 @@ from netviz.attribute._common import (
     input_gradients,
     make_baseline,
     opening,
+    used_batch_size,
 )
 from netviz.attribute._registry import BaselineOptions, Method, SeededOptions, option, register
 from netviz.errors import NetvizError
@@ -122,13 +123,13 @@ def interior_gradients(
     grads = torch.zeros((n, a, *x.shape[1:]))
     scores = torch.zeros((n, a), dtype=torch.float64)
     with opening(model, x, target, score, batch_size) as o:
-        target, batch_size, dev = o.target, o.batch_size, o.device
+        target, dev = o.target, o.device
         alpha_dev = torch.tensor(alpha_t, dtype=torch.float32, device=dev)
         pairs = n * a
         with progress(total=n, quiet=quiet, desc="interior gradients", unit="image") as bar:
             done = 0
-            for p0 in range(0, pairs, batch_size):
-                p = torch.arange(p0, min(p0 + batch_size, pairs))
+            for which in o.passes(pairs, "interior"):
+                p = torch.arange(which.start, which.stop)
                 img, k = p // a, p % a
                 xs, bs = x[img].to(dev), b[img].to(dev)
                 inputs = bs + alpha_dev[k.to(dev)].view(-1, 1, 1, 1) * (xs - bs)
@@ -140,7 +141,8 @@ def interior_gradients(
                 done = finished
     return InteriorGradients(gradients=grads, alphas=alpha_t, scores=scores, x=x,
                              baseline=b.contiguous(), target=target, score=score,
-                             settings={"batch_size": batch_size, "alphas": list(alpha_t)})
+                             settings={"batch_size": used_batch_size(model, x, "interior", o.batch_size),
+                                       "alphas": list(alpha_t)})
 
 
 interior_gradients = register(Method("interior", interior_gradients,

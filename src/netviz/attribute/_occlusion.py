@@ -88,15 +88,16 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | t
     count = masks.sum(0)  # windows covering each pixel (>= 1 everywhere: stride <= window)
     n, positions = x.shape[0], masks.shape[0]
     with opening(model, x, target, score, batch_size) as o, torch.no_grad():
-        t, f_x, batch_size, dev = o.target, o.score_input, o.batch_size, o.device
+        t, f_x, dev = o.target, o.score_input, o.device
         copies = Copies(model, x.to(dev), b.to(dev), masks.to(dev), starts, int(window), t.to(dev), score,
                         incremental)
         total = torch.zeros(n, 1, *x.shape[2:], device=dev)
         pairs = copies.pairs()
         with progress(total=len(pairs), quiet=quiet, desc="occlusion", unit="window") as bar:
             for group in copies.groups(pairs):  # the pairs fill whole batches across images
-                for start in range(0, len(group), batch_size):
-                    pair = group[start:start + batch_size]
+                batches = o.passes(len(group), copies.work, gradients=False)
+                for which in batches:
+                    pair = group[which]
                     img, m = pair // positions, copies.masks[pair % positions]
                     drop = f_x.to(dev)[img] - copies.scores(img, pair % positions).double()
                     total.index_add_(0, img, drop.float().view(-1, 1, 1, 1) * m)
@@ -104,7 +105,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | t
         out = (total.cpu() / count).expand(-1, x.shape[1], -1, -1).contiguous()
     return Attribution(out, "occlusion", t, score, score_input=f_x,
                        settings={"window": int(window), "stride": int(stride), "positions": positions,
-                                 "batch_size": batch_size, **copies.how()})
+                                 "batch_size": batches.size if len(pairs) else o.batch_size, **copies.how()})
 
 
 class Copies:
@@ -130,6 +131,7 @@ class Copies:
                 self.engine = _incremental.Incremental(model)
             except _incremental.NotTraceable as e:
                 self.why_whole = str(e)
+        self.work = "occlusion" if self.engine is None else "occlusion-incremental"
         self.clean: dict = {}
         self.first = 0  # the first image whose clean outputs self.clean holds
 

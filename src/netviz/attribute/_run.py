@@ -339,7 +339,7 @@ def attribute_run(
         x = normalise(inputs.images, spec)
         model = run.model
         with eval_mode(model):
-            _, preds = forward_scores(model, x, None, "logit", options.batch_size or 256)
+            _, preds = forward_scores(model, x, None, "logit", options.batch_size)
         result = m.function(model, x, target, quiet=quiet, **kwargs)
         regions = region_masks(model, x, result.target)
         sanity_result = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from netviz.attribute._cam import LayerReading, cam_method
-from netviz.attribute._common import fast_format, model_score, score_of
+from netviz.attribute._common import fast_format, model_score, passes, score_of
 from netviz.heads import head_of
 
 if TYPE_CHECKING:
@@ -33,8 +33,8 @@ def weigh(r: LayerReading) -> torch.Tensor:
     scores = torch.empty(n * k, device=r.x.device)
     varying = torch.nonzero(~constant)[:, 0]
     with torch.inference_mode():
-        for start in range(0, len(varying), r.batch_size):
-            pairs = varying[start:start + r.batch_size]
+        for which in passes(r.model, r.x, len(varying), "scorecam", r.batch_size, gradients=False):
+            pairs = varying[which]
             who = owner[pairs]
             masked = (r.x[who] * masks.flatten(0, 1)[pairs, None]).contiguous(memory_format=layout)
             scores[pairs] = model_score(r.model, masked, r.target[who], r.score).float()

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from netviz import batching
 from netviz.attribute._common import (
     Attribution,
     input_gradients,
@@ -54,13 +55,14 @@ def smoothgrad(model: nn.Module, x: torch.Tensor,
                           f"not {noise}")
     m, s = norm_params(spec, mean, std)
     with opening(model, x, target, score, batch_size) as o:
-        x, t, batch_size, dev = o.x, o.target, o.batch_size, o.device
+        x, t, dev = o.x, o.target, o.device
         sigma = (noise * pixel_range(x, m, s)).expand(samples, *x.shape[1:]).contiguous()
         gen = torch.Generator().manual_seed(seed)
         for _ in range(offset):  # the draws of the images before x (another rank's share), as alone
             torch.normal(0.0, sigma, generator=gen)
         out = torch.zeros_like(x)
-        group = max(1, batch_size // samples)  # images whose noisy copies share batches
+        # images whose noisy copies are drawn together (their memory bounded as a pass's)
+        group = max(1, (o.batch_size or batching.most(tuple(x.shape[1:]), dev)) // samples)
         with progress(total=x.shape[0], quiet=quiet, desc="smoothgrad", unit="image") as bar:
             for g0 in range(0, x.shape[0], group):
                 idx = range(g0, min(g0 + group, x.shape[0]))
@@ -70,9 +72,8 @@ def smoothgrad(model: nn.Module, x: torch.Tensor,
                                    for i in idx])
                 owner = torch.arange(len(idx)).repeat_interleave(samples)
                 acc = torch.zeros((len(idx), *x.shape[1:]), device=dev)
-                for start in range(0, noisy.shape[0], batch_size):
-                    who = owner[start:start + batch_size].to(dev)
-                    chunk = noisy[start:start + batch_size].to(dev)
+                for which in o.passes(noisy.shape[0], "smoothgrad"):
+                    who, chunk = owner[which].to(dev), noisy[which].to(dev)
                     grad, _ = input_gradients(model, chunk, t[g0:g0 + len(idx)].to(dev)[who], score)
                     acc.index_add_(0, who, grad.abs() if absolute else grad)
                 out[g0:g0 + len(idx)] = acc.cpu() / samples

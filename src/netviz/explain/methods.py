@@ -30,6 +30,7 @@ from netviz.attribute import (
     opening,
     option,
     options_of,
+    passes,
     quadrature_rule,
     relative_error,
     relevance_rules,
@@ -171,44 +172,39 @@ register(ChannelMethod("grad-x-act", grad_x_act, "activation x gradient, summed 
 
 # -- layer-integrated ------------------------------------------------------------------------------
 
-def _layer_output(model: nn.Module, x: torch.Tensor, layer: str, batch_size: int) -> torch.Tensor:
+def _layer_output(model: nn.Module, x: torch.Tensor, layer: str, batch_size: int | None) -> torch.Tensor:
     import torch
 
     from netviz.layers import forward_to
 
     dev = model_device(model)
     with torch.no_grad():
-        return torch.cat([forward_to(model, x[s:s + batch_size].to(dev), [layer], maps=False)[layer].float().cpu()
-                          for s in range(0, x.shape[0], batch_size)])
+        return torch.cat([forward_to(model, x[s].to(dev), [layer], maps=False)[layer].float().cpu()
+                          for s in passes(model, x, x.shape[0], "forward", batch_size, gradients=False)])
 
 
 def _integrate_layer(model: nn.Module, x: torch.Tensor, a_x: torch.Tensor, a_b: torch.Tensor, target: torch.Tensor,
-                     layer: str, score: str, alphas: Any, weights: Any, batch_size: int) -> torch.Tensor:
-    """sum_k w_k dF/dA at A = A(b) + a_k (A(x) - A(b)) for every image (CPU)."""
+                     layer: str, score: str, alphas: Any, weights: Any, batch_size: int | None) -> torch.Tensor:
+    """sum_k w_k dF/dA at A = A(b) + a_k (A(x) - A(b)) for every image (CPU); the (image, step)
+    pairs fill whole batches across images."""
     import torch
 
     dev = model_device(model)
     n = len(alphas)
     a_all = torch.tensor(alphas, dtype=torch.float32, device=dev)
     w_all = torch.tensor(weights, dtype=torch.float32, device=dev)
-    total = torch.zeros(a_x.shape, dtype=torch.float32)
-    group = max(1, batch_size // n)  # images per group; a group's (image, step) pairs fill whole batches
-    for g0 in range(0, x.shape[0], group):
-        xs, base = x[g0:g0 + group].to(dev), a_b[g0:g0 + group].to(dev)
-        diff, ts = a_x[g0:g0 + group].to(dev) - base, target[g0:g0 + group].to(dev)
-        acc = torch.zeros_like(base)
-        pairs = xs.shape[0] * n
-        for p0 in range(0, pairs, batch_size):
-            p = torch.arange(p0, min(p0 + batch_size, pairs), device=dev)
-            img, k = p // n, p % n
-            shape = (-1,) + (1,) * (base.ndim - 1)  # images, or token sequences
-            point = (base[img] + a_all[k].view(shape) * diff[img]).requires_grad_(True)
-            with layer_tapped(model, layer, replace=lambda out, point=point: point), torch.enable_grad():
-                f = model_score(model, xs[img], ts[img], score)
-                (g,) = torch.autograd.grad(f.sum(), point)
-            acc.index_add_(0, img, g * w_all[k].view(shape))
-        total[g0:g0 + xs.shape[0]] = acc.cpu()
-    return total
+    total = torch.zeros(a_x.shape, dtype=torch.float32, device=dev)
+    shape = (-1,) + (1,) * (a_b.ndim - 1)  # images, or token sequences
+    for which in passes(model, x, x.shape[0] * n, "layer-integrated", batch_size):
+        p = torch.arange(which.start, which.stop)
+        img, k = p // n, (p % n).to(dev)
+        base = a_b[img].to(dev)
+        point = (base + a_all[k].view(shape) * (a_x[img].to(dev) - base)).requires_grad_(True)
+        with layer_tapped(model, layer, replace=lambda out, point=point: point), torch.enable_grad():
+            f = model_score(model, x[img].to(dev), target[img].to(dev), score)
+            (g,) = torch.autograd.grad(f.sum(), point)
+        total.index_add_(0, img.to(dev), g * w_all[k].view(shape))
+    return total.cpu()
 
 
 def layer_integrated(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, layer: str, top: int, *,
