@@ -243,7 +243,7 @@ def test_the_confusion_matrix_of_a_1000_class_model_stays_small(tmp_path):
 
     from PIL import Image
 
-    from netviz.audit.collect import batch_size
+    from netviz.batching import most
     from netviz.draw.audit import plot_confusion
 
     confusion = torch.zeros(1000, 1000, dtype=torch.long)
@@ -253,4 +253,4 @@ def test_the_confusion_matrix_of_a_1000_class_model_stays_small(tmp_path):
                             data=SimpleNamespace(name="folder"))
     with Image.open(plot_confusion(audit, tmp_path / "confusion.png")) as im:
         assert max(im.size) < 2500
-    assert batch_size((1, 28, 28)) == 512 and batch_size((3, 224, 224)) == 55
+    assert most((1, 28, 28)) == 512 and most((3, 224, 224)) == 55  # the most a backward pass takes

@@ -56,7 +56,8 @@ class ActivationsOptions(ImageOptions):
                             "tile.", "flag")
     top_images: int = option(0, "Also find the K eval images with the highest mean activation per channel.",
                              "whole")
-    batch_size: int = option(256, "Batch size of the --top-images pass over the eval data.", "count")
+    batch_size: int | None = option(None, "Batch size of the --top-images pass over the eval data (default: the "
+                                    "fastest size, measured).", "count")
     dataset: str | None = dataset_option()
     data_dir: str | None = data_dir_option()
 
@@ -348,7 +349,7 @@ def image_activations(model: nn.Module, spec: ModelSpec, image: torch.Tensor, la
 
 
 def top_activating(model: nn.Module, spec: ModelSpec, data: TensorData,
-                   channels: dict[str, list[int]], k: int = 5, batch_size: int = 256,
+                   channels: dict[str, list[int]], k: int = 5, batch_size: int | None = None,
                    quiet: bool = True) -> dict[str, TopImages] | None:
     """For each layer and each of its ``channels``, the ``k`` images of ``data`` with the highest
     mean activation (mean over the channel's spatial positions), in one batched pass.
@@ -359,24 +360,26 @@ def top_activating(model: nn.Module, spec: ModelSpec, data: TensorData,
     """
     import torch
 
-    from netviz import distributed
+    from netviz import batching, distributed
     from netviz.data import conform, normalise
     from netviz.layers import forward_to
     from netviz.progress import progress
 
     if k < 1:
         raise NetvizError(f"--top-images {k}: ask for at least 1 image")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise NetvizError(f"--batch-size {batch_size}: use a positive batch size")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     layers = list(channels)
     share = distributed.shard(len(data))  # under torchrun each rank scores its share of the data
     scores: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    starts = range(share.start, share.stop, batch_size)
-    with torch.no_grad():
-        for start in progress(starts, quiet=quiet, desc="top images", total=len(starts)):
+    passes = batching.batches(len(share), model, spec.input_shape, "top-images", batch_size, gradients=False)
+    with torch.no_grad(), progress(total=len(share), quiet=quiet, desc="top images", unit="image") as bar:
+        for which in passes:
             # fitted a batch at a time: a large image folder is read as it is used
-            x = normalise(conform(data.images[start:min(start + batch_size, share.stop)], spec)[0], spec, device)
+            x = normalise(conform(data.images[share.start + which.start:share.start + which.stop], spec)[0], spec,
+                          device)
+            bar.update(x.shape[0])
             outs = forward_to(model, x, layers)
             for name in layers:
                 out = outs[name].float()

@@ -24,19 +24,31 @@ log = logging.getLogger("netviz")
 
 TOLERANCE = 0.05  # a size within 5 % of the fastest rate is as fast
 SMALLEST = 4  # the smallest size tried
-VALUES = {"cpu": 2**23, "cuda": 2**27}  # input values a pass may hold (activations scale with them)
+# input values a pass with a backward may hold (activations scale with them: 55 images at 224 x 224,
+# a ViT's backward fits); a forward pass alone keeps none of them: twice as many
+VALUES = {"cpu": 2**23, "cuda": 2**27}
 MOST = {"cpu": 512, "cuda": 4096}
 
 _chosen: weakref.WeakKeyDictionary[Any, dict[tuple, int]] = weakref.WeakKeyDictionary()
 
 
-def most(item_shape: tuple[int, ...], device: Any = "cpu", *, gradients: bool = False) -> int:
-    """The most inputs of ``item_shape`` a pass may take on ``device`` (a backward pass keeps every
-    activation: half as many)."""
+def most(item_shape: tuple[int, ...], device: Any = "cpu", *, gradients: bool = True) -> int:
+    """The most inputs of ``item_shape`` a pass may take on ``device``."""
     kind = getattr(device, "type", str(device)).split(":")[0]
     kind = kind if kind in VALUES else "cuda"
-    budget = VALUES[kind] // (2 if gradients else 1)
+    budget = VALUES[kind] * (1 if gradients else 2)
     return max(1, min(MOST[kind], budget // max(1, math.prod(item_shape))))
+
+
+def batches(total: int, model: Any, item_shape: tuple[int, ...], work: str, requested: int | None = None, *,
+            gradients: bool = True) -> Batches:
+    """:class:`Batches` of ``total`` inputs of ``item_shape`` through ``model`` for ``work`` (what
+    the measurement is remembered under, with the shape and the model's device)."""
+    from netviz.device import model_device
+
+    dev = model_device(model)
+    return Batches(total, most(item_shape, dev, gradients=gradients), requested, owner=model,
+                   key=(work, tuple(item_shape), str(dev)), what=work)
 
 
 def trials(bound: int) -> list[int]:
@@ -106,6 +118,7 @@ class Batches:
         self.size = fastest(self.rates) if self.rates else self.bound
         if not partial:
             remember(self.owner, self.key, self.size)
-        (log.debug if partial else log.info)("batch size %d for %s (inputs/s by size: %s)", self.size, self.what or "the passes",
-                 ", ".join(f"{s}: {r:.0f}" for s, r in sorted(self.rates.items())))
+        rates = ", ".join(f"{s}: {r:.0f}" for s, r in sorted(self.rates.items()))
+        (log.debug if partial else log.info)("batch size %d for %s (inputs/s by size: %s)", self.size,
+                                             self.what or "the passes", rates)
         return start

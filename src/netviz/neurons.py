@@ -40,7 +40,8 @@ class NeuronsOptions(CommandOptions):
                          choices=RECIPES)
     steps: int | None = option(None, "Dream updates (the recipe's by default).", "count")
     split: str | None = option(None, "The data split searched (default: the run's eval split).")
-    batch_size: int = option(256, "Images per forward pass of the search.", "count")
+    batch_size: int | None = option(None, "Images per forward pass of the search (default: the fastest size, "
+                                    "measured).", "count")
     dataset: str | None = dataset_option()
     data_dir: str | None = data_dir_option()
     seed: int = seed_option()
@@ -101,7 +102,7 @@ def default_layer(run: Run) -> str:
 def neurons_run(run: Run, layer: str | int | None = None, channels: str | None = None, *, top: int = DEFAULT_TOP,
                  recipe: str = NeuronsOptions.recipe, steps: int | None = None,
                  data_dir: str | os.PathLike | None = None, split: str | None = None,
-                 batch_size: int = NeuronsOptions.batch_size, seed: int = 0,
+                 batch_size: int | None = NeuronsOptions.batch_size, seed: int = 0,
                  quiet: bool = True) -> NeuronCards | None:
     """Cards for ``channels`` (default the first 8) of ``layer`` (default :func:`default_layer`)."""
     from netviz.dream import recipe_settings
@@ -136,7 +137,7 @@ def channel_count(run: Run, name: str) -> int:
 
 
 def neuron_cards(run: Run, name: str, picked: list[int], data: TensorData, *, top: int = DEFAULT_TOP,
-                 recipe: str = "deepdream", steps: int | None = None, batch_size: int = 256, seed: int = 0,
+                 recipe: str = "deepdream", steps: int | None = None, batch_size: int | None = None, seed: int = 0,
                  quiet: bool = True) -> list[NeuronCard] | None:
     """The cards of channels ``picked`` of layer ``name``, in that order. A trained run keeps each
     card in its cache (:meth:`netviz.runs.RunFolder.card_cache`, keyed by every setting, the data
@@ -157,7 +158,7 @@ def neuron_cards(run: Run, name: str, picked: list[int], data: TensorData, *, to
 
 
 def _make_cards(run: Run, name: str, picked: list[int], data: TensorData, *, top: int, recipe: str,
-                steps: int | None, batch_size: int, seed: int, quiet: bool) -> list[NeuronCard] | None:
+                steps: int | None, batch_size: int | None, seed: int, quiet: bool) -> list[NeuronCard] | None:
     """Dream each channel, find its top images and where it fires in them."""
     import torch
 

@@ -268,15 +268,12 @@ def used_batch_size(model: nn.Module, x: torch.Tensor, work: str, batch_size: in
 
 
 def passes(model: nn.Module, x: torch.Tensor, total: int, work: str, batch_size: int | None = None, *,
-           gradients: bool = True, what: str = "") -> Batches:
+           gradients: bool = True) -> Batches:
     """The slices of ``total`` inputs shaped as ``x``'s images, one a pass of ``work`` through
     ``model``: ``batch_size`` at a time, or the size :mod:`netviz.batching` measures fastest."""
     from netviz import batching
 
-    dev = model_device(model)
-    bound = batching.most(tuple(x.shape[1:]), dev, gradients=gradients)
-    return batching.Batches(total, bound, batch_size, owner=model, key=(work, tuple(x.shape[1:]), str(dev)),
-                            what=what or work)
+    return batching.batches(total, model, tuple(x.shape[1:]), work, batch_size, gradients=gradients)
 
 
 def resolve_target(model: nn.Module, x: torch.Tensor,

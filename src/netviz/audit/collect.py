@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from netviz.runs import Run
 
 MAP_SIDE = 32  # the largest side a kept map has
-BATCH = 512  # images a pass at most: all of MNIST's and CIFAR's
-BATCH_VALUES = 2**23  # input values a pass at most: 55 images at 224 x 224 (a ViT's backward fits)
 
 
 @dataclass
@@ -70,7 +68,7 @@ def collect_split(run: Run, data: TensorData, method: Method, options: Options, 
     the same forward and backward pass that reads the prediction and the activations."""
     import torch
 
-    from netviz import distributed
+    from netviz import batching, distributed
     from netviz.attribute import fast_format, method_kwargs
     from netviz.data import conform
     from netviz.device import memory_layout, model_device
@@ -84,11 +82,12 @@ def collect_split(run: Run, data: TensorData, method: Method, options: Options, 
     layout = fast_format(model, torch.zeros(1, *spec.input_shape))
     n = len(share)
     kept: Collected | None = None  # filled in place: no growing lists, no copy at the end
-    batch = batch_size(spec.input_shape)
-    starts = range(share.start, share.stop, batch)
-    with eval_mode(model), memory_layout(model, layout):
-        for start in progress(starts, quiet=quiet, desc="audit", unit="batch", total=len(starts)):
-            pixels, _ = conform(data.images[start:min(start + batch, share.stop)], spec)
+    passes = batching.batches(n, model, spec.input_shape, f"audit-{method.name}")
+    with eval_mode(model), memory_layout(model, layout), progress(total=n, quiet=quiet, desc="audit",
+                                                                  unit="image") as bar:
+        for which in passes:
+            start = share.start + which.start
+            pixels, _ = conform(data.images[start:share.start + which.stop], spec)
             labels = data.labels[start:start + len(pixels)].long()
             probs, act, attr = _read(model, spec, pixels, labels, layer, method, kwargs, dev, layout)
             amap = _compact(attr, spec)
@@ -101,19 +100,12 @@ def collect_split(run: Run, data: TensorData, method: Method, options: Options, 
             kept.labels[rows], kept.preds[rows], kept.confidence[rows] = labels, pred, conf
             kept.label_prob[rows] = probs.gather(1, labels[:, None])[:, 0]
             kept.maps[rows], kept.activations[rows] = amap, act
+            bar.update(len(pixels))
     shares = distributed.gather(kept)
     if shares is None:
         return None  # another rank than 0
     present = [p for p in shares if p is not None]
     return present[0] if len(present) == 1 else distributed.concat(present)
-
-
-def batch_size(input_shape: tuple[int, ...]) -> int:
-    """Images a pass: :data:`BATCH`, fewer for large inputs (the backward pass keeps every
-    activation of the batch)."""
-    import math
-
-    return max(1, min(BATCH, BATCH_VALUES // math.prod(input_shape)))
 
 
 def _read(model: Any, spec: Any, pixels: torch.Tensor, labels: torch.Tensor, layer: str, method: Method,

@@ -91,13 +91,15 @@ def probabilities(model: nn.Module, spec: ModelSpec, images: torch.Tensor) -> to
     """Softmax probabilities for uint8 images, in batches, without gradients."""
     import torch
 
+    from netviz.batching import batches
     from netviz.data import normalise
     from netviz.device import model_device
 
     dev = model_device(model)
     with torch.no_grad():
-        return torch.cat([head_of(model).probabilities(model(normalise(images[s:s + 512], spec, dev)).float()).cpu()
-                          for s in range(0, len(images), 512)]) if len(images) else torch.zeros(0, spec.num_classes)
+        return torch.cat([head_of(model).probabilities(model(normalise(images[s], spec, dev)).float()).cpu()
+                          for s in batches(len(images), model, spec.input_shape, "probabilities", gradients=False)]
+                         ) if len(images) else torch.zeros(0, spec.num_classes)
 
 
 def weigh(model: nn.Module, spec: ModelSpec, klass: int, members: torch.Tensor, class_images: torch.Tensor,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netviz import batching
 from netviz.concepts.factor import METHODS, Dictionary, check, fit, matched_cosine
 from netviz.dream.recipes import RECIPES
 from netviz.errors import NetvizError
@@ -79,7 +80,8 @@ class ConceptsOptions(CommandOptions):
     dream_steps: int | None = option(None, "Dream updates (the recipe's by default).", "count")
     compare_seed: int | None = option(None, "Also fit a dictionary from this seed and report how well the two "
                                       "match (mean cosine of the paired concepts).", "seed")
-    batch_size: int = option(256, "Images per forward pass.", "count")
+    batch_size: int | None = option(None, "Images per forward pass (default: the fastest size, measured).",
+                                    "count")
     cache: bool = option(True, "Keep the concepts and their figures in a trained run's cache, and take them from "
                          "there when asked again with the same settings, data and weights (--no-cache: fit "
                          "again).", "switch")
@@ -353,8 +355,9 @@ def _by_class(run: Run, data: TensorData, layer: str, dictionary: Dictionary, co
             table.append([math.nan] * w.shape[0])
             continue
         readings = []
-        for start in range(0, len(indices), options.batch_size):
-            _, x = _images(run, data, indices[start:start + options.batch_size])
+        for which in batching.batches(len(indices), run.model, run.spec.input_shape, "concepts-classes",
+                                      options.batch_size):
+            _, x = _images(run, data, indices[which])
             target = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
             readings.append((x, target, read_class(run, x, target, layer, dictionary)))
         contributions = torch.cat([r.concept_contributions(w) for _, _, r in readings]).cpu()

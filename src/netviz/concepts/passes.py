@@ -67,20 +67,25 @@ def inference(run: Run) -> Iterator[Any]:
         yield layout
 
 
-def batches(run: Run, data: TensorData, indices: range, batch_size: int, quiet: bool, desc: str,
+def batches(run: Run, data: TensorData, indices: range, batch_size: int | None, quiet: bool, desc: str,
             layout: Any = None):
-    """(the data-set indices, the normalised images on the model's device, in ``layout``) per batch."""
+    """(the data-set indices, the normalised images on the model's device, in ``layout``) per batch
+    (``batch_size`` images, or as many as :mod:`netviz.batching` measures fastest)."""
+    from netviz import batching
     from netviz.data import conform, normalise
     from netviz.device import model_device
     from netviz.progress import progress
 
     dev = model_device(run.model)
-    starts = range(indices.start, indices.stop, batch_size)
-    for start in progress(starts, quiet=quiet, desc=desc, unit="batch", total=len(starts)):
-        stop = min(start + batch_size, indices.stop)
-        pixels, _ = conform(data.images[start:stop], run.spec)
-        x = normalise(pixels, run.spec, dev)
-        yield range(start, stop), x.contiguous(memory_format=layout) if layout is not None else x
+    passes = batching.batches(len(indices), run.model, run.spec.input_shape, "concepts", batch_size,
+                              gradients=False)
+    with progress(total=len(indices), quiet=quiet, desc=desc, unit="image") as bar:
+        for which in passes:
+            start, stop = indices.start + which.start, indices.start + which.stop
+            pixels, _ = conform(data.images[start:stop], run.spec)
+            x = normalise(pixels, run.spec, dev)
+            yield range(start, stop), x.contiguous(memory_format=layout) if layout is not None else x
+            bar.update(stop - start)
 
 
 def _keys(indices: range, positions: int, seed: int) -> torch.Tensor:
@@ -97,7 +102,7 @@ def _keys(indices: range, positions: int, seed: int) -> torch.Tensor:
     return state
 
 
-def sample_rows(run: Run, data: TensorData, layer: str, most_rows: int, batch_size: int, seed: int,
+def sample_rows(run: Run, data: TensorData, layer: str, most_rows: int, batch_size: int | None, seed: int,
                 quiet: bool) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """(1) Rows to fit on: the same number of random positions from every image of this rank's
     share, at most ``most_rows`` (and :data:`MOST_VALUES` values) in all; and the layer's (C, h, w).
@@ -135,7 +140,7 @@ def sample_rows(run: Run, data: TensorData, layer: str, most_rows: int, batch_si
     return rows, shape
 
 
-def strongest(run: Run, data: TensorData, layer: str, dictionary: Dictionary, batch_size: int, quiet: bool
+def strongest(run: Run, data: TensorData, layer: str, dictionary: Dictionary, batch_size: int | None, quiet: bool
               ) -> Strongest | None:
     """(2) Every image's largest code per concept and its position (this rank's share; rank 0 gets
     them all, the others None)."""

@@ -267,7 +267,7 @@ def _run_parts(run: Run) -> tuple[nn.Module, ModelSpec]:
 
 
 def dream_directions(run: Run, layer: str, vectors: torch.Tensor, recipe: str = "deepdream", seed: int = 0,
-                     quiet: bool = True, batch_size: int = 64, **overrides: Any) -> DreamResult | None:
+                     quiet: bool = True, batch_size: int | None = None, **overrides: Any) -> DreamResult | None:
     """Images that maximise the activation of ``layer`` along each row of ``vectors`` (K x C),
     summed over positions: the feature visualisation of a dictionary's concepts."""
     model, spec = _run_parts(run)
@@ -280,18 +280,18 @@ def dream_directions(run: Run, layer: str, vectors: torch.Tensor, recipe: str = 
 
 def _batched(model: nn.Module, spec: ModelSpec, objective_for: Callable[[list[DreamTarget]], Objective],
              targets: list[DreamTarget], settings: DreamSettings, seed: int, quiet: bool,
-             batch_size: int) -> DreamResult | None:
-    """Optimise ``targets`` ``batch_size`` at a time. Under torchrun each rank optimises its share
-    of the targets (an image depends on its target and seed alone) and rank 0 gets them all, in
-    order; the other ranks get None."""
-    from netviz import distributed
+             batch_size: int | None) -> DreamResult | None:
+    """Optimise ``targets`` ``batch_size`` at a time (None: measured, :mod:`netviz.batching`). Under
+    torchrun each rank optimises its share of the targets (an image depends on its target and seed
+    alone) and rank 0 gets them all, in order; the other ranks get None."""
+    from netviz import batching, distributed
 
-    if batch_size <= 0:
+    if batch_size is not None and batch_size <= 0:
         raise NetvizError(f"--batch-size must be positive, not {batch_size}")
     share = distributed.shard(len(targets))
     own = targets[share.start:share.stop]
-    parts = [optimise(model, spec, objective_for, own[k:k + batch_size], settings, seed, quiet)
-             for k in range(0, len(own), batch_size)]
+    parts = [optimise(model, spec, objective_for, own[k], settings, seed, quiet)
+             for k in batching.batches(len(own), model, spec.input_shape, "dream", batch_size)]
     if not distributed.context().active:
         return _measured(model, spec, _merge(parts, targets, objective_for))
     # the objectives are closures, which do not travel between processes: send the numbers only
@@ -344,7 +344,7 @@ def _merge(parts: list[DreamResult], targets: list[DreamTarget],
 
 
 def dream_classes(run: Run, classes: str | int | Sequence[int] = "all", recipe: str = "paper",
-                  seed: int = 0, quiet: bool = True, batch_size: int = 64,
+                  seed: int = 0, quiet: bool = True, batch_size: int | None = None,
                   **overrides: Any) -> DreamResult | None:
     """Images that maximise classes (default: the 2019 MNIST post's recipe, docs/techniques.md §3;
     all classes in one batch)."""
@@ -361,7 +361,7 @@ def dream_classes(run: Run, classes: str | int | Sequence[int] = "all", recipe: 
 
 def dream_channels(run: Run, layer: str | int, channels: str | int | Sequence[int] = 0,
                    position: tuple[int, int] | str | None = None, recipe: str = "deepdream",
-                   seed: int = 0, quiet: bool = True, batch_size: int = 64,
+                   seed: int = 0, quiet: bool = True, batch_size: int | None = None,
                    **overrides: Any) -> DreamResult | None:
     """Images that maximise the total squared activation of channels of ``layer``.
 

@@ -74,15 +74,17 @@ def measure(model: nn.Module, spec: ModelSpec, objective: Objective, images: tor
 
 
 def measure_result(model: nn.Module, spec: ModelSpec, result: DreamResult, images: torch.Tensor,
-                   batch_size: int = 64) -> Measurement:
+                   batch_size: int | None = None) -> Measurement:
     """:func:`measure` for the images of ``result`` (e.g. re-loaded from disk), in chunks."""
     import torch
 
+    from netviz.batching import batches
+
     values: list[float] = []
     probs = []
-    for start in range(0, len(result.targets), batch_size):
-        chunk = result.targets[start:start + batch_size]
-        m = measure(model, spec, result.make_objective(chunk), images[start:start + batch_size])
+    for which in batches(len(result.targets), model, spec.input_shape, "dream-measure", batch_size,
+                         gradients=False):
+        m = measure(model, spec, result.make_objective(result.targets[which]), images[which])
         values += m.objective
         probs.append(m.probabilities)
     return Measurement(values, torch.cat(probs))

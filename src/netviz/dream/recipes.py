@@ -196,9 +196,9 @@ class DreamOptions(CommandOptions):
                                         "for paper).", "switch")
     gif: bool = option(False, "Also write dream.gif of the optimisation.", "flag")
     gif_every: int | None = option(None, "GIF: one frame every K steps (default: steps/25).", "count")
-    batch_size: int = option(64, "Images per forward/backward. An image's random draws and updates do not "
-                             "depend on its batch; 1 also makes the CPU rounding identical to a one-target run.",
-                             "count")
+    batch_size: int | None = option(None, "Images per forward/backward (default: the fastest size, measured). An "
+                                    "image's random draws and updates do not depend on its batch; 1 also makes the "
+                                    "CPU rounding identical to a one-target run.", "count")
     seed: int = seed_option()
 
     def check(self) -> None:

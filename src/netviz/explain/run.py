@@ -260,7 +260,7 @@ def explain_run(run: Run, method: str = ExplainOptions.method, *, images: Any = 
 
         wanted = sorted({int(c) for c in result.order[:, :top].flatten()})
         made = neuron_cards(run, name, wanted, data, top=card_images, recipe=recipe, steps=dream_steps,
-                            batch_size=256, seed=seed, quiet=quiet)
+                            seed=seed, quiet=quiet)
         if made is None:
             return None  # another rank than 0
         found, dataset = {c.channel: c for c in made}, data.name

@@ -62,7 +62,7 @@ class TrainConfig:
     eval_split: str | None = None
     epochs: int = 10
     batch_size: int = 64
-    eval_batch_size: int = 1000
+    eval_batch_size: int | None = None  # None: the fastest size, measured (netviz.batching)
     lr: float = 1e-3
     optimizer: str = "adam"
     scheduler: str = "none"
@@ -91,7 +91,7 @@ class TrainConfig:
              f"--activation {self.activation}: netviz train fits one class per image with cross-entropy "
              "(softmax); a multi-label or regression model is trained elsewhere and opened with --model"),
             (self.batch_size > 0, f"--batch-size must be at least 1, not {self.batch_size}"),
-            (self.eval_batch_size > 0, "eval_batch_size must be at least 1"),
+            (self.eval_batch_size is None or self.eval_batch_size > 0, "eval_batch_size must be at least 1"),
             (self.lr > 0, f"--lr must be positive, not {self.lr}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer '{self.optimizer}': use one of {', '.join(OPTIMIZERS)}"),
             (self.scheduler in SCHEDULERS, f"unknown scheduler '{self.scheduler}': use one of {', '.join(SCHEDULERS)}"),

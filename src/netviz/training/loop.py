@@ -316,22 +316,24 @@ def _diverged(cfg: TrainConfig, state: TrainState, value: float, lr: float) -> N
             "commands will refuse these weights", False)  # a warning --quiet does not hide
 
 
-def eval_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000,
+def eval_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None,
              amp: bool = True) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on normalised inputs ``x`` and labels ``y``;
-    under torchrun each rank evaluates its share and the sums are added over the ranks."""
+    """(mean cross-entropy, accuracy) of ``model`` on normalised inputs ``x`` and labels ``y``,
+    ``batch_size`` at a time (None: measured, :mod:`netviz.batching`); under torchrun each rank
+    evaluates its share and the sums are added over the ranks."""
     import torch
     from torch.nn import functional as F
 
-    from netviz import distributed
+    from netviz import batching, distributed
     from netviz.device import autocast
 
     model.eval()
     loss_sum, correct = 0.0, 0
     share = distributed.shard(len(y))
     with torch.no_grad():
-        for start in range(share.start, share.stop, batch_size):
-            stop = min(start + batch_size, share.stop)
+        for which in batching.batches(len(share), model, tuple(x.shape[1:]), "evaluation", batch_size,
+                                      gradients=False):
+            start, stop = share.start + which.start, share.start + which.stop
             xb, yb = x[start:stop], y[start:stop]  # a large folder's read here, a batch at a time
             with autocast(xb.device, amp):
                 logits = model(xb)
