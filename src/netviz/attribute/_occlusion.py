@@ -147,8 +147,10 @@ class Copies:
         if self.engine is None:
             yield pairs
             return
+        import torch
+
         per_image = sum(v.numel() * v.element_size() for v in self._clean(0, 1).values()
-                        if hasattr(v, "numel"))
+                        if isinstance(v, torch.Tensor))
         size = max(1, CLEAN_BYTES // max(1, per_image))
         img = pairs // self.masks.shape[0]
         for first in range(0, self.x.shape[0], size):

@@ -331,8 +331,8 @@ def eval_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
     loss_sum, correct = 0.0, 0
     share = distributed.shard(len(y))
     with torch.no_grad():
-        for which in batching.batches(len(share), model, tuple(x.shape[1:]), "evaluation", batch_size,
-                                      gradients=False):
+        shape = tuple(x.spec.input_shape) if isinstance(x, Streamed) else tuple(x.shape[1:])
+        for which in batching.batches(len(share), model, shape, "evaluation", batch_size, gradients=False):
             start, stop = share.start + which.start, share.start + which.stop
             xb, yb = x[start:stop], y[start:stop]  # a large folder's read here, a batch at a time
             with autocast(xb.device, amp):
