@@ -24,6 +24,9 @@ log = logging.getLogger("netviz")
 
 TOLERANCE = 0.05  # a size within 5 % of the fastest rate is as fast
 SMALLEST = 4  # the smallest size tried
+# a size this much slower than a smaller one ends the trials (a shared machine's passes vary by
+# 10-20 % from one to the next, so a smaller drop is noise, not the cache's edge)
+SLOWER = 0.25
 # input values a pass with a backward may hold (activations scale with them: 55 images at 224 x 224,
 # a ViT's backward fits); a forward pass alone keeps none of them: twice as many
 VALUES = {"cpu": 2**23, "cuda": 2**27}
@@ -110,8 +113,8 @@ class Batches:
                 rate = size / max(time.perf_counter() - began, 1e-9)
                 self.rates[size] = max(self.rates.get(size, 0.0), rate)
                 start += size
-            if self.rates[size] < max(self.rates.values()) * (1 - 2 * TOLERANCE):
-                break  # slower than a smaller size by more than the noise: larger ones will not win
+            if self.rates[size] < max(self.rates.values()) * (1 - SLOWER):
+                break  # clearly slower than a smaller size: larger ones will not win
         return self._settle(start, partial=False)
 
     def _settle(self, start: int, partial: bool) -> int:
