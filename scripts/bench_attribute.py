@@ -10,6 +10,8 @@ loading. Contenders:
   chunks of batch_size // 50 images with ``internal_batch_size=batch_size`` and
   ``return_convergence_delta=True`` (so both compute the completeness check)
 - ``netviz-50``: netviz with Captum's fixed 50 steps (the same work as Captum)
+- ``netviz-measured``: ``netviz-adaptive`` as a user runs it, the batch size measured
+  (:mod:`netviz.batching`) instead of ``--batch-size``
 
     python scripts/bench_attribute.py --run /tmp/netviz-test-cache/mnist-3ep --images 1000
 """
@@ -88,7 +90,8 @@ def worker(args) -> dict:
         fixed = args.worker == "netviz-50"
         res = integrated_gradients(run.model, x, target, steps=50 if fixed else None,
                                    tolerance=None if fixed else args.tolerance,
-                                   batch_size=args.batch_size, spec=run.spec)
+                                   batch_size=None if args.worker == "netviz-measured" else args.batch_size,
+                                   spec=run.spec)
         attributions, steps = res.attributions, res.steps
     if cuda:
         torch.cuda.synchronize()
@@ -121,7 +124,7 @@ def main() -> None:
     p.add_argument("--tolerance", type=float, default=0.01)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--contenders", default="netviz-adaptive,captum,netviz-50")
+    p.add_argument("--contenders", default="netviz-adaptive,netviz-measured,captum,netviz-50")
     p.add_argument("--json", default=None, help="Also write the results here.")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
