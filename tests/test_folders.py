@@ -164,3 +164,13 @@ def test_concepts_of_a_large_folder_with_a_concept_active_nowhere(tmp_path: Path
     record = json.loads((out / "concepts.json").read_text())
     assert record["dead"] == [3] and record["concepts"][3]["top"] == []
 
+
+
+def test_workers_sets_the_decoding_threads(monkeypatch, mnist_run, tmp_path):
+    monkeypatch.setenv("NETVIZ_WORKERS", "2")  # restored after the test
+    done = CliRunner().invoke(cli, ["kernels", str(mnist_run.path), "--workers", "3", "--out", str(tmp_path / "k"),
+                                    "--quiet"])
+    assert done.exit_code == 0, done.output
+    assert folders.workers() == 3
+    bad = CliRunner().invoke(cli, ["kernels", str(mnist_run.path), "--workers", "0"])
+    assert_one_line_error(bad, "--workers")

@@ -184,7 +184,17 @@ def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 
 verbose_option = click.option("--verbose", "-v", is_flag=True, expose_value=False, callback=_verbose,
                               help="Notes on how the work runs (the batch sizes measured, ...) on stderr.")
-common_options = _compose(device_option, seed_option, quiet_option, verbose_option)
+
+
+def _workers(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    if value is not None:  # read where an image folder is decoded (netviz.folders.workers)
+        os.environ["NETVIZ_WORKERS"] = str(value)
+
+
+workers_option = click.option("--workers", type=COUNT, default=None, expose_value=False, callback=_workers,
+                              help="Threads that decode an image folder read as it is used (default: the "
+                                   "cores this process may use; $NETVIZ_WORKERS).")
+common_options = _compose(device_option, seed_option, quiet_option, verbose_option, workers_option)
 
 out_option = _compose(
     click.option("--out", type=click.Path(file_okay=False), default=None,
