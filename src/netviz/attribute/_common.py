@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 SCORES = ("logit", "logprob", "prob")
 BASELINES = ("black", "white", "blur", "noise", "mean")
-LAYOUT_TRIAL = 4  # inputs a pass when channels_last is timed against the default layout
 
 
 @dataclass
@@ -330,39 +329,18 @@ def check_batch_size(batch_size: int | None) -> int | None:
 
 def fast_format(model: nn.Module, sample: torch.Tensor) -> torch.memory_format:
     """channels_last for the many forward passes of a perturbation method when the model takes it
-    and runs faster so, else the default layout (a model that calls ``.view`` on its input's
-    channels cannot take it). Measured once per model, input shape and device: two passes of
-    :data:`LAYOUT_TRIAL` copies of the sample in each layout, the second timed. oneDNN runs
-    ResNet-18 at 224 x 224 1.2-1.4x faster in channels_last, but at 64 x 64 in batches of 8 2x
-    slower on an AVX-512 AMD CPU."""
-    import time
-
+    (oneDNN runs ResNet-18 1.4x faster so on the CPUs measured, the MNIST net as fast), else the
+    default layout: a model that calls ``.view`` on its input's channels cannot take it."""
     import torch
-
-    from netviz import batching
 
     if sample.ndim != 4:
         return torch.contiguous_format
-    dev = model_device(model)
-    key = ("channels_last", tuple(sample.shape[1:]), str(dev))
-    known = batching.remembered(model, key)
-    if known is not None:
-        return torch.channels_last if known else torch.contiguous_format
-    x = sample[:1].to(dev).expand(LAYOUT_TRIAL, *sample.shape[1:])
-    seconds = {}
     try:
         with torch.no_grad():
-            for layout in (torch.channels_last, torch.contiguous_format):
-                inputs = x.contiguous(memory_format=layout)
-                model(inputs)  # builds the kernels for this layout
-                start = time.perf_counter()
-                model(inputs)
-                seconds[layout] = time.perf_counter() - start
+            model(sample[:1].to(model_device(model)).contiguous(memory_format=torch.channels_last))
     except RuntimeError:
         return torch.contiguous_format
-    faster = seconds[torch.channels_last] < seconds[torch.contiguous_format] * (1 - batching.TOLERANCE)
-    batching.remember(model, key, int(faster))
-    return torch.channels_last if faster else torch.contiguous_format
+    return torch.channels_last
 
 
 def check_input(x: torch.Tensor) -> torch.Tensor:
