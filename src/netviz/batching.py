@@ -51,7 +51,14 @@ def batches(total: int, model: Any, item_shape: tuple[int, ...], work: str, requ
 
     dev = model_device(model)
     return Batches(total, most(item_shape, dev, gradients=gradients), requested, owner=model,
-                   key=(work, tuple(item_shape), str(dev)), what=work)
+                   key=key_of(model, item_shape, work), what=work)
+
+
+def key_of(model: Any, item_shape: tuple[int, ...], work: str) -> tuple:
+    """What a measurement is remembered under, beside the model: the work, the shape, the device."""
+    from netviz.device import model_device
+
+    return (work, tuple(item_shape), str(model_device(model)))
 
 
 def trials(bound: int) -> list[int]:

@@ -264,7 +264,7 @@ def used_batch_size(model: nn.Module, x: torch.Tensor, work: str, batch_size: in
     """The size ``work`` ran at: the user's, else the one measured for it (for the record)."""
     from netviz import batching
 
-    return batch_size or batching.remembered(model, (work, tuple(x.shape[1:]), str(model_device(model))))
+    return batch_size or batching.remembered(model, batching.key_of(model, tuple(x.shape[1:]), work))
 
 
 def passes(model: nn.Module, x: torch.Tensor, total: int, work: str, batch_size: int | None = None, *,

@@ -92,6 +92,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | t
         copies = Copies(model, x.to(dev), b.to(dev), masks.to(dev), starts, int(window), t.to(dev), score,
                         incremental)
         total = torch.zeros(n, 1, *x.shape[2:], device=dev)
+        f_dev = f_x.to(dev)
         pairs = copies.pairs()
         with progress(total=len(pairs), quiet=quiet, desc="occlusion", unit="window") as bar:
             for group in copies.groups(pairs):  # the pairs fill whole batches across images
@@ -99,7 +100,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | t
                 for which in batches:
                     pair = group[which]
                     img, m = pair // positions, copies.masks[pair % positions]
-                    drop = f_x.to(dev)[img] - copies.scores(img, pair % positions).double()
+                    drop = f_dev[img] - copies.scores(img, pair % positions).double()
                     total.index_add_(0, img, drop.float().view(-1, 1, 1, 1) * m)
                     bar.update(len(pair))
         out = (total.cpu() / count).expand(-1, x.shape[1], -1, -1).contiguous()
