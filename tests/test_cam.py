@@ -148,8 +148,8 @@ def test_score_cam_batches_its_masked_passes(mnist):
 def test_registry_drives_every_method(mnist):
     run, x, target = mnist
     assert list(A.METHODS) == ["integrated", "interior", "saliency", "inputxgrad", "smoothgrad",
-                               "guided-backprop", "gradcam", "gradcam++", "layercam", "scorecam",
-                               "guided-gradcam", "occlusion", "random", "lrp-epsilon", "lrp-epsilon-plus",
+                               "guided-backprop", "gradcam", "gradcam++", "layercam", "scorecam", "eigencam",
+                               "guided-gradcam", "occlusion", "drise", "random", "lrp-epsilon", "lrp-epsilon-plus",
                                "lrp-epsilon-gamma-box"]
     for name, method in A.METHODS.items():
         options = method.make_options({"steps": 4, "samples": 2, "alphas": "0.5,1", "score": "logit"}).given()

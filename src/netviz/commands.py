@@ -296,7 +296,8 @@ def attribute(run: Run, out: str | os.PathLike | None = None, *, options: Attrib
         say(f"note: {ignored}", quiet)
     chosen = m.make_options({**method_options, "seed": o.seed})
     result = attribute_run(run, o.method, chosen, images=o.images, indices=o.indices, target=o.target,
-                           sanity=o.sanity, data_dir=o.data_dir, seed=o.seed, quiet=quiet)
+                           sanity=o.sanity, detection=o.detection, box=o.box, data_dir=o.data_dir, seed=o.seed,
+                           quiet=quiet)
     if result is None:
         return []  # under torchrun, another rank than 0: its share is in rank 0's result
     for line in result.lines():

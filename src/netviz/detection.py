@@ -7,7 +7,7 @@ the detector's answer into one number per reference detection, the score pytorch
 ``FasterRCNNBoxScoreTarget`` defines: the best-matching detection's IoU with the reference box
 plus its class score, 0 when that IoU is at most :data:`IOU_THRESHOLD` or its label changed. So
 every method that explains a class score (integrated gradients, saliency, the CAM family,
-occlusion, ...) explains a box: :func:`attribute_detections`.
+occlusion, ...) explains a box: :func:`netviz.attribute.attribute_detections`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from netviz.errors import NetvizError
-from netviz.heads import Head, headed, output_entries, raw_outputs
+from netviz.heads import Head, output_entries, raw_outputs
 from netviz.selection import parse_indices
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from netviz.attribute import Attribution
 
 IOU_THRESHOLD = 0.5
 FIELDS = ("boxes", "scores", "labels")
@@ -77,19 +76,97 @@ def _holds_boxes(item: Any) -> bool:
         return False
 
 
+def holds_detections(raw: Any) -> bool:
+    """Whether a forward's output is a detector's answer (boxes, scores and labels per image)."""
+    try:
+        detections(raw)
+    except (NetvizError, TypeError, ValueError, RuntimeError, IndexError):
+        return False
+    return True
+
+
+def class_count(model: nn.Module, raw: Any, notes: list[str], given: int | None = None) -> int:
+    """How many classes a detector tells apart: torchvision's box predictor or classification head,
+    any ``num_classes`` the model or one of its modules holds, else ``given`` (the class names'
+    count), else one more than the largest label it answered (said in ``notes``)."""
+    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    if predictor is not None and hasattr(predictor, "cls_score"):
+        return int(predictor.cls_score.out_features)
+    for m in (model, *model.modules()):
+        for holder in (m, getattr(m, "classification_head", None)):
+            if isinstance(getattr(holder, "num_classes", None), int):
+                return int(holder.num_classes)
+    if given is not None:
+        return given
+    largest = max((int(f.labels.max()) for f in detections(raw) if len(f)), default=0)
+    notes.append(f"assumed {largest + 1} classes (the largest label the detector answered, plus one); pass "
+                 "--classes NAMES to say")
+    return largest + 1
+
+
+@dataclass(frozen=True)
+class DetectorHead(Head):
+    """A detector read as a classifier, for every command that looks at class scores (predictions,
+    activations, layers): an image's score for a class is its best detection of that class (0 when
+    it has none). ``--detection`` and ``--box`` explain one detection instead (:class:`BoxScores`)."""
+
+    classes: int = 1
+    activation: str = "none"
+
+    def scores(self, raw: Any, input_size: Sequence[int]) -> torch.Tensor:
+        rows = []
+        for f in detections(raw):
+            if len(f) and int(f.labels.max()) >= self.classes:
+                raise NetvizError(f"the detector answered label {int(f.labels.max())}, but netviz read it as having "
+                                  f"{self.classes} classes: pass --classes with a name for each")
+            zero = torch.zeros(self.classes, dtype=f.scores.dtype, device=f.scores.device)
+            rows.append(zero.scatter_reduce(0, f.labels.to(zero.device), f.scores, "amax"))
+        return torch.stack(rows)
+
+    def record(self) -> dict[str, Any]:
+        return {}  # known again from the model when it is opened
+
+
+def is_detector(model: nn.Module | None) -> bool:
+    """Whether netviz reads ``model`` as a detector (it carries a :class:`DetectorHead`)."""
+    from netviz.heads import head_of
+
+    return isinstance(head_of(model), DetectorHead)
+
+
 def box_score(found: Found, boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(D,) the score of each reference detection (``boxes`` D x 4, ``labels`` D) in ``found``:
     the IoU of the detection that overlaps it most plus that detection's score, 0 when the IoU is
     at most :data:`IOU_THRESHOLD` or the label differs (pytorch-grad-cam's definition)."""
     from torchvision.ops import box_iou
 
-    out = torch.zeros(len(boxes), dtype=found.scores.dtype, device=found.scores.device)
+    # 0 where nothing matches, still on the graph: a path of inputs with no detection (integrated
+    # gradients from black) has gradient 0 there, not no gradient at all
+    out = torch.zeros(len(boxes), dtype=found.scores.dtype, device=found.scores.device) + 0 * found.scores.sum()
     if len(found) == 0:
         return out
     ious = box_iou(boxes.to(found.boxes), found.boxes)  # (D, M)
     best, index = ious.max(1)
     keep = (best > IOU_THRESHOLD) & (found.labels[index] == labels.to(found.labels.device))
     return torch.where(keep, best + found.scores[index], out)
+
+
+def drise_similarity(found: Found, boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(D,) D-RISE's similarity of each reference detection to the best detection in ``found``
+    (Petsiuk et al. 2021): IoU x cosine of the class vectors x objectness. A detector that answers a
+    label and a score per box has one-hot class vectors: the cosine is 1 for the same label, else 0,
+    and the score stands for the objectness."""
+    from torchvision.ops import box_iou
+
+    out = torch.zeros(len(boxes), dtype=found.scores.dtype, device=found.scores.device) + 0 * found.scores.sum()
+    if len(found) == 0:
+        return out
+    ious = box_iou(boxes.to(found.boxes), found.boxes)  # (D, M)
+    same = labels.to(found.labels.device)[:, None] == found.labels[None, :]
+    return (ious * same * found.scores[None, :]).amax(1)
+
+
+SIMILARITIES = {"box": box_score, "drise": drise_similarity}
 
 
 @dataclass(frozen=True)
@@ -100,11 +177,33 @@ class BoxScores(Head):
     boxes: tuple[tuple[float, float, float, float], ...] = ()
     labels: tuple[int, ...] = ()
     activation: str = "none"
+    similarity: str = "box"  # how a detection is scored against a reference: SIMILARITIES
 
     def scores(self, raw: Any, input_size: Sequence[int]) -> torch.Tensor:
         found = detections(raw)
         boxes, labels = torch.tensor(self.boxes, dtype=torch.float32), torch.tensor(self.labels)
-        return torch.stack([box_score(f, boxes, labels) for f in found])
+        score = SIMILARITIES[self.similarity]
+        return torch.stack([score(f, boxes, labels) for f in found])
+
+
+@dataclass
+class Explained:
+    """Per map of an attribution of detections, what it explains (and what its figure draws): the
+    detection's box (x0, y0, x1, y1 in input pixels), label, the detector's score for it, the box
+    score F at the input, how it was chosen ("detection 0", "box"), and its image's other boxes."""
+
+    boxes: torch.Tensor  # (D, 4)
+    labels: torch.Tensor  # (D,)
+    confidence: torch.Tensor  # (D,) the detector's score of the detection (of the best match, for --box)
+    box_score: torch.Tensor  # (D,) F at the input: IoU with the box + the class score
+    chosen: list[str]
+    others: list[torch.Tensor]  # per map, (M, 4)
+
+    def record(self, j: int, class_name: Any) -> dict[str, Any]:
+        """What attribute.json says of map ``j``'s detection."""
+        return {"chosen": self.chosen[j], "box": [round(float(v), 2) for v in self.boxes[j]],
+                "label": int(self.labels[j]), "label_name": class_name(int(self.labels[j])),
+                "confidence": float(self.confidence[j]), "box_score": float(self.box_score[j])}
 
 
 @dataclass(frozen=True)
@@ -116,10 +215,38 @@ class Targets:
     labels: torch.Tensor
     scores: torch.Tensor
     found: list[Found]
+    chosen: tuple[str, ...] = ()  # per target: "detection 0", or "box" for --box
 
-    def head(self) -> BoxScores:
+    def explained(self) -> Explained:
+        """What each map explains, for the record and the figures."""
+        confidence = self.scores - self._ious()
+        return Explained(self.boxes.clone(), self.labels.clone(), confidence.clamp_min(0), self.scores.clone(),
+                         list(self.chosen), [self.others(j) for j in range(len(self.image))])
+
+    def _ious(self) -> torch.Tensor:
+        """(D,) each target's IoU with its best match (0 where its box score is 0)."""
+        from torchvision.ops import box_iou
+
+        out = torch.zeros(len(self.image))
+        for j, i in enumerate(self.image.tolist()):
+            found = self.found[i]
+            if len(found) and float(self.scores[j]) > 0:
+                out[j] = box_iou(self.boxes[j:j + 1], found.boxes.detach().cpu().float()).max()
+        return out
+
+    def head(self, similarity: str = "box") -> BoxScores:
+        """The head whose column d scores detection d (by ``similarity``, see :data:`SIMILARITIES`)."""
         return BoxScores(boxes=tuple(tuple(float(v) for v in b) for b in self.boxes.tolist()),
-                         labels=tuple(int(v) for v in self.labels.tolist()))
+                         labels=tuple(int(v) for v in self.labels.tolist()), similarity=similarity)
+
+    def others(self, j: int) -> torch.Tensor:
+        """(M, 4) the boxes of target ``j``'s image other than its own (drawn thin beside it)."""
+        found = self.found[int(self.image[j])]
+        if len(found) == 0:
+            return torch.zeros(0, 4)
+        boxes = found.boxes.detach().cpu().float()
+        same = (boxes - self.boxes[j]).abs().amax(1) < 1e-4
+        return boxes[~same]
 
 
 def find(model: nn.Module, x: torch.Tensor) -> list[Found]:
@@ -132,7 +259,7 @@ def find(model: nn.Module, x: torch.Tensor) -> list[Found]:
 
 
 def targets(model: nn.Module, x: torch.Tensor, detection: str | int | None = 0,
-            box: Sequence[float] | str | None = None, label: int | None = None) -> Targets:
+            box: Sequence[float] | str | None = None, label: int | str | None = None) -> Targets:
     """The detections to explain: each image's ``detection`` (an index by score, or a range
     ``0-4``), or the one that matches ``box`` (x0, y0, x1, y1 in input pixels) with ``label``."""
     found = find(model, x)
@@ -141,7 +268,9 @@ def targets(model: nn.Module, x: torch.Tensor, detection: str | int | None = 0,
         if label is None:
             raise NetvizError("--box needs --target CLASS: the class of the object in the box")
         ref = _read_box(box, width, height)
-        rows = [(i, ref, int(label)) for i in range(len(found))]
+        if not str(label).strip().isdigit():
+            raise NetvizError(f"--box takes one --target class, not {label}")
+        rows = [(i, ref, int(label), "box") for i in range(len(found))]
     elif label is not None:
         raise NetvizError("a detector's --target needs --box x0,y0,x1,y1: the box of the object of that class")
     else:
@@ -150,14 +279,14 @@ def targets(model: nn.Module, x: torch.Tensor, detection: str | int | None = 0,
             if len(f) == 0:
                 raise NetvizError(f"image {i} has no detection: nothing to explain (try another image, or --box "
                                   "with --target)")
-            for k in parse_indices(str(detection), len(f), "detection", f"image {i} (its {len(f)} detections)"):
-                rows.append((i, f.boxes[k].detach().cpu().tolist(), int(f.labels[k])))
+            for k in parse_indices(str(0 if detection is None else detection), len(f), "detection", f"image {i}"):
+                rows.append((i, f.boxes[k].detach().cpu().tolist(), int(f.labels[k]), f"detection {k}"))
     image = torch.tensor([r[0] for r in rows], dtype=torch.long)
     boxes = torch.tensor([r[1] for r in rows], dtype=torch.float32).reshape(-1, 4)
     labels = torch.tensor([r[2] for r in rows], dtype=torch.long)
     scores = torch.stack([box_score(found[int(i)], boxes[j:j + 1], labels[j:j + 1])[0].detach().cpu()
                           for j, i in enumerate(image)]) if rows else torch.zeros(0)
-    return Targets(image, boxes, labels, scores, found)
+    return Targets(image, boxes, labels, scores, found, tuple(r[3] for r in rows))
 
 
 def _read_box(box: Sequence[float] | str, width: int, height: int) -> list[float]:
@@ -170,16 +299,3 @@ def _read_box(box: Sequence[float] | str, width: int, height: int) -> list[float
         raise NetvizError(f"--box {x0:g},{y0:g},{x1:g},{y1:g} is not a box inside the {width}x{height} image: "
                           "use 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height")
     return [x0, y0, x1, y1]
-
-
-def attribute_detections(model: nn.Module, x: torch.Tensor, method: str = "gradcam",
-                         detection: str | int | None = 0, box: Sequence[float] | str | None = None,
-                         label: int | None = None, **options: Any) -> tuple[Attribution, Targets]:
-    """Attribute each chosen detection (:func:`targets`) with ``method``: one map per detection,
-    the image repeated for each; the result's ``target`` numbers the detections in ``Targets``."""
-    from netviz.attribute import attribute
-
-    chosen = targets(model, x, detection, box, label)
-    with headed(model, chosen.head()) as detector:
-        result = attribute(detector, x[chosen.image], method, torch.arange(len(chosen.image)), **options)
-    return result, chosen

@@ -38,6 +38,13 @@ class Inputs:
     def __len__(self) -> int:
         return len(self.names)
 
+    def rows(self, image: torch.Tensor, what: Sequence[str]) -> Inputs:
+        """One row per entry of ``image`` (an index into these images), named with ``what`` beside
+        the image's name ("index 3, detection 0"): several maps of one image."""
+        at = [int(i) for i in image]
+        return Inputs(self.images[image], [f"{self.names[i]}, {w}" for i, w in zip(at, what, strict=True)],
+                      [self.indices[i] for i in at], [self.labels[i] for i in at], self.notes, self.offset)
+
 
 def label_from_folder(path: Path, spec: ModelSpec) -> int | None:
     """The class of an image kept in a folder named after it (``cat/001.png``), if there is one."""

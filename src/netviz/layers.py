@@ -332,7 +332,8 @@ def execution_order(model: nn.Module, input_shape: Sequence[int], tensors_only: 
                     ) -> list[tuple[str, tuple[int, ...]]]:
     """(name, output shape without the batch) of every module, in the order their forward passes
     end on one zero input (a module called twice is listed at its last call); ``tensors_only``:
-    only modules that return one tensor (not MultiheadAttention's tuple)."""
+    only modules that return one tensor of the one image (not MultiheadAttention's tuple, nor a
+    detector's pooled regions, N x C x 7 x 7 for N proposals)."""
     import torch
 
     from netviz.device import model_device
@@ -345,7 +346,7 @@ def execution_order(model: nn.Module, input_shape: Sequence[int], tensors_only: 
         def hook(module: nn.Module, inputs: object, output: object) -> None:
             single = output if isinstance(output, torch.Tensor) else None
             tensor = single if tensors_only else _first_tensor(output)
-            if tensor is not None:
+            if tensor is not None and not (tensors_only and (tensor.ndim == 0 or tensor.shape[0] != 1)):
                 order.pop(name, None)
                 order[name] = tuple(tensor.shape[1:])
         return hook
@@ -369,18 +370,20 @@ def grid_notes(model: nn.Module, layers: Sequence[str], input_shape: Sequence[in
     return {name: note for name, grid in grids if grid is not None and (note := grid.note(name))}
 
 
-def last_spatial_layer(model: nn.Module, input_shape: Sequence[int], notes: list[str] | None = None) -> str:
+def last_spatial_layer(model: nn.Module, input_shape: Sequence[int], notes: list[str] | None = None,
+                       within: str = "") -> str:
     """The last layer to run whose output is a map (channels x height x width, more than one
     position): where class-activation maps are usually read (pytorch-grad-cam's advice).
 
     In a transformer (token outputs) the last blocks' patch tokens no longer reach the class token:
     the default is then the last layer of the residual stream's width whose patch tokens still
-    carry a gradient (ViT's ``blocks.11.norm1``, as pytorch-grad-cam advises), said in ``notes``."""
+    carry a gradient (ViT's ``blocks.11.norm1``, as pytorch-grad-cam advises), said in ``notes``.
+    ``within``: only layers whose name starts so (a detector's ``backbone.``)."""
     order = execution_order(model, input_shape, tensors_only=True)  # a tuple cannot be tapped
     grids = {name: layer_grid(model, shape, input_shape[-2:]) for name, shape in order}
     spatial = [name for name, _ in order if grids[name] is not None
                and grids[name].height * grids[name].width > 1
-               and type(model.get_submodule(name)).__name__ not in NO_OP_TYPES]
+               and type(model.get_submodule(name)).__name__ not in NO_OP_TYPES and name.startswith(within)]
     if not spatial:
         raise NetvizError("the model has no layer with a spatial output (channels x height x width): "
                           "class-activation maps need one")

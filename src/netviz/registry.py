@@ -111,9 +111,42 @@ def imagenet_classes() -> tuple[str, ...]:
     return tuple(ResNet18_Weights.DEFAULT.meta["categories"])
 
 
+def _torchvision_detector_spec(name: str) -> ModelSpec | None:
+    """A torchvision detector (Faster R-CNN, RetinaNet, FCOS, SSD, ...): it takes pixels in [0, 1]
+    at any size (it normalises and resizes them itself) and answers with boxes, scores and labels."""
+    from torchvision import models as tvm
+
+    try:
+        categories = tuple(tvm.get_model_weights(name).DEFAULT.meta["categories"])
+    except Exception:  # a detector without published weights
+        categories = ()
+    size = 320 if "320" in name else 300 if name.startswith("ssd300") else 512
+
+    def factory(weights: str | None, **kwargs: Any) -> nn.Module:
+        if weights is None:  # no pretrained backbone either: nothing to download
+            kwargs = {"weights_backbone": None, **kwargs}
+        return tvm.get_model(name, weights=weights, **kwargs)
+
+    return ModelSpec(
+        name=name, factory=factory, input_shape=(3, size, size), num_classes=len(categories) or 91,
+        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), class_names=categories, default_dataset=None,
+        has_pretrained=bool(categories), description=f"torchvision detector {name} (COCO)",
+        extra={"origin": "torchvision", "detector": True},
+    )
+
+
+def tvm_detectors() -> list[str]:
+    """torchvision's detection models by name."""
+    from torchvision import models as tvm
+
+    return tvm.list_models(module=tvm.detection)
+
+
 def _torchvision_spec(name: str) -> ModelSpec | None:
     from torchvision import models as tvm
 
+    if name in tvm_detectors():
+        return _torchvision_detector_spec(name)
     if name not in tvm.list_models(module=tvm):
         return None
     try:

@@ -330,21 +330,30 @@ def _first_input_channels(model: nn.Module) -> int | None:
     return None
 
 
-def _output_width(model: nn.Module, shape: tuple[int, int, int]) -> int:
-    """The number of classes: the output width for one zero image; a clear error if it fails."""
+def _output_width(model: nn.Module, shape: tuple[int, int, int], notes: list[str] | None = None,
+                  classes: int | None = None) -> int:
+    """The number of classes: the output width for one zero image; a clear error if it fails. A
+    detector (boxes, scores and labels per image) gets its head here
+    (:class:`netviz.detection.DetectorHead`): its width is its number of classes."""
     import torch
 
+    from netviz import detection
     from netviz.device import model_device
+    from netviz.heads import attach, head_of, raw_outputs
     from netviz.layers import eval_mode
 
+    head = head_of(model)
     try:
-        with eval_mode(model), torch.no_grad():
-            out = model(torch.zeros(1, *shape, device=model_device(model)))
-    except NetvizError:
-        raise  # the head's: the output cannot be read as class scores as asked
+        with eval_mode(model), torch.no_grad(), raw_outputs(model):
+            raw = model(torch.zeros(1, *shape, device=model_device(model)))
     except Exception as exc:
         raise NetvizError(f"the model's forward pass fails on input {'x'.join(map(str, shape))}: "
                           f"{type(exc).__name__}: {first_line(exc)} (pass --input-shape C,H,W)") from exc
+    if detection.holds_detections(raw):  # (again after another probe: the class names may be given now)
+        said = notes if notes is not None else []
+        head = detection.DetectorHead(classes=detection.class_count(model, raw, said, classes))
+        attach(model, head)
+    out = head.scores(raw, shape[-2:])  # the head's error: the output cannot be read as class scores as asked
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise NetvizError(f"the model returns {got} for one image; netviz needs class scores of "
@@ -384,7 +393,7 @@ def describe(source: ModelSource, model: nn.Module, timm_cfg: Mapping[str, Any] 
     if shape is None:
         shape, note = _infer_shape(model)
         notes.append(note)
-    width = _output_width(model, shape)
+    width = _output_width(model, shape, notes, len(source.classes) if source.classes is not None else None)
     c = shape[0]
     mean, std = source.mean, source.std
     if mean is None and cfg.get("mean"):
@@ -436,6 +445,8 @@ def open_model(source: ModelSource, num_classes: int | None = None,
     if source.kind.registry:
         spec = get_spec(str(source.ref))
         spec = _with_options(spec, source, model)
+        if spec.extra.get("detector"):
+            _output_width(model, spec.input_shape, notes)  # puts the detector's head on
     else:
         spec = describe(source, model, cfg, notes)
     check_region(source.head, spec.input_shape)

@@ -7,12 +7,14 @@ Each method is a registered :class:`Method` in a file of its own (:data:`METHODS
 - gradients: :func:`saliency`, :func:`input_x_gradient`, :func:`smoothgrad`, :func:`guided_backprop`
 - paths: :func:`integrated_gradients` (completeness error, adaptive steps), :func:`interior_gradients`
 - class-activation maps of a layer: :func:`grad_cam`, :func:`grad_cam_plus_plus`, :func:`layer_cam`,
-  :func:`score_cam`, :func:`guided_grad_cam` (``.maps`` at the layer, ``.attributions`` upsampled)
-- perturbation: :func:`occlusion`; a control: :func:`random_map`
+  :func:`score_cam`, :func:`eigen_cam`, :func:`guided_grad_cam` (``.maps`` at the layer,
+  ``.attributions`` upsampled)
+- perturbation: :func:`occlusion`, :func:`drise` (random masks; D-RISE for detections); a control:
+  :func:`random_map`
 - relevance (zennit, ``netviz[lrp]``): :func:`lrp_epsilon`, :func:`lrp_epsilon_plus`,
   :func:`lrp_epsilon_gamma_box`
 - :func:`model_randomisation` (the cascading sanity check), :func:`attribute` (any method by name),
-  :func:`attribute_run` (the command)
+  :func:`attribute_detections` (a detector's detections), :func:`attribute_run` (the command)
 """
 
 from __future__ import annotations
@@ -66,8 +68,10 @@ from netviz.attribute._gradcam import grad_cam  # isort: skip
 from netviz.attribute._gradcampp import grad_cam_plus_plus  # isort: skip
 from netviz.attribute._layercam import layer_cam  # isort: skip
 from netviz.attribute._scorecam import score_cam  # isort: skip
+from netviz.attribute._eigencam import eigen_cam  # isort: skip
 from netviz.attribute._guided_gradcam import guided_grad_cam  # isort: skip
 from netviz.attribute._occlusion import occlusion  # isort: skip
+from netviz.attribute._drise import drise  # isort: skip
 from netviz.attribute._random import random_map  # isort: skip
 from netviz.attribute._lrp import COMPOSITES, LrpOptions, relevance_rules, seed_relevance, zennit  # isort: skip
 from netviz.attribute._lrp_epsilon import lrp_epsilon  # isort: skip
@@ -76,6 +80,7 @@ from netviz.attribute._lrp_epsilon_gamma_box import lrp_epsilon_gamma_box  # iso
 from netviz.attribute._run import (  # isort: skip
     AttributeOptions, AttributeResult, attribute_run, for_share, load_baseline, method_kwargs)
 from netviz.attribute._sanity import SanityResult, model_randomisation, parameter_layers, spearman  # isort: skip
+from netviz.attribute._detections import attribute_detections  # isort: skip
 from netviz.selection import parse_indices  # isort: skip
 
 if TYPE_CHECKING:
@@ -97,7 +102,8 @@ __all__ = [
     "AttributeOptions", "AttributeResult", "Attribution",
     "BaselineOptions", "InteriorGradients", "LayerOptions", "Method", "Options",
     "SanityResult", "SeededOptions", "all_options", "attribute", "attribute_run", "check_batch_size", "passes",
-    "check_method_options", "eval_mode", "fast_format", "for_share", "forward_scores",
+    "attribute_detections", "check_method_options", "drise", "eigen_cam", "eval_mode", "fast_format", "for_share",
+    "forward_scores",
     "get_method", "ignored_options", "load_baseline", "method_kwargs", "option", "grad_cam", "grad_cam_plus_plus",
     "gradient", "guided_backprop", "guided_grad_cam", "input_x_gradient", "integrated_gradients",
     "interior_gradients", "layer_cam",

@@ -1,7 +1,8 @@
 """Class-activation maps: what every CAM method shares (the role of pytorch-grad-cam's base_cam.py).
 
 A CAM method reads one layer's output A (N, K, h, w) and, for most, the gradient of the score F
-with respect to it, and returns weights: one per channel (N, K) or one per position (N, K, h, w).
+with respect to it, and returns weights: one per channel (N, K) or one per position (N, K, h, w),
+or the map itself (N, h, w) for a method that is no weighted sum (EigenCAM).
 The map is ReLU(sum_k w_k A_k) at the layer's resolution (Selvaraju et al. 2017), upsampled
 bilinearly to the input. Each method is one small ``weigh`` function in its own file.
 """
@@ -41,10 +42,15 @@ Weigh = Callable[[LayerReading], "torch.Tensor"]
 
 def cam_layer(model: nn.Module, layer: str | int | None, input_shape: Sequence[int],
               notes: list[str] | None = None) -> str:
-    """The dotted name of ``layer`` (a name or number), or the last layer with a spatial output."""
+    """The dotted name of ``layer`` (a name or number), or the last layer with a spatial output (in a
+    detector with a ``backbone``, the backbone's: its region proposals carry no gradient)."""
+    from netviz.detection import is_detector
     from netviz.layers import last_spatial_layer, resolve_layer
 
-    return last_spatial_layer(model, input_shape, notes) if layer is None else resolve_layer(model, layer)
+    if layer is not None:
+        return resolve_layer(model, layer)
+    within = "backbone." if is_detector(model) and hasattr(model, "backbone") else ""
+    return last_spatial_layer(model, input_shape, notes, within)
 
 
 def read_layer(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str, score: str,
@@ -65,7 +71,13 @@ def read_layer(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: s
         raise NetvizError(f"layer {layer} has no spatial output (it gives {tuple(out.shape[1:])} per "
                           "image): class-activation maps need channels x height x width or tokens; pass "
                           "a convolutional --layer (see `netviz layers`), or say --reshape")
-    grads = grid.to_map(torch.autograd.grad(f.sum(), out)[0].detach()) if gradients else None
+    grads = None
+    if gradients:
+        (grad,) = torch.autograd.grad(f.sum(), out, allow_unused=True)
+        if grad is None:
+            raise NetvizError(f"layer {layer} does not reach the score (its output has no gradient): pick a "
+                              "--layer before the head (see `netviz layers`)")
+        grads = grid.to_map(grad.detach())
     return LayerReading(model, x.detach(), target, score, grid.to_map(out.detach()).float(), grads, batch_size)
 
 
@@ -86,6 +98,8 @@ def class_activation_maps(model: nn.Module, x: torch.Tensor,
         def cam(xb: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
             reading = read_layer(model, xb, tb, name, score, gradients, o.batch_size)
             w = weigh(reading)
+            if w.ndim == 3:  # the map itself
+                return torch.relu(w[:, None])
             w = w[:, :, None, None] if w.ndim == 2 else w
             return torch.relu((w * reading.activations).sum(1, keepdim=True))
 

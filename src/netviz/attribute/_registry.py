@@ -94,6 +94,9 @@ class Method:
     # the map from (x, dF/dx) alone, for a method that is one plain gradient: lets a pass that already
     # has the gradient (the audit) skip the method's own forward and backward passes
     from_gradient: Callable[[Any, Any], Any] | None = None
+    # how it scores a detection it explains (netviz.detection.SIMILARITIES): grad-cam's box score,
+    # or D-RISE's similarity for a method made for detectors
+    detection_similarity: str = "box"
 
     @property
     def available(self) -> bool:

@@ -28,6 +28,7 @@ from netviz.styles import STYLES, check_drawing
 if TYPE_CHECKING:
     import torch
 
+    from netviz.detection import Explained
     from netviz.registry import ModelSpec
     from netviz.runs import Run
 
@@ -50,6 +51,10 @@ class AttributeOptions(ImageOptions):
     target: int | str | None = option(None, "Class to explain, a number or a name (default: each image's "
                                       "predicted class); several at once as 3,5 for a multi-label model (their "
                                       "scores are summed).")
+    detection: str | None = option(None, "A detector's detections to explain, by score in each image: 0 (the "
+                                   "best, default), 2 or 0-4 (one map each).")
+    box: str | None = option(None, "A detector's object to explain: its box x0,y0,x1,y1 in input pixels, with "
+                             "--target CLASS; the map explains the detection that matches it best.")
     sanity: bool = option(False, "Also run the cascading model-randomisation test (sanity.json, sanity.png).",
                           "flag")
     style: str = option("overlay", "Grid panels: green/red on a grey image, or a heat map.", "choice",
@@ -82,6 +87,7 @@ class AttributeResult:
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     regions: torch.Tensor | None = None  # (N, H, W): the pixels a segmentation target's score sums
+    detections: Explained | None = None  # a detector's: per map, the detection it explains
     weights: str = ""  # which weights the model has (Run.weights_label)
 
     @property
@@ -107,7 +113,7 @@ class AttributeResult:
         for i, name in enumerate(self.names[:most]):
             truth = f" (true {self.spec.class_name(self.labels[i])})" if self.labels[i] is not None else ""
             line = (f"{name}{truth}: predicted {self.spec.class_name(self.preds[i])}, target "
-                    f"{target_name(res.target[i], self.spec)}")
+                    f"{self.target_text(i)}") if self.detections is None else f"{name}: {self.target_text(i)}"
             if res.attributions.ndim == 4:  # one map per image (interior's are a strip of gradients)
                 line += f"; map sum {float(res.attributions[i].double().sum()):.3g}"
             if err is not None:
@@ -118,6 +124,14 @@ class AttributeResult:
         if len(self.names) > most:
             out.append(f"... and {len(self.names) - most} more image(s) in attribute.json")
         return out
+
+    def target_text(self, i: int) -> str:
+        """What map ``i`` explains: a class, or a detection (its class, score and box)."""
+        d = self.detections
+        if d is None:
+            return target_name(self.result.target[i], self.spec)
+        box = ",".join(f"{float(v):.0f}" for v in d.boxes[i])
+        return f"{self.spec.class_name(int(d.labels[i]))} {float(d.confidence[i]):.2f} at [{box}]"
 
     def summary(self) -> dict[str, Any]:
         """Key numbers: the method, images, predictions, and the completeness error when known."""
@@ -147,6 +161,9 @@ class AttributeResult:
 
         res = self.result
         out = {"targets": res.target.long().cpu().contiguous()}
+        if self.detections is not None:  # map j explains detection j: its box and class
+            out |= {"boxes": self.detections.boxes.float().contiguous(),
+                    "labels": self.detections.labels.long().contiguous()}
         if isinstance(res, InteriorGradients):
             out |= {"gradients": res.gradients.float().contiguous(), "scores": res.scores.double().contiguous(),
                     "alphas": torch.tensor(res.alphas, dtype=torch.float64)}
@@ -165,6 +182,12 @@ class AttributeResult:
         report, res, spec = self, self.result, self.spec
         score_text = {"logit": "the target class logit", "logprob": "the log-softmax of the target",
                       "prob": "the softmax probability of the target"}[res.score]
+        if self.detections is not None:
+            score_text = {"box": "the box score of the detection (pytorch-grad-cam's FasterRCNNBoxScoreTarget): "
+                                 "the IoU of the best-matching detection with its box plus that detection's class "
+                                 "score, 0 when the IoU is at most 0.5 or the class changed",
+                          "drise": "D-RISE's similarity to the detection: IoU x same class x the detection's "
+                                   "score, of the best match"}[self.spec_method.detection_similarity]
         data: dict[str, Any] = {
             "model": spec.name,
             "weights": report.weights,
@@ -186,6 +209,8 @@ class AttributeResult:
                 else None,
                 "pred": report.preds[i], "target": target_label(res.target[i]), "uniform": report.uniform[i],
             }
+            if report.detections is not None:
+                item["detection"] = report.detections.record(i, spec.class_name)
             item.update(res.image_record(i))  # each kind of result says what it records of an image
             if complete:
                 item["score_baseline"] = finite_number(res.score_baseline[i])
@@ -298,6 +323,8 @@ def attribute_run(
     indices: str | int | Sequence[int] | None = None,
     target: int | str | None = None,
     sanity: bool = False,
+    detection: str | int | None = None,
+    box: str | Sequence[float] | None = None,
     data_dir: str | os.PathLike | None = None,
     seed: int = 0,
     quiet: bool = False,
@@ -306,10 +333,13 @@ def attribute_run(
     tensors) for ``target`` (a class number or name, or several summed: ``"3,5"``) with
     ``method`` and its ``options`` (an instance of the method's :class:`Options` dataclass, e.g.
     ``get_method("occlusion").make_options({"window": 8})``; default: its defaults, seeded with
-    ``seed``). Under torchrun every rank attributes its share and the report (rank 0's) holds all
+    ``seed``). For a detector, each image's ``detection`` (an index by score or a range, default
+    0) or the detection matching ``box`` (x0,y0,x1,y1, with ``target`` its class) is explained:
+    one map per detection. Under torchrun every rank attributes its share and the report (rank 0's) holds all
     images in order; the other ranks get None."""
     import torch
 
+    from netviz import detection as detections
     from netviz import distributed
     from netviz.attribute._common import eval_mode, forward_scores
     from netviz.data import normalise
@@ -325,6 +355,9 @@ def attribute_run(
     options.check()  # before any work: a bad size is one line, not an empty batch
     if sanity and not m.evaluate:
         raise NetvizError(f"--sanity needs a method with one map per image, not {method}")
+    if (detection is not None or box is not None) and not detections.is_detector(run.model):
+        raise NetvizError(f"--detection and --box are for detectors; model '{run.spec.name}' answers with class "
+                          "scores: leave them out (--target names the class to explain)")
     seed_everything(seed)
     spec = run.spec
     target = target_text(target, spec.class_names, spec.num_classes, f"model {spec.name}")
@@ -338,16 +371,24 @@ def attribute_run(
     if len(inputs):
         x = normalise(inputs.images, spec)
         model = run.model
-        with eval_mode(model):
-            _, preds = forward_scores(model, x, None, "logit", options.batch_size)
-        result = m.function(model, x, target, quiet=quiet, **kwargs)
-        regions = region_masks(model, x, result.target)
+        if detections.is_detector(model):  # one map per detection chosen, each with its image
+            chosen = detections.targets(model, x, detection, box, target)
+            inputs = inputs.rows(chosen.image, chosen.chosen)
+            x, wanted, preds = x[chosen.image], torch.arange(len(chosen.image)), chosen.labels
+            kwargs = {**kwargs, "head": chosen.head(m.detection_similarity)}
+            explained: Explained | None = chosen.explained()
+        else:
+            with eval_mode(model):
+                _, preds = forward_scores(model, x, None, "logit", options.batch_size)
+            wanted, explained = target, None
+        result = m.function(model, x, wanted, quiet=quiet, **kwargs)
+        regions = None if explained is not None else region_masks(model, x, result.target)
         sanity_result = None
         if sanity:
             say("sanity check: randomising the layers from the top down", quiet)
             sanity_result = model_randomisation(model, x, m.function, result.target, method_kwargs=kwargs,
                                                 seed=seed, quiet=quiet)
-        part = (inputs, preds, result, sanity_result, regions)
+        part = (inputs, preds, result, sanity_result, regions, explained)
     parts = distributed.gather(part)
     if parts is None:
         return None  # another rank than 0: rank 0 draws and writes
@@ -361,6 +402,7 @@ def attribute_run(
                 **recorded({k: v for k, v in options.given().items() if k != "offset"})}
     settings.update(result.settings)  # what the method itself settled on (steps, alphas, ...)
     regions = None if parts[0][4] is None else torch.cat([p[4] for p in parts])
+    explained = distributed.concat([p[5] for p in parts])
     if regions is not None:  # a segmentation model: what its target's score sums
         region = head_of(run.model).region
         settings["region"] = list(region) if isinstance(region, tuple) else "pred"
@@ -374,5 +416,5 @@ def attribute_run(
                            indices=inputs.indices, labels=inputs.labels, preds=[int(p) for p in preds],
                            pixels=inputs.images.float() / 255.0, result=result, sanity=sanity_result,
                            settings=settings, notes=list(dict.fromkeys(notes + inputs.notes)), regions=regions,
-                           weights=run.weights_label)
+                           weights=run.weights_label, detections=explained)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +112,9 @@ def render(pixels: Any, attr: Any, style: str = "overlay", percentile: float = 9
 
 def image_stem(name: str) -> str:
     """A file-name-safe form of an image name: "index 12" -> "0012", "cat 3.png" -> "cat_3"."""
+    m = re.fullmatch(r"(.*), (detection (\d+)|box)", name)  # a detector's map: its image's stem and which
+    if m:
+        return f"{image_stem(m.group(1))}_{'box' if m.group(3) is None else 'det' + m.group(3)}"
     m = re.fullmatch(r"index (\d+)", name)
     if m:
         return f"{int(m.group(1)):04d}"
@@ -127,7 +130,9 @@ def _caption(report: AttributeResult, i: int) -> tuple[str, bool]:
     if label is not None:
         parts.insert(0, f"true {spec.class_name(label)}")
     lines = [report.names[i], " / ".join(parts)]
-    if target != pred:
+    if report.detections is not None:
+        lines[1] = report.target_text(i)
+    elif target != pred:
         lines.append(f"target {spec.class_name(target)}")
     err = getattr(report.result, "completeness_error", None)
     if err is not None:
@@ -171,10 +176,17 @@ def plot_grid(report: AttributeResult, path: str | os.PathLike, style: str = "ov
 
 def outlined(picture: np.ndarray, report: AttributeResult, i: int) -> np.ndarray:
     """``picture`` (H, W, 3, floats in [0, 1], as :func:`render` gives) with the outline of image
-    ``i``'s region in yellow, for a segmentation model (the pixels its target's score sums);
-    unchanged otherwise."""
+    ``i``'s region in yellow, for a segmentation model (the pixels its target's score sums), or for
+    a detector the box explained in yellow (2 pixels) and the image's other detections in thin
+    cyan; unchanged otherwise."""
     import numpy as np
 
+    if report.detections is not None:
+        d = report.detections
+        out = picture.copy()
+        for box in d.others[i].tolist():
+            draw_box(out, box, (0.0, 0.8, 1.0), 1)
+        return draw_box(out, d.boxes[i].tolist(), (1.0, 0.85, 0.0), max(1, round(out.shape[0] / 160)))
     if report.regions is None or picture.shape[:2] != tuple(report.regions.shape[1:]):
         return picture
     mask = report.regions[i].numpy()
@@ -183,6 +195,23 @@ def outlined(picture: np.ndarray, report: AttributeResult, i: int) -> np.ndarray
     out = picture.copy()
     out[mask & ~inner] = (1.0, 0.85, 0.0)
     return out
+
+
+def draw_box(picture: np.ndarray, box: Sequence[float], color: tuple[float, float, float],
+             width: int = 1) -> np.ndarray:
+    """``picture`` (H, W, 3) with the outline of ``box`` (x0, y0, x1, y1 in its pixels) drawn in
+    ``color``, ``width`` pixels inside the box's edge; drawn in place and returned."""
+    h, w = picture.shape[:2]
+    x0, y0 = (max(0, min(int(round(v)), n - 1)) for v, n in zip(box[:2], (w, h), strict=True))
+    x1, y1 = (max(0, min(int(round(v)), n)) for v, n in zip(box[2:], (w, h), strict=True))
+    if x1 <= x0 or y1 <= y0:
+        return picture
+    t = min(width, x1 - x0, y1 - y0)
+    picture[y0:y0 + t, x0:x1] = color
+    picture[y1 - t:y1, x0:x1] = color
+    picture[y0:y1, x0:x0 + t] = color
+    picture[y0:y1, x1 - t:x1] = color
+    return picture
 
 
 def image_panel(pixels: Any, attr: Any, percentile: float = 99.0,
