@@ -172,3 +172,22 @@ def test_the_readme_detector_command_runs_as_written(tmp_path, monkeypatch):
     record = json.loads((tmp_path / "det" / "attribute.json").read_text())
     assert [item["detection"]["chosen"] for item in record["images"]] == ["detection 0", "detection 1"]
     assert record["layer"].startswith("backbone.")
+
+
+def test_evaluate_scores_detection_maps_by_their_box_score(trained, canvases_on_disk, tmp_path):
+    out = tmp_path / "ev"
+    result = run("evaluate", *model_args(trained), "--image", canvases_on_disk[0], "--image", canvases_on_disk[1],
+                 "--methods", "gradcam,drise,random", "--layer", LAYER, "--masks", "200", "--detection", "0",
+                 "--no-sanity", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "evaluate.json").read_text())
+    assert record["settings"]["score"].startswith("the box score")
+    names = [item["name"] for item in record["methods"]["random"]["per_image"]]
+    assert names == ["canvas0.png, detection 0", "canvas1.png, detection 0"]
+    random = record["methods"]["random"]
+    for method in ("gradcam", "drise"):  # the box score falls faster as their pixels go, rises faster as they come
+        m = record["methods"][method]
+        assert m["deletion_auc"] < random["deletion_auc"] and m["insertion_auc"] > random["insertion_auc"]
+    insertion = record["methods"]["random"]["per_image"][0]["insertion"]
+    assert insertion[-1] == pytest.approx(float(detection.find(trained[0], trained[2][:1])[0].scores[0]) + 1,
+                                          abs=0.02)  # the whole image: IoU 1 plus its score

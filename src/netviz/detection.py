@@ -279,7 +279,7 @@ def targets(model: nn.Module, x: torch.Tensor, detection: str | int | None = 0,
             if len(f) == 0:
                 raise NetvizError(f"image {i} has no detection: nothing to explain (try another image, or --box "
                                   "with --target)")
-            for k in parse_indices(str(0 if detection is None else detection), len(f), "detection", f"image {i}"):
+            for k in _wanted(detection, len(f), i):
                 rows.append((i, f.boxes[k].detach().cpu().tolist(), int(f.labels[k]), f"detection {k}"))
     image = torch.tensor([r[0] for r in rows], dtype=torch.long)
     boxes = torch.tensor([r[1] for r in rows], dtype=torch.float32).reshape(-1, 4)
@@ -287,6 +287,17 @@ def targets(model: nn.Module, x: torch.Tensor, detection: str | int | None = 0,
     scores = torch.stack([box_score(found[int(i)], boxes[j:j + 1], labels[j:j + 1])[0].detach().cpu()
                           for j, i in enumerate(image)]) if rows else torch.zeros(0)
     return Targets(image, boxes, labels, scores, found, tuple(r[3] for r in rows))
+
+
+def _wanted(detection: str | int | None, count: int, image: int) -> list[int]:
+    """The detections of an image with ``count`` to explain: one index must exist; a range or list
+    (``0-4``: the best five) takes those the image has, one at least."""
+    text = str(0 if detection is None else detection)
+    if text.strip().lstrip("-").isdigit():
+        return parse_indices(text, count, "detection", f"image {image}")
+    wanted = parse_indices(text, max(count, 10**6), "detection", f"image {image}")
+    kept = [k for k in wanted if k < count]
+    return kept or parse_indices(str(wanted[0]), count, "detection", f"image {image}")
 
 
 def _read_box(box: Sequence[float] | str, width: int, height: int) -> list[float]:

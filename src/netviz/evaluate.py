@@ -12,6 +12,7 @@ per image. Every curve's model evaluations go in batches. ``random`` is the cont
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -22,12 +23,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from netviz.errors import NetvizError
 from netviz.heads import head_of
 from netviz.inputs import ImageOptions
-from netviz.options import data_dir_option, dataset_option, images_option, option, seed_option
+from netviz.options import data_dir_option, dataset_option, detection_option, images_option, option, seed_option
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from netviz.detection import Targets
     from netviz.inputs import Inputs
     from netviz.registry import ModelSpec
     from netviz.runs import Run
@@ -62,6 +64,7 @@ class EvaluateOptions(ImageOptions):
     sanity: bool = option(True, "Also the randomisation check (one more map per method).", "switch")
     sanity_layers: int | None = option(None, "How many layers, from the top, the check re-initialises (default: "
                                        "half).", "count")
+    detection: str | None = detection_option()
     dataset: str | None = dataset_option()
     data_dir: str | None = data_dir_option()
     seed: int = seed_option()
@@ -235,30 +238,38 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
                  indices: str | Sequence[int] | None = None, steps_frac: float = EvaluateOptions.steps_frac,
                  baseline: str = EvaluateOptions.baseline, layer: str | int | None = None,
                  batch_size: int | None = None, sanity: bool = EvaluateOptions.sanity,
-                 sanity_layers: int | None = None, data_dir: str | os.PathLike | None = None,
-                 seed: int = 0, quiet: bool = True, **options: Any) -> Evaluation | None:
+                 sanity_layers: int | None = None, detection: str | int | None = None,
+                 data_dir: str | os.PathLike | None = None, seed: int = 0, quiet: bool = True,
+                 **options: Any) -> Evaluation | None:
     """Score ``methods`` (default :func:`default_methods`) on the run's eval images ``indices``
-    (default 0-49) or on image files; every method explains the same target (the prediction).
+    (default 0-49) or on image files; every method explains the same target (the prediction). For
+    a detector each image's ``detection`` (an index by score or a range, default 0) is the target,
+    one row per detection, and the curves follow its box score.
     ``options``: the methods' own (``steps=64``, ``window=8``, ...), each method taking its own;
     ``baseline``, ``layer`` and ``batch_size`` serve the curves and every method alike.
     Under torchrun each rank scores its share of the images; rank 0 gets the whole evaluation
     (the other ranks None)."""
     import torch
 
+    from netviz import detection as detections
     from netviz import distributed
     from netviz.attribute import check_batch_size, check_method_options, for_share, get_method, method_kwargs
+    from netviz.data import normalise
     from netviz.device import seed_everything
     from netviz.inputs import merge_inputs, select_inputs
     from netviz.layers import weight_layers
     from netviz.progress import say
 
     names = parse_methods(methods)
-    chosen = [get_method(name) for name in names]
+    methods_ = [get_method(name) for name in names]
     check_method_options(options)
     if baseline not in CURVE_BASELINES:
         raise NetvizError(f"unknown --baseline '{baseline}' for the curves: use one of {', '.join(CURVE_BASELINES)}")
-    seed_everything(seed)
     spec, model = run.spec, run.model
+    detector = detections.is_detector(model)
+    if detection is not None and not detector:
+        raise NetvizError(f"--detection is for detectors; model '{spec.name}' answers with class scores: leave it out")
+    seed_everything(seed)
     batch_size = check_batch_size(batch_size)
     fractions = fraction_steps(steps_frac, spec.input_shape[1] * spec.input_shape[2])
     n_layers = len(weight_layers(model))
@@ -267,15 +278,20 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
         raise NetvizError(f"--sanity-layers {top}: {spec.name} has {n_layers} layers with weights, so "
                           f"use 1 to {n_layers}")
     inputs = select_inputs(run, images, indices, data_dir, default="0-49", shard=True)
+    chosen = None
+    if detector and len(inputs):  # a row per detection explained
+        chosen = detections.targets(model, normalise(inputs.images, spec), detection)
+        inputs = inputs.rows(chosen.image, chosen.chosen)
     notes = list(inputs.notes)
     values = {**options, "score": "logit", "batch_size": batch_size, "baseline": baseline, "layer": layer,
               "seed": seed}
     kwargs = {m.name: method_kwargs(m, run, for_share(m.make_options(values), inputs.offset), data_dir, notes)
-              for m in chosen}
+              for m in methods_}
     part = None
     if len(inputs):
         base = make_curve_baseline(run, inputs, baseline, data_dir, seed)
-        part = score_methods(run, chosen, kwargs, inputs, base, fractions, batch_size, sanity, top, seed, quiet)
+        part = score_methods(run, methods_, kwargs, inputs, base, fractions, batch_size, sanity, top, seed, quiet,
+                             chosen)
     parts = distributed.gather((inputs, part) if part is not None else None)
     if parts is None:
         return None  # another rank than 0
@@ -298,6 +314,9 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
     settings = {"methods": names, "steps_frac": steps_frac, "steps": len(fractions) - 1, "baseline": baseline,
                 "batch_size": batch_size, "sanity": sanity, "sanity_layers": top if sanity else 0, "seed": seed,
                 "images": len(inputs), "target": "the predicted class", "score": "softmax probability"}
+    if detector:
+        settings |= {"target": "each image's detection (--detection, by score)", "detection": detection or 0,
+                     "score": "the box score (pytorch-grad-cam's FasterRCNNBoxScoreTarget)"}
     return Evaluation(scores, fractions, inputs, targets, spec, settings, notes, failed)
 
 
@@ -313,35 +332,57 @@ def make_curve_baseline(run: Run, inputs: Inputs, baseline: str, data_dir: str |
 
 def score_methods(run: Run, methods: Sequence[Any], kwargs: dict[str, dict[str, Any]], inputs: Inputs,
                   base: torch.Tensor, fractions: torch.Tensor, batch_size: int | None, sanity: bool, top: int,
-                  seed: int, quiet: bool) -> tuple[torch.Tensor, dict[str, MethodScores], dict[str, str]]:
+                  seed: int, quiet: bool, chosen: Targets | None = None
+                  ) -> tuple[torch.Tensor, dict[str, MethodScores], dict[str, str]]:
     """(targets, per method its curves, AUCs, sanity and seconds, the methods that could not run
     with why) for one set of images. A method that cannot run on this model (LRP through a
-    functional mean, say) is reported and the others' results kept."""
+    functional mean, say) is reported and the others' results kept. ``chosen``: a detector's
+    detections, one per image (row): each method explains its own, the curves follow its box score."""
     import torch
 
     from netviz.attribute import eval_mode, forward_scores
     from netviz.data import normalise
-    from netviz.progress import progress, say
+    from netviz.heads import headed
 
     model = run.model
     x = normalise(inputs.images, run.spec)
-    with eval_mode(model):
-        _, targets = forward_scores(model, x, None, "logit", batch_size)
+    if chosen is None:
+        with eval_mode(model):
+            _, targets = forward_scores(model, x, None, "logit", batch_size)
+        scorer = contextlib.nullcontext(model)
+    else:  # target j is detection j, read by its box score
+        targets, scorer = torch.arange(len(x)), headed(model, chosen.head())
+    with scorer as scored:
+        return (targets, *_score_each(model, scored, methods, kwargs, x, base, targets, fractions, batch_size,
+                                      sanity, top, seed, quiet, chosen))
+
+
+def _score_each(model: nn.Module, scored: nn.Module, methods: Sequence[Any], kwargs: dict[str, dict[str, Any]],
+                x: torch.Tensor, base: torch.Tensor, targets: torch.Tensor, fractions: torch.Tensor,
+                batch_size: int | None, sanity: bool, top: int, seed: int, quiet: bool, chosen: Targets | None
+                ) -> tuple[dict[str, MethodScores], dict[str, str]]:
+    import torch
+
+    from netviz.attribute import eval_mode
+    from netviz.progress import progress, say
+
     scores: dict[str, MethodScores] = {}
     failed: dict[str, str] = {}
     for method in progress(methods, quiet=quiet, desc="methods", unit="method"):
         start = time.perf_counter()
+        own = kwargs[method.name] if chosen is None else {**kwargs[method.name],
+                                                           "head": chosen.head(method.detection_similarity)}
         try:
             with eval_mode(model):
-                result = method.function(model, x, targets, quiet=True, **kwargs[method.name])
+                result = method.function(model, x, targets, quiet=True, **own)
         except NetvizError as exc:  # said with the table, or as the error when no method ran
             failed[method.name] = str(exc)
             continue
         seconds = time.perf_counter() - start
         with eval_mode(model):
-            deletion, insertion = perturbation_curves(model, x, base, targets, result.attributions,
+            deletion, insertion = perturbation_curves(scored, x, base, targets, result.attributions,
                                                       fractions, batch_size)
-        corr = (sanity_correlation(model, x, method, result, kwargs[method.name], top, seed) if sanity
+        corr = (sanity_correlation(model, x, method, result, own, top, seed) if sanity
                 else torch.full((len(x),), float("nan"), dtype=torch.float64))
         scores[method.name] = MethodScores(method.name, deletion, insertion, auc(deletion, fractions),
                                            auc(insertion, fractions), corr, seconds)
@@ -349,7 +390,7 @@ def score_methods(run: Run, methods: Sequence[Any], kwargs: dict[str, dict[str, 
         # a line per method as it finishes, on a terminal or not: minutes of work are never silent
         say(f"evaluate: {method.name} done in {time.perf_counter() - start:.1f} s (deletion AUC "
             f"{s['deletion_auc']}, insertion AUC {s['insertion_auc']})", quiet)
-    return targets, scores, failed
+    return scores, failed
 
 
 def parse_methods(methods: str | Sequence[str] | None) -> list[str]:

@@ -120,6 +120,16 @@ def dataset_option(help: str = "The data set the images come from: mnist, cifar1
     return option(None, help)
 
 
+def detection_option() -> Any:
+    return option(None, "A detector's detections to explain, by score in each image: 0 (the best, default), 2 or "
+                  "0-4 (one map each).")
+
+
+def box_option() -> Any:
+    return option(None, "A detector's object to explain: its box x0,y0,x1,y1 in input pixels, with --target CLASS; "
+                  "the map explains the detection that matches it best.")
+
+
 def data_dir_option() -> Any:
     return option(None, "Data root (default: $NETVIZ_DATA, else ~/.cache/netviz/data).", "path")
 

@@ -196,8 +196,9 @@ def registered_specs() -> list[ModelSpec]:
 
 
 def list_models() -> list[str]:
-    """The names registered with netviz (any torchvision classifier name works as well)."""
-    return sorted(_REGISTRY)
+    """The names registered with netviz (any torchvision classifier or detector name works as well;
+    those opened in this process are kept in the registry, not listed here)."""
+    return sorted(name for name, spec in _REGISTRY.items() if spec.extra.get("origin") != "torchvision")
 
 
 def get_spec(name: str) -> ModelSpec:

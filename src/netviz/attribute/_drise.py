@@ -1,6 +1,9 @@
 """D-RISE (Petsiuk et al. CVPR 2021), RISE (Petsiuk et al. BMVC 2018) for any model: random masks,
 each scored by what the model says of the masked image; a pixel's saliency is the mean of the
-scores of the masks that keep it.
+scores of the masks that keep it, less the mean score: sum_i (w_i - mean w) M_i / (N p). The
+papers' map, sum_i w_i M_i / (N p), is this plus mean(w) times the mean mask over p, a floor that
+is the same everywhere up to sampling noise: taking it off leaves the ranking of the pixels and
+lets the map be drawn (positive: keeping the pixel raises the score; negative: lowers it).
 
 A mask is a coarse grid of ``cells`` x ``cells`` cells, each kept with probability ``keep``,
 upsampled bilinearly and shifted by a random fraction of a cell (so the masks are smooth and
@@ -68,8 +71,8 @@ def drise(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch
           batch_size: int | None = None, spec: ModelSpec | None = None, seed: int = 0, offset: int = 0,
           quiet: bool = True) -> Attribution:
     """D-RISE/RISE saliency with the shape of ``x`` (the same map in every channel): per image,
-    sum_i score_i * mask_i / (masks * keep), over ``masks`` random masks drawn from ``seed``
-    (image ``k`` of a selection draws the same masks whatever the share it is in)."""
+    sum_i (score_i - mean score) * mask_i / (masks * keep), over ``masks`` random masks drawn from
+    ``seed`` (image ``k`` of a selection draws the same masks whatever the share it is in)."""
     import torch
 
     from netviz.progress import progress
@@ -85,11 +88,14 @@ def drise(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch
                 g = torch.Generator().manual_seed(seed * 1_000_003 + offset + i)
                 m = random_masks(int(masks), height, width, int(cells), float(keep), g)
                 xi, bi, ti = x[i:i + 1].to(dev), b[i:i + 1].to(dev), o.target[i:i + 1].to(dev)
+                scores = torch.empty(int(masks))
                 for which in o.passes(int(masks), "drise", gradients=False):
                     mb = m[which].to(dev)
-                    s = model_score(model, bi + (xi - bi) * mb, ti.expand(len(mb), *ti.shape[1:]), score)
-                    maps[i] += (s.float().view(-1, 1, 1, 1) * mb).sum(0).cpu()
+                    scores[which] = model_score(model, bi + (xi - bi) * mb, ti.expand(len(mb), *ti.shape[1:]),
+                                                score).float().cpu()
                     bar.update(len(mb))
+                weights = (scores - scores.double().mean().float()).view(-1, 1, 1, 1)
+                maps[i] = (weights * m).sum(0)
         maps /= int(masks) * float(keep)
     return Attribution(maps.expand(-1, x.shape[1], -1, -1).contiguous(), "drise", o.target, score,
                        score_input=o.score_input,
@@ -98,4 +104,4 @@ def drise(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch
 
 drise = register(Method("drise", drise, "D-RISE / RISE: random masks weighted by the score of what they keep; "
                         "for a detection, D-RISE's similarity (Petsiuk et al. 2018, 2021)", DriseOptions,
-                        signed=False, detection_similarity="drise")).function
+                        detection_similarity="drise")).function

@@ -22,7 +22,15 @@ from netviz.errors import NetvizError, close_matches
 from netviz.files import finite_number
 from netviz.heads import head_of, region_masks, target_label, target_name
 from netviz.inputs import ImageOptions
-from netviz.options import data_dir_option, dataset_option, images_option, option, seed_option
+from netviz.options import (
+    box_option,
+    data_dir_option,
+    dataset_option,
+    detection_option,
+    images_option,
+    option,
+    seed_option,
+)
 from netviz.styles import STYLES, check_drawing
 
 if TYPE_CHECKING:
@@ -51,10 +59,8 @@ class AttributeOptions(ImageOptions):
     target: int | str | None = option(None, "Class to explain, a number or a name (default: each image's "
                                       "predicted class); several at once as 3,5 for a multi-label model (their "
                                       "scores are summed).")
-    detection: str | None = option(None, "A detector's detections to explain, by score in each image: 0 (the "
-                                   "best, default), 2 or 0-4 (one map each).")
-    box: str | None = option(None, "A detector's object to explain: its box x0,y0,x1,y1 in input pixels, with "
-                             "--target CLASS; the map explains the detection that matches it best.")
+    detection: str | None = detection_option()
+    box: str | None = box_option()
     sanity: bool = option(False, "Also run the cascading model-randomisation test (sanity.json, sanity.png).",
                           "flag")
     style: str = option("overlay", "Grid panels: green/red on a grey image, or a heat map.", "choice",
@@ -131,7 +137,8 @@ class AttributeResult:
         if d is None:
             return target_name(self.result.target[i], self.spec)
         box = ",".join(f"{float(v):.0f}" for v in d.boxes[i])
-        return f"{self.spec.class_name(int(d.labels[i]))} {float(d.confidence[i]):.2f} at [{box}]"
+        name = self.spec.class_name(int(d.labels[i]))
+        return f"{'class ' if name.isdigit() else ''}{name} ({float(d.confidence[i]):.2f}) at [{box}]"
 
     def summary(self) -> dict[str, Any]:
         """Key numbers: the method, images, predictions, and the completeness error when known."""
@@ -382,6 +389,12 @@ def attribute_run(
                 _, preds = forward_scores(model, x, None, "logit", options.batch_size)
             wanted, explained = target, None
         result = m.function(model, x, wanted, quiet=quiet, **kwargs)
+        if explained is not None and getattr(result, "completeness_error", None) is not None:
+            notes.append("a detector's box score jumps where a detection appears or changes (its score threshold, "
+                         "non-maximum suppression, the IoU gate of 0.5): integrated gradients' completeness does not "
+                         "hold across such a jump, so a large completeness error here is the detector's, not the "
+                         "integral's")
+            say(f"note: {notes[-1]}", quiet)
         regions = None if explained is not None else region_masks(model, x, result.target)
         sanity_result = None
         if sanity:

@@ -161,7 +161,10 @@ def plot_grid(report: AttributeResult, path: str | os.PathLike, style: str = "ov
         cells.append(sheet.stack([sheet.text_block(caption, 12, color=sheet.RED if wrong else sheet.BLACK),
                                   upscale(picture, GRID_PANEL)], gap=2))
     weights = f" ({report.weights})" if report.weights and report.run_path is None else ""
-    title = f"{report.method}: {report.spec.name}{weights}, score = class {report.result.score}"
+    title = f"{report.method}: {report.spec.name}{weights}, score = " + (
+        f"class {report.result.score}" if report.detections is None else
+        {"box": "the detection's box score", "drise": "D-RISE's similarity to the detection"}[
+            report.spec_method.detection_similarity])
     layer = getattr(report.result, "layer", None)
     if layer:
         title += f", layer {layer}"
