@@ -123,3 +123,31 @@ class ModuleRelu(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.act2(self.conv2(self.act1(self.conv1(x)))).mean((2, 3)))
+
+
+class GridDetector(nn.Module):
+    """A small detector whose boxes, scores and labels all depend on the input, with no threshold
+    (every image has 16 detections): a conv body with BatchNorm and functional ReLUs, and for each
+    cell of a 4 x 4 grid one box (the cell moved by a predicted offset) and its class probabilities;
+    it answers as torchvision's detectors do, a dict per image."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.num_classes = classes
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(16, 4 + classes, 1)
+
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        out = F.adaptive_avg_pool2d(self.head(F.relu(self.body(x))), 4)  # (N, 4 + classes, 4, 4)
+        cell_h, cell_w = x.shape[-2] / 4, x.shape[-1] / 4
+        ys, xs = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+        scale = torch.tensor([cell_w, cell_h, cell_w, cell_h])
+        corners = torch.stack([xs, ys, xs + 1, ys + 1], -1).reshape(16, 4) * scale
+        limit = torch.tensor([x.shape[-1], x.shape[-2]] * 2, dtype=torch.float32)
+        answers = []
+        for o in out.flatten(2).transpose(1, 2):  # (16, 4 + classes) per image
+            boxes = torch.minimum((corners + 0.3 * scale * torch.tanh(o[:, :4])).clamp_min(0), limit)
+            scores, labels = torch.softmax(o[:, 4:] * 4, 1).max(1)
+            answers.append({"boxes": boxes, "scores": scores, "labels": labels})
+        return answers

@@ -6,37 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
+from awkward_nets import GridDetector
 from torch import nn
 
 from netviz import detection
 from netviz.attribute import attribute_detections
 from netviz.errors import NetvizError
-
-
-class GridDetector(nn.Module):
-    """A small detector whose boxes, scores and labels all depend on the input: a conv body, and
-    for each cell of a 4 x 4 grid one box (the cell moved by a predicted offset) and its class
-    probabilities; it answers as torchvision's detectors do, a dict per image."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1),
-                                  nn.ReLU())
-        self.head = nn.Conv2d(16, 4 + 3, 1)
-
-    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        out = F.adaptive_avg_pool2d(self.head(self.body(x)), 4)  # (N, 7, 4, 4)
-        cell = x.shape[-1] / 4
-        ys, xs = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
-        corners = torch.stack([xs, ys, xs + 1, ys + 1], -1).reshape(16, 4) * cell
-        answers = []
-        for o in out.flatten(2).transpose(1, 2):  # (16, 7) per image
-            boxes = (corners + 0.3 * cell * torch.tanh(o[:, :4])).clamp(0, x.shape[-1])
-            scores, labels = torch.softmax(o[:, 4:] * 4, 1).max(1)
-            answers.append({"boxes": boxes, "scores": scores, "labels": labels})
-        return answers
-
 
 LAYER = "body.2"
 

@@ -37,6 +37,7 @@ MODELS = {
     "multi-label": ["--model", f"{AWKWARD}:MultiLabel", "--activation", "sigmoid", *ODD],
     "segmentation": ["--model", f"{AWKWARD}:Seg", *ODD],
     "functional-relu": ["--model", f"{AWKWARD}:FunctionalRelu", *ODD],
+    "detector": ["--model", f"{AWKWARD}:GridDetector", "--model-arg", "classes=10", *ODD],
 }
 # each command with its defaults, made small where a default takes minutes
 COMMANDS = {

@@ -119,7 +119,8 @@ class DetectorHead(Head):
             if len(f) and int(f.labels.max()) >= self.classes:
                 raise NetvizError(f"the detector answered label {int(f.labels.max())}, but netviz read it as having "
                                   f"{self.classes} classes: pass --classes with a name for each")
-            zero = torch.zeros(self.classes, dtype=f.scores.dtype, device=f.scores.device)
+            # a class without a detection scores 0, still on the graph (its gradient is 0, not missing)
+            zero = torch.zeros(self.classes, dtype=f.scores.dtype, device=f.scores.device) + 0 * f.scores.sum()
             rows.append(zero.scatter_reduce(0, f.labels.to(zero.device), f.scores, "amax"))
         return torch.stack(rows)
 

@@ -371,19 +371,22 @@ def grid_notes(model: nn.Module, layers: Sequence[str], input_shape: Sequence[in
 
 
 def last_spatial_layer(model: nn.Module, input_shape: Sequence[int], notes: list[str] | None = None,
-                       within: str = "") -> str:
+                       within: str = "", maps_only: bool = False) -> str:
     """The last layer to run whose output is a map (channels x height x width, more than one
     position): where class-activation maps are usually read (pytorch-grad-cam's advice).
 
     In a transformer (token outputs) the last blocks' patch tokens no longer reach the class token:
     the default is then the last layer of the residual stream's width whose patch tokens still
     carry a gradient (ViT's ``blocks.11.norm1``, as pytorch-grad-cam advises), said in ``notes``.
-    ``within``: only layers whose name starts so (a detector's ``backbone.``)."""
+    ``within``: only layers whose name starts so (a detector's ``backbone.``); ``maps_only``: only
+    maps no larger than the input (a detector's anchors, 4 x 8400, are no image grid)."""
     order = execution_order(model, input_shape, tensors_only=True)  # a tuple cannot be tapped
     grids = {name: layer_grid(model, shape, input_shape[-2:]) for name, shape in order}
     spatial = [name for name, _ in order if grids[name] is not None
                and grids[name].height * grids[name].width > 1
-               and type(model.get_submodule(name)).__name__ not in NO_OP_TYPES and name.startswith(within)]
+               and type(model.get_submodule(name)).__name__ not in NO_OP_TYPES and name.startswith(within)
+               and not (maps_only and (grids[name].layout == "tokens" or grids[name].height > input_shape[-2]
+                                       or grids[name].width > input_shape[-1]))]
     if not spatial:
         raise NetvizError("the model has no layer with a spatial output (channels x height x width): "
                           "class-activation maps need one")

@@ -412,6 +412,9 @@ def describe(source: ModelSource, model: nn.Module, timm_cfg: Mapping[str, Any] 
     if any(s <= 0 for s in std):
         raise NetvizError(f"--std must be positive, not {','.join(map(str, std))}")
     classes = source.classes
+    if classes is None and cfg.get("classes") is not None and len(cfg["classes"]) == width:
+        classes = cfg["classes"]
+        notes.append(f"class names: {cfg.get('classes_from', 'the model')}")
     if classes is None and width == 1000 and source.kind.pretrained:
         classes = imagenet_classes()
         notes.append(f"class names: ImageNet's ({IMAGENET_CLASSES_SOURCE})")
@@ -453,7 +456,12 @@ def open_model(source: ModelSource, num_classes: int | None = None,
     if source.kind.note is not None:
         notes.append(source.kind.note(str(source.ref), model, spec.input_shape))
     if source.weights not in (None, "default"):
-        load_weights_file(model, source.weights)
+        try:
+            load_weights_file(model, source.weights)
+        except NetvizError as exc:
+            if source.kind.weights_hint and "pickled objects" in str(exc):
+                raise NetvizError(f"{exc}: {source.kind.weights_hint}") from exc
+            raise
     return spec, model.eval()
 
 

@@ -49,8 +49,9 @@ def cam_layer(model: nn.Module, layer: str | int | None, input_shape: Sequence[i
 
     if layer is not None:
         return resolve_layer(model, layer)
-    within = "backbone." if is_detector(model) and hasattr(model, "backbone") else ""
-    return last_spatial_layer(model, input_shape, notes, within)
+    detector = is_detector(model)
+    within = "backbone." if detector and hasattr(model, "backbone") else ""
+    return last_spatial_layer(model, input_shape, notes, within, maps_only=detector)
 
 
 def read_layer(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str, score: str,

@@ -51,6 +51,7 @@ class Kind:
     recordable: bool = True  # a run's config.toml can name it
     listed: bool = True  # has a line in `netviz models` and the --model help
     help_form: str = ""  # how the --model help writes it, when not as ``form``
+    weights_hint: str = ""  # added to a refused checkpoint's line: how to save this kind's weights
 
 
 def _discover() -> list[Kind]:
