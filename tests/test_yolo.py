@@ -4,6 +4,7 @@ and a pickled ultralytics checkpoint refused in one line that says how to export
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -13,7 +14,16 @@ from conftest import assert_one_line_error
 
 from netviz.cli import cli
 
-ultralytics = pytest.importorskip("ultralytics")
+# not imported at collection: importing ultralytics patches PIL's Image.open for the whole process
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="needs ultralytics")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pil_as_it_was():
+    yield
+    from netviz.yolo import restore_pil
+
+    restore_pil()  # the tests after these read images with PIL's own Image.open
 
 # random weights: the class scores start near 1e-4 (the head's prior), so no threshold
 ARGS = ["--model", "yolo:yolov8n.yaml", "--model-arg", "nc=3", "--model-arg", "conf=0", "--input-shape", "3,64,64"]
@@ -72,7 +82,7 @@ def test_a_state_dict_is_read_as_weights(package_model, image, tmp_path):
     result = run("kernels", *ARGS, "--weights", path, "--layer", "model.0.conv", "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     snapshot = json.loads((out / "kernels-model.0.conv.json").read_text())["snapshots"]["model"]
-    weights = package_model.model[0].conv.weight.double()
+    weights = package_model.model[0].conv.weight.detach().double()
     assert snapshot["label"] == "weights from yolov8n-weights.pt"
     assert snapshot["mean"] == pytest.approx(float(weights.mean()), rel=1e-6)
     assert snapshot["max_abs"] == pytest.approx(float(weights.abs().max()), rel=1e-6)
@@ -84,3 +94,16 @@ def test_a_pickled_ultralytics_checkpoint_is_refused_with_how_to_export(package_
     result = run("layers", *ARGS, "--weights", path)
     assert_one_line_error(result, "refusing to load")
     assert "export its weights" in result.stderr and "state_dict()" in result.stderr
+
+
+def test_opening_a_yolo_model_leaves_image_reading_as_it_was(tmp_path):
+    from PIL import Image
+
+    before = Image.open
+    result = run("layers", *ARGS)
+    assert result.exit_code == 0, result.output
+    assert Image.open is before or Image.open.__module__ == "PIL.Image"
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    result = run("activations", "--model", "mnist", "--image", text, "--out", tmp_path / "out")
+    assert_one_line_error(result, "is not an image file netviz can read")

@@ -7,12 +7,24 @@ ultralytics' numbers: ``model.0`` ... ``model.22`` (the Detect head of yolov8). 
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
 from torch import nn
 
 CONF, IOU, MAX_DET = 0.25, 0.7, 300  # ultralytics' predict defaults
+
+
+def restore_pil() -> None:
+    """Put PIL's own ``Image.open`` back. Importing ultralytics replaces it, process-wide, with one
+    that on a file PIL cannot read installs pi-heif with pip and retries; netviz reads images with
+    PIL's own, so that a bad file is one line and nothing gets installed."""
+    from PIL import Image
+
+    original = getattr(sys.modules.get("ultralytics.utils.patches"), "_image_open", None)
+    if original is not None:
+        Image.open = original
 
 
 def package_nms() -> Any:

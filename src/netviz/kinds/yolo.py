@@ -27,6 +27,9 @@ def _build(source: Any, num_classes: int | None) -> tuple[Any, dict[str, Any]]:
         from ultralytics.nn.tasks import DetectionModel
     except ImportError as exc:
         raise NetvizError("YOLO models need ultralytics: pip install 'netviz[yolo]'") from exc
+    from netviz.yolo import restore_pil
+
+    restore_pil()
     cfg = str(source.ref)[len("yolo:"):]
     if Path(cfg).suffix not in (".yaml", ".yml"):
         raise NetvizError(f"yolo:{cfg} is not a model yaml: use yolo:yolov8n.yaml (the package's) or "
