@@ -96,3 +96,20 @@ def test_verbose_says_the_size_measured(tmp_path, mnist_run):
                                      "--out", str(tmp_path / "b"), "--quiet"])
     assert quiet.exit_code == 0 and "note: batch size" not in quiet.stderr
 
+
+
+def test_the_memory_layout_follows_the_image_size_not_a_timing():
+    # channels_last ran up to 2x slower at 64 x 64 on a CPU and 1.2-1.4x faster at 160 and 224
+    # (BENCHMARKS.md); a rule of size keeps runs repeating bit for bit, a timed one did not
+    from netviz.attribute import fast_format
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    assert fast_format(net, torch.zeros(2, 3, 64, 64)) == torch.contiguous_format
+    assert fast_format(net, torch.zeros(2, 3, 224, 224)) == torch.channels_last
+    assert fast_format(net, torch.zeros(2, 3, 128, 128)) == torch.channels_last  # the threshold: 128 x 128
+
+    class Views(torch.nn.Module):  # flattens its input with .view: cannot take channels_last
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.view(x.shape[0], -1)
+
+    assert fast_format(Views(), torch.zeros(1, 3, 224, 224)) == torch.contiguous_format

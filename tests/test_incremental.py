@@ -90,7 +90,10 @@ def test_awkward_net_equals_whole_passes():
     whole, inc = both(model, x, window=7, stride=3, batch_size=19)
     assert inc.settings["incremental"] and inc.settings["whole_from"] == ["mean (mean)"]
     assert (whole.settings["incremental"], whole.settings["why_whole"]) == (False, "--no-incremental")
-    assert rel_diff(inc.attributions, whole.attributions) < 1e-5
+    # a drop is F(x) - F(occluded): float32 rounding of F (about 17 here) is what may differ, a few
+    # units in the last place of F, whichever kernels oneDNN picks for a box and for the whole map
+    ulp = torch.finfo(torch.float32).eps * float(whole.score_input.abs().max())
+    assert float((inc.attributions - whole.attributions).abs().max()) <= 4 * ulp
     assert inc.attributions.abs().amax((1, 2, 3)).min() > 0  # every image has a real map
 
 

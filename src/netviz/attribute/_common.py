@@ -327,17 +327,25 @@ def check_batch_size(batch_size: int | None) -> int | None:
     return int(batch_size)
 
 
+CHANNELS_LAST_FROM = 128 * 128  # pixels an image: below this, channels_last ran slower on the CPU
+
+
 def fast_format(model: nn.Module, sample: torch.Tensor) -> torch.memory_format:
     """channels_last for the many forward passes of a perturbation method when the model takes it
-    (oneDNN runs ResNet-18 1.4x faster so on the CPUs measured, the MNIST net as fast), else the
-    default layout: a model that calls ``.view`` on its input's channels cannot take it."""
+    and the images are large enough to gain, else the default layout. A ResNet-18 on the CPU
+    measured (BENCHMARKS.md) ran 1.2-1.4x faster so at 160 and 224 pixels a side and up to 2x
+    slower at 64; the rule is the image size, not a timing, so that a run repeats bit for bit. A
+    model that calls ``.view`` on its input's channels cannot take it."""
     import torch
 
     if sample.ndim != 4:
         return torch.contiguous_format
+    device = model_device(model)
+    if device.type == "cpu" and sample.shape[-2] * sample.shape[-1] < CHANNELS_LAST_FROM:
+        return torch.contiguous_format
     try:
         with torch.no_grad():
-            model(sample[:1].to(model_device(model)).contiguous(memory_format=torch.channels_last))
+            model(sample[:1].to(device).contiguous(memory_format=torch.channels_last))
     except RuntimeError:
         return torch.contiguous_format
     return torch.channels_last
