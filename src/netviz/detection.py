@@ -12,9 +12,9 @@ occlusion, ...) explains a box: :func:`netviz.attribute.attribute_detections`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -92,7 +92,7 @@ def class_count(model: nn.Module, raw: Any, notes: list[str], given: int | None 
     predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
     if predictor is not None and hasattr(predictor, "cls_score"):
         return int(predictor.cls_score.out_features)
-    for m in (model, *model.modules()):
+    for m in model.modules():  # the model itself first
         for holder in (m, getattr(m, "classification_head", None)):
             if isinstance(getattr(holder, "num_classes", None), int):
                 return int(holder.num_classes)
@@ -119,8 +119,7 @@ class DetectorHead(Head):
             if len(f) and int(f.labels.max()) >= self.classes:
                 raise NetvizError(f"the detector answered label {int(f.labels.max())}, but netviz read it as having "
                                   f"{self.classes} classes: pass --classes with a name for each")
-            # a class without a detection scores 0, still on the graph (its gradient is 0, not missing)
-            zero = torch.zeros(self.classes, dtype=f.scores.dtype, device=f.scores.device) + 0 * f.scores.sum()
+            zero = _unmatched(f, self.classes)  # a class without a detection scores 0
             rows.append(zero.scatter_reduce(0, f.labels.to(zero.device), f.scores, "amax"))
         return torch.stack(rows)
 
@@ -135,21 +134,32 @@ def is_detector(model: nn.Module | None) -> bool:
     return isinstance(head_of(model), DetectorHead)
 
 
+def _unmatched(found: Found, count: int) -> torch.Tensor:
+    """(count,) zeros still on the graph of ``found``'s scores: a path of inputs with no detection
+    (integrated gradients from black) has gradient 0 there, not no gradient at all."""
+    return torch.zeros(count, dtype=found.scores.dtype, device=found.scores.device) + 0 * found.scores.sum()
+
+
+def best_match(found: Found, boxes: torch.Tensor, labels: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(IoU, index, matched), each (D,): the detection in ``found`` that overlaps each reference box
+    most, and whether it matches (IoU above :data:`IOU_THRESHOLD`, the same label). ``found`` holds
+    one detection at least."""
+    from torchvision.ops import box_iou
+
+    best, index = box_iou(boxes.to(found.boxes), found.boxes).max(1)
+    return best, index, (best > IOU_THRESHOLD) & (found.labels[index] == labels.to(found.labels.device))
+
+
 def box_score(found: Found, boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(D,) the score of each reference detection (``boxes`` D x 4, ``labels`` D) in ``found``:
     the IoU of the detection that overlaps it most plus that detection's score, 0 when the IoU is
     at most :data:`IOU_THRESHOLD` or the label differs (pytorch-grad-cam's definition)."""
-    from torchvision.ops import box_iou
-
-    # 0 where nothing matches, still on the graph: a path of inputs with no detection (integrated
-    # gradients from black) has gradient 0 there, not no gradient at all
-    out = torch.zeros(len(boxes), dtype=found.scores.dtype, device=found.scores.device) + 0 * found.scores.sum()
+    out = _unmatched(found, len(boxes))
     if len(found) == 0:
         return out
-    ious = box_iou(boxes.to(found.boxes), found.boxes)  # (D, M)
-    best, index = ious.max(1)
-    keep = (best > IOU_THRESHOLD) & (found.labels[index] == labels.to(found.labels.device))
-    return torch.where(keep, best + found.scores[index], out)
+    best, index, matched = best_match(found, boxes, labels)
+    return torch.where(matched, best + found.scores[index], out)
 
 
 def drise_similarity(found: Found, boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -159,15 +169,30 @@ def drise_similarity(found: Found, boxes: torch.Tensor, labels: torch.Tensor) ->
     and the score stands for the objectness."""
     from torchvision.ops import box_iou
 
-    out = torch.zeros(len(boxes), dtype=found.scores.dtype, device=found.scores.device) + 0 * found.scores.sum()
     if len(found) == 0:
-        return out
+        return _unmatched(found, len(boxes))
     ious = box_iou(boxes.to(found.boxes), found.boxes)  # (D, M)
     same = labels.to(found.labels.device)[:, None] == found.labels[None, :]
     return (ious * same * found.scores[None, :]).amax(1)
 
 
-SIMILARITIES = {"box": box_score, "drise": drise_similarity}
+class Similarity(NamedTuple):
+    """How a detection is scored against a reference, and what that score is called."""
+
+    score: Callable[[Found, torch.Tensor, torch.Tensor], torch.Tensor]
+    name: str  # in a figure's title
+    meaning: str  # in the records
+
+
+SIMILARITIES = {
+    "box": Similarity(box_score, "the detection's box score",
+                      "the box score of the detection (pytorch-grad-cam's FasterRCNNBoxScoreTarget): the IoU of the "
+                      "best-matching detection with its box plus that detection's class score, 0 when the IoU is at "
+                      "most 0.5 or the class changed"),
+    "drise": Similarity(drise_similarity, "D-RISE's similarity to the detection",
+                        "D-RISE's similarity to the detection: IoU x same class x the detection's score, of the best "
+                        "match"),
+}
 
 
 @dataclass(frozen=True)
@@ -183,7 +208,7 @@ class BoxScores(Head):
     def scores(self, raw: Any, input_size: Sequence[int]) -> torch.Tensor:
         found = detections(raw)
         boxes, labels = torch.tensor(self.boxes, dtype=torch.float32), torch.tensor(self.labels)
-        score = SIMILARITIES[self.similarity]
+        score = SIMILARITIES[self.similarity].score
         return torch.stack([score(f, boxes, labels) for f in found])
 
 
@@ -191,14 +216,20 @@ class BoxScores(Head):
 class Explained:
     """Per map of an attribution of detections, what it explains (and what its figure draws): the
     detection's box (x0, y0, x1, y1 in input pixels), label, the detector's score for it, the box
-    score F at the input, how it was chosen ("detection 0", "box"), and its image's other boxes."""
+    score at the input, how it was chosen ("detection 0", "box"), its image's other boxes, and how
+    the method scored it (a key of :data:`SIMILARITIES`)."""
 
     boxes: torch.Tensor  # (D, 4)
     labels: torch.Tensor  # (D,)
     confidence: torch.Tensor  # (D,) the detector's score of the detection (of the best match, for --box)
-    box_score: torch.Tensor  # (D,) F at the input: IoU with the box + the class score
+    box_score: torch.Tensor  # (D,) at the input: IoU with the box + the class score
     chosen: list[str]
     others: list[torch.Tensor]  # per map, (M, 4)
+    similarity: str = "box"
+
+    @property
+    def scored_by(self) -> Similarity:
+        return SIMILARITIES[self.similarity]
 
     def record(self, j: int, class_name: Any) -> dict[str, Any]:
         """What attribute.json says of map ``j``'s detection."""
@@ -214,26 +245,15 @@ class Targets:
     image: torch.Tensor
     boxes: torch.Tensor
     labels: torch.Tensor
-    scores: torch.Tensor
+    scores: torch.Tensor  # the box score of each, at the input
+    confidence: torch.Tensor  # the detector's score of each (of the best match, for --box; 0 when none)
     found: list[Found]
     chosen: tuple[str, ...] = ()  # per target: "detection 0", or "box" for --box
 
-    def explained(self) -> Explained:
+    def explained(self, similarity: str = "box") -> Explained:
         """What each map explains, for the record and the figures."""
-        confidence = self.scores - self._ious()
-        return Explained(self.boxes.clone(), self.labels.clone(), confidence.clamp_min(0), self.scores.clone(),
-                         list(self.chosen), [self.others(j) for j in range(len(self.image))])
-
-    def _ious(self) -> torch.Tensor:
-        """(D,) each target's IoU with its best match (0 where its box score is 0)."""
-        from torchvision.ops import box_iou
-
-        out = torch.zeros(len(self.image))
-        for j, i in enumerate(self.image.tolist()):
-            found = self.found[i]
-            if len(found) and float(self.scores[j]) > 0:
-                out[j] = box_iou(self.boxes[j:j + 1], found.boxes.detach().cpu().float()).max()
-        return out
+        return Explained(self.boxes.clone(), self.labels.clone(), self.confidence.clone(), self.scores.clone(),
+                         list(self.chosen), [self.others(j) for j in range(len(self.image))], similarity)
 
     def head(self, similarity: str = "box") -> BoxScores:
         """The head whose column d scores detection d (by ``similarity``, see :data:`SIMILARITIES`)."""
@@ -285,9 +305,14 @@ def targets(model: nn.Module, x: torch.Tensor, detection: str | int | None = 0,
     image = torch.tensor([r[0] for r in rows], dtype=torch.long)
     boxes = torch.tensor([r[1] for r in rows], dtype=torch.float32).reshape(-1, 4)
     labels = torch.tensor([r[2] for r in rows], dtype=torch.long)
-    scores = torch.stack([box_score(found[int(i)], boxes[j:j + 1], labels[j:j + 1])[0].detach().cpu()
-                          for j, i in enumerate(image)]) if rows else torch.zeros(0)
-    return Targets(image, boxes, labels, scores, found, tuple(r[3] for r in rows))
+    scores, confidence = torch.zeros(len(rows)), torch.zeros(len(rows))
+    for j, i in enumerate(image.tolist()):
+        f = found[i]
+        if len(f):
+            best, index, matched = (t[0] for t in best_match(f, boxes[j:j + 1], labels[j:j + 1]))
+            if matched:
+                scores[j], confidence[j] = float(best + f.scores[index]), float(f.scores[index])
+    return Targets(image, boxes, labels, scores, confidence, found, tuple(r[3] for r in rows))
 
 
 def _wanted(detection: str | int | None, count: int, image: int) -> list[int]:

@@ -261,7 +261,7 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
     from netviz.progress import say
 
     names = parse_methods(methods)
-    methods_ = [get_method(name) for name in names]
+    chosen = [get_method(name) for name in names]
     check_method_options(options)
     if baseline not in CURVE_BASELINES:
         raise NetvizError(f"unknown --baseline '{baseline}' for the curves: use one of {', '.join(CURVE_BASELINES)}")
@@ -278,20 +278,20 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
         raise NetvizError(f"--sanity-layers {top}: {spec.name} has {n_layers} layers with weights, so "
                           f"use 1 to {n_layers}")
     inputs = select_inputs(run, images, indices, data_dir, default="0-49", shard=True)
-    chosen = None
+    picked = None
     if detector and len(inputs):  # a row per detection explained
-        chosen = detections.targets(model, normalise(inputs.images, spec), detection)
-        inputs = inputs.rows(chosen.image, chosen.chosen)
+        picked = detections.targets(model, normalise(inputs.images, spec), detection)
+        inputs = inputs.rows(picked.image, picked.chosen)
     notes = list(inputs.notes)
     values = {**options, "score": "logit", "batch_size": batch_size, "baseline": baseline, "layer": layer,
               "seed": seed}
     kwargs = {m.name: method_kwargs(m, run, for_share(m.make_options(values), inputs.offset), data_dir, notes)
-              for m in methods_}
+              for m in chosen}
     part = None
     if len(inputs):
         base = make_curve_baseline(run, inputs, baseline, data_dir, seed)
-        part = score_methods(run, methods_, kwargs, inputs, base, fractions, batch_size, sanity, top, seed, quiet,
-                             chosen)
+        part = score_methods(run, chosen, kwargs, inputs, base, fractions, batch_size, sanity, top, seed, quiet,
+                             picked)
     parts = distributed.gather((inputs, part) if part is not None else None)
     if parts is None:
         return None  # another rank than 0
@@ -316,7 +316,7 @@ def evaluate_run(run: Run, methods: str | Sequence[str] | None = None, *, images
                 "images": len(inputs), "target": "the predicted class", "score": "softmax probability"}
     if detector:
         settings |= {"target": "each image's detection (--detection, by score)", "detection": detection or 0,
-                     "score": "the box score (pytorch-grad-cam's FasterRCNNBoxScoreTarget)"}
+                     "score": detections.SIMILARITIES["box"].meaning}
     return Evaluation(scores, fractions, inputs, targets, spec, settings, notes, failed)
 
 

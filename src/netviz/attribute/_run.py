@@ -190,11 +190,7 @@ class AttributeResult:
         score_text = {"logit": "the target class logit", "logprob": "the log-softmax of the target",
                       "prob": "the softmax probability of the target"}[res.score]
         if self.detections is not None:
-            score_text = {"box": "the box score of the detection (pytorch-grad-cam's FasterRCNNBoxScoreTarget): "
-                                 "the IoU of the best-matching detection with its box plus that detection's class "
-                                 "score, 0 when the IoU is at most 0.5 or the class changed",
-                          "drise": "D-RISE's similarity to the detection: IoU x same class x the detection's "
-                                   "score, of the best match"}[self.spec_method.detection_similarity]
+            score_text = self.detections.scored_by.meaning
         data: dict[str, Any] = {
             "model": spec.name,
             "weights": report.weights,
@@ -383,7 +379,7 @@ def attribute_run(
             inputs = inputs.rows(chosen.image, chosen.chosen)
             x, wanted, preds = x[chosen.image], torch.arange(len(chosen.image)), chosen.labels
             kwargs = {**kwargs, "head": chosen.head(m.detection_similarity)}
-            explained: Explained | None = chosen.explained()
+            explained: Explained | None = chosen.explained(m.detection_similarity)
         else:
             with eval_mode(model):
                 _, preds = forward_scores(model, x, None, "logit", options.batch_size)

@@ -162,9 +162,7 @@ def plot_grid(report: AttributeResult, path: str | os.PathLike, style: str = "ov
                                   upscale(picture, GRID_PANEL)], gap=2))
     weights = f" ({report.weights})" if report.weights and report.run_path is None else ""
     title = f"{report.method}: {report.spec.name}{weights}, score = " + (
-        f"class {report.result.score}" if report.detections is None else
-        {"box": "the detection's box score", "drise": "D-RISE's similarity to the detection"}[
-            report.spec_method.detection_similarity])
+        f"class {report.result.score}" if report.detections is None else report.detections.scored_by.name)
     layer = getattr(report.result, "layer", None)
     if layer:
         title += f", layer {layer}"
