@@ -56,6 +56,7 @@ def test_integrated_gradients_of_a_box_meet_completeness(detector):
     ({"box": "0,0,200,20", "label": 1}, "--box 0,0,200,20 is not a box inside the 64x64 image"),
     ({"box": None, "label": 1}, "a detector's --target needs --box"),
     ({"box": "0,0,20,20"}, "--box needs --target CLASS"),
+    ({"box": "0,0,20,20", "label": 1, "detection": 0}, "pass --detection or --box, not both"),
 ])
 def test_bad_detection_targets_are_one_line(detector, kwargs, message):
     model, x = detector

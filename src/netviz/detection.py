@@ -279,10 +279,13 @@ def find(model: nn.Module, x: torch.Tensor) -> list[Found]:
         return detections(model(x.to(model_device(model))), len(x))
 
 
-def targets(model: nn.Module, x: torch.Tensor, detection: str | int | None = 0,
+def targets(model: nn.Module, x: torch.Tensor, detection: str | int | None = None,
             box: Sequence[float] | str | None = None, label: int | str | None = None) -> Targets:
     """The detections to explain: each image's ``detection`` (an index by score, or a range
-    ``0-4``), or the one that matches ``box`` (x0, y0, x1, y1 in input pixels) with ``label``."""
+    ``0-4``; default 0), or the one that matches ``box`` (x0, y0, x1, y1 in input pixels) with
+    ``label``."""
+    if box is not None and detection is not None:
+        raise NetvizError("pass --detection or --box, not both: --box explains the detection that matches it")
     found = find(model, x)
     height, width = x.shape[-2:]
     if box is not None:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 def attribute_detections(model: nn.Module, x: torch.Tensor, method: str = "gradcam",
-                         detection: str | int | None = 0, box: Sequence[float] | str | None = None,
+                         detection: str | int | None = None, box: Sequence[float] | str | None = None,
                          label: int | None = None, **options: Any) -> tuple[Attribution, Targets]:
     """Attribute each chosen detection (:func:`netviz.detection.targets`) with ``method``: one map per detection,
     the image repeated for each; the result's ``target`` numbers the detections in ``Targets``."""
