@@ -59,3 +59,21 @@ def test_channels_last_gives_the_same_outputs_on_the_gpu(mnist_run) -> None:
     finally:
         mnist_run.model.to("cpu")
     assert torch.allclose(plain, fast, rtol=1e-3, atol=1e-3)
+
+
+def test_batches_reach_the_gpu_through_pinned_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from netviz import device as D
+    from netviz.data import normalise
+    from netviz.registry import get_spec
+
+    pinned: list[int] = []
+    real = torch.Tensor.pin_memory
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t, *a: pinned.append(t.numel()) or real(t, *a))
+    pixels = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    spec = get_spec("mnist")
+    on_gpu = normalise(pixels, spec, torch.device("cuda"))
+    assert pinned == [pixels.numel()]
+    assert torch.allclose(on_gpu.cpu(), normalise(pixels, spec), atol=1e-6)  # the values of the CPU
+    monkeypatch.setattr(D, "PINNED_UP_TO", 10)  # a whole data set is copied plainly
+    normalise(pixels, spec, torch.device("cuda"))
+    assert pinned == [pixels.numel()]

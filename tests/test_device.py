@@ -38,3 +38,12 @@ def test_mixed_precision_policy(monkeypatch) -> None:
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with D.autocast(cpu, enabled=False):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_to_device_leaves_a_tensor_where_it_is() -> None:
+    import torch
+
+    from netviz.device import to_device
+
+    t = torch.arange(6.0)
+    assert to_device(t, None) is t and to_device(t, torch.device("cpu")) is t

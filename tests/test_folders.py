@@ -174,3 +174,56 @@ def test_workers_sets_the_decoding_threads(monkeypatch, mnist_run, tmp_path):
     assert folders.workers() == 3
     bad = CliRunner().invoke(cli, ["kernels", str(mnist_run.path), "--workers", "0"])
     assert_one_line_error(bad, "--workers")
+
+
+def test_under_torchrun_each_rank_reads_and_augments_only_its_share(lazily: None,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # rank r of 2 trains on exactly its rows of the batch one process trains on (augmented alike), and
+    # decodes only those: half the images, not the whole global batch on every rank
+    from torch import nn
+
+    from netviz import distributed
+    from netviz.training.config import TrainConfig
+    from netviz.training.loop import Streamed, TrainData, TrainState, train_one_epoch
+
+    spec = get_spec("resnet18")
+    split = load_split(f"imagefolder:{CIFAR_SAMPLE}", "all[:70]")
+    decoded: list[str] = []
+    real_read = folders.read
+    monkeypatch.setattr(folders, "read", lambda path, size: decoded.append(path.name) or real_read(path, size))
+
+    class Recorder(nn.Module):  # a model that keeps what it trains on
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Linear(1, 10)
+            self.seen: list[torch.Tensor] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen.append(x.detach().clone())
+            return self.w(x.mean((1, 2, 3))[:, None])
+
+    def epoch(rank: int, world: int, augment: float = 0.75) -> tuple[torch.Tensor, list[str]]:
+        backend = "gloo" if world > 1 else None
+        monkeypatch.setattr(distributed, "_CONTEXT", [distributed.Context(rank, world, rank, backend)])
+        decoded.clear()
+        x = Streamed(split.images, spec, torch.device("cpu"), torch.contiguous_format)
+        data = TrainData(x, split.labels, x, split.labels, "all", "all")
+        model = Recorder()
+        cfg = TrainConfig(batch_size=32, augment=augment, crop_pad=4)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        train_one_epoch(model, data, cfg, opt, None, TrainState(), torch.Generator().manual_seed(3), quiet=True)
+        return torch.cat(model.seen), list(decoded)
+
+    whole, read_alone = epoch(0, 1)
+    first, read_first = epoch(0, 2)
+    second, read_second = epoch(1, 2)
+    assert len(read_alone) == 70 and len(read_first) + len(read_second) == 70  # each image decoded once
+    # batches of 32, 32, 6: rank 0 trains on rows 0-15, 0-15, 0-2 of each, rank 1 on the rest; the
+    # first 24, 24 and 4 rows are augmented, so rank 1 augments rows with the draws of rows 16-23 and 3
+    starts = [0, 32, 64]
+    ours = torch.cat([whole[s:s + h] for s, h in zip(starts, (16, 16, 3), strict=True)])
+    theirs = torch.cat([whole[s + h:s + n] for s, h, n in zip(starts, (16, 16, 3), (32, 32, 6), strict=True)])
+    assert torch.equal(first, ours) and torch.equal(second, theirs)
+    plain, _ = epoch(0, 1, augment=0.0)
+    changed = (plain != whole).flatten(1).any(1)
+    assert changed[:24].sum() >= 20 and not changed[24:32].any()  # the shifts (a few draw no shift)

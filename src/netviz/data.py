@@ -354,7 +354,9 @@ def normalise(images: torch.Tensor, spec: ModelSpec, device: torch.device | None
     """uint8 images (or floats in [0, 1]) -> float32 in the model's normalised input space."""
     import torch
 
-    x = images.to(device) if device is not None else images
+    from netviz.device import to_device
+
+    x = to_device(images, torch.device(device) if device is not None else None)
     x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     mean = torch.tensor(spec.mean, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=x.device).view(1, -1, 1, 1)
@@ -384,18 +386,33 @@ def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int 
     """Random crop with zero padding (a shift of up to ``pad`` pixels) and, with ``flip``, a
     random horizontal flip; batched on the tensor's device. The random draws are the same with
     and without ``flip``, so switching it off changes nothing else."""
+    return apply_augment(x, augment_draws(len(x), generator, pad), pad, flip)
+
+
+def augment_draws(n: int, generator: torch.Generator | None = None, pad: int = 4) -> torch.Tensor:
+    """The random draws of :func:`augment` for ``n`` images, (n, 3): row shift, column shift, flip.
+    Drawn apart from the pixels so that a process can augment its share of a batch as the whole
+    batch would have been (the draws of its rows), without reading the other rows."""
+    import torch
+
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flipped = (torch.rand(n, generator=generator) < 0.5).long()
+    return torch.stack([dy, dx, flipped], 1)
+
+
+def apply_augment(x: torch.Tensor, draws: torch.Tensor, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """``x`` shifted (and flipped, with ``flip``) as ``draws`` (from :func:`augment_draws`) say, row by row."""
     import torch
     from torch.nn import functional as F
 
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
+    draws = draws.to(x.device)
+    dy, dx, flipped = draws[:, 0], draws[:, 1], draws[:, 2].bool() & flip
     padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    flipped = (torch.rand(n, generator=generator) < 0.5).to(x.device) & flip
     rows = (dy[:, None] + torch.arange(h, device=x.device)[None]).view(n, 1, h, 1)
     cols = torch.arange(w, device=x.device)[None].expand(n, w)
     cols = torch.where(flipped[:, None], cols.flip(1), cols)
     cols = (dx[:, None] + cols).view(n, 1, 1, w)
-    c = x.shape[1]
     out = padded.gather(2, rows.expand(n, c, h, w + 2 * pad))
     return out.gather(3, cols.expand(n, c, h, w))

@@ -215,7 +215,8 @@ def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sc
 
     Under torchrun (``model`` wrapped in DistributedDataParallel) every rank draws the same global
     batch of ``cfg.batch_size`` (the shuffle and the augmentation come from ``generator``, seeded
-    from --seed, alike on every rank) and trains on its contiguous part of it; the loss is weighted
+    from --seed, alike on every rank) and reads, augments and trains on its contiguous part of it
+    alone (a streamed folder decodes a rank's share, not the global batch); the loss is weighted
     so that DDP's averaged gradient is the global batch's, whatever the world size. ``state``
     counts this rank's images; :func:`record_epoch` sums them over the ranks.
     """
@@ -223,7 +224,7 @@ def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sc
     from torch.nn import functional as F
 
     from netviz import distributed
-    from netviz.data import augment
+    from netviz.data import apply_augment, augment_draws
     from netviz.device import autocast
     from netviz.progress import progress
 
@@ -244,15 +245,18 @@ def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sc
             if interrupt is not None:
                 interrupt.check()  # a Ctrl-C since the last step stops here, between two steps
             _before_step(state, steps)
-            idx = state.perm[state.step * cfg.batch_size:(state.step + 1) * cfg.batch_size].to(device)
+            idx = _global_batch(state.perm, state.step, cfg.batch_size)
+            part = _share(len(idx), ctx)  # this rank's rows of the global batch: it reads those alone
+            mine = idx[part].to(device)
+            xb, yb = data.x_train[mine], data.y_train[mine]
             if isinstance(data.x_train, Streamed):  # the next batch is read while this one trains
-                data.x_train.ahead(state.perm[(state.step + 1) * cfg.batch_size:(state.step + 2) * cfg.batch_size])
-            xb, yb = data.x_train[idx], data.y_train[idx]
-            if cfg.augment > 0:
+                following = _global_batch(state.perm, state.step + 1, cfg.batch_size)
+                data.x_train.ahead(following[_share(len(following), ctx)])
+            if cfg.augment > 0:  # the global batch's first k rows, each with its own draws
                 k = round(cfg.augment * len(idx))
-                xb[:k] = augment(xb[:k], generator, pad=cfg.crop_pad, flip=cfg.flip)
-            part = torch.tensor_split(torch.arange(len(idx), device=device), ctx.world_size)[ctx.rank]
-            xb, yb = (xb[part], yb[part]) if ctx.active else (xb, yb)
+                draws = augment_draws(k, generator, pad=cfg.crop_pad)
+                m = int((part < k).sum())
+                xb[:m] = apply_augment(xb[:m], draws[part[:m]], pad=cfg.crop_pad, flip=cfg.flip)
             with autocast(device, cfg.amp):
                 logits = model(xb)
                 loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
@@ -280,6 +284,19 @@ def train_one_epoch(model: nn.Module, data: TrainData, cfg: TrainConfig, opt, sc
         bar.close()
     if sched is not None and cfg.scheduler == "step":
         sched.step()
+
+
+def _global_batch(perm: torch.Tensor, step: int, batch_size: int) -> torch.Tensor:
+    """The indices of the ``step``-th batch of the epoch, over every rank."""
+    return perm[step * batch_size:(step + 1) * batch_size]
+
+
+def _share(n: int, ctx: Any) -> torch.Tensor:
+    """The positions in a global batch of ``n`` that this rank trains on: all of them alone, a
+    contiguous part under torchrun."""
+    import torch
+
+    return torch.tensor_split(torch.arange(n), ctx.world_size)[ctx.rank]
 
 
 TRACE_POINTS = 25  # points of trace.json per epoch
