@@ -189,7 +189,7 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, baseline: torch.Tenso
     (N, C, H, W, summed over channels; ties in image order). All N x S x 2 images in batches."""
     import torch
 
-    from netviz.attribute import fast_format, passes
+    from netviz.attribute import fast_inference, passes
     from netviz.device import model_device
 
     n, _, h, w = x.shape
@@ -200,7 +200,7 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, baseline: torch.Tenso
     counts = torch.round(fractions * hw).long()
     s = len(fractions)
     dev = model_device(model)
-    layout = fast_format(model, x)
+    fast, layout = fast_inference(model, x)
     # job j = (image, step, kind): built a batch at a time so memory stays at batch_size images
     jobs = torch.arange(n * s * 2)
     probs = torch.empty(n * s * 2)
@@ -213,7 +213,7 @@ def perturbation_curves(model: nn.Module, x: torch.Tensor, baseline: torch.Tenso
             deleted = torch.where(top, bs, xs)  # kind 0: the top pixels replaced by the baseline
             inserted = torch.where(top, xs, bs)  # kind 1: the top pixels put into the baseline
             inputs = torch.where((kind == 0).view(-1, 1, 1, 1).to(dev), deleted, inserted)
-            logits = model(inputs.contiguous(memory_format=layout))
+            logits = fast(inputs.contiguous(memory_format=layout))
             p = head_of(model).probabilities(logits.float())
             probs[start:start + len(j)] = p.gather(1, target[img].view(-1, 1).to(dev)).squeeze(1).cpu()
     probs = probs.view(n, s, 2)

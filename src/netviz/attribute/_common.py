@@ -351,6 +351,16 @@ def fast_format(model: nn.Module, sample: torch.Tensor) -> torch.memory_format:
     return torch.channels_last
 
 
+def fast_inference(model: nn.Module, sample: torch.Tensor) -> tuple[nn.Module, torch.memory_format]:
+    """(the model as a perturbation method's many forward passes run it, their layout): its batch
+    norms folded into the convolutions before them where it traces (:mod:`._fold`), and
+    :func:`fast_format`'s layout. Batch sizes are still measured and remembered on ``model``."""
+    from netviz.attribute._fold import folded
+
+    layout = fast_format(model, sample)
+    return folded(model, sample[:1].to(model_device(model)).contiguous(memory_format=layout)), layout
+
+
 def check_input(x: torch.Tensor) -> torch.Tensor:
     import torch
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from netviz.attribute._cam import LayerReading, cam_method
-from netviz.attribute._common import fast_format, model_score, passes, score_of
+from netviz.attribute._common import fast_inference, model_score, passes, score_of
 from netviz.heads import head_of
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ def weigh(r: LayerReading) -> torch.Tensor:
     masks = (masks - lo) / (hi - lo + 1e-8)
     constant = (hi == lo).flatten()  # (n * k,): their masks are exactly 0
     owner = torch.arange(n, device=r.x.device).repeat_interleave(k)
-    layout = fast_format(r.model, r.x)
+    model, layout = fast_inference(r.model, r.x)
     scores = torch.empty(n * k, device=r.x.device)
     varying = torch.nonzero(~constant)[:, 0]
     with torch.inference_mode():
@@ -37,10 +37,10 @@ def weigh(r: LayerReading) -> torch.Tensor:
             pairs = varying[which]
             who = owner[pairs]
             masked = (r.x[who] * masks.flatten(0, 1)[pairs, None]).contiguous(memory_format=layout)
-            scores[pairs] = model_score(r.model, masked, r.target[who], r.score).float()
+            scores[pairs] = model_score(model, masked, r.target[who], r.score).float()
         if bool(constant.any()):
             zero = torch.zeros_like(r.x[:1]).contiguous(memory_format=layout)  # what x * 0 is, for any image
-            logits = r.model(zero).expand(n, -1)  # one pass; each image's target read from it
+            logits = model(zero).expand(n, -1)  # one pass; each image's target read from it
             scores[constant] = score_of(logits, r.target, r.score, head_of(r.model).activation).float()[owner[constant]]
     return torch.softmax(scores.view(n, k), dim=1)
 
