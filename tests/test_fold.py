@@ -94,3 +94,19 @@ def test_the_model_runs_as_it_is_where_folding_does_not_apply() -> None:
     seen: list[int] = []
     hooked.bn1.register_forward_hook(lambda m, i, o: seen.append(1))
     assert folded(hooked, x) is hooked  # the copy would not call the user's hook
+
+
+class NormAfterSum(nn.Module):
+    """A batch norm after a sum of two convolutions: nothing to fold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.bn = nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.a(x) + self.b(x)).mean((2, 3))
+
+
+def test_a_model_with_nothing_to_fold_is_not_copied() -> None:
+    model = NormAfterSum().eval()
+    assert folded(model, torch.randn(1, 3, 10, 10)) is model

@@ -39,16 +39,20 @@ def folded(model: nn.Module, sample: torch.Tensor) -> nn.Module:
     image of the inputs to come, in their layout) are not the model's."""
     from netviz.heads import is_head_hook
 
-    if model.training or not any(isinstance(m, _BatchNorm) for m in model.modules()):
+    if model.training or not _norms(model):
         return model
     heads = [h for h in model._forward_hooks.values() if is_head_hook(h)]
     if any(m._forward_pre_hooks or any(h not in heads for h in m._forward_hooks.values())
            for m in model.modules()):
         return model  # a hook of the user's (or netviz's) that a traced copy would not call
     try:  # a copy: the model's own modules keep their values and layout
-        graph = fold_batch_norms(fx.symbolic_trace(copy.deepcopy(model)))
+        traced = fx.symbolic_trace(copy.deepcopy(model))
+        norms = _norms(traced)
+        graph = fold_batch_norms(traced)
     except Exception:  # any failure to copy or trace: control flow on values, unsupported calls
         return model
+    if _norms(graph) == norms:
+        return model  # none follows a convolution alone as a module (timm's BatchNormAct2d traces into functions)
     if sample.ndim == 4 and sample.is_contiguous(memory_format=torch.channels_last) and not sample.is_contiguous():
         graph.to(memory_format=torch.channels_last)
     for hook in heads:
@@ -56,6 +60,10 @@ def folded(model: nn.Module, sample: torch.Tensor) -> nn.Module:
     if "netviz_head" in vars(model):
         graph.netviz_head = model.netviz_head
     return graph if _agrees(model, graph, sample[:1]) else model
+
+
+def _norms(model: nn.Module) -> int:
+    return sum(isinstance(m, _BatchNorm) for m in model.modules())
 
 
 def _agrees(model: nn.Module, graph: nn.Module, x: torch.Tensor) -> bool:
