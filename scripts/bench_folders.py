@@ -8,7 +8,11 @@ in a process of its own (its peak memory is its own), lazily ($NETVIZ_IN_MEMORY_
 memory (a bound above the decoded size), alternating ``--repeats`` times. The model: a small
 convolutional net at 64 x 64 (the reading, not the model, is what is measured).
 
-    NETVIZ_DATA=../shared/data python scripts/bench_folders.py [--images 50000] [--repeats 1]
+With ``--train``, one epoch of training on the folder read as used instead, in one process and
+under torchrun with 2 processes of one thread each (``--augment 0.5``; the epoch's seconds and images
+per second from ``metrics.json``, and the whole process's wall time).
+
+    NETVIZ_DATA=../shared/data python scripts/bench_folders.py [--images 50000] [--repeats 1] [--train]
 """
 
 from __future__ import annotations
@@ -68,17 +72,46 @@ def audit(folder: Path, lazy: bool, out: Path) -> dict:
             "images_per_s": record["n_images"] / figures["wall"]}
 
 
+def train(folder: Path, out: Path, processes: int) -> dict:
+    """One epoch on ``folder`` read as used: in this interpreter, or under torchrun."""
+    env = {**os.environ, "NETVIZ_IN_MEMORY_BYTES": "0"}
+    launch = [sys.executable, "-m", "netviz"]
+    if processes > 1:
+        env.update(OMP_NUM_THREADS="1", NETVIZ_WORKERS="1")
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+                  "-m", "netviz"]
+    argv = ["train", "--model", f"{MODEL}:SmallNet", "--input-shape", "3,64,64", "--dataset",
+            f"imagefolder:{folder}", "--train-split", "all", "--eval-split", "all[:500]", "--epochs", "1",
+            "--batch-size", "128", "--augment", "0.5", "--seed", "0", "--device", "cpu", "--runs-dir", str(out),
+            "--name", "run", "--quiet"]
+    started = time.perf_counter()
+    subprocess.run(launch + argv, env=env, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - started
+    metrics = json.loads((out / "run" / "metrics.json").read_text())[0]
+    return {"processes": processes, "wall": wall, "epoch_s": metrics["seconds"],
+            "images_per_s": metrics["images_per_second"], "train_loss": metrics["train_loss"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()) / "netviz-bench-jpegs")
+    parser.add_argument("--train", action="store_true", help="time one epoch of training instead of the audit")
     args = parser.parse_args()
     sample = Path(os.environ.get("NETVIZ_DATA", ROOT.parent / "shared" / "data")) / "cifar10-sample"
     if len(list(args.folder.rglob("*.jpg"))) != args.images:
         started = time.perf_counter()
         make_folder(args.folder, args.images, sample)
         print(f"made {args.images} JPEGs in {args.folder} in {time.perf_counter() - started:.0f} s")
+    if args.train:
+        with tempfile.TemporaryDirectory() as tmp:
+            trained = [train(args.folder, Path(tmp) / f"{r}-{n}", n) for r in range(args.repeats) for n in (1, 2)]
+        print("| processes | epoch s | images/s | wall s | train loss |\n|---|---|---|---|---|")
+        for row in trained:
+            print(f"| {row['processes']} | {row['epoch_s']:.1f} | {row['images_per_s']:.0f} | {row['wall']:.1f} | "
+                  f"{row['train_loss']:.6f} |")
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
