@@ -227,3 +227,20 @@ def test_under_torchrun_each_rank_reads_and_augments_only_its_share(lazily: None
     plain, _ = epoch(0, 1, augment=0.0)
     changed = (plain != whole).flatten(1).any(1)
     assert changed[:24].sum() >= 20 and not changed[24:32].any()  # the shifts (a few draw no shift)
+
+
+def test_a_folder_of_other_classes_than_the_models_names_true_classes_by_name(tmp_path: Path) -> None:
+    # an ImageNet model over a folder of two classes: "goldfish" is the model's class 1, "airplane"
+    # none of its classes; before, label 0 was read as the model's class 0 ("tench")
+    folder = tmp_path / "photos"
+    for name, source in (("airplane", "airplane"), ("goldfish", "automobile")):
+        (folder / name).mkdir(parents=True)
+        for path in sorted((CIFAR_SAMPLE / source).iterdir())[:10]:
+            shutil.copy(path, folder / name / path.name)
+    out = tmp_path / "out"
+    result = invoke("attribute", "--model", "resnet18", "--input-shape", "3,32,32", "--dataset",
+                    f"imagefolder:{folder}", "--index", "0-3", "--method", "saliency", "--out", out, "--seed", "0")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "attribute.json").read_text())
+    assert [(im["label"], im["label_name"]) for im in record["images"]] == [(None, None), (1, "goldfish")] * 2
+    assert any("has 2 classes and the model 1000" in note for note in record["notes"])

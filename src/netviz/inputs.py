@@ -158,8 +158,23 @@ def select_inputs(run: Run, images: Any = (),
     share = distributed.shard(len(chosen)) if shard else range(len(chosen))
     chosen = [chosen[k] for k in share]
     pixels, note = conform(data.images[chosen], spec)
-    return Inputs(pixels, [f"index {i}" for i in chosen], list(chosen),
-                  [int(data.labels[i]) for i in chosen], [n for n in (data.note, note) if n], share.start)
+    labels, other = model_labels([int(data.labels[i]) for i in chosen], data.classes, spec, data.name)
+    return Inputs(pixels, [f"index {i}" for i in chosen], list(chosen), labels,
+                  [n for n in (data.note, note, other) if n], share.start)
+
+
+def model_labels(labels: list[int], classes: Sequence[str], spec: ModelSpec, where: str
+                 ) -> tuple[list[int | None], str | None]:
+    """Data-set labels as the model's classes, and a note when they are other classes altogether
+    (an ImageNet model over a folder of 10 classes): then, as for an image file in a folder named
+    after its class, an image's class is the model's class of that name, None where it has none."""
+    ours, theirs = tuple(spec.class_names), tuple(classes)
+    if not theirs or len(theirs) == len(ours):
+        return list(labels), None  # the model's classes (a same-sized set is named by the model's names)
+    index = {name: k for k, name in enumerate(ours)}
+    mapped: list[int | None] = [index.get(theirs[k]) if 0 <= k < len(theirs) else None for k in labels]
+    return mapped, (f"{where} has {len(theirs)} classes and the model {len(ours)}: an image's true class is "
+                    "shown where the model has a class of its name")
 
 
 def merge_inputs(parts: Sequence[Inputs | None]) -> Inputs | None:
