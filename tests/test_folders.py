@@ -244,3 +244,20 @@ def test_a_folder_of_other_classes_than_the_models_names_true_classes_by_name(tm
     record = json.loads((out / "attribute.json").read_text())
     assert [(im["label"], im["label_name"]) for im in record["images"]] == [(None, None), (1, "goldfish")] * 2
     assert any("has 2 classes and the model 1000" in note for note in record["notes"])
+
+
+def test_a_folder_of_some_of_the_models_classes_reads_as_those_classes(tmp_path: Path) -> None:
+    # folders named after two ImageNet classes: every command (here the eval and training splits an
+    # audit reads) sees the model's class indices, not the folders' 0 and 1
+    from netviz.runs import load_run
+
+    folder = tmp_path / "pets"
+    for name, source in (("goldfish", "airplane"), ("tabby", "cat")):
+        (folder / name).mkdir(parents=True)
+        for path in sorted((CIFAR_SAMPLE / source).iterdir())[:5]:
+            shutil.copy(path, folder / name / path.name)
+    run = load_run(model="resnet18", input_shape=(3, 32, 32), dataset=f"imagefolder:{folder}", device="cpu")
+    tabby = run.spec.class_names.index("tabby")
+    for data in (run.train_data(split="all"), run.eval_data(split="all")):
+        assert data.labels.tolist() == [1, tabby] * 5 and data.classes[tabby] == "tabby"
+        assert "are among the model's 1000: 'goldfish' is class 1" in data.note

@@ -326,12 +326,27 @@ class Run:
         """The data with the model's class names: one source of names for every command, and a
         note where the data set calls them otherwise (a card's "bird" over a folder "bïrd")."""
         ours, theirs = tuple(self.spec.class_names), tuple(data.classes)
+        if len(ours) != len(theirs) and theirs and set(theirs) <= set(ours):
+            return self._as_model_classes(data)
         if len(ours) != len(theirs) or ours == theirs:
             return data  # the same names, or other classes altogether (labels name the data's)
         differ = [(a, b) for a, b in zip(ours, theirs, strict=True) if a != b]
         said = ", ".join(f"{b!r} is {a!r}" for a, b in differ[:3]) + (" ..." if len(differ) > 3 else "")
         note = f"{data.name} names its classes otherwise than the model: {said}; showing the model's names"
         return dataclasses.replace(data, classes=ours, note=note)
+
+
+    def _as_model_classes(self, data: TensorData) -> TensorData:
+        """A data set whose every class is one of the model's (a folder of ``goldfish/`` and
+        ``tabby/`` under an ImageNet model): its labels as the model's class indices."""
+        import torch
+
+        ours = tuple(self.spec.class_names)
+        index = torch.tensor([ours.index(name) for name in data.classes], dtype=data.labels.dtype)
+        named = ", ".join(f"{name!r} is class {int(k)}" for name, k in zip(data.classes[:3], index[:3], strict=False))
+        note = (f"{data.name}'s {len(data.classes)} classes are among the model's {len(ours)}: {named}"
+                f"{' ...' if len(data.classes) > 3 else ''}")
+        return dataclasses.replace(data, labels=index[data.labels], classes=ours, note=note)
 
 
 def latest_run(runs_dir: str | os.PathLike | None = None) -> Path:
