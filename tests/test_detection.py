@@ -163,3 +163,38 @@ def test_drise_masks_are_smooth_random_grids():
     assert ((a > 0.01) & (a < 0.99)).float().mean() > 0.2  # bilinear edges, not a hard grid
     with pytest.raises(NetvizError, match="--cells 60 does not fit"):
         random_masks(1, 40, 50, 60, 0.5, torch.Generator())
+
+
+def test_drise_rows_of_one_image_share_their_masks_and_passes():
+    # three targets of one image: one set of masks and passes, each row's map the map of that
+    # target alone with the same masks (the first row's seed)
+    from netviz.attribute import drise
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                          nn.Linear(16, 5)).eval()
+    image = torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(2))
+    calls: list[int] = []
+    model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    shared = drise(model, image.expand(3, -1, -1, -1), torch.tensor([0, 3, 4]), masks=40, cells=4, batch_size=20,
+                   seed=5)
+    assert calls.count(20) == 2 and sum(calls) < 50  # the 40 masks once in passes of 20, not three times
+    for k, t in enumerate((0, 3, 4)):
+        alone = drise(model, image, torch.tensor([t]), masks=40, cells=4, batch_size=20, seed=5)
+        assert torch.allclose(shared.attributions[k], alone.attributions[0], atol=1e-6)
+    assert not torch.allclose(shared.attributions[0], shared.attributions[1], atol=1e-3)
+
+
+def test_drise_of_several_detections_costs_the_passes_of_one(detector):
+    model, x = detector
+    calls: list[int] = []
+    handle = model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    try:
+        result, chosen = attribute_detections(model, x[:1], "drise", detection="0-3", masks=48, cells=8,
+                                              batch_size=16)
+    finally:
+        handle.remove()
+    assert len(chosen.image) == 4 and result.attributions.shape[0] == 4
+    masked = [c for c in calls if c == 16]
+    assert len(masked) == 3  # 48 masks in passes of 16, shared by the four detections
+    assert len({float(a.abs().sum()) for a in result.attributions}) == 4  # four maps, not one

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from netviz.attribute._common import Attribution, check_input, make_baseline, model_score, opening
+from netviz.attribute._common import Attribution, check_input, make_baseline, opening, score_of
 from netviz.attribute._registry import BaselineOptions, Method, SeededOptions, option, register
 from netviz.errors import NetvizError
 
@@ -72,9 +72,14 @@ def drise(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch
           quiet: bool = True) -> Attribution:
     """D-RISE/RISE saliency with the shape of ``x`` (the same map in every channel): per image,
     sum_i (score_i - mean score) * mask_i / (masks * keep), over ``masks`` random masks drawn from
-    ``seed`` (image ``k`` of a selection draws the same masks whatever the share it is in)."""
+    ``seed`` (image ``k`` of a selection draws the same masks whatever the share it is in).
+
+    Consecutive rows of one image and baseline (a detector's detections of an image, each a row
+    with its own target) share their masks and forward passes: a pass scores every target of the
+    image at once, so explaining five detections costs the passes of one."""
     import torch
 
+    from netviz.heads import head_of
     from netviz.progress import progress
 
     x = check_input(x)
@@ -82,24 +87,43 @@ def drise(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch
     b = make_baseline(x, baseline, spec=spec, seed=seed, offset=offset)
     with opening(model, x, target, score, batch_size) as o, torch.no_grad():
         dev = o.device
+        activation = head_of(model).activation
         maps = torch.zeros(n, 1, height, width)
-        with progress(total=n * int(masks), quiet=quiet, desc="drise", unit="mask") as bar:
-            for i in range(n):
+        groups = _same_image(x, b)
+        with progress(total=len(groups) * int(masks), quiet=quiet, desc="drise", unit="mask") as bar:
+            for rows in groups:
+                i = rows.start
                 g = torch.Generator().manual_seed(seed * 1_000_003 + offset + i)
                 m = random_masks(int(masks), height, width, int(cells), float(keep), g)
-                xi, bi, ti = x[i:i + 1].to(dev), b[i:i + 1].to(dev), o.target[i:i + 1].to(dev)
-                scores = torch.empty(int(masks))
+                xi, bi, ti = x[i:i + 1].to(dev), b[i:i + 1].to(dev), o.target[rows].to(dev)
+                scores = torch.empty(int(masks), len(rows))
                 for which in o.passes(int(masks), "drise", gradients=False):
                     mb = m[which].to(dev)
-                    scores[which] = model_score(model, bi + (xi - bi) * mb, ti.expand(len(mb), *ti.shape[1:]),
-                                                score).float().cpu()
+                    logits = model(bi + (xi - bi) * mb)
+                    for k in range(len(rows)):  # every row's target read from the same passes
+                        scores[which, k] = score_of(logits, ti[k:k + 1].expand(len(mb), *ti.shape[1:]), score,
+                                                    activation).float().cpu()
                     bar.update(len(mb))
-                weights = (scores - scores.double().mean().float()).view(-1, 1, 1, 1)
-                maps[i] = (weights * m).sum(0)
+                weights = scores - scores.double().mean(0).float()
+                for k, row in enumerate(rows):
+                    maps[row] = (weights[:, k].view(-1, 1, 1, 1) * m).sum(0)
         maps /= int(masks) * float(keep)
     return Attribution(maps.expand(-1, x.shape[1], -1, -1).contiguous(), "drise", o.target, score,
                        score_input=o.score_input,
                        settings={"masks": int(masks), "cells": int(cells), "keep": float(keep), "seed": seed})
+
+
+def _same_image(x: torch.Tensor, baseline: torch.Tensor) -> list[range]:
+    """``range(len(x))`` cut into runs of consecutive rows holding the same image and baseline."""
+    import torch
+
+    groups: list[range] = []
+    start = 0
+    for i in range(1, len(x) + 1):
+        if i == len(x) or not (torch.equal(x[i], x[start]) and torch.equal(baseline[i], baseline[start])):
+            groups.append(range(start, i))
+            start = i
+    return groups
 
 
 drise = register(Method("drise", drise, "D-RISE / RISE: random masks weighted by the score of what they keep; "
