@@ -18,6 +18,10 @@ from netviz.data import conform, default_splits, load_split
 from netviz.folders import FolderImages
 from netviz.registry import get_spec
 
+# a user's net with three outputs and no class names: a data set's label k is its class k
+NUMBERED = ["--model", f"{Path(__file__).with_name('awkward_nets.py')}:ThreeHeads", "--model-arg", "num_classes=3",
+            "--output", "2", "--input-shape", "3,20,24"]
+
 
 def invoke(*args: object):
     return CliRunner().invoke(cli, [str(a) for a in args])
@@ -52,8 +56,7 @@ def test_the_train_val_layout_gives_the_train_and_test_splits(tmp_path: Path) ->
     flat = load_split(f"imagefolder:{root / 'train'}", "all")
     assert torch.equal(flat.images, train.images) and default_splits(f"imagefolder:{root / 'train'}")[0] == "all[:80%]"
     # and a command reads it as a user would name it
-    result = invoke("audit", "--model", "resnet18", "--input-shape", "3,32,32", "--dataset", dataset, "--no-cards",
-                    "--out", tmp_path / "a", "--quiet")
+    result = invoke("audit", *NUMBERED, "--dataset", dataset, "--no-cards", "--out", tmp_path / "a", "--quiet")
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "a" / "audit.json").read_text())
     assert record["split"] == f"{dataset}:train" and record["n_images"] == 12
@@ -98,8 +101,9 @@ def test_a_large_folder_indexes_as_the_tensor_would(lazily: None) -> None:
 def test_a_large_folder_gives_the_results_of_one_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the same audit, read lazily and held in memory: the same numbers
     def audit(out: Path) -> dict:
-        result = invoke("audit", "--model", "resnet18", "--input-shape", "3,32,32", "--dataset",
-                        f"imagefolder:{CIFAR_SAMPLE}", "--no-cards", "--no-fit-concepts", "--out", out, "--quiet")
+        result = invoke("audit", "--model", "resnet18", "--model-arg", "num_classes=10", "--input-shape", "3,32,32",
+                        "--dataset", f"imagefolder:{CIFAR_SAMPLE}", "--no-cards", "--no-fit-concepts", "--out", out,
+                        "--quiet")
         assert result.exit_code == 0, result.output
         record = json.loads((out / "audit.json").read_text())
         record.pop("seconds")
@@ -261,3 +265,52 @@ def test_a_folder_of_some_of_the_models_classes_reads_as_those_classes(tmp_path:
     for data in (run.train_data(split="all"), run.eval_data(split="all")):
         assert data.labels.tolist() == [1, tabby] * 5 and data.classes[tabby] == "tabby"
         assert "are among the model's 1000: 'goldfish' is class 1" in data.note
+
+
+def _folder(root: Path, classes: dict[str, str], n: int) -> Path:
+    """``root/<name>/`` with ``n`` CIFAR sample images of the sample's class ``classes[name]``."""
+    for name, source in classes.items():
+        (root / name).mkdir(parents=True)
+        for path in sorted((CIFAR_SAMPLE / source).iterdir())[:n]:
+            shutil.copy(path, root / name / path.name)
+    return root
+
+
+def test_a_model_that_numbers_its_classes_reads_a_folders_labels_as_they_are(tmp_path: Path) -> None:
+    # a user's net with three outputs and no class names over a folder of two classes: label k is its
+    # class k, as the folder's order says (no name of the model's to look it up by)
+    folder = _folder(tmp_path / "photos", {"airplane": "airplane", "cat": "cat"}, 10)
+    out = tmp_path / "out"
+    result = invoke("attribute", *NUMBERED, "--dataset", f"imagefolder:{folder}", "--index", "0-3", "--method",
+                    "saliency", "--out", out, "--seed", "0")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "attribute.json").read_text())
+    assert [im["label"] for im in record["images"]] == [0, 1, 0, 1]  # interleaved class by class
+
+
+def test_an_audit_over_none_of_the_models_classes_is_one_line(tmp_path: Path) -> None:
+    # an ImageNet model over airplanes and cars: before, the audit read them as tench and goldfish
+    folder = _folder(tmp_path / "photos", {"airplane": "airplane", "automobile": "automobile"}, 3)
+    result = invoke("audit", "--model", "resnet18", "--input-shape", "3,32,32", "--dataset", f"imagefolder:{folder}",
+                    "--split", "all", "--no-cards", "--no-fit-concepts", "--out", tmp_path / "o")
+    assert_one_line_error(result, "none of its 2 classes ('airplane', 'automobile') is among the 1000 of model")
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_audit_reads_the_images_of_the_models_classes_alone(tmp_path: Path) -> None:
+    from netviz.runs import load_run
+
+    folder = _folder(tmp_path / "photos", {"airplane": "airplane", "goldfish": "cat", "tabby": "dog"}, 4)
+    run = load_run(model="resnet18", input_shape=(3, 32, 32), dataset=f"imagefolder:{folder}", device="cpu")
+    data = run.of_model_classes(run.train_data(split="all"))
+    tabby = run.spec.class_names.index("tabby")
+    assert data.labels.tolist() == [1, tabby] * 4 and data.classes[tabby] == "tabby"
+    assert torch.equal(data.images[0], load_split(f"imagefolder:{folder}", "all").images[1])  # the first goldfish
+    assert "the 4 images of its 1 class the model does not have ('airplane') are left out" in data.note
+    out = tmp_path / "o"
+    result = invoke("audit", "--model", "resnet18", "--input-shape", "3,32,32", "--dataset", f"imagefolder:{folder}",
+                    "--split", "all", "--method", "saliency", "--no-cards", "--no-fit-concepts", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "note: " in result.stderr and "('airplane') are left out" in result.stderr
+    record = json.loads((out / "audit.json").read_text())
+    assert record["n_images"] == 8 and [c["name"] for c in record["classes"]] == ["goldfish", "tabby"]

@@ -2,7 +2,8 @@
 files or with one line that says why it cannot (exit 2), never an internal error or a traceback.
 
 Models: the registry's (mnist, mnist-fast with BatchNorm statistics as training leaves them,
-allconv), a torchvision ResNet, a timm ViT, and the awkward nets (several outputs, a dict
+allconv), a torchvision ResNet and a timm ViT (ImageNet's classes, over a folder named after some
+of them), and the awkward nets (several outputs, a dict
 output, multi-label, a segmentation map, functional ReLUs) at an odd input size. Options are the
 commands' defaults except where a default would take minutes (``--index``, ``--steps``,
 ``--limit``). Marked ``matrix``: the README's test command leaves it out; ``.ci/run`` runs it
@@ -11,6 +12,7 @@ commands' defaults except where a default would take minutes (``--index``, ``--s
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,14 +26,15 @@ pytestmark = pytest.mark.matrix
 
 AWKWARD = Path(__file__).with_name("awkward_nets.py")
 FOLDER = f"imagefolder:{CIFAR_SAMPLE}"
+IMAGENET_NAMED = "imagefolder:{imagenet_folder}"
 ODD = ["--input-shape", "3,20,24", "--dataset", FOLDER]
 MODELS = {
     "mnist": ["--model", "mnist", "--dataset", "mnist"],
     "mnist-fast": ["--model", "mnist-fast", "--weights", "{bn_weights}", "--dataset", "mnist"],
     "allconv": ["--model", "allconv", "--dataset", FOLDER],
-    "resnet18": ["--model", "resnet18", "--input-shape", "3,64,64", "--dataset", FOLDER],
+    "resnet18": ["--model", "resnet18", "--input-shape", "3,64,64", "--dataset", IMAGENET_NAMED],
     "vit": ["--model", "timm:vit_tiny_patch16_224", "--model-arg", "img_size=32", "--model-arg", "patch_size=8",
-            "--input-shape", "3,32,32", "--dataset", FOLDER],
+            "--input-shape", "3,32,32", "--dataset", IMAGENET_NAMED],
     "three-heads": ["--model", f"{AWKWARD}:ThreeHeads", "--output", "2", *ODD],
     "dict-out": ["--model", f"{AWKWARD}:DictOut", "--output", "logits", *ODD],
     "multi-label": ["--model", f"{AWKWARD}:MultiLabel", "--activation", "sigmoid", *ODD],
@@ -75,8 +78,19 @@ def bn_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _args(model: str, command: str, bn_weights: Path) -> list[str]:
-    args = [a.replace("{bn_weights}", str(bn_weights)) for a in MODELS[model]]
+@pytest.fixture(scope="module")
+def imagenet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CIFAR sample's images in folders named after three ImageNet classes, and its ships
+    (a class ImageNet does not have)."""
+    root = tmp_path_factory.mktemp("imagenet-named")
+    for name, source in {"airliner": "airplane", "sports car": "automobile", "tabby": "cat", "ship": "ship"}.items():
+        shutil.copytree(CIFAR_SAMPLE / source, root / name)
+    return root
+
+
+def _args(model: str, command: str, bn_weights: Path, imagenet_folder: Path) -> list[str]:
+    args = [a.replace("{bn_weights}", str(bn_weights)).replace("{imagenet_folder}", str(imagenet_folder))
+            for a in MODELS[model]]
     if command not in DATA and "--dataset" in args:
         at = args.index("--dataset")
         args = args[:at] + args[at + 2:]
@@ -86,9 +100,10 @@ def _args(model: str, command: str, bn_weights: Path) -> list[str]:
 
 @pytest.mark.parametrize("command", list(COMMANDS))
 @pytest.mark.parametrize("model", list(MODELS))
-def test_every_command_on_every_kind_of_model(model: str, command: str, bn_weights: Path, tmp_path: Path) -> None:
+def test_every_command_on_every_kind_of_model(model: str, command: str, bn_weights: Path, imagenet_folder: Path,
+                                              tmp_path: Path) -> None:
     pytest.importorskip("timm")
-    result = CliRunner().invoke(cli, _args(model, command, bn_weights), catch_exceptions=False)
+    result = CliRunner().invoke(cli, _args(model, command, bn_weights, imagenet_folder), catch_exceptions=False)
     assert "internal error" not in result.stderr, result.stderr
     if result.exit_code == 2:  # a refusal: one line that says why
         lines = result.stderr.strip().splitlines()

@@ -169,7 +169,7 @@ def model_labels(labels: list[int], classes: Sequence[str], spec: ModelSpec, whe
     (an ImageNet model over a folder of 10 classes): then, as for an image file in a folder named
     after its class, an image's class is the model's class of that name, None where it has none."""
     ours, theirs = tuple(spec.class_names), tuple(classes)
-    if not theirs or len(theirs) == len(ours):
+    if not theirs or len(theirs) == len(ours) or not spec.names_its_classes:
         return list(labels), None  # the model's classes (a same-sized set is named by the model's names)
     index = {name: k for k, name in enumerate(ours)}
     mapped: list[int | None] = [index.get(theirs[k]) if 0 <= k < len(theirs) else None for k in labels]

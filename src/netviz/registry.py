@@ -48,6 +48,12 @@ class ModelSpec:
     description: str = ""
     extra: dict = field(default_factory=dict)
 
+    @property
+    def names_its_classes(self) -> bool:
+        """Whether the classes have names to look a data set's class up by (ImageNet's, CIFAR's),
+        not only numbers (a user's net, MNIST's digits): then a data set's label k is class k."""
+        return bool(self.class_names) and self.class_names != tuple(str(k) for k in range(len(self.class_names)))
+
     def class_name(self, k: int | list[int]) -> str:
         """A class's name; several classes (a multi-label target) joined with +."""
         if isinstance(k, list):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -347,6 +348,32 @@ class Run:
         note = (f"{data.name}'s {len(data.classes)} classes are among the model's {len(ours)}: {named}"
                 f"{' ...' if len(data.classes) > 3 else ''}")
         return dataclasses.replace(data, labels=index[data.labels], classes=ours, note=note)
+
+    def of_model_classes(self, data: TensorData) -> TensorData:
+        """The images of ``data`` (read by :meth:`train_data`) whose class the model has, labelled
+        by the model's classes: what an audit, comparing each image's class with the model's,
+        reads (an ImageNet model must not read a folder's airplanes as its class 0, tench)."""
+        import torch
+
+        ours, theirs = tuple(self.spec.class_names), tuple(data.classes)
+        if not len(data) or not theirs or theirs == ours or not self.spec.names_its_classes:
+            return data  # the model's classes, or classes it numbers only: label k is class k
+        index = torch.tensor([ours.index(name) if name in ours else -1 for name in theirs], dtype=data.labels.dtype)
+        if bool((index < 0).all()):
+            raise NetvizError(f"{data.name}: none of its {len(theirs)} classes ({_some(theirs)}) is among the "
+                              f"{len(ours)} of model '{self.spec.name}' ({_some(ours)}): an audit compares each "
+                              "image's class with the model's; use folders named after the model's classes")
+        kept = torch.nonzero(index[data.labels] >= 0).flatten()
+        left = [name for name, k in zip(theirs, index.tolist(), strict=True) if k < 0]
+        note = (f"{data.name}: the {len(data) - len(kept)} images of its {len(left)} "
+                f"class{'es' if len(left) > 1 else ''} the model does not have ({_some(left)}) are left out")
+        mine = data.subset(kept, "of the model's classes")
+        return dataclasses.replace(mine, labels=index[mine.labels], classes=ours,
+                                   note="; ".join(n for n in (data.note, note) if n))
+
+
+def _some(names: Sequence[str]) -> str:
+    return ", ".join(map(repr, names[:3])) + (" ..." if len(names) > 3 else "")
 
 
 def latest_run(runs_dir: str | os.PathLike | None = None) -> Path:

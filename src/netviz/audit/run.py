@@ -170,8 +170,9 @@ class Audit:
 
 
 def audit_data(run: Run, dataset: str | None, split: str | None, data_dir: str | os.PathLike | None) -> TensorData:
-    """The split to audit: by default the run's training split (where poisoned or spurious samples live)."""
-    return run.train_data(dataset, split, data_dir)
+    """The split to audit: by default the run's training split (where poisoned or spurious samples
+    live), its images of the model's classes."""
+    return run.of_model_classes(run.train_data(dataset, split, data_dir))
 
 
 def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
@@ -215,6 +216,8 @@ def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,
         say(f"note: {note}", quiet)
     seed_everything(seed)
     data = audit_data(run, dataset, split, data_dir)
+    if data.note:
+        say(f"note: {data.note}", quiet)
     if limit is not None and limit < len(data):
         data = data.first(limit)
     say(f"audit: {len(data)} images of {data.name}, maps by {method}, activations of {name}", quiet)
