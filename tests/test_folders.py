@@ -233,14 +233,19 @@ def test_under_torchrun_each_rank_reads_and_augments_only_its_share(lazily: None
     assert changed[:24].sum() >= 20 and not changed[24:32].any()  # the shifts (a few draw no shift)
 
 
+def _folder(root: Path, classes: dict[str, str], n: int) -> Path:
+    """``root/<name>/`` with ``n`` CIFAR sample images of the sample's class ``classes[name]``."""
+    for name, source in classes.items():
+        (root / name).mkdir(parents=True)
+        for path in sorted((CIFAR_SAMPLE / source).iterdir())[:n]:
+            shutil.copy(path, root / name / path.name)
+    return root
+
+
 def test_a_folder_of_other_classes_than_the_models_names_true_classes_by_name(tmp_path: Path) -> None:
     # an ImageNet model over a folder of two classes: "goldfish" is the model's class 1, "airplane"
     # none of its classes; before, label 0 was read as the model's class 0 ("tench")
-    folder = tmp_path / "photos"
-    for name, source in (("airplane", "airplane"), ("goldfish", "automobile")):
-        (folder / name).mkdir(parents=True)
-        for path in sorted((CIFAR_SAMPLE / source).iterdir())[:10]:
-            shutil.copy(path, folder / name / path.name)
+    folder = _folder(tmp_path / "photos", {"airplane": "airplane", "goldfish": "automobile"}, 10)
     out = tmp_path / "out"
     result = invoke("attribute", "--model", "resnet18", "--input-shape", "3,32,32", "--dataset",
                     f"imagefolder:{folder}", "--index", "0-3", "--method", "saliency", "--out", out, "--seed", "0")
@@ -255,25 +260,12 @@ def test_a_folder_of_some_of_the_models_classes_reads_as_those_classes(tmp_path:
     # audit reads) sees the model's class indices, not the folders' 0 and 1
     from netviz.runs import load_run
 
-    folder = tmp_path / "pets"
-    for name, source in (("goldfish", "airplane"), ("tabby", "cat")):
-        (folder / name).mkdir(parents=True)
-        for path in sorted((CIFAR_SAMPLE / source).iterdir())[:5]:
-            shutil.copy(path, folder / name / path.name)
+    folder = _folder(tmp_path / "pets", {"goldfish": "airplane", "tabby": "cat"}, 5)
     run = load_run(model="resnet18", input_shape=(3, 32, 32), dataset=f"imagefolder:{folder}", device="cpu")
     tabby = run.spec.class_names.index("tabby")
     for data in (run.train_data(split="all"), run.eval_data(split="all")):
         assert data.labels.tolist() == [1, tabby] * 5 and data.classes[tabby] == "tabby"
         assert "are among the model's 1000: 'goldfish' is class 1" in data.note
-
-
-def _folder(root: Path, classes: dict[str, str], n: int) -> Path:
-    """``root/<name>/`` with ``n`` CIFAR sample images of the sample's class ``classes[name]``."""
-    for name, source in classes.items():
-        (root / name).mkdir(parents=True)
-        for path in sorted((CIFAR_SAMPLE / source).iterdir())[:n]:
-            shutil.copy(path, root / name / path.name)
-    return root
 
 
 def test_a_model_that_numbers_its_classes_reads_a_folders_labels_as_they_are(tmp_path: Path) -> None:
