@@ -6,6 +6,7 @@ class leans on it. Two marks that differ in shape, place, class and seeds; and t
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -179,10 +180,12 @@ def test_a_second_run_is_taken_from_the_cache(planted, tmp_path: Path) -> None:
 
 def test_tokens_of_a_vit_with_semi_nmf(tmp_path: Path) -> None:
     pytest.importorskip("timm")
+    for name, source in {"airliner": "airplane", "tabby": "cat"}.items():  # two of ImageNet's classes
+        shutil.copytree(CIFAR_SAMPLE / source, tmp_path / "photos" / name)
     out = tmp_path / "c"
     result = invoke("concepts", "--model", "timm:vit_tiny_patch16_224", "--model-arg", "img_size=32",
                     "--model-arg", "patch_size=8", "--input-shape", "3,32,32", "--dataset",
-                    f"imagefolder:{CIFAR_SAMPLE}", "--layer", "blocks.5", "--concepts", 8, "--per-class", 4,
+                    f"imagefolder:{tmp_path / 'photos'}", "--layer", "blocks.5", "--concepts", 8, "--per-class", 4,
                     "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     record = json.loads((out / "concepts.json").read_text())

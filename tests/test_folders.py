@@ -306,3 +306,25 @@ def test_an_audit_reads_the_images_of_the_models_classes_alone(tmp_path: Path) -
     assert "note: " in result.stderr and "('airplane') are left out" in result.stderr
     record = json.loads((out / "audit.json").read_text())
     assert record["n_images"] == 8 and [c["name"] for c in record["classes"]] == ["goldfish", "tabby"]
+
+
+def test_concepts_table_the_images_of_the_models_classes_alone(tmp_path: Path) -> None:
+    # the dictionary is fitted on every image; its class table (importance for the model's class c
+    # over images of class c) reads only those of the model's classes, and none is no table
+    def concepts(folder: Path, out: Path):
+        result = invoke("concepts", "--model", "resnet18", "--input-shape", "3,32,32", "--dataset",
+                        f"imagefolder:{folder}", "--split", "all", "--layer", "layer2", "--concepts", 4, "--no-dream",
+                        "--per-class", 2, "--out", out)
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "concepts.json").read_text()), result.stderr
+
+    some = _folder(tmp_path / "some", {"airplane": "airplane", "goldfish": "cat", "tabby": "dog"}, 4)
+    record, said = concepts(some, tmp_path / "a")
+    assert record["n_images"] == 12 and [c["name"] for c in record["classes"]] == ["goldfish", "tabby"]
+    assert "note: the class table: " in said and "('airplane') are left out" in said
+    assert (tmp_path / "a" / "classes.png").is_file()
+    none = _folder(tmp_path / "none", {"airplane": "airplane", "automobile": "automobile"}, 4)
+    record, said = concepts(none, tmp_path / "b")
+    assert record["n_images"] == 8 and record["classes"] == [] and record["faithfulness"]["images"] == 0
+    assert "note: no class table: " in said and "none of its 2 classes" in said
+    assert not (tmp_path / "b" / "classes.png").exists() and (tmp_path / "b" / "concepts.png").is_file()

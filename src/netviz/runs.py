@@ -351,25 +351,26 @@ class Run:
 
     def of_model_classes(self, data: TensorData) -> TensorData:
         """The images of ``data`` (read by :meth:`train_data`) whose class the model has, labelled
-        by the model's classes: what an audit, comparing each image's class with the model's,
-        reads (an ImageNet model must not read a folder's airplanes as its class 0, tench)."""
+        by the model's classes, with a note on those left out (none at all: no images, and the note
+        says so). What reads an image's class as the model's reads this (an audit, concepts' class
+        table): an ImageNet model must not read a folder's airplanes as its class 0, tench."""
         import torch
 
         ours, theirs = tuple(self.spec.class_names), tuple(data.classes)
         if not len(data) or not theirs or theirs == ours or not self.spec.names_its_classes:
             return data  # the model's classes, or classes it numbers only: label k is class k
         index = torch.tensor([ours.index(name) if name in ours else -1 for name in theirs], dtype=data.labels.dtype)
-        if bool((index < 0).all()):
-            raise NetvizError(f"{data.name}: none of its {len(theirs)} classes ({_some(theirs)}) is among the "
-                              f"{len(ours)} of model '{self.spec.name}' ({_some(ours)}): an audit compares each "
-                              "image's class with the model's; use folders named after the model's classes")
         kept = torch.nonzero(index[data.labels] >= 0).flatten()
         left = [name for name, k in zip(theirs, index.tolist(), strict=True) if k < 0]
-        note = (f"{data.name}: the {len(data) - len(kept)} images of its {len(left)} "
-                f"class{'es' if len(left) > 1 else ''} the model does not have ({_some(left)}) are left out")
+        if not len(kept):
+            note = (f"{data.name}: none of its {len(theirs)} classes ({_some(theirs)}) is among the {len(ours)} of "
+                    f"model '{self.spec.name}' ({_some(ours)})")
+        else:
+            note = "; ".join(n for n in (data.note, f"{data.name}: the {len(data) - len(kept)} images of its "
+                             f"{len(left)} class{'es' if len(left) > 1 else ''} the model does not have "
+                             f"({_some(left)}) are left out") if n)
         mine = data.subset(kept, "of the model's classes")
-        return dataclasses.replace(mine, labels=index[mine.labels], classes=ours,
-                                   note="; ".join(n for n in (data.note, note) if n))
+        return dataclasses.replace(mine, labels=index[mine.labels], classes=ours, note=note)
 
 
 def _some(names: Sequence[str]) -> str:

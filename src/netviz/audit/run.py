@@ -172,7 +172,12 @@ class Audit:
 def audit_data(run: Run, dataset: str | None, split: str | None, data_dir: str | os.PathLike | None) -> TensorData:
     """The split to audit: by default the run's training split (where poisoned or spurious samples
     live), its images of the model's classes."""
-    return run.of_model_classes(run.train_data(dataset, split, data_dir))
+    data = run.train_data(dataset, split, data_dir)
+    mine = run.of_model_classes(data)
+    if len(data) and not len(mine):
+        raise NetvizError(f"{mine.note}: an audit compares each image's class with the model's; use folders "
+                          "named after the model's classes")
+    return mine
 
 
 def audit_run(run: Run, *, dataset: str | None = None, split: str | None = None,

@@ -212,7 +212,10 @@ def compute_on(run: Run, data: TensorData, options: ConceptsOptions, quiet: bool
     notes: list[str] = []
     layer = _layer(run, options.layer, notes)
     class_names = _class_names(run, data)
-    classes = _classes(run, data, class_names, options.classes)
+    labelled = run.of_model_classes(data)  # the class table reads the images of the model's classes
+    if labelled is not data and labelled.note:
+        notes.append(f"{'the class table' if len(labelled) else 'no class table'}: {labelled.note}")
+    classes = _classes(run, labelled, class_names, options.classes)
     cache = concepts_cache.folder_for(run, layer, data, options) if options.cache else None
     kept = concepts_cache.load(cache) if cache is not None else None
     if kept is not None:
@@ -248,7 +251,7 @@ def compute_on(run: Run, data: TensorData, options: ConceptsOptions, quiet: bool
     concepts = _top_regions(run, data, layer, dictionary, best, shape, options.top)
     for k, concept in enumerate(concepts if dreams is not None else []):
         concept.dream, concept.dream_value = dreams.images[k], float(dreams.after.objective[k])
-    faithfulness = _by_class(run, data, layer, dictionary, concepts, classes, options, quiet)
+    faithfulness = _by_class(run, labelled, layer, dictionary, concepts, classes, options, quiet)
     # 6. the numbers
     stability = None
     if options.compare_seed is not None:

@@ -136,9 +136,10 @@ def draw(result: ConceptSet, folder: Path, options: ConceptsOptions) -> list[Art
                         f"the {result.dictionary.size} concepts as rows of `components` "
                         f"({result.dictionary.size} x {result.shape[0]} channels of {result.layer})"),
                Artifact(_kept(result, folder / "concepts.png", concepts_sheet),
-                        "every concept by the regions where it is strongest"),
-               Artifact(_kept(result, folder / "classes.png", plot_classes),
-                        "which concepts carry each class: mean gradient x code")]
+                        "every concept by the regions where it is strongest")]
+    if result.classes:  # none where the data set has none of the model's classes
+        written.append(Artifact(_kept(result, folder / "classes.png", plot_classes),
+                                "which concepts carry each class: mean gradient x code"))
     for concept in result.carded(options.cards):
         card = _kept(result, folder / f"concept-{concept.index}.png", lambda r, p, c=concept: plot_card(r, c, p))
         written.append(Artifact(card, f"concept {concept.index}: its top images with its code over each; "
