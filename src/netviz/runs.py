@@ -331,23 +331,24 @@ class Run:
             return self._as_model_classes(data)
         if len(ours) != len(theirs) or ours == theirs:
             return data  # the same names, or other classes altogether (labels name the data's)
-        differ = [(a, b) for a, b in zip(ours, theirs, strict=True) if a != b]
-        said = ", ".join(f"{b!r} is {a!r}" for a, b in differ[:3]) + (" ..." if len(differ) > 3 else "")
+        said = _some([f"{b!r} is {a!r}" for a, b in zip(ours, theirs, strict=True) if a != b])
         note = f"{data.name} names its classes otherwise than the model: {said}; showing the model's names"
         return dataclasses.replace(data, classes=ours, note=note)
 
+    def _model_index(self, data: TensorData) -> torch.Tensor:
+        """Each of the data set's classes as the model's class of that name, -1 where it has none."""
+        import torch
+
+        index = {name: k for k, name in enumerate(self.spec.class_names)}
+        return torch.tensor([index.get(name, -1) for name in data.classes], dtype=data.labels.dtype)
 
     def _as_model_classes(self, data: TensorData) -> TensorData:
         """A data set whose every class is one of the model's (a folder of ``goldfish/`` and
         ``tabby/`` under an ImageNet model): its labels as the model's class indices."""
-        import torch
-
-        ours = tuple(self.spec.class_names)
-        index = torch.tensor([ours.index(name) for name in data.classes], dtype=data.labels.dtype)
-        named = ", ".join(f"{name!r} is class {int(k)}" for name, k in zip(data.classes[:3], index[:3], strict=False))
-        note = (f"{data.name}'s {len(data.classes)} classes are among the model's {len(ours)}: {named}"
-                f"{' ...' if len(data.classes) > 3 else ''}")
-        return dataclasses.replace(data, labels=index[data.labels], classes=ours, note=note)
+        index = self._model_index(data)
+        named = _some([f"{name!r} is class {int(k)}" for name, k in zip(data.classes, index, strict=True)])
+        note = f"{data.name}'s {len(data.classes)} classes are among the model's {len(self.spec.class_names)}: {named}"
+        return dataclasses.replace(data, labels=index[data.labels], classes=tuple(self.spec.class_names), note=note)
 
     def of_model_classes(self, data: TensorData) -> TensorData:
         """The images of ``data`` (read by :meth:`train_data`) whose class the model has, labelled
@@ -359,22 +360,23 @@ class Run:
         ours, theirs = tuple(self.spec.class_names), tuple(data.classes)
         if not len(data) or not theirs or theirs == ours or not self.spec.names_its_classes:
             return data  # the model's classes, or classes it numbers only: label k is class k
-        index = torch.tensor([ours.index(name) if name in ours else -1 for name in theirs], dtype=data.labels.dtype)
+        index = self._model_index(data)
         kept = torch.nonzero(index[data.labels] >= 0).flatten()
         left = [name for name, k in zip(theirs, index.tolist(), strict=True) if k < 0]
         if not len(kept):
-            note = (f"{data.name}: none of its {len(theirs)} classes ({_some(theirs)}) is among the {len(ours)} of "
-                    f"model '{self.spec.name}' ({_some(ours)})")
+            note = (f"{data.name}: none of its {len(theirs)} classes ({_some(list(map(repr, theirs)))}) is among "
+                    f"the {len(ours)} of model '{self.spec.name}' ({_some(list(map(repr, ours)))})")
         else:
             note = "; ".join(n for n in (data.note, f"{data.name}: the {len(data) - len(kept)} images of its "
                              f"{len(left)} class{'es' if len(left) > 1 else ''} the model does not have "
-                             f"({_some(left)}) are left out") if n)
+                             f"({_some(list(map(repr, left)))}) are left out") if n)
         mine = data.subset(kept, "of the model's classes")
         return dataclasses.replace(mine, labels=index[mine.labels], classes=ours, note=note)
 
 
-def _some(names: Sequence[str]) -> str:
-    return ", ".join(map(repr, names[:3])) + (" ..." if len(names) > 3 else "")
+def _some(items: Sequence[str]) -> str:
+    """The first three of ``items``, and "..." where there are more."""
+    return ", ".join(items[:3]) + (" ..." if len(items) > 3 else "")
 
 
 def latest_run(runs_dir: str | os.PathLike | None = None) -> Path:

@@ -213,7 +213,7 @@ def compute_on(run: Run, data: TensorData, options: ConceptsOptions, quiet: bool
     layer = _layer(run, options.layer, notes)
     class_names = _class_names(run, data)
     labelled = run.of_model_classes(data)  # the class table reads the images of the model's classes
-    if labelled is not data and labelled.note:
+    if labelled is not data:  # some or all of its images are of other classes than the model's
         notes.append(f"{'the class table' if len(labelled) else 'no class table'}: {labelled.note}")
     classes = _classes(run, labelled, class_names, options.classes)
     cache = concepts_cache.folder_for(run, layer, data, options) if options.cache else None
